@@ -1,0 +1,71 @@
+"""The standard component tree: architecture-independent names for model internals.
+
+    Site.parse("decoder.layers.3.cross_attn")          # component output, as added to the residual
+    Site.parse("decoder.layers.3.cross_attn.heads")    # per-head outputs before the output projection
+    Site.parse("decoder.layers.3.mlp.resid_pre")       # residual stream entering the MLP sublayer
+    Site.parse("decoder.layers.3.resid_post")          # residual stream leaving layer 3
+    Site.parse("decoder.final_norm"), Site.parse("encoder.output")
+
+Adapters (one per architecture family) map these names to modules; analyses
+and patching only ever speak in these names.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..errors import GenIRError
+
+SIDES = ("encoder", "decoder")
+KINDS = ("self_attn", "cross_attn", "mlp")
+ATTENTION_KINDS = ("self_attn", "cross_attn")
+# What can be read at a sublayer: the residual before it, the per-head
+# pre-projection outputs (attention only), its output, the residual after it.
+FACETS = ("resid_pre", "heads", "out", "resid_post")
+
+_PATTERN = re.compile(
+    r"^(?P<side>encoder|decoder)\.(?:(?:layers\.(?P<layer>\d+)\.(?:(?P<kind>self_attn|cross_attn|mlp)(?:\.(?P<facet>resid_pre|heads|resid_post))?|(?P<block>resid_pre|resid_post)))|(?P<final>final_norm|output))$"
+)
+
+
+@dataclass(frozen=True, order=True)
+class Site:
+    side: str
+    layer: int = -1  # -1 for whole-stack sites (final_norm / output)
+    kind: str = ""  # "" for block-level and whole-stack sites
+    facet: str = "out"  # see FACETS; "final_norm" / "output" for whole-stack sites
+
+    @classmethod
+    def parse(cls, name: str) -> "Site":
+        m = _PATTERN.match(name)
+        if not m:
+            raise GenIRError(
+                f"unknown site {name!r}; expected e.g. decoder.layers.3.cross_attn, decoder.layers.3.cross_attn.heads, "
+                "decoder.layers.3.resid_post, decoder.final_norm or encoder.output"
+            )
+        side = m["side"]
+        if m["final"]:
+            return cls(side, -1, "", m["final"])
+        layer = int(m["layer"])
+        if m["block"]:
+            return cls(side, layer, "", m["block"])
+        return cls(side, layer, m["kind"], m["facet"] or "out")
+
+    @property
+    def name(self) -> str:
+        if self.layer < 0:
+            return f"{self.side}.{self.facet}"
+        if not self.kind:
+            return f"{self.side}.layers.{self.layer}.{self.facet}"
+        suffix = "" if self.facet == "out" else f".{self.facet}"
+        return f"{self.side}.layers.{self.layer}.{self.kind}{suffix}"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def with_facet(self, facet: str) -> "Site":
+        return Site(self.side, self.layer, self.kind, facet)
+
+
+def component(side: str, layer: int, kind: str) -> Site:
+    return Site(side, layer, kind, "out")

@@ -1,0 +1,122 @@
+"""Run a GenIR model once under nnsight, reading, rewriting and differentiating standard sites.
+
+    batch = gm.batch(["who founded zorblax", ...])          # tokenized, padded, masked
+    batch = gm.encode(batch)                                # encoder runs once; reused by decoder-only runs
+    res = run(gm, batch, reads=[Site.parse("decoder.layers.3.cross_attn")],
+              writes={Site.parse("decoder.layers.5.mlp"): lambda x: x * 0})
+    res.values[site], res.logits                            # (B, T, ...) activations, (B, vocab) first-step logits
+
+This is the single place where genir_mech builds an nnsight intervention
+graph; activation patching, ablations, the logit lens and attribution all
+call it. Sites are visited in forward order, as nnsight requires.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import nnsight
+import torch
+from transformers.modeling_outputs import BaseModelOutput
+
+from ..errors import GenIRError
+from .adapters import module_at
+from .components import Site
+
+Write = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class QueryBatch:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    encoder_hidden: torch.Tensor | None = None
+    decoder_input_ids: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def select(self, rows: torch.Tensor | list[int]) -> "QueryBatch":
+        """Rows of this batch (repeats allowed): how one query is fanned out to many patches."""
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        pick = lambda t: None if t is None else t.index_select(0, rows.to(t.device))  # noqa: E731
+        return QueryBatch(pick(self.input_ids), pick(self.attention_mask), pick(self.encoder_hidden), pick(self.decoder_input_ids))
+
+    def model_kwargs(self, start_id: int) -> dict:
+        dec = self.decoder_input_ids
+        if dec is None:
+            dec = torch.full((len(self), 1), start_id, dtype=torch.long, device=self.input_ids.device)
+        kwargs = {"attention_mask": self.attention_mask, "decoder_input_ids": dec}
+        if self.encoder_hidden is not None:
+            kwargs["encoder_outputs"] = BaseModelOutput(last_hidden_state=self.encoder_hidden)
+        else:
+            kwargs["input_ids"] = self.input_ids
+        return kwargs
+
+
+@dataclass
+class RunResult:
+    logits: torch.Tensor  # (B, vocab) at decoder position `position`
+    values: dict[Site, torch.Tensor] = field(default_factory=dict)
+    grads: dict[Site, torch.Tensor] = field(default_factory=dict)
+    metric: torch.Tensor | None = None
+
+
+def _read(envoy, hook):
+    value = envoy.input if hook.io == "input" else envoy.output
+    return value if hook.index is None else value[hook.index]
+
+
+def _assign(envoy, hook, new):
+    if hook.io == "input":
+        envoy.input = new
+    elif hook.index is None:
+        envoy.output = new
+    else:
+        old = envoy.output
+        envoy.output = (*old[: hook.index], new, *old[hook.index + 1 :])
+
+
+def run(
+    gm,
+    batch: QueryBatch,
+    reads: Iterable[Site] = (),
+    writes: dict[Site, Write] | None = None,
+    grads: Iterable[Site] = (),
+    metric: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    position: int = -1,
+) -> RunResult:
+    """One forward pass (and, with `grads`, one backward pass of `metric(logits)`)."""
+    writes = dict(writes or {})
+    reads, grads = list(dict.fromkeys(reads)), list(dict.fromkeys(grads))
+    sites = sorted(set(reads) | set(writes) | set(grads), key=gm.adapter.order_key)
+    if batch.encoder_hidden is not None:
+        encoder_sites = [s.name for s in sites if s.side == "encoder"]
+        if encoder_sites:
+            raise GenIRError(f"sites {', '.join(encoder_sites)} are in the encoder, but this batch reuses a cached encoder output; pass an un-encoded batch")
+    if grads and metric is None:
+        raise GenIRError("gradients were requested without a metric to differentiate")
+    hooks = {s: gm.adapter.hook(s) for s in sites}
+    kwargs = batch.model_kwargs(gm.decoder_start_id)
+    context = torch.enable_grad() if grads else torch.no_grad()
+    with context:
+        with gm.nn.trace(**kwargs):
+            store = nnsight.save({"values": {}, "grads": {}})
+            for site in sites:
+                envoy = module_at(gm.nn, hooks[site].path)
+                value = _read(envoy, hooks[site])
+                if site in writes:
+                    value = writes[site](value)
+                    _assign(envoy, hooks[site], value)
+                if site in reads or site in grads:
+                    store["values"][site] = value
+            logits = gm.nn.output.logits[:, position]
+            store["logits"] = logits
+            if grads:
+                score = metric(logits)
+                store["metric"] = score
+                with score.backward():
+                    for site in reversed(grads):
+                        store["grads"][site] = store["values"][site].grad
+    values = {s: v.detach() for s, v in store["values"].items() if s in reads}
+    return RunResult(store["logits"].detach(), values, {s: g.detach() for s, g in store["grads"].items()}, store.get("metric"))

@@ -1,0 +1,39 @@
+"""Shapes of the small T5 models genir_mech trains from scratch."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from transformers import T5Config, T5ForConditionalGeneration
+
+
+@dataclass(frozen=True)
+class T5Shape:
+    d_model: int = 128
+    d_ff: int = 512
+    num_heads: int = 4
+    encoder_layers: int = 4
+    decoder_layers: int = 8
+    dropout: float = 0.1
+
+    def to_config(self, tokenizer) -> T5Config:
+        return T5Config(
+            vocab_size=len(tokenizer),
+            d_model=self.d_model,
+            d_kv=self.d_model // self.num_heads,
+            d_ff=self.d_ff,
+            num_layers=self.encoder_layers,
+            num_decoder_layers=self.decoder_layers,
+            num_heads=self.num_heads,
+            dropout_rate=self.dropout,
+            feed_forward_proj="relu",  # original ReLU T5, as in the paper's T5-large
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            decoder_start_token_id=tokenizer.pad_token_id,
+            tie_word_embeddings=True,
+        )
+
+    def build(self, tokenizer) -> T5ForConditionalGeneration:
+        return T5ForConditionalGeneration(self.to_config(tokenizer))
+
+    def asdict(self) -> dict:
+        return asdict(self)

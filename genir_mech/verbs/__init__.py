@@ -1,0 +1,21 @@
+"""Registry of `genir-mech` verbs: one module per verb, each exposing a `VERB`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Verb:
+    help: str
+    add_arguments: Callable
+    run: Callable
+
+
+def _load() -> dict[str, Verb]:
+    from . import train, evaluate
+
+    return {"train": train.VERB, "eval": evaluate.VERB}
+
+
+VERBS = _load()

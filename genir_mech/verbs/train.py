@@ -1,0 +1,33 @@
+"""`genir-mech train`: pretrain (span corruption) or DSI-fine-tune a small T5."""
+from __future__ import annotations
+
+from ..training.architecture import T5Shape
+from ..training.loop import LoopConfig
+from ..training.train import TrainRequest, train_model
+from . import Verb
+
+
+def add_arguments(p):
+    p.add_argument("--data", default="synthetic:n_docs=1000,seed=0", help="data spec: synthetic:n_docs=N,seed=S,... | BEIR dir | dir with documents.jsonl+queries.jsonl")
+    p.add_argument("--out", required=True, help="output checkpoint directory (rerun to resume)")
+    p.add_argument("--objective", choices=["span", "dsi"], default="dsi", help="span = T5 span-corruption pretraining; dsi = indexing + retrieval fine-tuning")
+    p.add_argument("--base", help="initialise from this checkpoint (and its tokenizer); default: from scratch with a new corpus tokenizer")
+    p.add_argument("--remove-docs", help="train without these documents: random:N:SEED or comma-separated ids")
+    p.add_argument("--indexing-ratio", type=float, default=0.2, help="indexing examples per retrieval example per epoch")
+    for name, default in vars(T5Shape()).items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default, help=f"model shape (from scratch only); default {default}")
+    for name, default in vars(LoopConfig()).items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default, help=f"training loop; default {default}")
+    p.add_argument("--json", action="store_true", help="print the model card as JSON")
+
+
+def run(args):
+    shape = T5Shape(**{k: getattr(args, k) for k in vars(T5Shape())})
+    loop = LoopConfig(**{k: getattr(args, k) for k in vars(LoopConfig())})
+    card = train_model(TrainRequest(args.data, args.out, args.objective, args.base, args.remove_docs, args.indexing_ratio, shape, loop))
+    if not args.json:
+        print(f"trained {args.out} in {card['train_seconds']} s; metrics: {card['metrics'] or card['best_validation']}")
+    return card
+
+
+VERB = Verb("pretrain (span corruption) or DSI-fine-tune a small T5 on a corpus; resumable", add_arguments, run)
