@@ -105,3 +105,10 @@ def evaluate(model, tokenizer, scheme: AtomicDocids, dataset: RetrievalDataset, 
         }
     )
     return metrics, per_query
+
+
+def correct_queries(model, tokenizer, scheme: AtomicDocids, dataset: RetrievalDataset, split: str = "validation", batch_size: int = 256) -> list:
+    """Queries of `split` whose relevant document the model ranks first: the set every analysis aggregates over."""
+    _, per_query = evaluate(model, tokenizer, scheme, dataset, split, batch_size)
+    keep = set(per_query.loc[per_query.correct, "query_id"])
+    return [q for q in dataset.split(split) if q.query_id in keep]

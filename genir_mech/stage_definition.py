@@ -1,0 +1,101 @@
+"""Stage definitions: named groups of decoder layers, as one JSON file.
+
+    stages = StageDefinition.load("runs/stages/stages.json")
+    stages = StageDefinition.parse("priming=0-2,bridging=3-5,interaction=6-7")
+    stages.layers("bridging") -> [3, 4, 5]
+
+`genir-mech stages` writes this format and every ablation verb reads it, so the
+paper's pipeline runs without hand-typed layer numbers.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import GenIRError
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    layers: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class StageDefinition:
+    stages: tuple[Stage, ...]
+    source: str = ""
+
+    def names(self) -> list[str]:
+        return [s.name for s in self.stages]
+
+    def layers(self, name: str) -> list[int]:
+        for s in self.stages:
+            if s.name == name:
+                return list(s.layers)
+        raise GenIRError(f"no stage {name!r} in the stage definition ({', '.join(self.names())})")
+
+    def stage_of(self, layer: int) -> str | None:
+        return next((s.name for s in self.stages if layer in s.layers), None)
+
+    def check(self, n_layers: int) -> "StageDefinition":
+        for s in self.stages:
+            bad = [l for l in s.layers if not 0 <= l < n_layers]
+            if bad:
+                raise GenIRError(f"stage {s.name!r} names layer(s) {bad} but the decoder has {n_layers} layers (0..{n_layers - 1})")
+        return self
+
+    def to_json(self) -> dict:
+        return {"stages": [{"name": s.name, "layers": list(s.layers)} for s in self.stages], "source": self.source}
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=2))
+        return path
+
+    @classmethod
+    def from_json(cls, data: dict, source: str = "") -> "StageDefinition":
+        try:
+            stages = tuple(Stage(str(s["name"]), tuple(int(l) for l in s["layers"])) for s in data["stages"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GenIRError(f"{source or 'stage definition'}: expected {{\"stages\": [{{\"name\": ..., \"layers\": [...]}}]}} ({exc})") from None
+        if not stages:
+            raise GenIRError(f"{source or 'stage definition'}: no stages")
+        return cls(stages, data.get("source", source))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "StageDefinition":
+        path = Path(path)
+        if not path.exists():
+            raise GenIRError(f"{path}: stage definition file not found")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise GenIRError(f"{path}, line {exc.lineno}: not valid JSON ({exc.msg})") from None
+        return cls.from_json(data, str(path))
+
+    @classmethod
+    def parse(cls, text: str) -> "StageDefinition":
+        """`name=a-b,name=c-d` (inclusive ranges) or a path to a JSON file."""
+        if Path(text).suffix == ".json":
+            return cls.load(text)
+        stages = []
+        for part in filter(None, text.split(",")):
+            name, _, span = part.partition("=")
+            lo, _, hi = span.partition("-")
+            try:
+                stages.append(Stage(name.strip(), tuple(range(int(lo), int(hi or lo) + 1))))
+            except ValueError:
+                raise GenIRError(f"stage spec {text!r}: expected name=first-last, e.g. priming=0-2,bridging=3-5") from None
+        if not stages:
+            raise GenIRError(f"stage spec {text!r}: no stages")
+        return cls(tuple(stages), "spec")
+
+    @classmethod
+    def even_thirds(cls, n_layers: int) -> "StageDefinition":
+        """A neutral default when no localisation has been run: three equal contiguous groups."""
+        cuts = [round(n_layers * k / 3) for k in range(4)]
+        names = ("priming", "bridging", "interaction")
+        return cls(tuple(Stage(n, tuple(range(cuts[i], cuts[i + 1]))) for i, n in enumerate(names)), "even thirds (no localisation run)")
