@@ -1,0 +1,49 @@
+"""Turn labelled arrays into tidy result tables, and iterate queries in padded batches.
+
+    df = long_frame(values, metric="ratio", query_id=ids, layer=range(8), component=kinds)  # values: (Q, L, K)
+    for rows, batch in query_batches(gm, texts, batch_size=64): ...   # encoder already run on each batch
+
+Every analysis in genir_mech.analyses returns long (tidy) frames with named
+axes; this module is the one place that builds them from tensors.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import GenIRError
+
+
+def long_frame(values, metric: str | None = None, **axes) -> pd.DataFrame:
+    """One row per cell of `values`; `axes` name its dimensions in order, with their labels."""
+    array = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    labels = [list(v) for v in axes.values()]
+    if array.shape != tuple(len(v) for v in labels):
+        raise ValueError(f"values of shape {array.shape} do not match axes {dict(zip(axes, map(len, labels)))}")
+    index = pd.MultiIndex.from_product(labels, names=list(axes))
+    frame = index.to_frame(index=False)
+    if metric is not None:
+        frame["metric"] = metric
+    frame["value"] = array.reshape(-1).astype(float)
+    return frame
+
+
+def query_batches(gm, texts: list[str], batch_size: int = 64, encode: bool = True, progress: bool = False, desc: str = "queries") -> Iterator[tuple[slice, object]]:
+    """Padded, masked batches of `texts`; with `encode` the encoder runs here, once per batch."""
+    if not texts:
+        raise GenIRError("empty query set: no queries to analyse (did the model get any validation query right?)")
+    if batch_size < 1:
+        raise GenIRError(f"batch size must be positive, got {batch_size}")
+    starts = range(0, len(texts), batch_size)
+    for start in tqdm(starts, desc=desc, disable=not progress, leave=False):
+        rows = slice(start, min(start + batch_size, len(texts)))
+        batch = gm.batch(texts[rows])
+        yield rows, gm.encode(batch) if encode else batch
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(eps)
