@@ -95,7 +95,7 @@ def contributions(
                 mask = batch.attention_mask.bool()
             metrics = _side_metrics(gm, values, side, mask, priming if side == "decoder" else None)
             for name, value in metrics.items():
-                frame = long_frame(value, metric=name, query_id=query_ids[rows], layer=range(gm.n_layers(side)), component=gm.adapter.kinds(side))
+                frame = long_frame(value, {"query_id": query_ids[rows], "layer": range(gm.n_layers(side)), "component": gm.adapter.kinds(side)}, metric=name)
                 frame.insert(0, "side", side)
                 frames.append(frame)
     df = pd.concat(frames, ignore_index=True)

@@ -1,6 +1,6 @@
 """Turn labelled arrays into tidy result tables, and iterate queries in padded batches.
 
-    df = long_frame(values, metric="ratio", query_id=ids, layer=range(8), component=kinds)  # values: (Q, L, K)
+    df = long_frame(values, {"query_id": ids, "layer": range(8), "component": kinds}, metric="ratio")  # values: (Q, L, K)
     for rows, batch in query_batches(gm, texts, batch_size=64): ...   # encoder already run on each batch
 
 Every analysis in genir_mech.analyses returns long (tidy) frames with named
@@ -18,16 +18,17 @@ from tqdm.auto import tqdm
 from ..errors import GenIRError
 
 
-def long_frame(values, metric: str | None = None, **axes) -> pd.DataFrame:
-    """One row per cell of `values`; `axes` name its dimensions in order, with their labels."""
+def long_frame(values, axes: dict, **constants) -> pd.DataFrame:
+    """One row per cell of `values`; `axes` name its dimensions in order, with their labels;
+    `constants` become columns with one value (e.g. metric="ratio")."""
     array = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
     labels = [list(v) for v in axes.values()]
     if array.shape != tuple(len(v) for v in labels):
         raise ValueError(f"values of shape {array.shape} do not match axes {dict(zip(axes, map(len, labels)))}")
     index = pd.MultiIndex.from_product(labels, names=list(axes))
     frame = index.to_frame(index=False)
-    if metric is not None:
-        frame["metric"] = metric
+    for name, value in constants.items():
+        frame[name] = value
     frame["value"] = array.reshape(-1).astype(float)
     return frame
 
