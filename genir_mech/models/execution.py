@@ -88,7 +88,8 @@ def run(
 ) -> RunResult:
     """One forward pass (and, with `grads`, one backward pass of `metric(logits)`)."""
     writes = dict(writes or {})
-    reads, grads = list(dict.fromkeys(reads)), list(dict.fromkeys(grads))
+    # Gradients must be requested in reverse forward order, whatever order the caller listed them in.
+    reads, grads = list(dict.fromkeys(reads)), sorted(dict.fromkeys(grads), key=gm.adapter.order_key)
     sites = sorted(set(reads) | set(writes) | set(grads), key=gm.adapter.order_key)
     if batch.encoder_hidden is not None:
         encoder_sites = [s.name for s in sites if s.side == "encoder"]
