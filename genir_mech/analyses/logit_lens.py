@@ -1,0 +1,156 @@
+"""Vocabulary projection (logit lens) of the decoder's residual stream, components and cross-attention heads (paper Fig. 4, Tables 5-6).
+
+    lens = logit_lens(gm, texts, query_ids, relevant_docs)
+    lens.ranks        # query_id, layer, component, facet, head, metric, value
+    lens.head_tokens  # query_id, layer, head, rank, token, logit  (top-k tokens of each cross-attention head)
+
+Each probed vector is projected with the model's own final norm, output
+scaling and unembedding (`gm.adapter.project`), at the decoder step that ranks
+the documents. Probes (`facet`):
+
+- `resid_pre` of layer 0 (the decoder input embedding) and `resid_post` of every
+  sublayer: the residual after each self-attention, cross-attention and MLP
+  (the MLP's is the residual after the whole layer);
+- `out`: every component output on its own;
+- `head`: every cross-attention head's contribution (`head` column; -1 elsewhere).
+
+Metrics per probe and query: `relevant_rank` (vocabulary rank of the relevant
+docid), `relevant_doc_rank` (its rank among docids only), `docid_mean_rank`
+(mean vocabulary rank of all docid tokens), `nondocid_median_rank`, and
+`pct_docids_top{10,100,1000}` (% of the top-k vocabulary entries that are
+docids; k is capped at the vocabulary size).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from ..errors import GenIRError
+from ..models.components import Site
+from ..models.execution import run
+from .tidy import long_frame, query_batches
+
+TOP_K_SHARES = (10, 100, 1000)
+
+
+@dataclass
+class LensResult:
+    ranks: pd.DataFrame
+    head_tokens: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Probe:
+    layer: int
+    component: str
+    facet: str  # resid_pre | resid_post | out | head
+    head: int = -1
+
+
+def _probes(gm) -> tuple[list[Probe], list[Site]]:
+    """Every probe in forward order, and the sites that must be read to build them."""
+    probes, reads = [Probe(0, "embedding", "resid_pre")], [Site("decoder", 0, "", "resid_pre")]
+    for layer in range(gm.n_layers("decoder")):
+        for kind in gm.adapter.kinds("decoder"):
+            reads += [Site("decoder", layer, kind), Site("decoder", layer, kind, "resid_post")]
+            probes += [Probe(layer, kind, "out"), Probe(layer, kind, "resid_post")]
+            if kind == "cross_attn":
+                reads.append(Site("decoder", layer, kind, "heads"))
+                probes += [Probe(layer, kind, "head", h) for h in range(gm.adapter.n_heads)]
+    return probes, reads
+
+
+def _probe_vectors(gm, values: dict, probes: list[Probe]) -> torch.Tensor:
+    """(B, P, d_model) vectors at the last decoder position, in `probes` order."""
+    vectors, heads_done = [], set()
+    for p in probes:
+        if p.facet == "head":
+            if p.layer in heads_done:
+                continue
+            heads_done.add(p.layer)
+            site = Site("decoder", p.layer, p.component, "heads")
+            vectors.append(gm.adapter.head_contributions(Site("decoder", p.layer, p.component), values[site][:, -1]))
+            continue
+        site = Site("decoder", 0, "", "resid_pre") if p.component == "embedding" else Site("decoder", p.layer, p.component, p.facet)
+        vectors.append(values[site][:, -1].unsqueeze(1))
+    return torch.cat(vectors, dim=1)
+
+
+def vocabulary_ranks(logits: torch.Tensor) -> torch.Tensor:
+    """1-based rank of every vocabulary entry in each row (ties broken by index, as topk does)."""
+    order = logits.argsort(dim=-1, descending=True, stable=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(-1, order, torch.arange(1, logits.shape[-1] + 1, device=logits.device).expand_as(order))
+    return ranks
+
+
+def lens_metrics(gm, logits: torch.Tensor, relevant_tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    """(B, P) per metric from (B, P, vocab) projected logits and (B,) relevant docid token ids."""
+    vocab = logits.shape[-1]
+    ranks = vocabulary_ranks(logits)
+    is_docid = gm.docids.is_docid_mask(vocab).to(logits.device)
+    doc_ranks = ranks[..., gm.docids.vocab_ids.to(logits.device)]
+    relevant = ranks.gather(-1, relevant_tokens.view(-1, 1, 1).expand(-1, ranks.shape[1], 1)).squeeze(-1)
+    out = {
+        "relevant_rank": relevant.double(),
+        "relevant_doc_rank": (doc_ranks <= relevant.unsqueeze(-1)).sum(-1).double(),
+        "docid_mean_rank": doc_ranks.double().mean(-1),
+        "nondocid_median_rank": ranks[..., ~is_docid].double().median(-1).values,
+    }
+    for k in TOP_K_SHARES:
+        top = logits.topk(min(k, vocab), dim=-1).indices
+        out[f"pct_docids_top{k}"] = 100.0 * is_docid[top].double().mean(-1)
+    return out
+
+
+@torch.no_grad()
+def logit_lens(
+    gm,
+    texts: list[str],
+    query_ids: list[str],
+    relevant_docs: list[str],
+    batch_size: int = 64,
+    top_k: int = 10,
+    n_examples: int = 32,
+    progress: bool = False,
+) -> LensResult:
+    """Project every probe of every query; keep top-k head tokens for the first `n_examples` queries."""
+    if not len(texts) == len(query_ids) == len(relevant_docs):
+        raise GenIRError(f"{len(texts)} queries, {len(query_ids)} query ids and {len(relevant_docs)} relevant documents: the lists must match")
+    probes, reads = _probes(gm)
+    labels = pd.DataFrame([vars(p) for p in probes])
+    relevant_tokens = torch.tensor([gm.docids.token_id(d) for d in relevant_docs])
+    head_probes = [i for i, p in enumerate(probes) if p.facet == "head"]
+    rank_frames, token_frames = [], []
+    for rows, batch in query_batches(gm, texts, batch_size, progress=progress, desc="logit lens"):
+        values = run(gm, batch, reads=reads).values
+        logits = gm.adapter.project(_probe_vectors(gm, values, probes)).float()
+        metrics = lens_metrics(gm, logits, relevant_tokens[rows].to(logits.device))
+        frame = long_frame(torch.stack(list(metrics.values()), -1), {"query_id": query_ids[rows], "probe": range(len(probes)), "metric": list(metrics)})
+        rank_frames.append(frame)
+        examples = max(0, min(n_examples - rows.start, len(batch)))
+        if examples and head_probes and top_k > 0:
+            token_frames.append(_head_tokens(gm, logits[:examples, head_probes], [probes[i] for i in head_probes], query_ids[rows][:examples], top_k))
+    ranks = pd.concat(rank_frames, ignore_index=True)
+    ranks = labels.iloc[ranks.pop("probe")].reset_index(drop=True).join(ranks)
+    ranks = ranks[["query_id", "layer", "component", "facet", "head", "metric", "value"]]
+    head_tokens = pd.concat(token_frames, ignore_index=True) if token_frames else pd.DataFrame(columns=["query_id", "layer", "head", "rank", "token", "logit"])
+    return LensResult(ranks, head_tokens)
+
+
+def _head_tokens(gm, logits: torch.Tensor, probes: list[Probe], query_ids: list[str], top_k: int) -> pd.DataFrame:
+    top = logits.topk(min(top_k, logits.shape[-1]), dim=-1)
+    tokens = gm.tokenizer.convert_ids_to_tokens(top.indices.reshape(-1).tolist())
+    frame = long_frame(top.values, {"query_id": query_ids, "probe": range(len(probes)), "rank": range(1, top.indices.shape[-1] + 1)})
+    frame["layer"] = [probes[i].layer for i in frame.probe]
+    frame["head"] = [probes[i].head for i in frame.pop("probe")]
+    frame["token"] = tokens
+    return frame.rename(columns={"value": "logit"})[["query_id", "layer", "head", "rank", "token", "logit"]]
+
+
+def docid_share_by_layer(ranks: pd.DataFrame, component: str = "cross_attn") -> pd.DataFrame:
+    """Table 5 rows: mean % of docid tokens in the top-k of each layer's `component` output projection."""
+    share = ranks[(ranks.component == component) & (ranks.facet == "out") & ranks.metric.str.startswith("pct_docids_top")]
+    return share.groupby(["layer", "metric"], as_index=False).value.mean()
