@@ -13,9 +13,9 @@ class Verb:
 
 
 def _load() -> dict[str, Verb]:
-    from . import train, evaluate
+    from . import train, evaluate, stages
 
-    return {"train": train.VERB, "eval": evaluate.VERB}
+    return {"train": train.VERB, "eval": evaluate.VERB, "stages": stages.VERB}
 
 
 VERBS = _load()
