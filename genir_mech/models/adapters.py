@@ -91,6 +91,15 @@ class Adapter(ABC):
     def attention_weights(self, site: Site) -> tuple[torch.Tensor, torch.Tensor]:
         """(W_Q, W_K) as (H*d_head, d_model) matrices."""
 
+    def linearised_norm(self, site: Site, resid_pre: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
+        """The sublayer norm with its statistics frozen at `resid_pre` (..., d), applied to `parts` (..., S, d).
+
+        Frozen, the norm is linear: the normed residual is the sum of the normed
+        parts that wrote it, which is how component reading attributes what a
+        sublayer reads to earlier components.
+        """
+        raise GenIRError(f"{self.config.name_or_path}: linearised sublayer norms are not implemented for the {self.family} adapter")
+
     @property
     @abstractmethod
     def output_scale(self) -> float:
@@ -203,6 +212,12 @@ class T5Adapter(Adapter):
 
     def sublayer_norm(self, site):
         return module_at(self.model, f"{self._sublayer_path(site.side, site.layer, site.kind)}.layer_norm")
+
+    def linearised_norm(self, site, resid_pre, parts):
+        # T5's norm is RMSNorm without bias: weight * x / rms(x).
+        norm = self.sublayer_norm(site)
+        inv_rms = torch.rsqrt(resid_pre.float().pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+        return norm.weight * (parts * inv_rms.unsqueeze(-2)).to(norm.weight.dtype)
 
     def mlp_in_weight(self, side, layer):
         ff = module_at(self.model, f"{self._sublayer_path(side, layer, 'mlp')}.DenseReluDense")

@@ -1,0 +1,129 @@
+"""Minimal circuits: keep some decoder components, zero or mean-ablate the rest, and measure retrieval (paper Table 4).
+
+    circuit = paper_circuit(gm, stages)      # zero all self-attn and first-stage cross-attn, mean the first two stages' MLPs
+    circuit = parse_circuit(gm, "zero=self_attn@all;zero=cross_attn@priming;mean=mlp@priming+bridging", stages)
+    circuit = parse_circuit(gm, "circuit.json")   # {"zero": ["decoder.layers.0.self_attn", ...], "mean": [...]}
+    df = evaluate_circuits(gm, texts, relevant_docs, {"paper": circuit}, mean_texts=correct_validation_texts)
+
+Columns: circuit, configuration (`intact`, `circuit`, `relative` = circuit / intact
+in %), metric (hits@1, hits@5, hits@10 in %; components_kept, components_total),
+value. All circuits and the intact model run in the same batched passes.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import GenIRError
+from ..models.components import Site
+from ..stage_definition import StageDefinition
+from .ablation import Ablation, ablation_ranks, component_means
+
+HITS_AT = (1, 5, 10)
+CIRCUIT_METHODS = ("zero", "mean")
+
+
+def paper_circuit(gm, stages: StageDefinition) -> Ablation:
+    """The paper's circuit for any stage definition: zero every self-attention and the first
+    stage's cross-attention, mean-ablate the MLPs of the first two stages."""
+    stages.check(gm.n_layers("decoder"))
+    first = list(stages.stages[0].layers)
+    first_two = [l for s in stages.stages[:2] for l in s.layers]
+    zero = [Site("decoder", l, "self_attn") for l in range(gm.n_layers("decoder"))] + [Site("decoder", l, "cross_attn") for l in first]
+    mean = [Site("decoder", l, "mlp") for l in first_two]
+    return Ablation(tuple((s, "zero") for s in zero) + tuple((s, "mean") for s in mean), {"circuit": "paper"})
+
+
+def _layers_of(where: str, stages: StageDefinition | None, n_layers: int, spec: str) -> list[int]:
+    layers = []
+    for part in where.split("+"):
+        if part == "all":
+            layers += range(n_layers)
+        elif part[:1].isdigit():
+            lo, _, hi = part.partition("-")
+            layers += range(int(lo), int(hi or lo) + 1)
+        elif stages is not None and part in stages.names():
+            layers += stages.layers(part)
+        else:
+            raise GenIRError(f"circuit spec {spec!r}: {part!r} is neither 'all', a layer range like 0-3, nor a stage ({', '.join(stages.names()) if stages else 'no stages given'})")
+    bad = [l for l in layers if not 0 <= l < n_layers]
+    if bad:
+        raise GenIRError(f"circuit spec {spec!r}: layer(s) {bad} out of range; the decoder has {n_layers} layers")
+    return sorted(set(layers))
+
+
+def parse_circuit(gm, spec: str, stages: StageDefinition | None = None, name: str = "circuit") -> Ablation:
+    """`method=kind@where;...` (where: all | stage names or layer ranges joined by +) or a JSON file of site names."""
+    n_layers = gm.n_layers("decoder")
+    replace: dict[Site, str] = {}
+    if Path(spec).suffix == ".json":
+        path = Path(spec)
+        if not path.exists():
+            raise GenIRError(f"{path}: circuit file not found")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise GenIRError(f"{path}, line {exc.lineno}: not valid JSON ({exc.msg})") from None
+        unknown = set(data) - set(CIRCUIT_METHODS)
+        if unknown:
+            raise GenIRError(f"{path}: unknown key(s) {sorted(unknown)}; expected {list(CIRCUIT_METHODS)} with lists of component names")
+        for method in CIRCUIT_METHODS:
+            for site_name in data.get(method, []):
+                site = gm.adapter.validate(Site.parse(site_name))
+                if site.facet != "out" or not site.kind:
+                    raise GenIRError(f"{path}: {site_name} is not a component output (e.g. decoder.layers.3.mlp)")
+                replace[site] = method
+    else:
+        for entry in filter(None, (e.strip() for e in spec.split(";"))):
+            method, _, target = entry.partition("=")
+            kind, _, where = target.partition("@")
+            if method not in CIRCUIT_METHODS or kind not in gm.adapter.kinds("decoder") or not where:
+                raise GenIRError(f"circuit spec entry {entry!r}: expected method=kind@where with method in {CIRCUIT_METHODS}, kind in {gm.adapter.kinds('decoder')}, e.g. zero=self_attn@all")
+            for layer in _layers_of(where, stages, n_layers, spec):
+                replace[Site("decoder", layer, kind)] = method
+    if not replace:
+        raise GenIRError(f"circuit spec {spec!r} removes no component")
+    return Ablation(tuple(sorted(replace.items(), key=lambda item: gm.adapter.order_key(item[0]))), {"circuit": name})
+
+
+def components_kept(gm, circuit: Ablation) -> tuple[int, int]:
+    total = len(gm.components("decoder"))
+    return total - len(set(circuit.sites)), total
+
+
+def evaluate_circuits(
+    gm,
+    texts: list[str],
+    relevant_docs: list[str],
+    circuits: dict[str, Ablation],
+    mean_texts: Sequence[str] | None = None,
+    batch_size: int = 64,
+    max_rows: int = 4096,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Hits@1/5/10 of the intact model and of each circuit on the given queries (see the module docstring)."""
+    if not circuits:
+        raise GenIRError("no circuit to evaluate")
+    mean_sites = list(dict.fromkeys(s for c in circuits.values() for s, m in c.replace if m == "mean"))
+    if mean_sites and not mean_texts:
+        raise GenIRError("mean-ablated circuit components need reference queries (mean_texts: the correct validation queries)")
+    means = component_means(gm, list(mean_texts), mean_sites, batch_size) if mean_sites else None
+    ablations = [Ablation(())] + list(circuits.values())
+    ranks = ablation_ranks(gm, texts, relevant_docs, ablations, means=means, batch_size=batch_size, max_rows=max_rows, progress=progress).doc_rank
+    rows = []
+    for i, name in enumerate(circuits, start=1):
+        for k in HITS_AT:
+            intact, kept = 100.0 * float((ranks[0] <= k).double().mean()), 100.0 * float((ranks[i] <= k).double().mean())
+            rows += [
+                (name, "intact", f"hits@{k}", intact),
+                (name, "circuit", f"hits@{k}", kept),
+                (name, "relative", f"hits@{k}", 100.0 * kept / intact if intact else float("nan")),
+            ]
+        n_kept, total = components_kept(gm, circuits[name])
+        rows += [(name, "circuit", "components_kept", n_kept), (name, "circuit", "components_total", total)]
+    df = pd.DataFrame(rows, columns=["circuit", "configuration", "metric", "value"])
+    df["n_queries"] = len(texts)
+    return df
