@@ -1,0 +1,221 @@
+"""Clean/corrupted query pairs for activation patching: where they come from and how they line up.
+
+    pairs = dataset_pairs(dataset)                       # the synthetic generator's matched pairs
+    pairs = read_pairs("my_pairs.jsonl", dataset)        # user pairs: texts (+ docids) or query ids
+    pairs, report = keep_correct(gm, pairs)              # both queries retrieve their own document first
+    batch = tokenize_pairs(gm, pairs)                    # refuses pairs whose token lengths differ ...
+    batch = tokenize_pairs(gm, pairs, align="left-pad")  # ... unless the user picks an alignment
+
+A pair file is JSONL (one object per line) or CSV (a header row) with either
+`clean`, `corrupted` (query texts) and optionally `clean_doc`, `corrupted_doc`
+(when omitted, the document the model itself retrieves first for each text), or
+`clean_query_id`, `corrupted_query_id` (texts and relevant documents come from
+the dataset). `pair_id` is optional. Errors name the file and line.
+
+Positions must mean the same thing in both queries of a pair, so pairs whose
+tokenizations differ in length are refused unless an alignment is chosen:
+`right-pad` pads the shorter query at its end (positions aligned from the
+start), `left-pad` pads it at its start (aligned from the end, so the final
+tokens and EOS line up). Padding is always masked.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from ..errors import GenIRError
+from ..models.execution import QueryBatch
+from ..retrieval import rank_of, tokenize_queries
+from .metrics import PairTargets
+
+ALIGNMENTS = ("left-pad", "right-pad")
+
+
+@dataclass(frozen=True)
+class QueryPair:
+    pair_id: str
+    clean: str
+    corrupted: str
+    clean_doc: str | None = None
+    corrupted_doc: str | None = None
+    decides: str = ""  # what differs between the two queries (synthetic pairs: "entity" or "founder")
+
+
+@dataclass
+class PairBatch:
+    """Tokenized pairs: row i of `clean` and row i of `corrupted` are the same pair, positions aligned."""
+
+    pairs: list[QueryPair]
+    clean: QueryBatch
+    corrupted: QueryBatch
+    lengths: torch.Tensor  # (P,) aligned length of each pair: positions >= length are padding in both queries
+    targets: PairTargets
+    clean_tokens: list[list[str]]  # aligned token strings per pair (padding included), to label positions
+    corrupted_tokens: list[list[str]]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    @property
+    def width(self) -> int:
+        return self.clean.input_ids.shape[1]
+
+    def select(self, rows: list[int]) -> "PairBatch":
+        index = torch.tensor(rows, dtype=torch.long)
+        return PairBatch(
+            [self.pairs[i] for i in rows], self.clean.select(index), self.corrupted.select(index), self.lengths[index],
+            self.targets.select(index), [self.clean_tokens[i] for i in rows], [self.corrupted_tokens[i] for i in rows],
+        )
+
+
+def dataset_pairs(dataset, n: int | None = None) -> list[QueryPair]:
+    if not dataset.pairs:
+        raise GenIRError("the dataset has no matched clean/corrupted pairs; pass --pairs FILE")
+    pairs = [
+        QueryPair(str(p.get("pair_id", f"p{i}")), p["clean"], p["corrupted"], str(p["clean_doc"]), str(p["corrupted_doc"]), p.get("decides", ""))
+        for i, p in enumerate(dataset.pairs)
+    ]
+    return pairs[:n] if n else pairs
+
+
+def _pair_from_record(record: dict, where: str, index: int, dataset) -> QueryPair:
+    pair_id = str(record.get("pair_id") or f"p{index}")
+    has_text = record.get("clean") and record.get("corrupted")
+    has_ids = record.get("clean_query_id") and record.get("corrupted_query_id")
+    if has_ids and not has_text:
+        if dataset is None:
+            raise GenIRError(f"{where}: query ids need a dataset to look them up; pass --data")
+        try:
+            clean_q, corrupted_q = dataset.query(str(record["clean_query_id"])), dataset.query(str(record["corrupted_query_id"]))
+            return QueryPair(pair_id, clean_q.text, corrupted_q.text, dataset.relevant(clean_q.query_id), dataset.relevant(corrupted_q.query_id), str(record.get("decides") or ""))
+        except GenIRError as exc:
+            raise GenIRError(f"{where}: {exc}") from None
+    if not has_text:
+        raise GenIRError(f"{where}: a pair needs 'clean' and 'corrupted' query texts, or 'clean_query_id' and 'corrupted_query_id'")
+    docs = [record.get("clean_doc"), record.get("corrupted_doc")]
+    if (docs[0] in (None, "")) != (docs[1] in (None, "")):
+        raise GenIRError(f"{where}: give both 'clean_doc' and 'corrupted_doc', or neither (then the model's own top documents are used)")
+    docs = [None if d in (None, "") else str(d) for d in docs]
+    return QueryPair(pair_id, str(record["clean"]), str(record["corrupted"]), docs[0], docs[1], str(record.get("decides") or ""))
+
+
+def read_pairs(path: str | Path, dataset=None) -> list[QueryPair]:
+    """Pairs from a JSONL or CSV file; every error names the file and line."""
+    path = Path(path)
+    if not path.exists():
+        raise GenIRError(f"{path}: no such pairs file")
+    pairs: list[QueryPair] = []
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="") as fh:
+            for line_no, record in enumerate(csv.DictReader(fh), start=2):  # line 1 is the header
+                pairs.append(_pair_from_record(record, f"{path}, line {line_no}", len(pairs), dataset))
+    else:
+        for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise GenIRError(f"{path}, line {line_no}: not valid JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise GenIRError(f"{path}, line {line_no}: each line must be a JSON object")
+            pairs.append(_pair_from_record(record, f"{path}, line {line_no}", len(pairs), dataset))
+    if not pairs:
+        raise GenIRError(f"{path}: no pairs in the file")
+    seen: set[str] = set()
+    for p in pairs:
+        if p.pair_id in seen:
+            raise GenIRError(f"{path}: pair_id {p.pair_id!r} appears twice")
+        seen.add(p.pair_id)
+    return pairs
+
+
+@torch.no_grad()
+def _first_step_logits(gm, texts: list[str], batch_size: int) -> torch.Tensor:
+    return torch.cat([gm.logits(gm.batch(texts[i : i + batch_size])) for i in range(0, len(texts), batch_size)])
+
+
+def with_model_docs(gm, pairs: list[QueryPair], batch_size: int = 256) -> list[QueryPair]:
+    """Fill in missing docids with the document the model retrieves first for each query text."""
+    missing = [p for p in pairs if p.clean_doc is None]
+    if not missing:
+        return pairs
+    texts = [t for p in missing for t in (p.clean, p.corrupted)]
+    top = gm.docids.scores(_first_step_logits(gm, texts, batch_size)).argmax(1).tolist()
+    filled = {p.pair_id: (gm.docids.doc_ids[top[2 * i]], gm.docids.doc_ids[top[2 * i + 1]]) for i, p in enumerate(missing)}
+    return [p if p.clean_doc is not None else QueryPair(p.pair_id, p.clean, p.corrupted, *filled[p.pair_id], p.decides) for p in pairs]
+
+
+def keep_correct(gm, pairs: list[QueryPair], batch_size: int = 256) -> tuple[list[QueryPair], pd.DataFrame]:
+    """Keep pairs where the model ranks the clean doc first for the clean query and the corrupted doc first for the corrupted one.
+
+    Pairs whose two documents coincide are dropped too: their logit
+    difference is zero by construction. Returns the kept pairs and a table of
+    every pair with its ranks and the reason it was dropped, if it was.
+    """
+    pairs = with_model_docs(gm, pairs, batch_size)
+    texts = [t for p in pairs for t in (p.clean, p.corrupted)]
+    scores = gm.docids.scores(_first_step_logits(gm, texts, batch_size))
+    cols = torch.tensor([gm.docids.index(d) for p in pairs for d in (p.clean_doc, p.corrupted_doc)])
+    ranks = rank_of(scores, cols).view(-1, 2)
+    rows, kept = [], []
+    for p, (rc, rx) in zip(pairs, ranks.tolist()):
+        reason = "same document" if p.clean_doc == p.corrupted_doc else ("" if rc == 1 and rx == 1 else "not both ranked first")
+        rows.append({"pair_id": p.pair_id, "clean": p.clean, "corrupted": p.corrupted, "clean_doc": p.clean_doc, "corrupted_doc": p.corrupted_doc,
+                     "decides": p.decides, "clean_rank": rc, "corrupted_rank": rx, "kept": not reason, "dropped_because": reason})
+        if not reason:
+            kept.append(p)
+    return kept, pd.DataFrame(rows)
+
+
+def _token_rows(gm, texts: list[str]) -> list[list[int]]:
+    enc = tokenize_queries(gm.tokenizer, texts)
+    return [ids[mask.bool()].tolist() for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
+
+
+def tokenize_pairs(gm, pairs: list[QueryPair], align: str | None = None) -> PairBatch:
+    """Tokenize clean and corrupted queries into one width with positions aligned per pair.
+
+    Without `align`, pairs of unequal token length are refused (the message
+    names them); with it, the shorter query is padded as described above.
+    """
+    if not pairs:
+        raise GenIRError("no pairs to patch")
+    if align is not None and align not in ALIGNMENTS:
+        raise GenIRError(f"unknown alignment {align!r}; choose {' or '.join(ALIGNMENTS)}")
+    pairs = with_model_docs(gm, pairs)
+    clean_ids, corrupted_ids = _token_rows(gm, [p.clean for p in pairs]), _token_rows(gm, [p.corrupted for p in pairs])
+    mismatched = [(p, len(a), len(b)) for p, a, b in zip(pairs, clean_ids, corrupted_ids) if len(a) != len(b)]
+    if mismatched and align is None:
+        shown = "; ".join(f"pair {p.pair_id}: clean {p.clean!r} has {a} tokens, corrupted {p.corrupted!r} has {b}" for p, a, b in mismatched[:5])
+        more = f" (and {len(mismatched) - 5} more)" if len(mismatched) > 5 else ""
+        raise GenIRError(
+            f"{len(mismatched)} pair(s) tokenize to different lengths, so token positions would not line up: {shown}{more}. "
+            "Use pairs of equal token length, or choose an alignment (--align left-pad or --align right-pad)"
+        )
+    pad = gm.tokenizer.pad_token_id
+    lengths = [max(len(a), len(b)) for a, b in zip(clean_ids, corrupted_ids)]
+    width = max(lengths)
+
+    def layout(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, (row, n) in enumerate(zip(rows, lengths)):
+            start = n - len(row) if align == "left-pad" else 0  # left-pad: shorter query ends where the longer one does
+            ids[i, start : start + len(row)] = torch.tensor(row)
+            mask[i, start : start + len(row)] = 1
+        return ids.to(gm.device), mask.to(gm.device)
+
+    targets = PairTargets(
+        torch.tensor([gm.docids.token_id(p.clean_doc) for p in pairs]),
+        torch.tensor([gm.docids.token_id(p.corrupted_doc) for p in pairs]),
+        gm.docids.vocab_ids,
+    )
+    clean, corrupted = QueryBatch(*layout(clean_ids)), QueryBatch(*layout(corrupted_ids))
+    strings = lambda qb: [gm.tokenizer.convert_ids_to_tokens(row.tolist()) for row in qb.input_ids]  # noqa: E731
+    return PairBatch(list(pairs), clean, corrupted, torch.tensor(lengths), targets, strings(clean), strings(corrupted))
