@@ -91,6 +91,14 @@ class Adapter(ABC):
     def attention_weights(self, site: Site) -> tuple[torch.Tensor, torch.Tensor]:
         """(W_Q, W_K) as (H*d_head, d_model) matrices."""
 
+    def attention_value_weight(self, site: Site) -> torch.Tensor:
+        """W_V as an (H*d_head, d_model) matrix; with `attention_weights` it lets attribution recompute an attention exactly."""
+        raise GenIRError(f"{self.config.name_or_path}: attention value weights are not exposed by the {self.family} adapter")
+
+    def attention_scaling(self, site: Site) -> float:
+        """Factor on the query-key dot product before the softmax (1/sqrt(d_head) unless the family says otherwise)."""
+        return self.d_head**-0.5
+
     def linearised_norm(self, site: Site, resid_pre: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
         """The sublayer norm with its statistics frozen at `resid_pre` (..., d), applied to `parts` (..., S, d).
 
@@ -228,6 +236,13 @@ class T5Adapter(Adapter):
     def attention_weights(self, site):
         attn = module_at(self.model, f"{self._sublayer_path(site.side, site.layer, site.kind)}.{self._MODULE[site.kind]}")
         return attn.q.weight, attn.k.weight
+
+    def attention_value_weight(self, site):
+        return module_at(self.model, f"{self._sublayer_path(site.side, site.layer, site.kind)}.{self._MODULE[site.kind]}.v").weight
+
+    def attention_scaling(self, site):
+        # T5 folds the 1/sqrt(d) into its initialisation and does not scale scores.
+        return 1.0
 
 
 ADAPTERS: list[type[Adapter]] = [T5Adapter]
