@@ -70,3 +70,27 @@ def planted_cross_attention(gm: GenIRModel, layers: list[int], heads: list[int] 
                     o[:, h * d : (h + 1) * d] = 0
     gm.name = f"{gm.name}-planted-{'-'.join(map(str, layers))}"
     return gm
+
+
+@torch.no_grad()
+def linearised(gm: GenIRModel, uniform_attention: bool = True) -> GenIRModel:
+    """Make a model affine in every activation: identity MLP activations, no norms, and (by default) fixed attention patterns.
+
+    Norms (sublayer and final) become identities, the MLP nonlinearity becomes
+    the identity, and with `uniform_attention` every query projection is
+    zeroed, so attention weights no longer depend on activations (they are
+    fixed by the position bias and the padding mask). First-order methods
+    such as attribution patching must then be exact; with
+    `uniform_attention=False` the attention softmax is the only nonlinearity left.
+    """
+    model = gm.hf_model
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if name in ("layer_norm", "final_layer_norm") or (name == "act" and hasattr(module, "wo")):
+                setattr(module, name, torch.nn.Identity())
+    if uniform_attention:
+        for side in ("encoder", "decoder"):
+            for site in gm.adapter.components(side, ("self_attn", "cross_attn")):
+                gm.adapter.attention_weights(site)[0].zero_()
+    gm.name = f"{gm.name}-linear"
+    return gm

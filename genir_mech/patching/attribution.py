@@ -1,0 +1,307 @@
+"""Attribution patching: every node's patch effect estimated from two forward passes and one backward pass.
+
+    table = attribute(gm, batch, direction="denoise")     # per pair and node: methods "atp" and "atp_qk"
+    check, rho = verify_top_k(gm, batch, table, k=10)     # exact patching of the top-k nodes; Spearman rho
+
+AtP (Nanda 2023) linearises the metric around the base run:
+effect(n) ~ (a_source(n) - a_base(n)) . dmetric/da(n), for every node at once:
+the decoder residual after each layer, every decoder sublayer, every attention
+head (its d_head slice before the output projection), the encoder output and
+every encoder layer's output at each token position. Nodes are `PatchSpec`s,
+the same objects the exact engine patches, so any estimate can be checked.
+
+`atp_qk` is AtP with the QK fix of AtP* (Kramar et al. 2024). A linearised
+softmax misses patches that move an attention's queries or keys (saturated
+attention has ~zero gradient). The fix recomputes, for every decoder
+cross-attention, its softmax exactly with the patched input and keeps only
+what lies downstream of the head outputs linear:
+  - key/value patches: an encoder-output position feeds every cross-attention
+    as a key and a value; its estimate uses the exactly recomputed attention
+    of each layer with that position patched;
+  - query patches: a decoder node upstream of a cross-attention moves that
+    attention's queries through the residual stream; the linear term of this
+    direct path is swapped for the exact one.
+Head and component outputs are themselves exact (the patch replaces the
+output of the softmax, not its input). Decoder self-attention over the single
+decoder position is linear (one key, weight 1) and needs no fix; paths
+through encoder self-attention stay linearised.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.stats import spearmanr
+from tqdm.auto import tqdm
+
+from ..errors import GenIRError
+from ..models.components import Site
+from ..models.execution import run
+from .engine import ENCODER_OUTPUT, source_and_base, sweep
+from .metrics import Metric, logit_diff
+from .pairs import PairBatch, QueryPair, tokenize_pairs
+from .specs import PatchSpec, target_specs, validate_specs
+
+METHODS = ("atp", "atp_qk")
+
+
+def attribution_nodes(gm, encoder_positions: int) -> list[PatchSpec]:
+    """Every node AtP scores: decoder resid per layer, decoder sublayers, attention heads, encoder positions (output and per layer)."""
+    return [
+        *target_specs(gm, "resid"),
+        *target_specs(gm, "component"),
+        *target_specs(gm, "head"),
+        *target_specs(gm, "encoder-position", encoder_positions=encoder_positions),
+        *target_specs(gm, "encoder-layer-position", encoder_positions=encoder_positions),
+    ]
+
+
+def _slice(node: PatchSpec, d_head: int) -> tuple[slice | int, slice]:
+    t = slice(None) if node.position is None else slice(node.position, node.position + 1)
+    d = slice(None) if node.head is None else slice(node.head * d_head, (node.head + 1) * d_head)
+    return t, d
+
+
+class CrossAttention:
+    """One decoder cross-attention, recomputed from its weights so a query, key or value can be patched exactly."""
+
+    def __init__(self, gm, layer: int, attention_mask: torch.Tensor):
+        self.site = Site("decoder", layer, "cross_attn")
+        adapter = gm.adapter
+        self.w_q, self.w_k = adapter.attention_weights(self.site)
+        self.w_v = adapter.attention_value_weight(self.site)
+        self.scale = adapter.attention_scaling(self.site)
+        self.norm = adapter.sublayer_norm(self.site)
+        self.h, self.d = adapter.n_heads, adapter.d_head
+        # The additive padding mask, as HuggingFace builds it.
+        self.bias = (1.0 - attention_mask.to(self.w_q.dtype))[:, None, None, :] * torch.finfo(self.w_q.dtype).min
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., T, H*d) -> (..., H, T, d)"""
+        return x.unflatten(-1, (self.h, self.d)).transpose(-2, -3)
+
+    def keys_values(self, encoder_hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.split(encoder_hidden @ self.w_k.T), self.split(encoder_hidden @ self.w_v.T)
+
+    def heads(self, resid_pre: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., P, Tq, D) residual -> (..., P, H, Tq, d) per-head outputs (before the output projection)."""
+        q = self.split(self.norm(resid_pre) @ self.w_q.T)
+        scores = (q @ keys.transpose(-1, -2)) * self.scale + (self.bias if bias is None else bias)
+        return scores.softmax(-1) @ values
+
+
+@torch.no_grad()
+def _residual_delta(gm, node: PatchSpec, delta: torch.Tensor) -> torch.Tensor:
+    """What a decoder node's patch adds to the residual stream, (P, T, D)."""
+    site = node.parsed
+    t, _ = _slice(node, gm.adapter.d_head)
+    if site.facet == "heads":
+        delta = gm.adapter.head_contributions(site, delta)[..., node.head, :]
+    out = torch.zeros_like(delta)
+    out[:, t] = delta[:, t]
+    return out
+
+
+def _qk_fix(gm, nodes, src, bas, base_mask) -> torch.Tensor:
+    """(N, P) exact-minus-linear corrections for every query or key/value path through a decoder cross-attention."""
+    n_pairs = base_mask.shape[0]
+    fix = torch.zeros(len(nodes), n_pairs)
+    e_base, e_src = bas.values[ENCODER_OUTPUT], src.values[ENCODER_OUTPUT]
+    width = e_base.shape[1]
+    encoder_nodes = [i for i, n in enumerate(nodes) if n.parsed == ENCODER_OUTPUT]
+    for layer in range(gm.adapter.n_layers("decoder")):
+        attn = CrossAttention(gm, layer, base_mask)
+        resid = bas.values[attn.site.with_facet("resid_pre")]
+        grad = attn.split(bas.grads[attn.site.with_facet("heads")])  # dmetric / d(head outputs), (P, H, Tq, d)
+        keys, values = attn.keys_values(e_base)
+        with torch.no_grad():
+            z_base = attn.heads(resid, keys, values)
+        model_z = attn.split(bas.values[attn.site.with_facet("heads")])
+        err = float((z_base - model_z).abs().max())
+        if err > 1e-3 * max(1.0, float(model_z.abs().max())):
+            raise GenIRError(f"{gm.path}: the recomputed cross-attention of layer {layer} differs from the model's by {err:.3g}; "
+                             f"the {gm.adapter.family} adapter's attention recipe does not match this model (run without the QK fix)")
+        # First-order effect of head outputs z (..., P, H, Tq, d) on the metric.
+        score = lambda z, g=grad: (z * g).flatten(-3).sum(-1)  # noqa: E731
+        if encoder_nodes:
+            # Key/value patches: every position p of the encoder output, patched one at a time, all at once.
+            e = e_base.detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                vjp = torch.autograd.grad(score(attn.heads(resid, *attn.keys_values(e))).sum(), e)[0]
+            with torch.no_grad():
+                one_hot = torch.eye(width, dtype=torch.bool, device=e_base.device)[None, :, :, None]  # (1, p, T, 1)
+                patched = torch.where(one_hot, e_src[:, None], e_base[:, None])  # (P, p, T, D)
+                k_p, v_p = attn.keys_values(patched)
+                exact = score(attn.heads(resid[:, None], k_p, v_p, attn.bias[:, None]) - z_base[:, None], grad[:, None])  # (P, p)
+                linear = ((e_src - e_base) * vjp).sum(-1)  # (P, p)
+            for i in encoder_nodes:
+                fix[i] += (exact - linear)[:, nodes[i].position]
+        upstream = [
+            i for i, n in enumerate(nodes)
+            if n.parsed.side == "decoder" and gm.adapter.order_key(n.parsed) < gm.adapter.order_key(attn.site.with_facet("resid_pre"))
+        ]
+        if upstream:
+            # Query patches: a node's residual delta moves this attention's queries (direct path).
+            deltas = torch.stack([_residual_delta(gm, nodes[i], src.values[nodes[i].parsed] - bas.values[nodes[i].parsed]) for i in upstream])
+            r = resid.detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                vjp = torch.autograd.grad(score(attn.heads(r, keys, values)).sum(), r)[0]
+            with torch.no_grad():
+                exact = score(attn.heads(resid[None] + deltas, keys, values) - z_base)  # (E, P)
+                linear = (deltas * vjp).flatten(-2).sum(-1)
+            fix[upstream] += exact - linear
+    return fix
+
+
+@contextmanager
+def _weights_frozen_but_embeddings(gm):
+    """Only the input embeddings require grad during attribution.
+
+    Activations then still carry gradients (they all descend from an
+    embedding lookup), but the backward pass skips every other weight
+    gradient, which would cost as much as the activation gradients AtP needs.
+    """
+    params = list(gm.hf_model.parameters())
+    before = [p.requires_grad for p in params]
+    embeddings = gm.hf_model.get_input_embeddings().weight
+    try:
+        for p in params:
+            p.requires_grad_(p is embeddings)
+        yield
+    finally:
+        for p, flag in zip(params, before):
+            p.requires_grad_(flag)
+        embeddings.grad = None
+
+
+def _attribute_pair_batch(gm, batch: PairBatch, nodes: list[PatchSpec], direction: str, metric: Metric, qk_fix: bool) -> dict:
+    source, base = source_and_base(batch, direction)
+    sites = sorted({n.parsed for n in nodes}, key=gm.adapter.order_key)
+    extra = []
+    if qk_fix:
+        cross = [Site("decoder", layer, "cross_attn") for layer in range(gm.adapter.n_layers("decoder"))]
+        extra = [ENCODER_OUTPUT] + [c.with_facet(f) for c in cross for f in ("resid_pre", "heads")]
+    grad_sites = sorted(set(sites) | {s for s in extra if s.facet == "heads"}, key=gm.adapter.order_key)
+    reads = sorted(set(sites) | set(extra), key=gm.adapter.order_key)
+    targets = batch.targets
+    src = run(gm, source, reads=reads)  # forward 1
+    with _weights_frozen_but_embeddings(gm):  # forward 2 + backward
+        bas = run(gm, base, reads=reads, grads=grad_sites, metric=lambda logits: metric(logits, targets).sum())
+    d_head = gm.adapter.d_head
+    atp = torch.full((len(nodes), len(batch)), float("nan"))
+    for i, node in enumerate(nodes):
+        t, d = _slice(node, d_head)
+        site = node.parsed
+        prod = (src.values[site] - bas.values[site]) * bas.grads[site]
+        value = prod[:, t, d].flatten(1).sum(1).float().cpu()
+        if node.position is not None and site.side == "encoder":
+            value[node.position >= batch.lengths] = float("nan")
+        atp[i] = value
+    estimates = {"atp": atp}
+    if qk_fix:
+        estimates["atp_qk"] = atp + _qk_fix(gm, nodes, src, bas, base.attention_mask)
+    with torch.no_grad():
+        base_value, source_value = metric(bas.logits, targets).float().cpu(), metric(src.logits, targets).float().cpu()
+    clean, corrupted = (source_value, base_value) if direction == "denoise" else (base_value, source_value)
+    return {"estimates": estimates, "base": base_value, "clean": clean, "corrupted": corrupted}
+
+
+def _table(batch: PairBatch, nodes: list[PatchSpec], direction: str, part: dict) -> pd.DataFrame:
+    axes = pd.DataFrame([n.axes() for n in nodes])
+    for col in ("layer", "head", "position"):
+        axes[col] = axes[col].astype("Int64")
+    frames = []
+    for p, pair in enumerate(batch.pairs):
+        frame = axes.copy()
+        frame.insert(0, "pair_id", pair.pair_id)
+        frame.insert(1, "decides", pair.decides)
+        frame.insert(2, "direction", direction)
+        frames.append(frame.assign(_pair=p))
+    grid = pd.concat(frames, ignore_index=True)
+    node_idx = np.tile(np.arange(len(nodes)), len(batch.pairs))
+    pair_idx = grid.pop("_pair").to_numpy()
+    base, clean, corrupted = (part[k].numpy()[pair_idx] for k in ("base", "clean", "corrupted"))
+    out = []
+    for method, est in part["estimates"].items():
+        estimate = est.numpy()[node_idx, pair_idx]
+        span = clean - corrupted
+        with np.errstate(divide="ignore", invalid="ignore"):
+            normalised = np.where(span != 0, (base + estimate - corrupted) / span, np.nan)
+        out.append(grid.assign(method=method, estimate=estimate, base=base, clean=clean, corrupted=corrupted, normalised=normalised))
+    table = pd.concat(out, ignore_index=True)
+    return table[table.estimate.notna()].reset_index(drop=True)
+
+
+def attribute(
+    gm,
+    pairs: PairBatch | list[QueryPair],
+    *,
+    direction: str = "denoise",
+    metric: Metric = logit_diff,
+    nodes: list[PatchSpec] | None = None,
+    qk_fix: bool = True,
+    pairs_per_batch: int = 64,
+    align: str | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """AtP (and AtP* QK-fixed) estimates of `metric(patched) - metric(base)` for every node and pair.
+
+    Columns: pair_id, decides, direction, site, side, layer, component, head,
+    position, method, estimate, base, clean, corrupted, normalised (the
+    estimated normalised patch effect, 0 = corrupted run, 1 = clean run).
+    """
+    batch = pairs if isinstance(pairs, PairBatch) else tokenize_pairs(gm, pairs, align)
+    nodes = validate_specs(gm, list(nodes) if nodes is not None else attribution_nodes(gm, batch.width))
+    source_and_base(batch, direction)
+    frames = []
+    for start in tqdm(range(0, len(batch), pairs_per_batch), desc=f"attribution ({direction})", unit="pair batch", disable=not progress):
+        part_batch = batch.select(list(range(start, min(start + pairs_per_batch, len(batch)))))
+        frames.append(_table(part_batch, nodes, direction, _attribute_pair_batch(gm, part_batch, nodes, direction, metric, qk_fix)))
+    return pd.concat(frames, ignore_index=True)
+
+
+NODE_KEYS = ["site", "side", "layer", "component", "head", "position"]
+
+
+def node_means(table: pd.DataFrame, value: str) -> pd.DataFrame:
+    """Mean of `value` over pairs, per node."""
+    return table.groupby(NODE_KEYS, dropna=False, sort=False)[value].mean().reset_index()
+
+
+def verify_top_k(
+    gm,
+    pairs: PairBatch | list[QueryPair],
+    table: pd.DataFrame,
+    k: int = 10,
+    *,
+    method: str = "atp",
+    metric: Metric = logit_diff,
+    rows_per_forward: int = 512,
+    pairs_per_batch: int = 64,
+    align: str | None = None,
+    progress: bool = False,
+) -> tuple[pd.DataFrame, float]:
+    """Exactly patch the k nodes with the largest mean |estimate| and compare: a per-node table and Spearman's rho.
+
+    `table` is `attribute`'s output on the same pairs with the same metric.
+    """
+    if method not in set(table["method"]):
+        raise GenIRError(f"the attribution table has no {method!r} estimates (it has {', '.join(sorted(set(table['method'])))})")
+    directions = set(table["direction"])
+    if len(directions) != 1:
+        raise GenIRError(f"the attribution table mixes directions {sorted(directions)}; verify one direction at a time")
+    direction = directions.pop()
+    means = node_means(table[table["method"] == method], "estimate")
+    top = means.reindex(means["estimate"].abs().sort_values(ascending=False).index).head(k).reset_index(drop=True)
+    specs = [PatchSpec(r.site, None if pd.isna(r.head) else int(r.head), None if pd.isna(r.position) else int(r.position)) for r in top.itertuples()]
+    exact = sweep(gm, pairs, specs, direction=direction, metrics={"metric": metric}, rows_per_forward=rows_per_forward,
+                  pairs_per_batch=pairs_per_batch, align=align, progress=progress)
+    exact["exact"] = exact["value"] - (exact["corrupted"] if direction == "denoise" else exact["clean"])
+    merged = top.merge(node_means(exact, "exact"), on=NODE_KEYS, how="left")
+    merged = merged.rename(columns={"estimate": method})
+    merged[f"{method}_rank"] = merged[method].abs().rank(ascending=False, method="min").astype(int)
+    merged["exact_rank"] = merged["exact"].abs().rank(ascending=False, method="min").astype(int)
+    rho = float(spearmanr(merged[method], merged["exact"]).statistic) if len(merged) > 1 else float("nan")
+    return merged, rho
