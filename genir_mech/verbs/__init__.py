@@ -13,9 +13,9 @@ class Verb:
 
 
 def _load() -> dict[str, Verb]:
-    from . import train, evaluate, stages
+    from . import train, evaluate, stages, swap
 
-    return {"train": train.VERB, "eval": evaluate.VERB, "stages": stages.VERB}
+    return {"train": train.VERB, "eval": evaluate.VERB, "stages": stages.VERB, "swap": swap.VERB}
 
 
 VERBS = _load()

@@ -1,0 +1,65 @@
+"""Figure: the encoder-swap experiments side by side.
+
+    plot_swap(removed_per_query, vanilla_per_query, "runs/swap/dsi-synth/swap.png")
+
+Left: Hits@1 per removed-documents variant for A alone, B alone and A's
+decoder on B's encoder (bars annotated with counts). Right: cumulative share of
+A's correct queries whose relevant document lies within rank r, for A alone,
+the vanilla model alone and A's decoder on the vanilla encoder.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def _hits_bars(ax, per_query: pd.DataFrame) -> None:
+    variants = list(dict.fromkeys(per_query["variant"]))
+    conditions = list(dict.fromkeys(per_query["condition"]))
+    width = 0.8 / len(conditions)
+    for j, condition in enumerate(conditions):
+        for i, variant in enumerate(variants):
+            ranks = per_query[(per_query["variant"] == variant) & (per_query["condition"] == condition)]["rank"]
+            hits = int((ranks == 1).sum())
+            x = i + (j - (len(conditions) - 1) / 2) * width
+            ax.bar(x, 100.0 * hits / len(ranks), width, color=f"C{j}", label=condition if i == 0 else None)
+            ax.text(x, 100.0 * hits / len(ranks) + 1, f"{hits}/{len(ranks)}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(variants)), variants, fontsize=8)
+    ax.set_ylim(0, 112)
+    ax.set_ylabel("Hits@1 (% of queries)")
+    ax.set_title("removed documents (B never saw them)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper right")
+
+
+def _rank_cdf(ax, per_query: pd.DataFrame) -> None:
+    for (source, condition), rows in per_query.groupby(["encoder_from", "condition"], sort=False):
+        ranks = np.sort(rows["rank"].to_numpy())
+        ax.step(ranks, np.arange(1, len(ranks) + 1) / len(ranks) * 100, where="post", label=f"{condition} ({source})")
+    for r in (1, 10):
+        ax.axvline(r, color="grey", lw=0.6, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel("rank of the relevant document")
+    ax.set_ylabel("% of A's correct queries within rank")
+    ax.set_title("vanilla encoder", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+
+
+def plot_swap(removed_per_query: pd.DataFrame | None, vanilla_per_query: pd.DataFrame | None, path: str | Path, title: str = "") -> Path:
+    panels = [(f, d) for f, d in ((_hits_bars, removed_per_query), (_rank_cdf, vanilla_per_query)) if d is not None and not d.empty]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5.5 * max(1, len(panels)), 3.6), squeeze=False)
+    for ax, (draw, data) in zip(axes[0], panels):
+        draw(ax, data)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    return path
