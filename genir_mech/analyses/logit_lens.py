@@ -2,7 +2,7 @@
 
     lens = logit_lens(gm, texts, query_ids, relevant_docs)
     lens.ranks        # query_id, layer, component, facet, head, metric, value
-    lens.head_tokens  # query_id, layer, head, rank, token, logit  (top-k tokens of each cross-attention head)
+    lens.head_tokens  # query_id, query, layer, head, rank, token, logit  (top-k tokens of each cross-attention head)
 
 Each probed vector is projected with the model's own final norm, output
 scaling and unembedding (`gm.adapter.project`), at the decoder step that ranks
@@ -33,6 +33,7 @@ from ..models.execution import run
 from .tidy import long_frame, query_batches
 
 TOP_K_SHARES = (10, 100, 1000)
+HEAD_TOKEN_COLUMNS = ["query_id", "query", "layer", "head", "rank", "token", "logit"]
 
 
 @dataclass
@@ -132,22 +133,23 @@ def logit_lens(
         rank_frames.append(frame)
         examples = max(0, min(n_examples - rows.start, len(batch)))
         if examples and head_probes and top_k > 0:
-            token_frames.append(_head_tokens(gm, logits[:examples, head_probes], [probes[i] for i in head_probes], query_ids[rows][:examples], top_k))
+            token_frames.append(_head_tokens(gm, logits[:examples, head_probes], [probes[i] for i in head_probes], query_ids[rows][:examples], texts[rows][:examples], top_k))
     ranks = pd.concat(rank_frames, ignore_index=True)
     ranks = labels.iloc[ranks.pop("probe")].reset_index(drop=True).join(ranks)
     ranks = ranks[["query_id", "layer", "component", "facet", "head", "metric", "value"]]
-    head_tokens = pd.concat(token_frames, ignore_index=True) if token_frames else pd.DataFrame(columns=["query_id", "layer", "head", "rank", "token", "logit"])
+    head_tokens = pd.concat(token_frames, ignore_index=True) if token_frames else pd.DataFrame(columns=HEAD_TOKEN_COLUMNS)
     return LensResult(ranks, head_tokens)
 
 
-def _head_tokens(gm, logits: torch.Tensor, probes: list[Probe], query_ids: list[str], top_k: int) -> pd.DataFrame:
+def _head_tokens(gm, logits: torch.Tensor, probes: list[Probe], query_ids: list[str], texts: list[str], top_k: int) -> pd.DataFrame:
     top = logits.topk(min(top_k, logits.shape[-1]), dim=-1)
     tokens = gm.tokenizer.convert_ids_to_tokens(top.indices.reshape(-1).tolist())
     frame = long_frame(top.values, {"query_id": query_ids, "probe": range(len(probes)), "rank": range(1, top.indices.shape[-1] + 1)})
     frame["layer"] = [probes[i].layer for i in frame.probe]
     frame["head"] = [probes[i].head for i in frame.pop("probe")]
     frame["token"] = tokens
-    return frame.rename(columns={"value": "logit"})[["query_id", "layer", "head", "rank", "token", "logit"]]
+    frame["query"] = frame.query_id.map(dict(zip(query_ids, texts)))
+    return frame.rename(columns={"value": "logit"})[HEAD_TOKEN_COLUMNS]
 
 
 def docid_share_by_layer(ranks: pd.DataFrame, component: str = "cross_attn") -> pd.DataFrame:

@@ -1,13 +1,15 @@
-"""Turn labelled arrays into tidy result tables, and iterate queries in padded batches.
+"""Turn labelled arrays into tidy result tables; sample queries and iterate them in padded batches.
 
     df = long_frame(values, {"query_id": ids, "layer": range(8), "component": kinds}, metric="ratio")  # values: (Q, L, K)
     for rows, batch in query_batches(gm, texts, batch_size=64): ...   # encoder already run on each batch
+    queries = sample_queries(queries, 256, seed=0)                     # seeded, order kept
 
 Every analysis in genir_mech.analyses returns long (tidy) frames with named
 axes; this module is the one place that builds them from tensors.
 """
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 
 import numpy as np
@@ -44,6 +46,16 @@ def query_batches(gm, texts: list[str], batch_size: int = 64, encode: bool = Tru
         rows = slice(start, min(start + batch_size, len(texts)))
         batch = gm.batch(texts[rows])
         yield rows, gm.encode(batch) if encode else batch
+
+
+def sample_queries(queries: list, n: int | None, seed: int = 0) -> list:
+    """A seeded random sample of at most `n` queries, in their original order (all of them when n is None)."""
+    if n is None or n >= len(queries):
+        return list(queries)
+    if n < 1:
+        raise GenIRError(f"the number of queries to analyse must be positive, got {n}")
+    keep = set(random.Random(seed).sample(range(len(queries)), n))
+    return [q for i, q in enumerate(queries) if i in keep]
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

@@ -14,8 +14,10 @@ class Verb:
 
 def _load() -> dict[str, Verb]:
     from . import train, evaluate, stages, swap
+    from . import ablate, circuit, contributions, figures, lens, read
 
-    return {"train": train.VERB, "eval": evaluate.VERB, "stages": stages.VERB, "swap": swap.VERB}
+    decoder_analyses = {"contributions": contributions.VERB, "lens": lens.VERB, "ablate": ablate.VERB, "circuit": circuit.VERB, "read": read.VERB, "figures": figures.VERB}
+    return {"train": train.VERB, "eval": evaluate.VERB, "stages": stages.VERB, "swap": swap.VERB, **decoder_analyses}
 
 
 VERBS = _load()

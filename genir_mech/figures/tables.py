@@ -1,0 +1,97 @@
+"""The paper's tables (2-6) built from the tidy result tables, and written as Markdown and LaTeX.
+
+    t3 = ablation_table(ablation_df)                         # Table 3: stage x component rows, method x rank-threshold columns
+    write_display(t3, "runs/paper/tables/table3", "Stage ablations ...")   # table3.md + table3.tex
+
+Each builder takes the DataFrame an analysis wrote and returns a display
+table; nothing here recomputes an analysis.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..stage_definition import StageDefinition
+
+RANK_COLUMNS = ["rank>1", "rank>5", "rank>10", "rank>100"]
+
+
+def write_display(table: pd.DataFrame, path, caption: str, index: bool = True) -> list[Path]:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = table.round(2)
+    md, tex = path.with_suffix(".md"), path.with_suffix(".tex")
+    md.write_text(f"{caption}\n\n{_flat(table, index).to_markdown(index=False)}\n")
+    tex.write_text(table.to_latex(index=index, caption=caption, escape=True, float_format="%.2f"))
+    return [md, tex]
+
+
+def _flat(table: pd.DataFrame, index: bool) -> pd.DataFrame:
+    """Markdown has one header row: join multi-level column names, turn the index into columns."""
+    flat = table.copy()
+    if isinstance(flat.columns, pd.MultiIndex):
+        flat.columns = [" ".join(str(part) for part in col if str(part)) for col in flat.columns]
+    return flat.reset_index() if index else flat
+
+
+def _in_order(values, order) -> list:
+    present = list(dict.fromkeys(values))
+    return [v for v in order if v in present] + [v for v in present if v not in order]
+
+
+def ablation_table(df: pd.DataFrame, stages: StageDefinition | None = None) -> pd.DataFrame:
+    """Table 3: % of correct queries whose relevant document leaves rank 1 / falls below rank 5, 10, 100."""
+    df = df[(df.method != "intact") & df.metric.isin(RANK_COLUMNS)]
+    table = df.pivot_table(index=["stage", "component"], columns=["method", "metric"], values="value", sort=False)
+    stage_order = _in_order(df.stage, stages.names() if stages else [])
+    table = table.reindex(sorted(table.index, key=lambda i: (stage_order.index(i[0]), i[1])))
+    methods = _in_order(df.method, ["zero", "mean", "cross-model"])
+    return table.reindex(columns=pd.MultiIndex.from_product([methods, RANK_COLUMNS], names=["method", "metric"]))
+
+
+def circuit_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Table 4: Hits@1/5/10 of intact model and circuit, relative %, and components kept."""
+    hits = df[df.metric.str.startswith("hits@")].pivot_table(index=["circuit", "configuration"], columns="metric", values="value", sort=False)
+    counts = df[df.metric.isin(["components_kept", "components_total"])].pivot_table(index="circuit", columns="metric", values="value")
+    kept = (counts.components_kept.astype(int).astype(str) + " / " + counts.components_total.astype(int).astype(str)).rename("components kept")
+    table = hits.join(kept, on="circuit")
+    table.loc[table.index.get_level_values("configuration") != "circuit", "components kept"] = ""
+    return table
+
+
+def docid_share_table(lens: pd.DataFrame, stages: StageDefinition | None, component: str = "cross_attn") -> pd.DataFrame:
+    """Table 5: % of docid tokens among the top 10/100/1000 of `component`'s vocabulary projection, per stage (and per layer)."""
+    share = lens[(lens.component == component) & (lens.facet == "out") & lens.metric.str.startswith("pct_docids_top")].copy()
+    share["top"] = share.metric.str.replace("pct_docids_", "", regex=False)
+    share["stage"] = share.layer.map(lambda l: stages.stage_of(int(l)) if stages else None).fillna("-")
+    table = share.pivot_table(index=["stage", "layer"], columns="top", values="value", sort=False)
+    by_stage = share.pivot_table(index="stage", columns="top", values="value", sort=False)
+    by_stage.index = pd.MultiIndex.from_tuples([(s, "all") for s in by_stage.index], names=["stage", "layer"])
+    columns = sorted(table.columns, key=lambda c: int(c.replace("top", "")))
+    order = _in_order(share.stage, stages.names() if stages else [])
+    out = pd.concat([table, by_stage])[columns]
+    return out.reindex(sorted(out.index, key=lambda i: (order.index(i[0]), i[1] != "all", str(i[1]).zfill(4))))
+
+
+def head_tokens_table(heads: pd.DataFrame, stages: StageDefinition | None, stage_index: int = 1, n_queries: int = 3, n_tokens: int = 8) -> pd.DataFrame:
+    """Table 6: decoded top tokens of each cross-attention head of one stage (default the second), for a few example queries."""
+    if stages is not None and len(stages.stages) > stage_index:
+        heads = heads[heads.layer.isin(stages.stages[stage_index].layers)]
+    queries = list(dict.fromkeys(heads.query_id))[:n_queries]
+    heads = heads[heads.query_id.isin(queries) & (heads["rank"] <= n_tokens)].sort_values(["query_id", "layer", "head", "rank"])
+    keys = ["query_id", "query", "layer", "head"] if "query" in heads else ["query_id", "layer", "head"]
+    table = heads.groupby(keys, sort=False).token.agg(", ".join).rename("top tokens").reset_index()
+    return table.set_index(keys)
+
+
+def swap_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Table 2: the encoder-swap helper's summary (variant/condition rows, metric columns)."""
+    keys = [c for c in df.columns if c not in ("metric", "value")]
+    return df.pivot_table(index=keys, columns="metric", values="value", sort=False)
+
+
+def layer_ablation_table(df: pd.DataFrame, metric: str = "rank>1") -> pd.DataFrame:
+    """Per-layer ablations (not in the paper): layer rows, component x method columns, one metric."""
+    df = df[(df.method != "intact") & (df.metric == metric)]
+    return df.pivot_table(index="layer", columns=["component", "method"], values="value", sort=False).sort_index()
