@@ -1,0 +1,237 @@
+"""Foundation invariants: component tree, logit lens, batching, docids, data, bad input."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+from genir_mech.data.loaders import load_beir, load_dataset, load_dsi_jsonl, save_dsi_jsonl
+from genir_mech.data.synthetic import SyntheticConfig, generate_corpus
+from genir_mech.docids import AtomicDocids, docid_token
+from genir_mech.errors import GenIRError
+from genir_mech.models.adapters import module_at
+from genir_mech.models.components import Site
+from genir_mech.models.execution import run
+from genir_mech.models.loading import check_logit_lens, load_genir
+from genir_mech.models.toy import tiny_genir, toy_queries
+from genir_mech.retrieval import evaluate, first_step_logits
+
+
+@pytest.fixture(scope="module")
+def gm():
+    return tiny_genir(encoder_layers=2, decoder_layers=3)
+
+
+@pytest.fixture(scope="module")
+def texts(gm):
+    qs = toy_queries(gm, 6)
+    assert len({len(q.split()) for q in qs}) > 1, "toy queries must differ in length so padding is exercised"
+    return qs
+
+
+def _hooked_reference(gm, texts):
+    """Every sublayer output, residual and o-projection input, captured with plain PyTorch hooks."""
+    model, captured, handles = gm.hf_model, {}, []
+    for side in ("encoder", "decoder"):
+        for layer in range(gm.n_layers(side)):
+            for kind in gm.adapter.kinds(side):
+                for facet in ("resid_pre", "heads", "out", "resid_post"):
+                    if facet == "heads" and kind == "mlp":
+                        continue
+                    site = Site(side, layer, kind, facet)
+                    hook = gm.adapter.hook(site)
+                    module = module_at(model, hook.path)
+
+                    def capture(mod, args, out, site=site, hook=hook):
+                        value = args[0] if hook.io == "input" else out
+                        captured[site] = value if hook.index is None else value[hook.index]
+
+                    handles.append(module.register_forward_hook(capture))
+    batch = gm.batch(texts)
+    try:
+        logits = gm.logits(batch)
+    finally:
+        for h in handles:
+            h.remove()
+    return batch, captured, logits
+
+
+def test_component_tree_matches_plain_pytorch_hooks(gm, texts):
+    batch, reference, logits = _hooked_reference(gm, texts)
+    # The hooks above are derived from the adapter too, so pin a few paths to
+    # the T5 module layout independently: a wrong mapping must not pass.
+    assert gm.adapter.hook(Site.parse("decoder.layers.1.cross_attn")).path == "decoder.block.1.layer.1.EncDecAttention"
+    assert gm.adapter.hook(Site.parse("decoder.layers.2.mlp")).path == "decoder.block.2.layer.2.DenseReluDense"
+    assert gm.adapter.hook(Site.parse("encoder.layers.1.mlp")).path == "encoder.block.1.layer.1.DenseReluDense"
+    assert gm.adapter.hook(Site.parse("decoder.layers.0.self_attn.heads")).path == "decoder.block.0.layer.0.SelfAttention.o"
+    result = run(gm, batch, reads=list(reference))
+    assert len(result.values) == len(reference) > 0
+    for site, expected in reference.items():
+        torch.testing.assert_close(result.values[site], expected, msg=f"{site.name} differs from the plain hook")
+    torch.testing.assert_close(result.logits, logits)
+
+
+def test_residual_bookkeeping(gm, texts):
+    """resid_post = resid_pre + component output, for every decoder sublayer."""
+    sites = [Site("decoder", l, k, f) for l in range(gm.n_layers()) for k in gm.adapter.kinds("decoder") for f in ("resid_pre", "out", "resid_post")]
+    values = run(gm, gm.batch(texts), reads=sites).values
+    for l in range(gm.n_layers()):
+        for k in gm.adapter.kinds("decoder"):
+            pre, out, post = (values[Site("decoder", l, k, f)] for f in ("resid_pre", "out", "resid_post"))
+            torch.testing.assert_close(post, pre + out, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["cross_attn", "self_attn"])
+def test_per_head_contributions_sum_to_sublayer_output(gm, texts, kind):
+    for layer in range(gm.n_layers()):
+        heads, out = Site("decoder", layer, kind, "heads"), Site("decoder", layer, kind)
+        values = run(gm, gm.batch(texts), reads=[heads, out]).values
+        per_head = gm.adapter.head_contributions(heads, values[heads])
+        assert per_head.shape[-2] == gm.adapter.n_heads
+        torch.testing.assert_close(per_head.sum(-2), values[out], atol=1e-5, rtol=1e-5)
+        # each head must matter on its own, else the sum test is vacuous
+        assert (per_head.norm(dim=-1) > 0).all()
+
+
+def test_logit_lens_of_final_residual_equals_logits(gm, texts):
+    assert check_logit_lens(gm) < 1e-4
+    last = Site("decoder", gm.n_layers() - 1, "", "resid_post")
+    result = run(gm, gm.batch(texts), reads=[last])
+    torch.testing.assert_close(gm.adapter.project(result.values[last][:, -1]), result.logits, atol=1e-4, rtol=1e-4)
+    # without the d_model^-0.5 scaling the lens would be wrong by exactly that factor
+    assert gm.adapter.output_scale == pytest.approx(gm.adapter.d_model ** -0.5)
+
+
+def test_self_check_rejects_a_wrong_adapter(gm, monkeypatch):
+    monkeypatch.setattr(type(gm.adapter), "output_scale", property(lambda self: 1.0))
+    with pytest.raises(GenIRError, match="self-check failed"):
+        check_logit_lens(gm)
+
+
+def test_batched_ranking_equals_one_by_one(gm, texts):
+    batched = first_step_logits(gm.hf_model, gm.tokenizer, texts, batch_size=len(texts))
+    single = torch.cat([first_step_logits(gm.hf_model, gm.tokenizer, [t]) for t in texts])
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
+    # without the attention mask, padding changes the result: the mask is what makes them equal
+    batch = gm.batch(texts)
+    unmasked = gm.hf_model(input_ids=batch.input_ids, decoder_input_ids=gm.start_ids(len(texts))).logits[:, 0]
+    padded_rows = (batch.attention_mask == 0).any(1)
+    assert padded_rows.any()
+    assert not torch.allclose(unmasked[padded_rows], single[padded_rows], atol=1e-4)
+
+
+def test_multi_invoke_trace_equals_one_batch(gm, texts):
+    batch = gm.batch(texts)
+    expected = gm.logits(batch)
+    halves = [gm.batch(texts[:3]), gm.batch(texts[3:])]
+    with torch.no_grad():
+        with gm.nn.trace() as tracer:
+            with tracer.invoke(**halves[0].model_kwargs(gm.decoder_start_id)):
+                first = gm.nn.output.logits[:, 0].save()
+            with tracer.invoke(**halves[1].model_kwargs(gm.decoder_start_id)):
+                second = gm.nn.output.logits[:, 0].save()
+    assert first.shape[0] == 3 and second.shape[0] == len(texts) - 3
+    torch.testing.assert_close(torch.cat([first, second]), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_encoder_reuse_gives_same_logits(gm, texts):
+    batch = gm.batch(texts)
+    torch.testing.assert_close(run(gm, gm.encode(batch)).logits, run(gm, batch).logits)
+    with pytest.raises(GenIRError, match="cached encoder output"):
+        run(gm, gm.encode(batch), reads=[Site.parse("encoder.layers.0.mlp")])
+
+
+def test_counts_come_from_the_config():
+    deep = tiny_genir(encoder_layers=1, decoder_layers=5, num_heads=2)
+    assert deep.n_layers("decoder") == 5 and deep.n_layers("encoder") == 1 and deep.adapter.n_heads == 2
+    assert len(deep.components("decoder")) == 15
+    with pytest.raises(GenIRError, match="has 5 layers"):
+        deep.adapter.hook(Site.parse("decoder.layers.5.mlp"))
+
+
+def test_docid_detection_on_a_dsi_large_style_tokenizer(tmp_path):
+    """The public DSI-large tokenizers are T5 tokenizers with @DOC_ID_<id>@ added tokens appended to the vocabulary."""
+    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
+
+    core = Tokenizer(models.WordLevel({"<pad>": 0, "</s>": 1, "<unk>": 2, "the": 3, "@": 4}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    tok.add_special_tokens({"additional_special_tokens": [f"<extra_id_{i}>" for i in range(3)]})
+    tok.add_tokens([AddedToken(docid_token(d), normalized=False) for d in ["0", "1", "10", "2", "x7"]])
+    tok.save_pretrained(tmp_path)
+    scheme = AtomicDocids.detect(PreTrainedTokenizerFast.from_pretrained(tmp_path))
+    assert scheme.doc_ids == ["0", "1", "2", "10", "x7"]
+    assert tok.convert_ids_to_tokens(scheme.token_id("10")) == "@DOC_ID_10@"
+    assert tok("the @DOC_ID_2@").input_ids[1] == scheme.token_id("2")
+    with pytest.raises(GenIRError, match="unknown docid '99'"):
+        scheme.token_id("99")
+    with pytest.raises(GenIRError, match="no docid tokens match"):
+        AtomicDocids.detect(tok, pattern=r"<doc(\d+)>")
+    override = AtomicDocids.detect(tok, pattern=r"<extra_id_(\d+)>")
+    assert override.doc_ids == ["0", "1", "2"]
+
+
+def test_corpus_generation_is_deterministic():
+    a, b = generate_corpus(SyntheticConfig(n_docs=50, seed=3)), generate_corpus(SyntheticConfig(n_docs=50, seed=3))
+    assert a.documents == b.documents and a.queries == b.queries and a.pairs == b.pairs
+    assert a.data_hash() == b.data_hash()
+    assert generate_corpus(SyntheticConfig(n_docs=50, seed=4)).data_hash() != a.data_hash()
+
+
+def test_held_out_templates_are_unseen_and_pairs_are_matched():
+    ds = generate_corpus(SyntheticConfig(n_docs=80, seed=0))
+    train_templates = {q.template for q in ds.split("train")}
+    for split in ("validation", "test"):
+        assert ds.split(split) and not ({q.template for q in ds.split(split)} & train_templates)
+    for p in ds.pairs:
+        assert len(p["clean"].split()) == len(p["corrupted"].split())
+        diff = [i for i, (x, y) in enumerate(zip(p["clean"].split(), p["corrupted"].split())) if x != y]
+        assert 1 <= len(diff) <= 2 and p["clean_doc"] != p["corrupted_doc"]
+
+
+def test_attribute_overlap_controls_ambiguity():
+    few = generate_corpus(SyntheticConfig(n_docs=100, attribute_values=2))
+    many = generate_corpus(SyntheticConfig(n_docs=100, attribute_values=24))
+    region = lambda ds: {t.split(" in ")[1].split(" ")[0] for t in ds.documents.values() if " in " in t}  # noqa: E731
+    assert len(region(few)) <= 2 < len(region(many))
+
+
+def test_dsi_jsonl_and_beir_round_trip(tmp_path):
+    ds = generate_corpus(SyntheticConfig(n_docs=10))
+    save_dsi_jsonl(ds, tmp_path / "dsi")
+    back = load_dataset(str(tmp_path / "dsi"))
+    assert back.documents == ds.documents and {q.query_id for q in back.queries} == {q.query_id for q in ds.queries}
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "title": "", "text": t}) + "\n" for d, t in ds.documents.items()))
+    (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": q.query_id, "text": q.text}) + "\n" for q in ds.queries))
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q.query_id}\t{ds.relevant(q.query_id)}\t1\n" for q in ds.split("test")))
+    loaded = load_beir(beir)
+    assert len(loaded.split("test")) == len(ds.split("test")) and loaded.relevant(ds.split("test")[0].query_id) == ds.relevant(ds.split("test")[0].query_id)
+
+
+def test_broken_jsonl_line_names_file_and_line(tmp_path):
+    (tmp_path / "documents.jsonl").write_text('{"doc_id": "0", "text": "a"}\n{"doc_id": "1", "text": "b"\n')
+    (tmp_path / "queries.jsonl").write_text('{"text": "q", "doc_id": "0"}\n')
+    with pytest.raises(GenIRError, match=r"documents.jsonl, line 2: not valid JSON"):
+        load_dsi_jsonl(tmp_path / "documents.jsonl", tmp_path / "queries.jsonl")
+    (tmp_path / "documents.jsonl").write_text('{"doc_id": "0", "text": "a"}\n')
+    (tmp_path / "queries.jsonl").write_text('{"text": "q", "doc_id": "0"}\n{"text": "q2", "doc_id": "7"}\n')
+    with pytest.raises(GenIRError, match=r"queries.jsonl, line 2: unknown document '7'"):
+        load_dsi_jsonl(tmp_path / "documents.jsonl", tmp_path / "queries.jsonl")
+
+
+def test_decoder_only_model_is_refused(tmp_path):
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=50)).save_pretrained(tmp_path)
+    with pytest.raises(GenIRError, match="decoder-only or encoder-only"):
+        load_genir(str(tmp_path))
+
+
+def test_missing_checkpoint_and_empty_query_set(gm):
+    with pytest.raises(GenIRError, match="no such checkpoint"):
+        load_genir("./does/not/exist")
+    ds = generate_corpus(SyntheticConfig(n_docs=5))
+    with pytest.raises(GenIRError, match="empty query set"):
+        evaluate(gm.hf_model, gm.tokenizer, gm.docids, ds, split="nosuchsplit")
