@@ -74,7 +74,7 @@ def planted_cross_attention(gm: GenIRModel, layers: list[int], heads: list[int] 
 
 @torch.no_grad()
 def linearised(gm: GenIRModel, uniform_attention: bool = True) -> GenIRModel:
-    """Make a model affine in every activation: identity MLP activations, no norms, and (by default) fixed attention patterns.
+    """Make a model (edited in place; use the returned GenIRModel) affine in every activation: identity MLP activations, no norms, and (by default) fixed attention patterns.
 
     Norms (sublayer and final) become identities, the MLP nonlinearity becomes
     the identity, and with `uniform_attention` every query projection is
@@ -92,5 +92,5 @@ def linearised(gm: GenIRModel, uniform_attention: bool = True) -> GenIRModel:
         for side in ("encoder", "decoder"):
             for site in gm.adapter.components(side, ("self_attn", "cross_attn")):
                 gm.adapter.attention_weights(site)[0].zero_()
-    gm.name = f"{gm.name}-linear"
-    return gm
+    # Modules were swapped, so the nnsight wrapper is rebuilt around the new tree.
+    return GenIRModel(model, gm.tokenizer, gm.docids, adapter_for(model), f"{gm.name}-linear", gm.path)
