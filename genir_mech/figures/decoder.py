@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -51,12 +52,13 @@ def plot_contributions(df: pd.DataFrame, path, stages: StageDefinition | None = 
     hue = [k for k in KIND_ORDER if k in set(df.component)]
     sns.lineplot(data=df[df.metric == "ratio"], x="layer", y="value", hue="component", hue_order=hue, marker="o", errorbar=("pi", 50), estimator="median", ax=top)
     cos = df[df.metric.isin(["cos_residual", "cos_priming"])]
-    sns.lineplot(data=cos, x="layer", y="value", hue="component", hue_order=hue, style="metric", style_order=["cos_residual", "cos_priming"], marker="o", errorbar=("pi", 50), estimator="median", ax=bottom)
+    sns.lineplot(data=cos, x="layer", y="value", hue="component", hue_order=hue, style="metric", style_order=["cos_residual", "cos_priming"], dashes={"cos_residual": (1, 0), "cos_priming": (4, 2)}, marker="o", errorbar=("pi", 50), estimator="median", ax=bottom)
     top.set_ylabel("||c_out|| / ||r_end - r_begin||")
     bottom.set_ylabel("cosine")
     bottom.axhline(0, color="grey", lw=0.6)
     for ax in (top, bottom):
         _shade_stages(ax, stages, label=ax is top)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=7, loc="best")
     bottom.set_xlabel("decoder layer (median over queries, band: interquartile range)")
     if title:
@@ -84,7 +86,10 @@ def plot_lens(df: pd.DataFrame, path, stages: StageDefinition | None = None, tit
     for ax in (left, right):
         ax.set_yscale("log")
         ax.axhline(1, color="grey", lw=0.6, ls=":")
-        _shade_stages(ax, stages)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    # On the left, layer l's sublayers lie in (l - 1, l]: its band is shifted by half a layer.
+    _shade_stages(left, stages, offset=-0.5)
+    _shade_stages(right, stages)
     left.set_xlabel("residual stream after each sublayer (layer + sublayer fraction; -1 = input embedding)")
     left.set_ylabel("vocabulary rank (median over queries)")
     left.set_title("residual stream", fontsize=9)

@@ -44,7 +44,7 @@ def run(args):
     if args.per_layer:
         per_layer = layer_ablation(gm, inputs.texts, inputs.relevant_docs, kinds, methods, **common)
         summary["per_layer_table"] = str(inputs.write(per_layer, "layer_ablation", config))
-    left = df[df.metric == "rank>1"].pivot_table(index=["stage", "component"], columns="method", values="value", sort=False)
+    left = df[(df.metric == "rank>1") & (df.method != "intact")].pivot_table(index=["stage", "component"], columns="method", values="value", sort=False)
     summary["pct_left_rank1"] = {f"{s}/{c}": row.to_dict() for (s, c), row in left.iterrows()}
     if not args.json:
         print("% of correct queries whose relevant document leaves rank 1:")
