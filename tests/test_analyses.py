@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 import torch
 
@@ -14,9 +15,11 @@ from genir_mech.analyses.paper import run_paper_analyses
 from genir_mech.analyses.reading import cross_attention_read_scores, mlp_read_scores, reading
 from genir_mech.cli import main
 from genir_mech.errors import GenIRError
+from genir_mech.figures.report import render_results
 from genir_mech.models.components import Site
 from genir_mech.models.execution import run
 from genir_mech.models.toy import planted_cross_attention, tiny_genir, toy_queries, toy_tokenizer
+from genir_mech.provenance import write_table
 from genir_mech.retrieval import rank_of
 from genir_mech.stage_definition import StageDefinition
 
@@ -256,6 +259,11 @@ def test_paper_pipeline_writes_tables_figures_and_report(planted, tmp_path):
     assert "planted" in table3 and (tmp_path / "tables" / "table3_ablation.tex").exists()
     assert "planted" in json.loads((tmp_path / "ablation.provenance.json").read_text())["config"]["stages"]["stages"][1]["name"]
     assert (tmp_path / "figures" / "fig5_reading.png").stat().st_size > 1000
+    # Table 2 comes from the encoder-swap results when they are present
+    swap = pd.DataFrame({"variant": ["rd1", "rd1"], "condition": ["A alone", "A decoder + B encoder"], "metric": ["hits@1", "hits@1"], "value": [1.0, 0.7]})
+    write_table(swap, tmp_path / "swap" / "swap_removed_docs", {})
+    made = render_results(tmp_path)
+    assert "0.7" in (tmp_path / "tables" / "table2_swap_removed_docs.md").read_text() and "table2_swap_removed_docs" in made
 
 
 @pytest.fixture(scope="module")
