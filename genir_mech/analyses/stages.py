@@ -190,15 +190,22 @@ class StageLocalisation:
 
     def boundary_stability(self) -> dict[int, float]:
         sel = self.stability[self.stability["selected"]]
-        return dict(zip(sel["boundary"].astype(int), sel["frequency"].astype(float)))
+        return {int(b): float(f) for b, f in zip(sel["boundary"], sel["frequency"])}
 
     def summary(self) -> str:
         n = self.segmentation.n_layers
         lines = [f"{self.segmentation.n_stages} stage(s) over {n} decoder layers ({self.n_queries} queries, {self.bootstrap} bootstrap resamples):"]
         wide = self.evidence.pivot_table(index=["stage", "first_layer", "last_layer", "dominant"], columns="metric", values="value", sort=False)
         for (stage, first, last, dominant), row in wide.iterrows():
-            facts = ", ".join(f"{m}={v:.2f}" for m, v in row.items() if pd.notna(v))
-            lines.append(f"  {stage:<20} layers {first}-{last}  dominant {dominant}  ({facts})")
+            lines.append(f"  {stage:<20} layers {first}-{last}  dominant {dominant}")
+            for prefix, label, fmt in (
+                ("ratio:", "ratio", "{:.2f}"), ("cos_residual:", "cos with residual", "{:+.2f}"),
+                ("layer_ablation:", "single-layer mean ablation, queries leaving rank 1", "{:.0%}"),
+                ("stage_ablation:", "whole-stage mean ablation, queries leaving rank 1", "{:.0%}"),
+            ):
+                facts = [f"{m[len(prefix):]} {fmt.format(v)}" for m, v in row.items() if m.startswith(prefix) and pd.notna(v)]
+                if facts:
+                    lines.append(f"      {label}: " + ", ".join(facts))
         stab = self.boundary_stability()
         if stab:
             within = dict(zip(self.stability["boundary"], self.stability["frequency_within_1"]))

@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 PANELS = {"ratio": "contribution ratio", "cos_residual": "cos(output, residual)", "layer_ablation": "queries leaving rank 1\n(single-layer ablation)"}
 
@@ -41,6 +42,7 @@ def plot_stages(found, path: str | Path, title: str = "") -> Path:
     for stage in found.definition.stages:
         top.text((min(stage.layers) + max(stage.layers)) / 2, 1.02, stage.name, transform=top.get_xaxis_transform(), ha="center", va="bottom", fontsize=8)
     bottom = axes[-1, 0]
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
     for b, freq in stability.items():
         bottom.text(b - 0.5, -0.32, f"{freq:.0%}", transform=bottom.get_xaxis_transform(), ha="center", va="top", fontsize=7)
     top.legend(fontsize=7, loc="upper right")

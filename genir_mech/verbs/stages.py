@@ -2,6 +2,7 @@
 
     genir-mech stages --model checkpoints/dsi-synth --bootstrap 200
     genir-mech ablate --model checkpoints/dsi-synth --stages runs/stages/dsi-synth/stages.json
+    found = run_stage_localisation(load_genir("checkpoints/dsi-synth"), dataset, "runs/stages/dsi-synth")   # from Python
 
 Measures contributions and single-layer mean ablations over the model's
 correct queries, segments the layers (analyses.stages), checks each MLP stage
@@ -67,34 +68,49 @@ def _stage_cost(gm, texts, docs, batch_size):
     return cost
 
 
-def run(args):
+def run_stage_localisation(
+    gm,
+    dataset,
+    out_dir: str | Path,
+    split: str = "validation",
+    max_queries: int | None = None,
+    bootstrap: int = 200,
+    min_stage_size: int | None = None,
+    max_stages: int | None = None,
+    penalty: float = DEFAULT_PENALTY,
+    resolution: float = DEFAULT_RESOLUTION,
+    rules: NamingRules = NamingRules(),
+    ablation: bool = True,
+    batch_size: int = 64,
+    seed: int = 0,
+):
+    """Measure, localise and write: tables, `stages.json` and `stages.png` under `out_dir`. Returns the StageLocalisation."""
     started = time.time()
-    gm = load_genir(args.model, docid_pattern=args.docid_pattern)
-    dataset = resolve_dataset(gm, args.data)
-    queries = _sample(correct_queries(gm.hf_model, gm.tokenizer, gm.docids, dataset, args.split, args.batch_size), args.max_queries, args.seed)
+    queries = _sample(correct_queries(gm.hf_model, gm.tokenizer, gm.docids, dataset, split, batch_size), max_queries, seed)
     if len(queries) < 2:
-        raise GenIRError(f"{args.model}: only {len(queries)} correct {args.split} queries; stage localisation needs at least 2")
+        raise GenIRError(f"{gm.path}: only {len(queries)} correct {split} queries; stage localisation needs at least 2")
     texts, ids = [q.text for q in queries], [q.query_id for q in queries]
     docs = [dataset.relevant(i) for i in ids]
-    contrib = contributions(gm, texts, ids, batch_size=args.batch_size, progress=True)
-    layers = None
-    if not args.no_ablation:
-        layers = layer_ablation(gm, texts, docs, kinds=gm.adapter.kinds("decoder"), method="mean", batch_size=args.batch_size, progress=True)
+    contrib = contributions(gm, texts, ids, batch_size=batch_size, progress=True)
+    layers = layer_ablation(gm, texts, docs, kinds=gm.adapter.kinds("decoder"), method="mean", batch_size=batch_size, progress=True) if ablation else None
     found = localise_stages(
         contrib,
         layers,
-        None if args.no_ablation else _stage_cost(gm, texts, docs, args.batch_size),
-        min_stage_size=args.min_stage_size,
-        max_stages=args.max_stages,
-        bootstrap=args.bootstrap,
-        seed=args.seed,
-        penalty=args.penalty,
-        resolution=args.resolution,
-        rules=NamingRules(cheap_ablation=args.cheap_ablation),
+        _stage_cost(gm, texts, docs, batch_size) if ablation else None,
+        min_stage_size=min_stage_size,
+        max_stages=max_stages,
+        bootstrap=bootstrap,
+        seed=seed,
+        penalty=penalty,
+        resolution=resolution,
+        rules=rules,
     )
-    out = Path(args.out or Path("runs") / "stages" / Path(args.model).name)
-    config = {k: getattr(args, k) for k in ("split", "max_queries", "bootstrap", "min_stage_size", "max_stages", "penalty", "resolution", "cheap_ablation", "no_ablation")}
-    record = provenance(model=args.model, data=dataset, config=config, seed=args.seed, started=started, n_queries=len(queries), stages=found.definition.to_json())
+    out = Path(out_dir)
+    config = {
+        "split": split, "max_queries": max_queries, "bootstrap": bootstrap, "min_stage_size": min_stage_size, "max_stages": max_stages,
+        "penalty": penalty, "resolution": resolution, "rules": vars(rules), "ablation": ablation,
+    }
+    record = provenance(model=gm.path, data=dataset, config=config, seed=seed, started=started, n_queries=len(queries), stages=found.definition.to_json())
     write_table(contrib, out / "contributions", record)
     if layers is not None:
         write_table(layers, out / "layer_ablation", record)
@@ -102,20 +118,31 @@ def run(args):
     write_table(found.evidence, out / "stage_evidence", record)
     write_table(found.stability, out / "boundary_stability", record)
     write_table(found.n_stages_distribution, out / "n_stages_bootstrap", record)
-    definition_path = found.definition.save(out / "stages.json")
-    figure = plot_stages(found, out / "stages.png", title=f"{gm.name}: decoder stages")
+    found.definition.save(out / "stages.json")
+    plot_stages(found, out / "stages.png", title=f"{gm.name}: decoder stages")
+    return found
+
+
+def run(args):
+    gm = load_genir(args.model, docid_pattern=args.docid_pattern)
+    dataset = resolve_dataset(gm, args.data)
+    out = Path(args.out or Path("runs") / "stages" / Path(args.model).name)
+    found = run_stage_localisation(
+        gm, dataset, out, args.split, args.max_queries, args.bootstrap, args.min_stage_size, args.max_stages, args.penalty, args.resolution,
+        NamingRules(cheap_ablation=args.cheap_ablation), not args.no_ablation, args.batch_size, args.seed,
+    )
     summary = {
         "stages": found.definition.to_json()["stages"],
         "boundary_stability": found.boundary_stability(),
-        "n_stages_bootstrap": dict(zip(found.n_stages_distribution["n_stages"].astype(int), found.n_stages_distribution["frequency"])),
+        "n_stages_bootstrap": dict(zip(found.n_stages_distribution["n_stages"].astype(int).tolist(), found.n_stages_distribution["frequency"].tolist())),
         "matches_paper": found.matches_paper,
-        "n_queries": len(queries),
-        "stage_definition": str(definition_path),
-        "figure": str(figure),
+        "n_queries": found.n_queries,
+        "stage_definition": str(out / "stages.json"),
+        "figure": str(out / "stages.png"),
     }
     if not args.json:
         print(found.summary())
-        print(f"stage definition: {definition_path}   figure: {figure}   tables: {out}")
+        print(f"stage definition: {out / 'stages.json'}   figure: {out / 'stages.png'}   tables: {out}")
     return summary
 
 

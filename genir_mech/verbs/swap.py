@@ -22,6 +22,7 @@ import pandas as pd
 from ..analyses.encoder_swap import removed_docs_experiment, vanilla_encoder_experiment
 from ..errors import GenIRError
 from ..figures.encoder_swap import plot_swap
+from ..figures.tables import write_display
 from ..models.loading import load_genir, model_card, resolve_dataset
 from ..provenance import provenance, write_table
 from . import Verb
@@ -54,11 +55,6 @@ def vanilla_table(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _write_display(table: pd.DataFrame, path: Path, caption: str) -> None:
-    path.with_suffix(".md").write_text(f"{caption}\n\n{table.to_markdown(index=False)}\n")
-    path.with_suffix(".tex").write_text(table.to_latex(index=False, caption=caption, escape=True))
-
-
 def run_swap_experiments(
     model_a_path: str,
     variant_paths: Sequence[str],
@@ -86,7 +82,7 @@ def run_swap_experiments(
         write_table(summary, out / "swap_removed_docs", record)
         write_table(removed_pq, out / "swap_removed_docs_per_query", record)
         table = removed_docs_table(summary)
-        _write_display(table, out / "swap_removed_docs_table", f"Encoder swap, removed documents: {a.name}'s decoder on each variant's encoder output; queries of the removed documents ({'+'.join(splits)} splits) that {a.name} ranks first.")
+        write_display(table, out / "swap_removed_docs_table", f"Encoder swap, removed documents: {a.name}'s decoder on each variant's encoder output; queries of the removed documents ({'+'.join(splits)} splits) that {a.name} ranks first.", index=False)
         result["removed_docs"] = table
     if vanilla_paths:
         parts = [vanilla_encoder_experiment(a, load_genir(p), dataset, vanilla_split, batch_size) for p in vanilla_paths]
@@ -94,7 +90,7 @@ def run_swap_experiments(
         write_table(summary, out / "swap_vanilla", record)
         write_table(vanilla_pq, out / "swap_vanilla_per_query", record)
         table = vanilla_table(summary)
-        _write_display(table, out / "swap_vanilla_table", f"Encoder swap, vanilla encoder: {a.name}'s decoder on the pretrained encoder; {a.name}'s correct {vanilla_split} queries.")
+        write_display(table, out / "swap_vanilla_table", f"Encoder swap, vanilla encoder: {a.name}'s decoder on the pretrained encoder; {a.name}'s correct {vanilla_split} queries.", index=False)
         result["vanilla"] = table
     result["figure"] = str(plot_swap(removed_pq, vanilla_pq, out / "swap.png", title=f"{a.name}: encoder swap"))
     return result
