@@ -111,20 +111,21 @@ class QueryProfile:
         return {m: (v if rows is None else v[rows]).mean(0) for m, v in self.values.items()}
 
 
-def ablation_matrix(ablation: pd.DataFrame | None, layers: tuple[int, ...], kinds: tuple[str, ...], method: str) -> np.ndarray | None:
-    """(layer, kind) fraction of queries leaving rank 1 under single-layer ablation, or None without a table."""
+def ablation_matrix(ablation: pd.DataFrame | None, layers: tuple[int, ...], kinds: tuple[str, ...], method: str) -> tuple[np.ndarray | None, list[str]]:
+    """(layer, ablated kind) fraction of queries leaving rank 1 under single-layer ablation, and the ablated kinds; (None, []) without a table."""
     if ablation is None or ablation.empty:
-        return None
+        return None, []
     sub = ablation[(ablation["metric"] == ABLATION_METRIC) & (ablation["layer"] >= 0)]
     if "method" in sub.columns:
         sub = sub[sub["method"] == method]
     if sub.empty:
         raise GenIRError(f"ablation table has no {method!r} rows with metric {ABLATION_METRIC!r}; expected the output of analyses.ablation.layer_ablation")
     grid = sub.pivot_table(index="layer", columns="component", values="value", aggfunc="mean")
-    grid = grid.reindex(index=list(layers), columns=[k for k in kinds if k in grid.columns])
+    ablated = [k for k in kinds if k in grid.columns]
+    grid = grid.reindex(index=list(layers), columns=ablated)
     if grid.isna().any().any():
         raise GenIRError("ablation table does not cover every decoder layer for each ablated component")
-    return grid.to_numpy() / 100.0  # the ablation table reports percentages
+    return grid.to_numpy() / 100.0, ablated  # the ablation table reports percentages
 
 
 def layer_features(means: dict[str, np.ndarray], ablation: np.ndarray | None) -> np.ndarray:
@@ -137,8 +138,8 @@ def layer_features(means: dict[str, np.ndarray], ablation: np.ndarray | None) ->
     return np.concatenate(parts, axis=1)
 
 
-def feature_names(kinds: tuple[str, ...], ablated: list[str] | None) -> list[str]:
-    return [f"share:{k}" for k in kinds] + [f"cos_residual:{k}" for k in kinds] + [f"ablation:{k}" for k in ablated or []]
+def feature_names(kinds: tuple[str, ...], ablated: list[str]) -> list[str]:
+    return [f"share:{k}" for k in kinds] + [f"cos_residual:{k}" for k in kinds] + [f"ablation:{k}" for k in ablated]
 
 
 # -- naming ---------------------------------------------------------------------------------------------
@@ -245,11 +246,7 @@ def localise_stages(
     qp = QueryProfile.from_table(contrib)
     n_layers = len(qp.layers)
     min_size = min_stage_size or default_min_stage_size(n_layers)
-    abl = ablation_matrix(ablation, qp.layers, qp.kinds, rules.ablation_method)
-    ablated = None
-    if abl is not None:
-        present = set(ablation.loc[ablation["layer"] >= 0, "component"])
-        ablated = [k for k in qp.kinds if k in present]
+    abl, ablated = ablation_matrix(ablation, qp.layers, qp.kinds, rules.ablation_method)
     means = qp.means()
     x = layer_features(means, abl)
     seg = segment_profile(x, min_size, max_stages, penalty, resolution)
@@ -305,7 +302,7 @@ def localise_stages(
     profile = pd.DataFrame([{"layer": l, "feature": f, "value": float(x[l, j])} for l in range(n_layers) for j, f in enumerate(names_x)])
     layer_means = pd.DataFrame(
         [{"layer": l, "component": k, "metric": m, "value": float(v[l, j])} for m, v in means.items() for l in range(n_layers) for j, k in enumerate(qp.kinds)]
-        + [{"layer": l, "component": k, "metric": "layer_ablation", "value": float(abl[l, j])} for l in range(n_layers) for j, k in enumerate(ablated or [])]
+        + [{"layer": l, "component": k, "metric": "layer_ablation", "value": float(abl[l, j])} for l in range(n_layers) for j, k in enumerate(ablated)]
     )
     notes = _notes(names, seg, abl is not None or stage_costs is not None)
     return StageLocalisation(definition, seg, profile, layer_means, evidence, stability, dist, nq, bootstrap, notes)
