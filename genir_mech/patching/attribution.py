@@ -111,6 +111,9 @@ def _qk_fix(gm, nodes, src, bas, base_mask) -> torch.Tensor:
     e_base, e_src = bas.values[ENCODER_OUTPUT], src.values[ENCODER_OUTPUT]
     width = e_base.shape[1]
     encoder_nodes = [i for i, n in enumerate(nodes) if n.parsed == ENCODER_OUTPUT]
+    residual_deltas = {  # what each decoder node's patch adds to the residual stream
+        i: _residual_delta(gm, n, src.values[n.parsed] - bas.values[n.parsed]) for i, n in enumerate(nodes) if n.parsed.side == "decoder"
+    }
     for layer in range(gm.adapter.n_layers("decoder")):
         attn = CrossAttention(gm, layer, base_mask)
         resid = bas.values[attn.site.with_facet("resid_pre")]
@@ -131,9 +134,11 @@ def _qk_fix(gm, nodes, src, bas, base_mask) -> torch.Tensor:
             with torch.enable_grad():
                 vjp = torch.autograd.grad(score(attn.heads(resid, *attn.keys_values(e))).sum(), e)[0]
             with torch.no_grad():
-                one_hot = torch.eye(width, dtype=torch.bool, device=e_base.device)[None, :, :, None]  # (1, p, T, 1)
-                patched = torch.where(one_hot, e_src[:, None], e_base[:, None])  # (P, p, T, D)
-                k_p, v_p = attn.keys_values(patched)
+                # Keys and values are linear in the encoder output: patch position p after projecting.
+                one_hot = torch.eye(width, dtype=torch.bool, device=e_base.device)[None, :, None, :, None]  # (1, p, 1, T, 1)
+                k_src, v_src = attn.keys_values(e_src)
+                k_p = torch.where(one_hot, k_src[:, None], keys[:, None])  # (P, p, H, T, d)
+                v_p = torch.where(one_hot, v_src[:, None], values[:, None])
                 exact = score(attn.heads(resid[:, None], k_p, v_p, attn.bias[:, None]) - z_base[:, None], grad[:, None])  # (P, p)
                 linear = ((e_src - e_base) * vjp).sum(-1)  # (P, p)
             for i in encoder_nodes:
@@ -144,7 +149,7 @@ def _qk_fix(gm, nodes, src, bas, base_mask) -> torch.Tensor:
         ]
         if upstream:
             # Query patches: a node's residual delta moves this attention's queries (direct path).
-            deltas = torch.stack([_residual_delta(gm, nodes[i], src.values[nodes[i].parsed] - bas.values[nodes[i].parsed]) for i in upstream])
+            deltas = torch.stack([residual_deltas[i] for i in upstream])
             r = resid.detach().clone().requires_grad_(True)
             with torch.enable_grad():
                 vjp = torch.autograd.grad(score(attn.heads(r, keys, values)).sum(), r)[0]
@@ -178,17 +183,23 @@ def _weights_frozen_but_embeddings(gm):
 
 def _attribute_pair_batch(gm, batch: PairBatch, nodes: list[PatchSpec], direction: str, metric: Metric, qk_fix: bool) -> dict:
     source, base = source_and_base(batch, direction)
+    # Without encoder nodes the encoder runs once per query, outside the differentiated passes.
+    decoder_only = all(n.parsed.side == "decoder" for n in nodes)
+    if decoder_only:
+        source, base = gm.encode(source), gm.encode(base)
     sites = sorted({n.parsed for n in nodes}, key=gm.adapter.order_key)
     extra = []
     if qk_fix:
         cross = [Site("decoder", layer, "cross_attn") for layer in range(gm.adapter.n_layers("decoder"))]
-        extra = [ENCODER_OUTPUT] + [c.with_facet(f) for c in cross for f in ("resid_pre", "heads")]
+        extra = ([] if decoder_only else [ENCODER_OUTPUT]) + [c.with_facet(f) for c in cross for f in ("resid_pre", "heads")]
     grad_sites = sorted(set(sites) | {s for s in extra if s.facet == "heads"}, key=gm.adapter.order_key)
     reads = sorted(set(sites) | set(extra), key=gm.adapter.order_key)
     targets = batch.targets
     src = run(gm, source, reads=reads)  # forward 1
     with _weights_frozen_but_embeddings(gm):  # forward 2 + backward
         bas = run(gm, base, reads=reads, grads=grad_sites, metric=lambda logits: metric(logits, targets).sum())
+    if decoder_only:
+        src.values[ENCODER_OUTPUT], bas.values[ENCODER_OUTPUT] = source.encoder_hidden, base.encoder_hidden
     d_head = gm.adapter.d_head
     atp = torch.full((len(nodes), len(batch)), float("nan"))
     for i, node in enumerate(nodes):
@@ -212,21 +223,18 @@ def _table(batch: PairBatch, nodes: list[PatchSpec], direction: str, part: dict)
     axes = pd.DataFrame([n.axes() for n in nodes])
     for col in ("layer", "head", "position"):
         axes[col] = axes[col].astype("Int64")
-    frames = []
-    for p, pair in enumerate(batch.pairs):
-        frame = axes.copy()
-        frame.insert(0, "pair_id", pair.pair_id)
-        frame.insert(1, "decides", pair.decides)
-        frame.insert(2, "direction", direction)
-        frames.append(frame.assign(_pair=p))
-    grid = pd.concat(frames, ignore_index=True)
-    node_idx = np.tile(np.arange(len(nodes)), len(batch.pairs))
-    pair_idx = grid.pop("_pair").to_numpy()
+    n_pairs = len(batch.pairs)
+    node_idx = np.tile(np.arange(len(nodes)), n_pairs)  # pair-major: all nodes of pair 0, then pair 1, ...
+    pair_idx = np.repeat(np.arange(n_pairs), len(nodes))
+    grid = axes.iloc[node_idx].reset_index(drop=True)
+    grid.insert(0, "pair_id", np.array([p.pair_id for p in batch.pairs], dtype=object)[pair_idx])
+    grid.insert(1, "decides", np.array([p.decides for p in batch.pairs], dtype=object)[pair_idx])
+    grid.insert(2, "direction", direction)
     base, clean, corrupted = (part[k].numpy()[pair_idx] for k in ("base", "clean", "corrupted"))
+    span = clean - corrupted
     out = []
     for method, est in part["estimates"].items():
         estimate = est.numpy()[node_idx, pair_idx]
-        span = clean - corrupted
         with np.errstate(divide="ignore", invalid="ignore"):
             normalised = np.where(span != 0, (base + estimate - corrupted) / span, np.nan)
         out.append(grid.assign(method=method, estimate=estimate, base=base, clean=clean, corrupted=corrupted, normalised=normalised))
