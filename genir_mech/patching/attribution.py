@@ -85,11 +85,31 @@ class CrossAttention:
     def keys_values(self, encoder_hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.split(encoder_hidden @ self.w_k.T), self.split(encoder_hidden @ self.w_v.T)
 
-    def heads(self, resid_pre: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    def query(self, resid_pre: torch.Tensor) -> torch.Tensor:
+        """(..., P, Tq, D) residual entering the sublayer -> (..., P, H, Tq, d) queries."""
+        return self.split(self.norm(resid_pre) @ self.w_q.T)
+
+    def scores(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """Pre-softmax attention scores (..., P, H, Tq, T), padding masked."""
+        return (query @ keys.transpose(-1, -2)) * self.scale + self.bias
+
+    def heads(self, resid_pre: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """(..., P, Tq, D) residual -> (..., P, H, Tq, d) per-head outputs (before the output projection)."""
-        q = self.split(self.norm(resid_pre) @ self.w_q.T)
-        scores = (q @ keys.transpose(-1, -2)) * self.scale + (self.bias if bias is None else bias)
-        return scores.softmax(-1) @ values
+        return self.scores(self.query(resid_pre), keys).softmax(-1) @ values
+
+    def heads_with_each_position_patched(self, resid_pre, keys, values, source_keys, source_values) -> torch.Tensor:
+        """(P, p, H, Tq, d): the head outputs when the key and value at encoder position p alone come from the source.
+
+        Only column p of the scores changes, so the softmax is recomputed
+        exactly per p, and the value change enters as a rank-one correction.
+        """
+        query = self.query(resid_pre)
+        width = keys.shape[-2]
+        one_hot = torch.eye(width, dtype=torch.bool, device=keys.device)[None, :, None, None, :]  # (1, p, 1, 1, T)
+        weights = torch.where(one_hot, self.scores(query, source_keys)[:, None], self.scores(query, keys)[:, None]).softmax(-1)  # (P, p, H, Tq, T)
+        own = torch.diagonal(weights, dim1=1, dim2=-1).permute(0, 3, 1, 2)  # (P, p, H, Tq): weight on the patched position
+        value_change = (source_values - values).transpose(1, 2)  # (P, p, H, d)
+        return weights @ values[:, None] + own[..., None] * value_change[:, :, :, None, :]
 
 
 @torch.no_grad()
@@ -109,7 +129,6 @@ def _qk_fix(gm, nodes, src, bas, base_mask) -> torch.Tensor:
     n_pairs = base_mask.shape[0]
     fix = torch.zeros(len(nodes), n_pairs)
     e_base, e_src = bas.values[ENCODER_OUTPUT], src.values[ENCODER_OUTPUT]
-    width = e_base.shape[1]
     encoder_nodes = [i for i, n in enumerate(nodes) if n.parsed == ENCODER_OUTPUT]
     residual_deltas = {  # what each decoder node's patch adds to the residual stream
         i: _residual_delta(gm, n, src.values[n.parsed] - bas.values[n.parsed]) for i, n in enumerate(nodes) if n.parsed.side == "decoder"
@@ -134,12 +153,8 @@ def _qk_fix(gm, nodes, src, bas, base_mask) -> torch.Tensor:
             with torch.enable_grad():
                 vjp = torch.autograd.grad(score(attn.heads(resid, *attn.keys_values(e))).sum(), e)[0]
             with torch.no_grad():
-                # Keys and values are linear in the encoder output: patch position p after projecting.
-                one_hot = torch.eye(width, dtype=torch.bool, device=e_base.device)[None, :, None, :, None]  # (1, p, 1, T, 1)
-                k_src, v_src = attn.keys_values(e_src)
-                k_p = torch.where(one_hot, k_src[:, None], keys[:, None])  # (P, p, H, T, d)
-                v_p = torch.where(one_hot, v_src[:, None], values[:, None])
-                exact = score(attn.heads(resid[:, None], k_p, v_p, attn.bias[:, None]) - z_base[:, None], grad[:, None])  # (P, p)
+                patched = attn.heads_with_each_position_patched(resid, keys, values, *attn.keys_values(e_src))
+                exact = score(patched - z_base[:, None], grad[:, None])  # (P, p)
                 linear = ((e_src - e_base) * vjp).sum(-1)  # (P, p)
             for i in encoder_nodes:
                 fix[i] += (exact - linear)[:, nodes[i].position]
