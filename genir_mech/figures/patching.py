@@ -53,7 +53,8 @@ def heatmap(summary: pd.DataFrame, row: str, col: str, path, facet: str | None =
     fig, axes = plt.subplots(1, len(grids), figsize=(len(grids) * max(3.5, 0.45 * width + 2), max(2.2, 0.35 * height + 1.5)), squeeze=False)
     for ax, (panel, grid) in zip(axes[0], grids):
         annotate = grid.size <= 120
-        sns.heatmap(grid, ax=ax, cmap="RdBu_r", center=0.0, vmin=-limit, vmax=limit, annot=annotate, fmt=".2f", annot_kws={"fontsize": 6},
+        fmt = ".2f" if limit >= 0.1 else ".3f"
+        sns.heatmap(grid, ax=ax, cmap="RdBu_r", center=0.0, vmin=-limit, vmax=limit, annot=annotate, fmt=fmt, annot_kws={"fontsize": 6},
                     cbar_kws={"label": label or value})
         ax.set_title(str(panel) if panel is not None else "", fontsize=9)
         ax.set_xlabel(col)

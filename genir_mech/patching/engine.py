@@ -199,7 +199,8 @@ def sweep(
     validate_specs(gm, specs)
     source_and_base(batch, direction)  # validates the direction before any work
     frames = []
-    bar = tqdm(total=len(specs) * len(batch), desc=f"patching ({direction})", unit="patch", disable=not progress)
+    n_rows = sum(len(batch) if s.position is None or s.parsed.side == "decoder" else int((batch.lengths > s.position).sum()) for s in specs)
+    bar = tqdm(total=n_rows, desc=f"patching ({direction})", unit="patch", disable=not progress)
     for start in range(0, len(batch), pairs_per_batch):
         part_batch = batch.select(list(range(start, min(start + pairs_per_batch, len(batch)))))
         part = _sweep_pair_batch(gm, part_batch, specs, direction, metrics, rows_per_forward, bar)
