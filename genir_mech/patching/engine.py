@@ -116,18 +116,24 @@ def _sweep_pair_batch(gm, batch: PairBatch, specs: list[PatchSpec], direction: s
     source, base = source_and_base(batch, direction)
     decoder_specs = [i for i, s in enumerate(specs) if s.parsed.side == "decoder" or s.parsed == ENCODER_OUTPUT]
     encoder_specs = [i for i, s in enumerate(specs) if i not in set(decoder_specs)]
-    # The encoder runs once per query; every decoder-only row reuses these outputs.
-    source_enc, base_enc = gm.encode(source), gm.encode(base)
-    decoder_sites = sorted({specs[i].parsed for i in decoder_specs} - {ENCODER_OUTPUT}, key=gm.adapter.order_key)
-    source_run = run(gm, source_enc, reads=decoder_sites)
-    cache = {**source_run.values, ENCODER_OUTPUT: source_enc.encoder_hidden}
+    cache, source_run, base_enc = {}, None, None
+    if decoder_specs:
+        # The encoder runs once per query; every decoder-only row reuses these outputs.
+        source_enc, base_enc = gm.encode(source), gm.encode(base)
+        decoder_sites = sorted({specs[i].parsed for i in decoder_specs} - {ENCODER_OUTPUT}, key=gm.adapter.order_key)
+        source_run = run(gm, source_enc, reads=decoder_sites)
+        cache.update({**source_run.values, ENCODER_OUTPUT: source_enc.encoder_hidden})
     if encoder_specs:
-        cache.update(run(gm, source, reads=sorted({specs[i].parsed for i in encoder_specs}, key=gm.adapter.order_key)).values)
-    base_scores, source_scores = _score(gm.logits(base_enc), batch.targets, metrics), _score(source_run.logits, batch.targets, metrics)
+        source_run = run(gm, source, reads=sorted({specs[i].parsed for i in encoder_specs}, key=gm.adapter.order_key))
+        cache.update(source_run.values)
+    base_scores = _score(gm.logits(base_enc if base_enc is not None else base), batch.targets, metrics)
+    source_scores = _score(source_run.logits, batch.targets, metrics)
     decoder_length = 1 if base.decoder_input_ids is None else base.decoder_input_ids.shape[1]
 
     spec_out, pair_out, values = [], [], defaultdict(list)
     for group, base_batch in ((decoder_specs, base_enc), (encoder_specs, base)):
+        if not group:
+            continue
         spec_of_rows, pair_of_rows = _valid_rows(specs, group, batch.lengths, decoder_length)
         for start in range(0, len(spec_of_rows), rows_per_forward):
             spec_of_row, pair_of_row = spec_of_rows[start : start + rows_per_forward], pair_of_rows[start : start + rows_per_forward]
@@ -196,6 +202,8 @@ def sweep(
         raise GenIRError("rows_per_forward and pairs_per_batch must be at least 1")
     metrics = dict(metrics or METRICS)
     batch = pairs if isinstance(pairs, PairBatch) else tokenize_pairs(gm, pairs, align)
+    if not specs:
+        raise GenIRError("an empty sweep: no patch specs to run")
     validate_specs(gm, specs)
     source_and_base(batch, direction)  # validates the direction before any work
     frames = []
