@@ -60,7 +60,7 @@ def run(args):
         result["verification"] = str(inputs.write(check, f"verify_top{args.verify_top_k}_{method}", {**config, "k": args.verify_top_k, "method": method}, spearman=rho))
         result["spearman"] = rho
     if not args.json:
-        top = shown.reindex(shown["mean"].abs().sort_values(ascending=False).index).head(8)
+        top = shown.reindex(shown["mean"].dropna().abs().sort_values(ascending=False).index).head(8)
         print(f"largest {method} estimates of the logit-diff change ({args.direction}):")
         for r in top.itertuples():
             label = r.site + (f"[head={r.head}]" if pd.notna(r.head) else "") + (f"[position={r.position}]" if pd.notna(r.position) else "")

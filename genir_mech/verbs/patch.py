@@ -74,8 +74,12 @@ def load_pair_inputs(args, verb: str) -> PairInputs:
     if args.n_pairs is not None and args.n_pairs < 1:
         raise GenIRError(f"--n-pairs must be positive, got {args.n_pairs}")
     if args.all_pairs:
+        # Even then a pair whose two queries share their document is left out: it has no logit difference to restore.
         pairs = with_model_docs(gm, pairs)
-        kept, table = pairs, pd.DataFrame([{**vars(p), "kept": True, "dropped_because": ""} for p in pairs])
+        kept = [p for p in pairs if p.clean_doc != p.corrupted_doc]
+        table = pd.DataFrame([{**vars(p), "kept": p.clean_doc != p.corrupted_doc, "dropped_because": "" if p.clean_doc != p.corrupted_doc else "same document"} for p in pairs])
+        if not kept:
+            raise GenIRError("every pair's two queries have the same document; there is no logit difference to patch")
     else:
         kept, table = keep_correct(gm, pairs)
         if not kept:
@@ -85,7 +89,7 @@ def load_pair_inputs(args, verb: str) -> PairInputs:
     table["used"] = table["pair_id"].isin({p.pair_id for p in kept})
     batch = tokenize_pairs(gm, kept, args.align)
     if not args.json:
-        rule = "all pairs kept (--all-pairs)" if args.all_pairs else "kept where the model ranks the clean doc first for the clean query and the corrupted doc first for the corrupted query"
+        rule = "kept: all pairs with two different documents (--all-pairs)" if args.all_pairs else "kept where the model ranks the clean doc first for the clean query and the corrupted doc first for the corrupted query"
         print(f"pairs: {len(batch)} used of {len(pairs)} ({int(table['kept'].sum())} {rule})")
     out = Path(args.out or Path("runs") / verb / Path(args.model).name)
     inputs = PairInputs(gm, dataset, batch, table, out, started, args)
@@ -127,7 +131,7 @@ def run(args):
     if args.target:
         result["heatmap"] = str(plot_patching(effect, inputs.out / f"{name}.png", args.target, label="normalised logit-diff effect",
                                               title=f"{gm.name}: {args.target} patching ({args.direction}, {len(batch)} pairs)"))
-    top = effect.reindex(effect["mean"].abs().sort_values(ascending=False).index).head(5)
+    top = effect.dropna(subset=["mean"]).reindex(effect["mean"].dropna().abs().sort_values(ascending=False).index).head(5)
     result["top"] = [{"patch": r.site + (f"[head={r.head}]" if pd.notna(r.head) else "") + (f"[position={r.position}]" if pd.notna(r.position) else ""),
                       "normalised_effect": round(float(r.mean), 4), "ci": [round(float(r.ci_low), 4), round(float(r.ci_high), 4)]} for r in top.itertuples()]
     if not args.json:
