@@ -47,10 +47,10 @@ from .specs import PatchSpec, target_specs, validate_specs
 METHODS = ("atp", "atp_qk")
 
 
-def attribution_nodes(gm, encoder_positions: int) -> list[PatchSpec]:
+def attribution_nodes(gm, encoder_positions: int, decoder_positions: int = 1) -> list[PatchSpec]:
     """Every node AtP scores: decoder resid per layer, decoder sublayers, attention heads, encoder positions (output and per layer)."""
     return [
-        *target_specs(gm, "resid"),
+        *target_specs(gm, "resid", decoder_positions=decoder_positions),
         *target_specs(gm, "component"),
         *target_specs(gm, "head"),
         *target_specs(gm, "encoder-position", encoder_positions=encoder_positions),
@@ -276,7 +276,7 @@ def attribute(
     estimated normalised patch effect, 0 = corrupted run, 1 = clean run).
     """
     batch = pairs if isinstance(pairs, PairBatch) else tokenize_pairs(gm, pairs, align)
-    nodes = validate_specs(gm, list(nodes) if nodes is not None else attribution_nodes(gm, batch.width))
+    nodes = validate_specs(gm, list(nodes) if nodes is not None else attribution_nodes(gm, batch.width, batch.decoder_length))
     source_and_base(batch, direction)
     frames = []
     for start in tqdm(range(0, len(batch), pairs_per_batch), desc=f"attribution ({direction})", unit="pair batch", disable=not progress):

@@ -128,7 +128,7 @@ def _sweep_pair_batch(gm, batch: PairBatch, specs: list[PatchSpec], direction: s
         cache.update(source_run.values)
     base_scores = _score(gm.logits(base_enc if base_enc is not None else base), batch.targets, metrics)
     source_scores = _score(source_run.logits, batch.targets, metrics)
-    decoder_length = 1 if base.decoder_input_ids is None else base.decoder_input_ids.shape[1]
+    decoder_length = batch.decoder_length
 
     spec_out, pair_out, values = [], [], defaultdict(list)
     for group, base_batch in ((decoder_specs, base_enc), (encoder_specs, base)):
@@ -220,7 +220,7 @@ def sweep(
 def sweep_target(gm, pairs: PairBatch | list[QueryPair], target: str, *, kinds: tuple[str, ...] | None = None, align: str | None = None, **kwargs) -> pd.DataFrame:
     """`sweep` over one of the standard targets of `target_specs` (positions read off the tokenized pairs)."""
     batch = pairs if isinstance(pairs, PairBatch) else tokenize_pairs(gm, pairs, align)
-    return sweep(gm, batch, target_specs(gm, target, encoder_positions=batch.width, kinds=kinds), **kwargs)
+    return sweep(gm, batch, target_specs(gm, target, encoder_positions=batch.width, decoder_positions=batch.decoder_length, kinds=kinds), **kwargs)
 
 
 resid_sweep = partial(sweep_target, target="resid")

@@ -65,6 +65,11 @@ class PairBatch:
     def width(self) -> int:
         return self.clean.input_ids.shape[1]
 
+    @property
+    def decoder_length(self) -> int:
+        """Decoder positions of one ranking step: 1 (the start token) for atomic docids."""
+        return 1 if self.clean.decoder_input_ids is None else self.clean.decoder_input_ids.shape[1]
+
     def select(self, rows: list[int]) -> "PairBatch":
         index = torch.tensor(rows, dtype=torch.long)
         return PairBatch(

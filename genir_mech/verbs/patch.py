@@ -118,7 +118,7 @@ def run(args):
     gm, batch = inputs.gm, inputs.batch
     kinds = tuple(k.strip() for k in args.kinds.split(",")) if args.kinds else None
     name = args.target or Path(args.specs).stem
-    specs = load_specs(args.specs) if args.specs else target_specs(gm, args.target, encoder_positions=batch.width, kinds=kinds)
+    specs = load_specs(args.specs) if args.specs else target_specs(gm, args.target, encoder_positions=batch.width, decoder_positions=batch.decoder_length, kinds=kinds)
     save_specs(specs, inputs.out / f"{name}_specs.json")
     table = sweep(gm, batch, specs, direction=args.direction, rows_per_forward=args.batch_rows, pairs_per_batch=args.pairs_per_batch, progress=not args.json)
     config = {"target": args.target, "specs": args.specs, "kinds": kinds, "direction": args.direction, "batch_rows": args.batch_rows,
