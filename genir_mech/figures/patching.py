@@ -50,7 +50,7 @@ def heatmap(summary: pd.DataFrame, row: str, col: str, path, facet: str | None =
     width = max(g.shape[1] for _, g in grids)
     height = max(g.shape[0] for _, g in grids)
     sns.set_theme(style="white", context="paper")
-    fig, axes = plt.subplots(1, len(grids), figsize=(len(grids) * max(3.5, 0.45 * width + 2), max(2.2, 0.35 * height + 1.5)), squeeze=False)
+    fig, axes = plt.subplots(1, len(grids), figsize=(len(grids) * max(3.5, 0.45 * width + 2), max(2.5, 0.45 * height + 1.5)), squeeze=False)
     for ax, (panel, grid) in zip(axes[0], grids):
         annotate = grid.size <= 120
         fmt = ".2f" if limit >= 0.1 else ".3f"
@@ -59,6 +59,7 @@ def heatmap(summary: pd.DataFrame, row: str, col: str, path, facet: str | None =
         ax.set_title(str(panel) if panel is not None else "", fontsize=9)
         ax.set_xlabel(col)
         ax.set_ylabel(row)
+        ax.tick_params(axis="y", rotation=0)
     if title:
         fig.suptitle(title, fontsize=10)
     path = Path(path)
