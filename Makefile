@@ -24,4 +24,4 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	$(BIN)/python bench/run_all.py
+	for f in bench/bench_*.py; do $(BIN)/python $$f || exit 1; done

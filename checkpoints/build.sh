@@ -13,6 +13,6 @@ run() { echo "+ genir-mech $*"; /usr/bin/time -f "wall %e s: $*" genir-mech "$@"
 run train --data "$DATA" --out checkpoints/t5-synth-base --objective span --epochs 6 --patience 6 --seed 0
 DSI=(--data "$DATA" --base checkpoints/t5-synth-base --objective dsi --epochs 40 --patience 5)
 run train "${DSI[@]}" --out checkpoints/dsi-synth --seed 0 --max-minutes 40 &
-run train "${DSI[@]}" --out checkpoints/dsi-synth-rd1 --seed 1 --remove-docs random:10:1 --max-minutes 20 &
-run train "${DSI[@]}" --out checkpoints/dsi-synth-rd2 --seed 2 --remove-docs random:10:2 --max-minutes 20 &
+run train "${DSI[@]}" --out checkpoints/dsi-synth-rd1 --seed 1 --remove-docs random:10:1 --max-minutes 40 &
+run train "${DSI[@]}" --out checkpoints/dsi-synth-rd2 --seed 2 --remove-docs random:10:2 --max-minutes 40 &
 wait

@@ -89,6 +89,9 @@ class TrainLoop:
             torch.set_rng_state(state["torch_rng"])
             tqdm.write(f"resuming {self.out_dir} at epoch {start_epoch} (best so far {best:.4f})")
         started = time.time() - elapsed
+        if bad_epochs >= cfg.patience or (cfg.max_minutes and elapsed > cfg.max_minutes * 60):
+            # a finished run stays finished when the same command is rerun
+            start_epoch = cfg.epochs
         for epoch in range(start_epoch, cfg.epochs):
             self.model.train()
             examples = make_examples(epoch)

@@ -16,11 +16,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from tokenizers import AddedToken
 from transformers import AutoTokenizer, T5ForConditionalGeneration
 
 from ..data.corpus import RetrievalDataset
 from ..data.loaders import load_dataset
-from ..docids import AtomicDocids
+from ..docids import AtomicDocids, docid_token
 from ..errors import GenIRError
 from ..provenance import package_versions
 from ..retrieval import evaluate
@@ -38,6 +39,7 @@ class TrainRequest:
     out: str
     objective: str = "dsi"  # "span" or "dsi"
     base: str | None = None
+    tokenizer: str | None = None  # from-scratch runs: use this tokenizer (docid tokens are added if missing)
     remove_docs: str | None = None  # "random:N:SEED" or comma-separated doc ids
     indexing_ratio: float = 0.2
     shape: T5Shape = field(default_factory=T5Shape)
@@ -84,6 +86,11 @@ def train_model(req: TrainRequest) -> dict:
             raise GenIRError(f"--base {req.base}: no config.json there; train the base first")
         tokenizer = AutoTokenizer.from_pretrained(req.base)
         model = T5ForConditionalGeneration.from_pretrained(req.base)
+    elif req.tokenizer:
+        tokenizer = AutoTokenizer.from_pretrained(req.tokenizer)
+        missing = [docid_token(d) for d in dataset.documents if docid_token(d) not in tokenizer.get_vocab()]
+        tokenizer.add_tokens([AddedToken(t, normalized=False) for t in missing])
+        model = req.shape.build(tokenizer)
     else:
         tokenizer = build_tokenizer(list(dataset.documents.values()) + [q.text for q in dataset.queries], dataset.documents)
         model = req.shape.build(tokenizer)
@@ -118,6 +125,7 @@ def train_model(req: TrainRequest) -> dict:
     card = {
         "objective": req.objective,
         "base": req.base,
+        "tokenizer": req.tokenizer,
         "data": req.data,
         "data_meta": dataset.meta,
         "data_hash": dataset.data_hash(),

@@ -12,6 +12,7 @@ def add_arguments(p):
     p.add_argument("--out", required=True, help="output checkpoint directory (rerun to resume)")
     p.add_argument("--objective", choices=["span", "dsi"], default="dsi", help="span = T5 span-corruption pretraining; dsi = indexing + retrieval fine-tuning")
     p.add_argument("--base", help="initialise from this checkpoint (and its tokenizer); default: from scratch with a new corpus tokenizer")
+    p.add_argument("--tokenizer", help="from-scratch runs: a tokenizer directory or hub id to use instead of training one on the corpus")
     p.add_argument("--remove-docs", help="train without these documents: random:N:SEED or comma-separated ids")
     p.add_argument("--indexing-ratio", type=float, default=0.2, help="indexing examples per retrieval example per epoch")
     for name, default in vars(T5Shape()).items():
@@ -24,7 +25,7 @@ def add_arguments(p):
 def run(args):
     shape = T5Shape(**{k: getattr(args, k) for k in vars(T5Shape())})
     loop = LoopConfig(**{k: getattr(args, k) for k in vars(LoopConfig())})
-    card = train_model(TrainRequest(args.data, args.out, args.objective, args.base, args.remove_docs, args.indexing_ratio, shape, loop))
+    card = train_model(TrainRequest(args.data, args.out, args.objective, args.base, args.tokenizer, args.remove_docs, args.indexing_ratio, shape, loop))
     if not args.json:
         print(f"trained {args.out} in {card['train_seconds']} s; metrics: {card['metrics'] or card['best_validation']}")
     return card
