@@ -36,7 +36,6 @@ def _verb(argv: list[str]):
 
 def run(args):
     from ..analyses.paper import run_paper_analyses
-    from ..figures.report import render_results
     from .stages import run_stage_localisation
     from .swap import run_swap_experiments
 
@@ -63,22 +62,26 @@ def run(args):
     metrics = step("retrieval (test split)", retrieval)
     found = step("stage localisation", lambda: run_stage_localisation(gm, dataset, out / "stages", max_queries=args.max_queries, bootstrap=100))
     print(found.summary())
-    step("decoder analyses (contributions, logit lens, ablations, circuit, reading)",
-         lambda: run_paper_analyses(gm, dataset, out / "decoder", stages=out / "stages" / "stages.json", other_model=args.base, max_queries=args.max_queries))
-    step("encoder swap", lambda: run_swap_experiments(args.model, args.variants, args.base, out / "swap"))
+    decoder = step("decoder analyses (contributions, logit lens, ablations, circuit, reading; figures and tables)",
+                   lambda: run_paper_analyses(gm, dataset, out / "decoder", stages=out / "stages" / "stages.json", other_model=args.base, max_queries=args.max_queries))
+    swap = step("encoder swap", lambda: run_swap_experiments(args.model, args.variants, args.base, out / "swap"))
     common = ["--model", args.model, "--n-pairs", str(args.n_pairs), "--n-boot", "200", "--json"]
     patching = {}
     for target in ("component", "head"):
         patching[target] = step(f"activation patching: {target}", lambda t=target: _verb(["patch", *common, "--target", t, "--out", str(out / "patching")]))
     patching["attribution"] = step("attribution patching (AtP*) + exact verification", lambda: _verb(["attribute", *common, "--verify-top-k", "10", "--out", str(out / "patching")]))
-    rendered = step("figures and tables", lambda: render_results(out))
-    report = write_report(out, gm, metrics, found, patching, rendered, timings)
+    # run_paper_analyses already drew the figures and tables; the swap verb wrote Table 2 and its figure.
+    rendered = {k: v for k, v in decoder.items() if isinstance(v, str) and Path(v).suffix in {".png", ".md"}}
+    rendered.update({f"swap_{k}": v for k, v in swap.items() if isinstance(v, str) and Path(v).suffix in {".png", ".md"}})
+    rendered.update({f"patching_{t}": r["heatmap"] for t, r in patching.items() if "heatmap" in r})
+    rendered.update({f"attribution_{k}": v for k, v in patching["attribution"].get("heatmaps", {}).items()})
+    report = write_report(out, gm, metrics, found, swap, patching, rendered, timings)
     summary = {"report": str(report), "metrics": metrics, "stages": found.definition.to_json(), "seconds": round(time.time() - started, 1), "timings": timings}
     print(f"report: {report} ({summary['seconds']} s)")
     return summary
 
 
-def write_report(out: Path, gm, metrics: dict, found, patching: dict, rendered: dict, timings: dict) -> Path:
+def write_report(out: Path, gm, metrics: dict, found, swap: dict, patching: dict, rendered: dict, timings: dict) -> Path:
     lines = [
         f"# genir_mech demo: {gm.name}",
         "",
@@ -96,9 +99,13 @@ def write_report(out: Path, gm, metrics: dict, found, patching: dict, rendered: 
         found.summary(),
         "```",
         "",
-        "## Outputs",
+        "## Encoder swap",
         "",
     ]
+    for key, title in (("removed_docs", "Documents the encoder's model never saw (paper Table 2)"), ("vanilla", "Vanilla pretrained encoder")):
+        if key in swap:
+            lines += [f"{title}:", "", swap[key].to_markdown(index=False), ""]
+    lines += ["## Outputs", ""]
     for name, path in sorted(rendered.items()):
         rel = Path(path).relative_to(out) if Path(path).is_relative_to(out) else Path(path)
         lines.append(f"- {name}: [{rel}]({rel})" + (f"\n\n  ![{name}]({rel})" if str(path).endswith(".png") else ""))
