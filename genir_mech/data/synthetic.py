@@ -13,6 +13,7 @@ name an attribute but not the entity become ambiguous.
 """
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import asdict, dataclass
 
@@ -112,8 +113,10 @@ def generate_corpus(config: SyntheticConfig = SyntheticConfig()) -> RetrievalDat
     names = _unique_words(rng, config.n_docs, (2, 3), taken)
     regions = _unique_words(rng, config.attribute_values, (2, 2), taken)
     regions = [r + "land" for r in regions]
-    first = _unique_words(rng, max(8, config.n_docs // 10), (1, 2), taken)
-    last = _unique_words(rng, max(8, config.n_docs // 10), (2, 2), taken)
+    # enough first x last name combinations for unique founders (at least 2 per document)
+    n_names = max(8, config.n_docs // 10, math.ceil(math.sqrt(2 * config.n_docs)))
+    first = _unique_words(rng, n_names, (1, 2), taken)
+    last = _unique_words(rng, n_names, (2, 2), taken)
     features = [FEATURES[i % len(FEATURES)] for i in range(config.attribute_values)]
     colours = [COLOURS[i % len(COLOURS)] for i in range(config.attribute_values)]
 
