@@ -194,8 +194,10 @@ def test_held_out_templates_are_unseen_and_pairs_are_matched():
 def test_attribute_overlap_controls_ambiguity():
     few = generate_corpus(SyntheticConfig(n_docs=100, attribute_values=2))
     many = generate_corpus(SyntheticConfig(n_docs=100, attribute_values=24))
-    region = lambda ds: {t.split(" in ")[1].split(" ")[0] for t in ds.documents.values() if " in " in t}  # noqa: E731
-    assert len(region(few)) <= 2 < len(region(many))
+    def regions(ds):
+        return {q.text.split()[-1] for q in ds.split("train") if q.template == "{name} {region}"}
+
+    assert len(regions(few)) == 2 < len(regions(many))
 
 
 def test_dsi_jsonl_and_beir_round_trip(tmp_path):

@@ -17,10 +17,10 @@ from .corpus import Query, RetrievalDataset
 from .synthetic import SyntheticConfig, generate_corpus
 
 
-def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
+def iter_jsonl(path: Path):
+    """(line number, JSON object) for each non-blank line; a bad line raises a GenIRError naming file and line."""
     if not path.exists():
         raise GenIRError(f"{path}: file not found")
-    rows = []
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
@@ -31,10 +31,16 @@ def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
                 raise GenIRError(f"{path}, line {lineno}: not valid JSON ({exc.msg})") from None
             if not isinstance(row, dict):
                 raise GenIRError(f"{path}, line {lineno}: expected a JSON object, got {type(row).__name__}")
-            missing = [k for k in required if k not in row]
-            if missing:
-                raise GenIRError(f"{path}, line {lineno}: missing field(s) {', '.join(missing)}")
-            rows.append(row)
+            yield lineno, row
+
+
+def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
+    rows = []
+    for lineno, row in iter_jsonl(path):
+        missing = [k for k in required if k not in row]
+        if missing:
+            raise GenIRError(f"{path}, line {lineno}: missing field(s) {', '.join(missing)}")
+        rows.append(row)
     return rows
 
 

@@ -14,6 +14,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from .saving import save_figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
@@ -23,13 +25,6 @@ from ..stage_definition import StageDefinition  # noqa: E402
 KIND_ORDER = ["self_attn", "cross_attn", "mlp"]
 
 
-def _save(fig, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=150, bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 def _shade_stages(ax, stages: StageDefinition | None, scale: float = 1.0, offset: float = 0.0, label: bool = True) -> None:
@@ -63,7 +58,7 @@ def plot_contributions(df: pd.DataFrame, path, stages: StageDefinition | None = 
     bottom.set_xlabel("decoder layer (median over queries, band: interquartile range)")
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _residual_position(df: pd.DataFrame, kinds: list[str]) -> pd.Series:
@@ -97,7 +92,7 @@ def plot_lens(df: pd.DataFrame, path, stages: StageDefinition | None = None, tit
     right.set_title("relevant docid in each component's output", fontsize=9)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_reading(by_stage: pd.DataFrame, path, stages: StageDefinition | None = None, metric: str = "top_source_share", title: str = "") -> Path:
@@ -119,4 +114,4 @@ def plot_reading(by_stage: pd.DataFrame, path, stages: StageDefinition | None = 
     ax.legend(title="source", fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)

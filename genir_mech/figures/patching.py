@@ -15,6 +15,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from .saving import save_figure  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -62,12 +64,7 @@ def heatmap(summary: pd.DataFrame, row: str, col: str, path, facet: str | None =
         ax.tick_params(axis="y", rotation=0)
     if title:
         fig.suptitle(title, fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=150, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_patching(summary: pd.DataFrame, path, target: str, title: str = "", label: str = "") -> Path:

@@ -16,6 +16,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from .saving import save_figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 PANELS = {"ratio": "contribution ratio", "cos_residual": "cos(output, residual)", "layer_ablation": "queries leaving rank 1\n(single-layer ablation)"}
@@ -49,9 +51,4 @@ def plot_stages(found, path: str | Path, title: str = "") -> Path:
     bottom.set_xlabel("decoder layer (dashed: stage boundaries, with bootstrap stability)")
     if title:
         fig.suptitle(title, y=1.0)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

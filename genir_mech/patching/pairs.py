@@ -21,13 +21,13 @@ tokens and EOS line up). Padding is always masked.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
 
+from ..data.loaders import iter_jsonl
 from ..errors import GenIRError
 from ..models.execution import QueryBatch
 from ..retrieval import rank_of, tokenize_queries
@@ -120,15 +120,7 @@ def read_pairs(path: str | Path, dataset=None) -> list[QueryPair]:
             for line_no, record in enumerate(csv.DictReader(fh), start=2):  # line 1 is the header
                 pairs.append(_pair_from_record(record, f"{path}, line {line_no}", len(pairs), dataset))
     else:
-        for line_no, line in enumerate(path.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise GenIRError(f"{path}, line {line_no}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise GenIRError(f"{path}, line {line_no}: each line must be a JSON object")
+        for line_no, record in iter_jsonl(path):
             pairs.append(_pair_from_record(record, f"{path}, line {line_no}", len(pairs), dataset))
     if not pairs:
         raise GenIRError(f"{path}: no pairs in the file")
