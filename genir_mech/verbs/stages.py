@@ -11,7 +11,6 @@ by mean-ablating its MLPs together, and writes the tables, the figure and
 """
 from __future__ import annotations
 
-import random
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from ..models.loading import load_genir, resolve_dataset
 from ..provenance import provenance, write_table
 from ..retrieval import correct_queries
 from ..stage_definition import Stage, StageDefinition
+from ..analyses.tidy import sample_queries
 from . import Verb
 
 
@@ -45,15 +45,6 @@ def add_arguments(p):
     p.add_argument("--docid-pattern", help="regex with one group matching docid tokens (default @DOC_ID_(.+?)@)")
     p.add_argument("--out", help="output directory (default runs/stages/<model name>)")
     p.add_argument("--json", action="store_true", help="print one JSON object with the stages and boundary stability")
-
-
-def _sample(queries: list, n: int | None, seed: int) -> list:
-    if n is None or n >= len(queries):
-        return queries
-    if n < 1:
-        raise GenIRError(f"--max-queries must be positive, got {n}")
-    keep = set(random.Random(seed).sample(range(len(queries)), n))
-    return [q for i, q in enumerate(queries) if i in keep]
 
 
 def _stage_cost(gm, texts, docs, batch_size):
@@ -86,7 +77,7 @@ def run_stage_localisation(
 ):
     """Measure, localise and write: tables, `stages.json` and `stages.png` under `out_dir`. Returns the StageLocalisation."""
     started = time.time()
-    queries = _sample(correct_queries(gm.hf_model, gm.tokenizer, gm.docids, dataset, split, batch_size), max_queries, seed)
+    queries = sample_queries(correct_queries(gm.hf_model, gm.tokenizer, gm.docids, dataset, split, batch_size), max_queries, seed)
     if len(queries) < 2:
         raise GenIRError(f"{gm.path}: only {len(queries)} correct {split} queries; stage localisation needs at least 2")
     texts, ids = [q.text for q in queries], [q.query_id for q in queries]
