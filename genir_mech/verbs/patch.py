@@ -131,11 +131,13 @@ def run(args):
     if args.target:
         result["heatmap"] = str(plot_patching(effect, inputs.out / f"{name}.png", args.target, label="normalised logit-diff effect",
                                               title=f"{gm.name}: {args.target} patching ({args.direction}, {len(batch)} pairs)"))
-    top = effect.dropna(subset=["mean"]).reindex(effect["mean"].dropna().abs().sort_values(ascending=False).index).head(5)
+    # Largest changes from the run patched into: 0 (corrupted) when denoising, 1 (clean) when noising.
+    moved = (effect["mean"] - (0.0 if args.direction == "denoise" else 1.0)).dropna().abs()
+    top = effect.reindex(moved.sort_values(ascending=False).index).head(5)
     result["top"] = [{"patch": r.site + (f"[head={r.head}]" if pd.notna(r.head) else "") + (f"[position={r.position}]" if pd.notna(r.position) else ""),
                       "normalised_effect": round(float(r.mean), 4), "ci": [round(float(r.ci_low), 4), round(float(r.ci_high), 4)]} for r in top.itertuples()]
     if not args.json:
-        print(f"largest normalised logit-diff effects ({args.direction}, 0 = corrupted run, 1 = clean run):")
+        print(f"largest changes of the normalised logit-diff effect ({args.direction}; 0 = corrupted run, 1 = clean run):")
         for t in result["top"]:
             print(f"  {t['patch']}: {t['normalised_effect']:+.3f}  [{t['ci'][0]:+.3f}, {t['ci'][1]:+.3f}]")
         print(f"tables: {per_pair}, {summary_path}" + (f"; heatmap: {result['heatmap']}" if "heatmap" in result else ""))
