@@ -10,6 +10,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from genir_mech.analyses.encoder_swap import (
     A_ALONE,
     B_ALONE,
+    SEEN_CONTROL,
     SWAPPED,
     removed_docs_experiment,
     swapped_logits,
@@ -101,25 +102,31 @@ def _save(gm, path, card=None):
 
 def test_removed_documents_experiment(a, texts, tmp_path):
     ds = _dataset_a_gets_right(a, texts)
-    removed = sorted({ds.relevant(q.query_id) for q in ds.queries})[:3]
+    removed = sorted({ds.relevant(q.query_id) for q in ds.queries})[:1]
     same = _save(_model(), tmp_path / "same", {"removed_documents": removed})
     other = _save(_perturbed_encoder(), tmp_path / "other", {"removed_documents": removed})
     summary, per_query = removed_docs_experiment(a, [same, other], ds, splits=("test", "validation"))
     expected = [q for q in ds.queries if ds.relevant(q.query_id) in removed]
+    seen = [q for q in ds.queries if ds.relevant(q.query_id) not in removed]
+    assert seen and expected
     for variant in ("same", "other"):
         rows = per_query[per_query["variant"] == variant]
-        assert set(rows["query_id"]) == {q.query_id for q in expected}
+        assert set(rows.loc[rows["condition"] != SEEN_CONTROL, "query_id"]) == {q.query_id for q in expected}
+        assert set(rows.loc[rows["condition"] == SEEN_CONTROL, "query_id"]) == {q.query_id for q in seen}
         assert (rows.loc[rows["condition"] == A_ALONE, "rank"] == 1).all()
     same_rows = per_query[per_query["variant"] == "same"]
     for condition in (B_ALONE, SWAPPED):  # a model with itself: every condition identical
         assert same_rows.loc[same_rows["condition"] == condition, "rank"].tolist() == [1] * len(expected)
+    assert (same_rows.loc[same_rows["condition"] == SEEN_CONTROL, "rank"] == 1).all()
     swap = per_query[(per_query["variant"] == "other") & (per_query["condition"] == SWAPPED)]
     docs = [ds.relevant(q) for q in swap["query_id"]]
     texts_removed = [ds.query(q).text for q in swap["query_id"]]
     assert swap["rank"].tolist() == swapped_ranks(a, other, texts_removed, docs).tolist()
     table = removed_docs_table(summary)
     n = len(expected)
-    assert table.loc[(table["encoder from (B)"] == "same") & (table["condition"] == SWAPPED), "Hits@1"].item() == f"{n}/{n}"
+    same_swap = table[(table["encoder from (B)"] == "same") & (table["condition"] == SWAPPED)]
+    assert same_swap["Hits@1"].item() == f"{n}/{n}"
+    assert same_swap["queries (docs)"].item() == f"{n} ({len(removed)})"
     hits = summary[(summary["variant"] == "other") & (summary["condition"] == SWAPPED) & (summary["metric"] == "hits@1_count")]["value"].item()
     assert hits == (swap["rank"] == 1).sum()
 

@@ -34,7 +34,8 @@ from ..retrieval import correct_queries, rank_of
 from .tidy import query_batches
 
 A_ALONE, B_ALONE, SWAPPED = "A alone", "B alone", "A decoder + B encoder"
-CONDITIONS = (A_ALONE, B_ALONE, SWAPPED)
+SEEN_CONTROL = "A decoder + B encoder, documents B saw"
+CONDITIONS = (A_ALONE, B_ALONE, SWAPPED, SEEN_CONTROL)
 
 
 def check_swappable(decoder_model, encoder_model) -> None:
@@ -105,18 +106,33 @@ def rank_summary(ranks: torch.Tensor) -> dict[str, float]:
     }
 
 
-def _frames(label: dict, ranks_by_condition: dict[str, torch.Tensor], queries: list, docs: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+Condition = tuple[list, list[str], torch.Tensor]  # queries, their relevant documents, ranks
+
+
+def _frames(label: dict, conditions: dict[str, Condition]) -> tuple[pd.DataFrame, pd.DataFrame]:
     summary = pd.DataFrame(
-        [{**label, "condition": c, "metric": m, "value": float(v)} for c, r in ranks_by_condition.items() for m, v in rank_summary(r).items()]
+        [
+            {**label, "condition": c, "metric": m, "value": float(v)}
+            for c, (_, docs, r) in conditions.items()
+            for m, v in {**rank_summary(r), "n_documents": len(set(docs))}.items()
+        ]
     )
     per_query = pd.DataFrame(
         [
             {**label, "condition": c, "query_id": q.query_id, "split": q.split, "relevant_doc": d, "rank": int(rank)}
-            for c, r in ranks_by_condition.items()
+            for c, (queries, docs, r) in conditions.items()
             for q, d, rank in zip(queries, docs, r.tolist())
         ]
     )
     return summary, per_query
+
+
+def _ranked_first_by(a, queries: list, dataset, batch_size: int) -> tuple[list, list[str], list[str]]:
+    """The queries (with relevant documents and texts) whose relevant document A ranks first."""
+    docs = [dataset.relevant(q.query_id) for q in queries]
+    texts = [q.text for q in queries]
+    keep = (own_ranks(a, texts, docs, batch_size) == 1).nonzero().flatten().tolist()
+    return [queries[i] for i in keep], [docs[i] for i in keep], [texts[i] for i in keep]
 
 
 def removed_documents(gm) -> list[str]:
@@ -132,8 +148,15 @@ def check_same_data(a, b) -> None:
         raise GenIRError(f"encoder swap: {a.path} was trained on data {ha} but {b.path} on {hb}; removed document ids only mean something within one corpus")
 
 
-def removed_docs_experiment(a, variants: Sequence, dataset, splits: Sequence[str] = ("test", "validation"), batch_size: int = 64) -> tuple[pd.DataFrame, pd.DataFrame]:
+def removed_docs_experiment(
+    a, variants: Sequence, dataset, splits: Sequence[str] = ("test", "validation"), batch_size: int = 64, seen_control: bool = True
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Experiment 1 (Table 2): A's decoder on each variant's encoder output, over the removed documents' queries A gets right.
+
+    With `seen_control`, the swap is also measured on A's correct queries of
+    the documents B did see: if it fails there too, the encoders are simply
+    incompatible; if it works there but not on the removed documents, B's
+    encoder lacks something about those documents that A's decoder needs.
 
     Tables have columns variant, splits, condition, metric, value (summary) and
     variant, splits, condition, query_id, split, relevant_doc, rank (per query).
@@ -146,28 +169,29 @@ def removed_docs_experiment(a, variants: Sequence, dataset, splits: Sequence[str
         unknown = sorted(removed - set(dataset.documents))
         if unknown:
             raise GenIRError(f"{b.path}: removed documents {unknown[:5]} are not in the dataset; pass the data the models were trained on (--data)")
-        queries = [q for s in splits for q in dataset.split(s) if dataset.relevant(q.query_id) in removed]
-        if not queries:
+        held_out = [q for s in splits for q in dataset.split(s)]
+        candidates = [q for q in held_out if dataset.relevant(q.query_id) in removed]
+        if not candidates:
             raise GenIRError(f"{b.path}: no {'/'.join(splits)} queries for its {len(removed)} removed documents; try more splits (--splits)")
-        docs = [dataset.relevant(q.query_id) for q in queries]
-        texts = [q.text for q in queries]
-        correct = own_ranks(a, texts, docs, batch_size) == 1
-        keep = correct.nonzero().flatten().tolist()
-        if not keep:
-            raise GenIRError(f"{a.path} ranks none of the {len(queries)} queries of {b.path}'s removed documents first; nothing to swap")
-        queries, docs, texts = [queries[i] for i in keep], [docs[i] for i in keep], [texts[i] for i in keep]
-        ranks = {
-            A_ALONE: own_ranks(a, texts, docs, batch_size),
-            B_ALONE: own_ranks(b, texts, docs, batch_size),
-            SWAPPED: swapped_ranks(a, b, texts, docs, batch_size),
+        queries, docs, texts = _ranked_first_by(a, candidates, dataset, batch_size)
+        if not queries:
+            raise GenIRError(f"{a.path} ranks none of the {len(candidates)} queries of {b.path}'s removed documents first; nothing to swap")
+        conditions = {
+            A_ALONE: (queries, docs, own_ranks(a, texts, docs, batch_size)),
+            B_ALONE: (queries, docs, own_ranks(b, texts, docs, batch_size)),
+            SWAPPED: (queries, docs, swapped_ranks(a, b, texts, docs, batch_size)),
         }
+        seen_candidates = [q for q in held_out if dataset.relevant(q.query_id) not in removed]
+        if seen_control and seen_candidates:
+            seen_q, seen_d, seen_t = _ranked_first_by(a, seen_candidates, dataset, batch_size)
+            if seen_q:
+                conditions[SEEN_CONTROL] = (seen_q, seen_d, swapped_ranks(a, b, seen_t, seen_d, batch_size))
         label = {"variant": b.name, "splits": ",".join(splits)}
-        summary, per_query = _frames(label, ranks, queries, docs)
+        summary, per_query = _frames(label, conditions)
         extra = pd.DataFrame(
             [
                 {**label, "condition": "", "metric": "n_removed_documents", "value": float(len(removed))},
-                {**label, "condition": "", "metric": "n_documents_with_correct_query", "value": float(len(set(docs)))},
-                {**label, "condition": "", "metric": "n_candidate_queries", "value": float(len(correct))},
+                {**label, "condition": "", "metric": "n_candidate_queries", "value": float(len(candidates))},
             ]
         )
         summaries.append(pd.concat([summary, extra], ignore_index=True))
@@ -185,9 +209,9 @@ def vanilla_encoder_experiment(a, vanilla, dataset, split: str = "validation", b
         raise GenIRError(f"{a.path} has no correct {split} queries; experiment 2 has nothing to measure")
     docs = [dataset.relevant(q.query_id) for q in queries]
     texts = [q.text for q in queries]
-    ranks = {
-        A_ALONE: own_ranks(a, texts, docs, batch_size),
-        B_ALONE: own_ranks(vanilla, texts, docs, batch_size),
-        SWAPPED: swapped_ranks(a, vanilla, texts, docs, batch_size),
+    conditions = {
+        A_ALONE: (queries, docs, own_ranks(a, texts, docs, batch_size)),
+        B_ALONE: (queries, docs, own_ranks(vanilla, texts, docs, batch_size)),
+        SWAPPED: (queries, docs, swapped_ranks(a, vanilla, texts, docs, batch_size)),
     }
-    return _frames({"encoder_from": vanilla.name, "split": split}, ranks, queries, docs)
+    return _frames({"encoder_from": vanilla.name, "split": split}, conditions)

@@ -36,8 +36,7 @@ def removed_docs_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Display table of experiment 1: one row per variant x condition."""
     rows = []
     for (variant, condition), s in summary[summary["condition"] != ""].groupby(["variant", "condition"], sort=False):
-        n, hits = int(_value(s, "n_queries")), int(_value(s, "hits@1_count"))
-        docs = int(_value(summary[(summary["variant"] == variant) & (summary["condition"] == "")], "n_documents_with_correct_query"))
+        n, hits, docs = int(_value(s, "n_queries")), int(_value(s, "hits@1_count")), int(_value(s, "n_documents"))
         rows.append({"encoder from (B)": variant, "condition": condition, "queries (docs)": f"{n} ({docs})", "Hits@1": f"{hits}/{n}", "Hits@1 %": round(100 * hits / n, 1), "MRR": round(_value(s, "mrr"), 3)})
     return pd.DataFrame(rows)
 
