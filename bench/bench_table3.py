@@ -108,7 +108,7 @@ def main():
 
     gm = load_genir(args.model)
     dataset = resolve_dataset(gm, None)
-    queries = sample_queries(correct_queries(gm.hf_model, gm.tokenizer, gm.docids, dataset, "validation"), args.max_queries, 0)
+    queries = sample_queries(correct_queries(gm, dataset, "validation"), args.max_queries, 0)
     texts = [q.text for q in queries]
     docs = [dataset.relevant(q.query_id) for q in queries]
     doc_cols = torch.tensor([gm.docids.index(d) for d in docs])

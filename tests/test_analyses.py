@@ -18,7 +18,7 @@ from genir_mech.errors import GenIRError
 from genir_mech.figures.report import render_results
 from genir_mech.models.components import Site
 from genir_mech.models.execution import run
-from genir_mech.models.toy import planted_cross_attention, tiny_genir, toy_queries, toy_tokenizer
+from genir_mech.testing import planted_cross_attention, tiny_genir, toy_queries, toy_tokenizer
 from genir_mech.provenance import write_table
 from genir_mech.retrieval import rank_of
 from genir_mech.stage_definition import StageDefinition
@@ -94,7 +94,7 @@ def test_mean_over_encoder_tokens_ignores_padding(gm, texts):
 def test_zeroing_every_decoder_component_leaves_the_projected_input_embedding(gm, texts):
     logits = _logits(gm, texts, [Ablation.of(gm.components("decoder"), "zero")])[0]
     with torch.no_grad():
-        embedding = gm.hf_model.get_decoder().embed_tokens(gm.start_ids(1))[:, -1]
+        embedding = gm.hf_model.get_decoder().embed_tokens(torch.full((1, 1), gm.decoder_start_id))[:, -1]
         expected = gm.adapter.project(embedding).expand(len(texts), -1)
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
 

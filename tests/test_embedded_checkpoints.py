@@ -8,7 +8,8 @@ import pytest
 
 from genir_mech.cli import main
 from genir_mech.data.loaders import load_dataset
-from genir_mech.models.loading import load_genir, model_card
+from genir_mech.models.loading import load_genir
+from genir_mech.models.model_card import ModelCard
 
 ROOT = Path(__file__).resolve().parents[1] / "checkpoints"
 NAMES = ["t5-synth-base", "dsi-synth", "dsi-synth-rd1", "dsi-synth-rd2"]
@@ -24,26 +25,26 @@ def test_checkpoints_are_complete_and_small():
 
 
 def test_dsi_synth_eval_reproduces_its_model_card(tmp_path, capsys):
-    card = model_card(str(ROOT / "dsi-synth"))
-    assert load_dataset(card["data"]).data_hash() == card["data_hash"], "the synthetic data no longer regenerates identically"
+    card = ModelCard.read(ROOT / "dsi-synth")
+    assert load_dataset(card.data).data_hash() == card.data_hash, "the synthetic data no longer regenerates identically"
     gm = load_genir(str(ROOT / "dsi-synth"))  # runs the logit-lens self-check
     assert gm.n_layers("decoder") >= 8 and len(gm.docids) >= 1000
     assert main(["eval", "--model", str(ROOT / "dsi-synth"), "--out", str(tmp_path), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert metrics["n_queries"] == card["metrics"]["test"]["n_queries"]
+    assert metrics["n_queries"] == card.metrics["test"]["n_queries"]
     for key in ("hits@1", "hits@5", "hits@10", "mrr"):
-        assert metrics[key] == pytest.approx(card["metrics"]["test"][key], abs=1e-6)
+        assert metrics[key] == pytest.approx(card.metrics["test"][key], abs=1e-6)
     assert metrics["hits@1"] >= 0.6
 
 
 @pytest.mark.parametrize("name", ["dsi-synth-rd1", "dsi-synth-rd2"])
 def test_removed_docs_variants_never_saw_their_documents(name):
-    card = model_card(str(ROOT / name))
-    removed = card["removed_documents"]
+    card = ModelCard.read(ROOT / name)
+    removed = card.removed_documents
     assert len(removed) >= 10
-    full = model_card(str(ROOT / "dsi-synth"))
-    assert card["data_hash"] == full["data_hash"] and card["base"] == full["base"]
+    full = ModelCard.read(ROOT / "dsi-synth")
+    assert card.data_hash == full.data_hash and card.base == full.base
     # the variant ranks its own documents far better than the ones it never saw
-    assert card["metrics"]["test"]["hits@10"] > card["metrics"]["removed_documents_test"]["hits@10"]
-    other = model_card(str(ROOT / ("dsi-synth-rd2" if name.endswith("1") else "dsi-synth-rd1")))
-    assert set(removed) != set(other["removed_documents"])
+    assert card.metrics["test"]["hits@10"] > card.metrics["removed_documents_test"]["hits@10"]
+    other = ModelCard.read(ROOT / ("dsi-synth-rd2" if name.endswith("1") else "dsi-synth-rd1"))
+    assert set(removed) != set(other.removed_documents)

@@ -22,7 +22,7 @@ from genir_mech.data.loaders import save_dsi_jsonl
 from genir_mech.docids import AtomicDocids
 from genir_mech.errors import GenIRError
 from genir_mech.models.loading import load_genir
-from genir_mech.models.toy import tiny_genir, toy_queries
+from genir_mech.testing import tiny_genir, toy_queries
 from genir_mech.retrieval import rank_of
 from genir_mech.verbs.swap import removed_docs_table, run_swap_experiments, vanilla_table
 

@@ -15,8 +15,8 @@ from genir_mech.models.adapters import module_at
 from genir_mech.models.components import Site
 from genir_mech.models.execution import run
 from genir_mech.models.loading import check_logit_lens, load_genir
-from genir_mech.models.toy import tiny_genir, toy_queries
-from genir_mech.retrieval import evaluate, first_step_logits
+from genir_mech.testing import tiny_genir, toy_queries
+from genir_mech.retrieval import evaluate, rank_texts
 
 
 @pytest.fixture(scope="module")
@@ -111,12 +111,12 @@ def test_self_check_rejects_a_wrong_adapter(gm, monkeypatch):
 
 
 def test_batched_ranking_equals_one_by_one(gm, texts):
-    batched = first_step_logits(gm.hf_model, gm.tokenizer, texts, batch_size=len(texts))
-    single = torch.cat([first_step_logits(gm.hf_model, gm.tokenizer, [t]) for t in texts])
+    batched = rank_texts(gm, texts, batch_size=len(texts)).logits
+    single = torch.cat([rank_texts(gm, [t]).logits for t in texts])
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
     # without the attention mask, padding changes the result: the mask is what makes them equal
     batch = gm.batch(texts)
-    unmasked = gm.hf_model(input_ids=batch.input_ids, decoder_input_ids=gm.start_ids(len(texts))).logits[:, 0]
+    unmasked = gm.hf_model(input_ids=batch.input_ids, decoder_input_ids=torch.full((len(texts), 1), gm.decoder_start_id)).logits[:, 0]
     padded_rows = (batch.attention_mask == 0).any(1)
     assert padded_rows.any()
     assert not torch.allclose(unmasked[padded_rows], single[padded_rows], atol=1e-4)
@@ -236,4 +236,4 @@ def test_missing_checkpoint_and_empty_query_set(gm):
         load_genir("./does/not/exist")
     ds = generate_corpus(SyntheticConfig(n_docs=5))
     with pytest.raises(GenIRError, match="empty query set"):
-        evaluate(gm.hf_model, gm.tokenizer, gm.docids, ds, split="nosuchsplit")
+        evaluate(gm, ds, split="nosuchsplit")

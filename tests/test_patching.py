@@ -12,7 +12,7 @@ from genir_mech.cli import main
 from genir_mech.errors import GenIRError
 from genir_mech.models.components import Site
 from genir_mech.models.execution import run
-from genir_mech.models.toy import linearised, planted_cross_attention, tiny_genir, toy_tokenizer
+from genir_mech.testing import linearised, planted_cross_attention, tiny_genir, toy_tokenizer
 from genir_mech.patching.aggregation import aggregate, bootstrap_means
 from genir_mech.patching.attribution import NODE_KEYS, attribute, attribution_nodes, verify_top_k
 from genir_mech.patching.engine import head_sweep, row_writes, sweep

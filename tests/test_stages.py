@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 
 from genir_mech.analyses.contributions import contributions
-from genir_mech.analyses.segmentation import optimal_partitions, segment_profile
-from genir_mech.analyses.stages import localise_stages
+from genir_mech.analyses.change_point import optimal_partitions, segment_profile
+from genir_mech.analyses.stage_localisation import localise_stages
 from genir_mech.errors import GenIRError
 from genir_mech.figures.stages import plot_stages
-from genir_mech.models.toy import planted_cross_attention, tiny_genir, toy_queries
+from genir_mech.testing import planted_cross_attention, tiny_genir, toy_queries
 from genir_mech.stage_definition import StageDefinition
 
 KINDS = ("self_attn", "cross_attn", "mlp")

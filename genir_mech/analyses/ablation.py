@@ -30,12 +30,11 @@ import torch
 from ..errors import GenIRError
 from ..models.components import Site
 from ..models.execution import QueryBatch, run
-from ..retrieval import rank_of
+from ..retrieval import RANK_THRESHOLDS, beyond_rank_percent, rank_of, scorer_for
 from ..stage_definition import StageDefinition
 from .tidy import long_frame, query_batches
 
 METHODS = ("zero", "mean", "cross-model")
-RANK_THRESHOLDS = (1, 5, 10, 100)
 
 
 @dataclass
@@ -218,13 +217,14 @@ def ablation_ranks(gm, texts: list[str], relevant_docs: list[str], ablations: Se
     """Rank of each query's relevant document under each ablation (kwargs: see ablation_logits_chunks)."""
     if len(texts) != len(relevant_docs):
         raise GenIRError(f"{len(texts)} queries but {len(relevant_docs)} relevant documents")
-    doc_cols = torch.tensor([gm.docids.index(d) for d in relevant_docs])
+    scorer = scorer_for(gm)
+    doc_cols = scorer.columns(relevant_docs)
     vocab_cols = torch.tensor([gm.docids.token_id(d) for d in relevant_docs])
     doc_rank = torch.zeros(len(ablations), len(texts), dtype=torch.long)
     vocab_rank = torch.zeros_like(doc_rank)
     for cfg, query, logits in ablation_logits_chunks(gm, texts, ablations, **kwargs):
         logits = logits.float().cpu()
-        doc_rank[cfg, query] = rank_of(gm.docids.scores(logits), doc_cols[query])
+        doc_rank[cfg, query] = rank_of(scorer.score_logits(logits), doc_cols[query])
         vocab_rank[cfg, query] = rank_of(logits, vocab_cols[query])
     return AblationRanks(doc_rank, vocab_rank)
 
@@ -234,7 +234,7 @@ def rank_metrics(ranks: AblationRanks) -> dict[str, torch.Tensor]:
     out = {}
     for prefix, r in (("rank", ranks.doc_rank), ("vocab_rank", ranks.vocab_rank)):
         for k in RANK_THRESHOLDS:
-            out[f"{prefix}>{k}"] = 100.0 * (r > k).double().mean(1)
+            out[f"{prefix}>{k}"] = beyond_rank_percent(r, k)
         out[f"mean_{prefix}"] = r.double().mean(1)
     return out
 

@@ -20,6 +20,7 @@ import pandas as pd
 from ..errors import GenIRError
 from ..models.components import Site
 from ..stage_definition import StageDefinition
+from ..retrieval import hits_at
 from .ablation import Ablation, ablation_ranks, component_means
 
 HITS_AT = (1, 5, 10)
@@ -116,7 +117,7 @@ def evaluate_circuits(
     rows = []
     for i, name in enumerate(circuits, start=1):
         for k in HITS_AT:
-            intact, kept = 100.0 * float((ranks[0] <= k).double().mean()), 100.0 * float((ranks[i] <= k).double().mean())
+            intact, kept = 100.0 * float(hits_at(ranks[0], k)), 100.0 * float(hits_at(ranks[i], k))
             rows += [
                 (name, "intact", f"hits@{k}", intact),
                 (name, "circuit", f"hits@{k}", kept),

@@ -29,8 +29,8 @@ import torch
 
 from ..errors import GenIRError
 from ..models.execution import QueryBatch
-from ..models.loading import model_card
-from ..retrieval import correct_queries, rank_of
+from ..models.model_card import ModelCard
+from ..retrieval import correct_queries, rank_of, rank_summary, scorer_for
 from .tidy import query_batches
 
 A_ALONE, B_ALONE, SWAPPED = "A alone", "B alone", "A decoder + B encoder"
@@ -81,29 +81,13 @@ def swapped_ranks(decoder_model, encoder_model, texts: list[str], relevant_docs:
     """(n_queries,) rank of each relevant document among the decoder model's docids, given the encoder model's output."""
     if len(texts) != len(relevant_docs):
         raise GenIRError(f"{len(texts)} queries but {len(relevant_docs)} relevant documents")
-    a = decoder_model
-    targets = torch.tensor([a.docids.index(d) for d in relevant_docs])
-    return rank_of(a.docids.scores(swapped_logits(a, encoder_model, texts, batch_size)), targets)
+    scorer = scorer_for(decoder_model)
+    return rank_of(scorer.score_logits(swapped_logits(decoder_model, encoder_model, texts, batch_size)), scorer.columns(relevant_docs))
 
 
 def own_ranks(gm, texts: list[str], relevant_docs: list[str], batch_size: int = 64) -> torch.Tensor:
     """A model on its own: the swap with itself, which is exactly its normal forward pass."""
     return swapped_ranks(gm, gm, texts, relevant_docs, batch_size)
-
-
-def rank_summary(ranks: torch.Tensor) -> dict[str, float]:
-    r = ranks.double()
-    n = len(r)
-    hits1 = int((ranks == 1).sum())
-    return {
-        "n_queries": n,
-        "hits@1_count": hits1,
-        "hits@1": hits1 / n if n else float("nan"),
-        "hits@10": float((ranks <= 10).double().mean()) if n else float("nan"),
-        "mrr": float((1.0 / r).mean()) if n else float("nan"),
-        "mean_rank": float(r.mean()) if n else float("nan"),
-        "median_rank": float(r.median()) if n else float("nan"),
-    }
 
 
 Condition = tuple[list, list[str], torch.Tensor]  # queries, their relevant documents, ranks
@@ -136,14 +120,14 @@ def _ranked_first_by(a, queries: list, dataset, batch_size: int) -> tuple[list, 
 
 
 def removed_documents(gm) -> list[str]:
-    removed = model_card(gm.path).get("removed_documents") or []
+    removed = ModelCard.read(gm.path).removed_documents
     if not removed:
         raise GenIRError(f"{gm.path}: its model_card.json lists no removed_documents; experiment 1 needs a model trained without some documents")
-    return [str(d) for d in removed]
+    return removed
 
 
 def check_same_data(a, b) -> None:
-    ha, hb = model_card(a.path).get("data_hash"), model_card(b.path).get("data_hash")
+    ha, hb = ModelCard.read(a.path).data_hash, ModelCard.read(b.path).data_hash
     if ha and hb and ha != hb:
         raise GenIRError(f"encoder swap: {a.path} was trained on data {ha} but {b.path} on {hb}; removed document ids only mean something within one corpus")
 
@@ -204,7 +188,7 @@ def removed_docs_experiment(
 def vanilla_encoder_experiment(a, vanilla, dataset, split: str = "validation", batch_size: int = 64) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Experiment 2: A's decoder on a never-fine-tuned encoder, over A's correct queries of `split`."""
     check_swappable(a, vanilla)
-    queries = correct_queries(a.hf_model, a.tokenizer, a.docids, dataset, split, batch_size)
+    queries = correct_queries(a, dataset, split, batch_size)
     if not queries:
         raise GenIRError(f"{a.path} has no correct {split} queries; experiment 2 has nothing to measure")
     docs = [dataset.relevant(q.query_id) for q in queries]

@@ -46,7 +46,7 @@ def run_paper_analyses(gm, dataset, out_dir, stages=None, other_model=None, max_
         from ..models.loading import load_genir
 
         other_model = load_genir(str(other_model), self_check=False)
-    queries = sample_queries(correct_queries(gm.hf_model, gm.tokenizer, gm.docids, dataset, "validation", batch_size), max_queries, seed)
+    queries = sample_queries(correct_queries(gm, dataset, "validation", batch_size), max_queries, seed)
     if not queries:
         raise GenIRError(f"{gm.path}: no correct validation queries; nothing to analyse")
     texts, ids = [q.text for q in queries], [q.query_id for q in queries]

@@ -9,7 +9,6 @@ loudly, instead of producing wrong analyses later.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -23,6 +22,7 @@ from .adapters import adapter_for
 from .components import Site
 from .execution import run
 from .genir_model import GenIRModel
+from .model_card import ModelCard
 
 SELF_CHECK_QUERIES = ["what is the capital", "who founded it", "a"]
 
@@ -69,16 +69,11 @@ def check_logit_lens(gm: GenIRModel, atol: float = 1e-3) -> float:
     return err
 
 
-def model_card(path: str) -> dict:
-    card = Path(path) / "model_card.json"
-    return json.loads(card.read_text()) if card.exists() else {}
-
-
 def resolve_dataset(gm: GenIRModel, spec: str | None) -> RetrievalDataset:
     """The data named on the command line, or else the data the checkpoint was trained on."""
     if spec:
         return load_dataset(spec)
-    card = model_card(gm.path)
-    if not card.get("data"):
-        raise GenIRError(f"{gm.path}: no model_card.json naming its data; pass --data")
-    return load_dataset(card["data"])
+    card = ModelCard.read(gm.path)
+    if not card.data:
+        raise GenIRError(f"{gm.path}: no model_card.json naming its data; give the data explicitly (CLI: --data)")
+    return load_dataset(card.data)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..retrieval import rank_of
+from ..retrieval.ranks import rank_of
 
 
 @dataclass

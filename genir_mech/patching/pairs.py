@@ -30,7 +30,7 @@ import torch
 from ..data.loaders import iter_jsonl
 from ..errors import GenIRError
 from ..models.execution import QueryBatch
-from ..retrieval import rank_of, tokenize_queries
+from ..retrieval import rank_of, rank_texts, scorer_for
 from .metrics import PairTargets
 
 ALIGNMENTS = ("left-pad", "right-pad")
@@ -132,19 +132,15 @@ def read_pairs(path: str | Path, dataset=None) -> list[QueryPair]:
     return pairs
 
 
-@torch.no_grad()
-def _first_step_logits(gm, texts: list[str], batch_size: int) -> torch.Tensor:
-    return torch.cat([gm.logits(gm.batch(texts[i : i + batch_size])) for i in range(0, len(texts), batch_size)])
-
-
 def with_model_docs(gm, pairs: list[QueryPair], batch_size: int = 256) -> list[QueryPair]:
     """Fill in missing docids with the document the model retrieves first for each query text."""
     missing = [p for p in pairs if p.clean_doc is None]
     if not missing:
         return pairs
     texts = [t for p in missing for t in (p.clean, p.corrupted)]
-    top = gm.docids.scores(_first_step_logits(gm, texts, batch_size)).argmax(1).tolist()
-    filled = {p.pair_id: (gm.docids.doc_ids[top[2 * i]], gm.docids.doc_ids[top[2 * i + 1]]) for i, p in enumerate(missing)}
+    ranking = rank_texts(gm, texts, batch_size=batch_size)
+    top = ranking.doc_scores.argmax(1).tolist()
+    filled = {p.pair_id: (ranking.doc_ids[top[2 * i]], ranking.doc_ids[top[2 * i + 1]]) for i, p in enumerate(missing)}
     return [p if p.clean_doc is not None else QueryPair(p.pair_id, p.clean, p.corrupted, *filled[p.pair_id], p.decides) for p in pairs]
 
 
@@ -157,9 +153,8 @@ def keep_correct(gm, pairs: list[QueryPair], batch_size: int = 256) -> tuple[lis
     """
     pairs = with_model_docs(gm, pairs, batch_size)
     texts = [t for p in pairs for t in (p.clean, p.corrupted)]
-    scores = gm.docids.scores(_first_step_logits(gm, texts, batch_size))
-    cols = torch.tensor([gm.docids.index(d) for p in pairs for d in (p.clean_doc, p.corrupted_doc)])
-    ranks = rank_of(scores, cols).view(-1, 2)
+    ranking = rank_texts(gm, texts, batch_size=batch_size)
+    ranks = rank_of(ranking.doc_scores, scorer_for(gm).columns([d for p in pairs for d in (p.clean_doc, p.corrupted_doc)])).view(-1, 2)
     rows, kept = [], []
     for p, (rc, rx) in zip(pairs, ranks.tolist()):
         reason = "same document" if p.clean_doc == p.corrupted_doc else ("" if rc == 1 and rx == 1 else "not both ranked first")
@@ -168,11 +163,6 @@ def keep_correct(gm, pairs: list[QueryPair], batch_size: int = 256) -> tuple[lis
         if not reason:
             kept.append(p)
     return kept, pd.DataFrame(rows)
-
-
-def _token_rows(gm, texts: list[str]) -> list[list[int]]:
-    enc = tokenize_queries(gm.tokenizer, texts)
-    return [ids[mask.bool()].tolist() for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
 
 
 def tokenize_pairs(gm, pairs: list[QueryPair], align: str | None = None) -> PairBatch:
@@ -186,7 +176,7 @@ def tokenize_pairs(gm, pairs: list[QueryPair], align: str | None = None) -> Pair
     if align is not None and align not in ALIGNMENTS:
         raise GenIRError(f"unknown alignment {align!r}; choose {' or '.join(ALIGNMENTS)}")
     pairs = with_model_docs(gm, pairs)
-    clean_ids, corrupted_ids = _token_rows(gm, [p.clean for p in pairs]), _token_rows(gm, [p.corrupted for p in pairs])
+    clean_ids, corrupted_ids = gm.token_rows([p.clean for p in pairs]), gm.token_rows([p.corrupted for p in pairs])
     mismatched = [(p, len(a), len(b)) for p, a, b in zip(pairs, clean_ids, corrupted_ids) if len(a) != len(b)]
     if mismatched and align is None:
         shown = "; ".join(f"pair {p.pair_id}: clean {p.clean!r} has {a} tokens, corrupted {p.corrupted!r} has {b}" for p, a, b in mismatched[:5])

@@ -9,7 +9,6 @@ documents, training time and final metrics.
 """
 from __future__ import annotations
 
-import json
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,13 +23,15 @@ from ..data.loaders import load_dataset
 from ..docids import AtomicDocids, docid_token
 from ..errors import GenIRError
 from ..provenance import package_versions
+from ..models.adapters import adapter_for
+from ..models.genir_model import GenIRModel
+from ..models.model_card import ModelCard
 from ..retrieval import evaluate
 from .architecture import T5Shape
 from .loop import LoopConfig, TrainLoop, collate, seed_everything
 from .objectives import dsi_examples, span_examples
 from .tokenizer import build_tokenizer
 
-MODEL_CARD = "model_card.json"
 
 
 @dataclass
@@ -73,6 +74,11 @@ def _span_validation(model, tokenizer, texts: list[str], seed: int) -> float:
         return -float(model(**batch).loss)
 
 
+def _as_genir(model, tokenizer, scheme, out: Path) -> GenIRModel:
+    """The model being trained, seen as a GenIR model so that validation uses the one evaluation path."""
+    return GenIRModel(model, tokenizer, scheme, adapter_for(model), out.name, str(out))
+
+
 def train_model(req: TrainRequest) -> dict:
     if req.objective not in {"span", "dsi"}:
         raise GenIRError(f"--objective must be 'span' or 'dsi', got {req.objective!r}")
@@ -111,35 +117,37 @@ def train_model(req: TrainRequest) -> dict:
     else:
         result = loop.run(
             lambda e: dsi_examples(train_data, tokenizer, scheme, e, req.loop.seed, req.indexing_ratio),
-            lambda: evaluate(model, tokenizer, scheme, train_data, "validation")[0]["hits@1"],
+            lambda: evaluate(_as_genir(model, tokenizer, scheme, out), train_data, "validation")[0]["hits@1"],
             save_best,
         )
-    best = T5ForConditionalGeneration.from_pretrained(out).eval()
+    best = _as_genir(T5ForConditionalGeneration.from_pretrained(out).eval(), tokenizer, scheme, out)
     metrics = {}
     if req.objective == "dsi":
         for split in ("validation", "test"):
-            metrics[split] = evaluate(best, tokenizer, scheme, train_data, split)[0]
+            metrics[split] = evaluate(best, train_data, split)[0]
         if removed:
             gone = RetrievalDataset(dataset.documents, [q for q in dataset.queries if dataset.relevant(q.query_id) in set(removed)], dataset.qrels)
-            metrics["removed_documents_test"] = evaluate(best, tokenizer, scheme, gone, "test")[0]
-    card = {
-        "objective": req.objective,
-        "base": req.base,
-        "tokenizer": req.tokenizer,
-        "data": req.data,
-        "data_meta": dataset.meta,
-        "data_hash": dataset.data_hash(),
-        "removed_documents": removed,
+            metrics["removed_documents_test"] = evaluate(best, gone, "test")[0]
+    card = ModelCard(
+        objective=req.objective,
+        base=req.base,
+        tokenizer=req.tokenizer,
+        data=req.data,
+        data_meta=dataset.meta,
+        data_hash=dataset.data_hash(),
+        removed_documents=removed,
+        metrics=metrics,
+    )
+    card.extra = {
         "indexing_ratio": req.indexing_ratio if req.objective == "dsi" else None,
         "shape": req.shape.asdict() if not req.base else None,
         "loop": asdict(req.loop),
-        "parameters": sum(p.numel() for p in best.parameters()),
+        "parameters": sum(p.numel() for p in best.hf_model.parameters()),
         "train_seconds": result["train_seconds"],
         "best_validation": result["best_validation"],
         "history": result["history"],
-        "metrics": metrics,
         "versions": package_versions(),
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    (out / MODEL_CARD).write_text(json.dumps(card, indent=2))
-    return card
+    card.write(out)
+    return card.to_json()

@@ -86,7 +86,7 @@ def load_inputs(args, verb: str) -> AnalysisInputs:
     started = time.time()
     gm = load_genir(args.model, docid_pattern=args.docid_pattern)
     dataset = resolve_dataset(gm, args.data)
-    queries = correct_queries(gm.hf_model, gm.tokenizer, gm.docids, dataset, args.split, args.batch_size)
+    queries = correct_queries(gm, dataset, args.split, args.batch_size)
     queries = sample_queries(queries, args.max_queries, args.seed)
     if not queries:
         raise GenIRError(f"{args.model}: no correct queries in split {args.split!r}; nothing to analyse")

@@ -36,7 +36,7 @@ def _verb(argv: list[str]):
 
 def run(args):
     from ..analyses.paper import run_paper_analyses
-    from .stages import run_stage_localisation
+    from .stage_localisation import run_stage_localisation
     from .swap import run_swap_experiments
 
     started = time.time()
@@ -54,7 +54,7 @@ def run(args):
     dataset = resolve_dataset(gm, None)
 
     def retrieval():
-        metrics, per_query = evaluate(gm.hf_model, gm.tokenizer, gm.docids, dataset, "test")
+        metrics, per_query = evaluate(gm, dataset, "test")
         write_table(per_query, out / "retrieval" / "per_query", provenance(model=gm.path, data=dataset, config={"split": "test"}, started=started, metrics=metrics))
         print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
         return metrics

@@ -24,7 +24,7 @@ def run(args):
     started = time.time()
     gm = load_genir(args.model, docid_pattern=args.docid_pattern)
     dataset = resolve_dataset(gm, args.data)
-    metrics, per_query = evaluate(gm.hf_model, gm.tokenizer, gm.docids, dataset, args.split, args.batch_size)
+    metrics, per_query = evaluate(gm, dataset, args.split, args.batch_size)
     out = Path(args.out or Path("runs") / "eval" / Path(args.model).name)
     record = provenance(model=args.model, data=dataset, config={"split": args.split}, started=started, metrics=metrics)
     write_table(per_query, out / "per_query", record)

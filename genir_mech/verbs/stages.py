@@ -5,7 +5,7 @@
     found = run_stage_localisation(load_genir("checkpoints/dsi-synth"), dataset, "runs/stages/dsi-synth")   # from Python
 
 Measures contributions and single-layer mean ablations over the model's
-correct queries, segments the layers (analyses.stages), checks each MLP stage
+correct queries, segments the layers (analyses.stage_localisation), checks each MLP stage
 by mean-ablating its MLPs together, and writes the tables, the figure and
 `stages.json`.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 
 from ..analyses.ablation import ablate, layer_ablation
 from ..analyses.contributions import contributions
-from ..analyses.segmentation import DEFAULT_PENALTY, DEFAULT_RESOLUTION
-from ..analyses.stages import ABLATION_METRIC, NamingRules, localise_stages
+from ..analyses.change_point import DEFAULT_PENALTY, DEFAULT_RESOLUTION
+from ..analyses.stage_localisation import ABLATION_METRIC, NamingRules, localise_stages
 from ..errors import GenIRError
 from ..figures.stages import plot_stages
 from ..models.loading import load_genir, resolve_dataset
@@ -77,7 +77,7 @@ def run_stage_localisation(
 ):
     """Measure, localise and write: tables, `stages.json` and `stages.png` under `out_dir`. Returns the StageLocalisation."""
     started = time.time()
-    queries = sample_queries(correct_queries(gm.hf_model, gm.tokenizer, gm.docids, dataset, split, batch_size), max_queries, seed)
+    queries = sample_queries(correct_queries(gm, dataset, split, batch_size), max_queries, seed)
     if len(queries) < 2:
         raise GenIRError(f"{gm.path}: only {len(queries)} correct {split} queries; stage localisation needs at least 2")
     texts, ids = [q.text for q in queries], [q.query_id for q in queries]

@@ -23,7 +23,8 @@ from ..analyses.encoder_swap import removed_docs_experiment, vanilla_encoder_exp
 from ..errors import GenIRError
 from ..figures.encoder_swap import plot_swap
 from ..figures.tables import write_display
-from ..models.loading import load_genir, model_card, resolve_dataset
+from ..models.loading import load_genir, resolve_dataset
+from ..models.model_card import ModelCard
 from ..provenance import provenance, write_table
 from . import Verb
 
@@ -97,12 +98,12 @@ def run_swap_experiments(
 
 def default_encoders(model_a: str) -> list[str]:
     """A's base model, and the checkpoints beside A trained on A's data without some documents."""
-    card = model_card(model_a)
-    found = [card["base"]] if card.get("base") and Path(card["base"]).exists() else []
+    card = ModelCard.read(model_a)
+    found = [card.base] if card.base and Path(card.base).exists() else []
     here = Path(model_a).resolve()
     for sibling in sorted(here.parent.iterdir()):
-        other = model_card(str(sibling))
-        if sibling != here and other.get("removed_documents") and other.get("data_hash") == card.get("data_hash"):
+        other = ModelCard.read(sibling)
+        if sibling != here and other.removed_documents and other.data_hash == card.data_hash:
             found.append(str(Path(model_a).parent / sibling.name))
     if not found:
         raise GenIRError(f"{model_a}: no --encoder-from given and no base model or removed-documents variant found beside it")
@@ -125,7 +126,7 @@ def run(args):
     missing = [p for p in encoders if not Path(p).exists() and p.count("/") != 1]
     if missing:
         raise GenIRError(f"--encoder-from: no such checkpoint {missing[0]}")
-    variants = [p for p in encoders if model_card(p).get("removed_documents")]
+    variants = [p for p in encoders if ModelCard.read(p).removed_documents]
     vanillas = [p for p in encoders if p not in variants]
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     out = args.out or Path("runs") / "swap" / Path(args.model).name

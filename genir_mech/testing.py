@@ -16,12 +16,12 @@ import random
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
-from ..data.synthetic import SyntheticConfig, generate_corpus
-from ..docids import AtomicDocids
-from ..training.tokenizer import build_tokenizer
-from .adapters import adapter_for
-from .components import Site
-from .genir_model import GenIRModel
+from .data.synthetic import SyntheticConfig, generate_corpus
+from .docids import AtomicDocids
+from .training.tokenizer import build_tokenizer
+from .models.adapters import adapter_for
+from .models.components import Site
+from .models.genir_model import GenIRModel
 
 
 def toy_tokenizer(n_docs: int = 20, seed: int = 0):

@@ -1,13 +1,11 @@
-"""Architecture adapters: where each standard site lives in a HuggingFace model.
+"""The adapter contract: what genir_mech needs to know about an architecture family.
 
-    adapter = adapter_for(hf_model)            # T5Adapter for T5/mT5
-    adapter.hook(Site.parse("decoder.layers.2.cross_attn"))
-    -> Hook(path="decoder.block.2.layer.1.EncDecAttention", io="output", index=0)
+    class MyAdapter(Adapter): family = "my"; ...     # one module per family under models/adapters/
+    module_at(model, "decoder.block.2.layer.1")      # resolve a dotted module path (torch module or nnsight envoy)
 
-An adapter is the one place that knows an architecture family's module names,
-its counts (read from the config, never constants), its final norm and its
-output scaling. A new family (BART, BERT2BERT) is a new `Adapter` subclass
-registered in `ADAPTERS`; nothing else in genir_mech changes.
+An adapter is the one place that knows a family's module names, its counts
+(read from the config, never constants), its final norm, its output scaling,
+its attention recipe and its norm linearisation.
 """
 from __future__ import annotations
 
@@ -17,8 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import GenIRError
-from .components import ATTENTION_KINDS, FACETS, SIDES, Site
+from ...errors import GenIRError
+from ..components import ATTENTION_KINDS, FACETS, SIDES, Site
 
 
 @dataclass(frozen=True)
@@ -155,110 +153,3 @@ class Adapter(ABC):
         return torch.einsum("...hd,mhd->...hm", split, weight.reshape(weight.shape[0], h, d))
 
 
-class T5Adapter(Adapter):
-    """T5, mT5 and other `T5ForConditionalGeneration`-shaped models (pre-norm, no biases)."""
-
-    family = "t5"
-    _SUBLAYER = {("encoder", "self_attn"): 0, ("encoder", "mlp"): 1, ("decoder", "self_attn"): 0, ("decoder", "cross_attn"): 1, ("decoder", "mlp"): 2}
-    _MODULE = {"self_attn": "SelfAttention", "cross_attn": "EncDecAttention", "mlp": "DenseReluDense"}
-
-    @classmethod
-    def supports(cls, model):
-        return model.config.model_type in {"t5", "mt5", "umt5"} and hasattr(model, "decoder") and hasattr(model.decoder, "block")
-
-    def n_layers(self, side):
-        return self.config.num_layers if side == "encoder" else self.config.num_decoder_layers
-
-    @property
-    def n_heads(self):
-        return self.config.num_heads
-
-    @property
-    def d_head(self):
-        return self.config.d_kv
-
-    @property
-    def d_model(self):
-        return self.config.d_model
-
-    @property
-    def output_scale(self):
-        # transformers 5 names the flag scale_decoder_outputs; older configs
-        # imply it by tied embeddings (T5 scales by d_model^-0.5 when tied).
-        scale = getattr(self.config, "scale_decoder_outputs", None)
-        if scale is None:
-            scale = getattr(self.config, "tie_word_embeddings", True)
-        return self.config.d_model ** -0.5 if scale else 1.0
-
-    def _sublayer_path(self, side, layer, kind):
-        return f"{side}.block.{layer}.layer.{self._SUBLAYER[(side, kind)]}"
-
-    def hook(self, site):
-        self.validate(site)
-        if site.layer < 0:
-            return Hook(f"{site.side}.final_layer_norm", "output")
-        if not site.kind:
-            kinds = self.kinds(site.side)
-            kind = kinds[0] if site.facet == "resid_pre" else kinds[-1]
-            return self.hook(Site(site.side, site.layer, kind, site.facet))
-        path = self._sublayer_path(site.side, site.layer, site.kind)
-        tuple_out = site.kind in ATTENTION_KINDS
-        if site.facet == "resid_pre":
-            return Hook(path, "input")
-        if site.facet == "resid_post":
-            return Hook(path, "output", 0 if tuple_out else None)
-        module = f"{path}.{self._MODULE[site.kind]}"
-        if site.facet == "heads":
-            return Hook(f"{module}.o", "input")
-        return Hook(module, "output", 0 if tuple_out else None)
-
-    def output_projection(self, site):
-        return module_at(self.model, f"{self._sublayer_path(site.side, site.layer, site.kind)}.{self._MODULE[site.kind]}.o")
-
-    def final_norm(self, side):
-        return module_at(self.model, f"{side}.final_layer_norm")
-
-    def sublayer_norm(self, site):
-        return module_at(self.model, f"{self._sublayer_path(site.side, site.layer, site.kind)}.layer_norm")
-
-    def linearised_norm(self, site, resid_pre, parts):
-        # T5's norm is RMSNorm without bias: weight * x / rms(x).
-        norm = self.sublayer_norm(site)
-        inv_rms = torch.rsqrt(resid_pre.float().pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
-        return norm.weight * (parts * inv_rms.unsqueeze(-2)).to(norm.weight.dtype)
-
-    def mlp_in_weight(self, side, layer):
-        ff = module_at(self.model, f"{self._sublayer_path(side, layer, 'mlp')}.DenseReluDense")
-        if not hasattr(ff, "wi"):
-            raise GenIRError(f"{self.config.name_or_path}: gated MLPs (wi_0/wi_1) are not supported by component reading yet")
-        return ff.wi.weight
-
-    def attention_weights(self, site):
-        attn = module_at(self.model, f"{self._sublayer_path(site.side, site.layer, site.kind)}.{self._MODULE[site.kind]}")
-        return attn.q.weight, attn.k.weight
-
-    def attention_value_weight(self, site):
-        return module_at(self.model, f"{self._sublayer_path(site.side, site.layer, site.kind)}.{self._MODULE[site.kind]}.v").weight
-
-    def attention_scaling(self, site):
-        # T5 folds the 1/sqrt(d) into its initialisation and does not scale scores.
-        return 1.0
-
-
-ADAPTERS: list[type[Adapter]] = [T5Adapter]
-
-
-def adapter_for(model: nn.Module) -> Adapter:
-    name = getattr(model.config, "name_or_path", "") or type(model).__name__
-    if not getattr(model.config, "is_encoder_decoder", False):
-        raise GenIRError(
-            f"{name}: {type(model).__name__} is not an encoder-decoder model (config.is_encoder_decoder is false); "
-            "genir_mech analyses seq2seq GenIR models with an encoder and a cross-attending decoder"
-        )
-    for cls in ADAPTERS:
-        if cls.supports(model):
-            return cls(model)
-    raise GenIRError(
-        f"{name}: no genir_mech adapter for model_type {model.config.model_type!r} ({type(model).__name__}); "
-        f"supported families: {', '.join(c.family for c in ADAPTERS)}"
-    )

@@ -47,7 +47,7 @@ import pandas as pd
 
 from ..errors import GenIRError
 from ..stage_definition import Stage, StageDefinition
-from .segmentation import DEFAULT_PENALTY, DEFAULT_RESOLUTION, Segmentation, segment_profile
+from .change_point import DEFAULT_PENALTY, DEFAULT_RESOLUTION, Segmentation, segment_profile
 
 PAPER_STAGES = ("priming", "bridging", "interaction")
 ABLATION_METRIC = "rank>1"  # % of queries whose relevant document leaves rank 1 (analyses.ablation)

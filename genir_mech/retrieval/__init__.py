@@ -1,0 +1,19 @@
+"""Retrieval: score documents for a batch of queries, rank them, and measure the ranking.
+
+    scores = scorer_for(gm).score(gm, gm.batch(texts))       # (queries, n_docs), one column per document
+    scores = scorer_for(gm).score_logits(run(gm, batch).logits) # the same from an instrumented run
+    ranks = rank_of(scores, scorer_for(gm).columns(relevant_docs))
+    metrics, per_query = evaluate(gm, dataset, split="test")
+
+scoring: the one scorer interface every analysis uses (atomic docids today;
+multi-token and in-context scorers plug in here); ranks: the one set of rank
+metrics; evaluation: ranking a split and scoring it with ir_measures.
+"""
+from .evaluation import Ranking, correct_queries, evaluate, rank_texts
+from .ranks import RANK_THRESHOLDS, beyond_rank_percent, hits_at, rank_of, rank_summary
+from .scoring import AtomicScorer, RetrievalScorer, scorer_for
+
+__all__ = [
+    "Ranking", "correct_queries", "evaluate", "rank_texts", "RANK_THRESHOLDS", "beyond_rank_percent", "hits_at", "rank_of",
+    "rank_summary", "AtomicScorer", "RetrievalScorer", "scorer_for",
+]
