@@ -69,9 +69,9 @@ def batch1_loop(gm, texts, doc_cols, ablations, means) -> torch.Tensor:
 
 
 @torch.no_grad()
-def floor(gm, texts, doc_cols, n_ablations, batch_size, max_rows) -> int:
+def floor(gm, texts, doc_cols, n_ablations, batch_size, rows_per_forward) -> int:
     """The uninstrumented batched passes of the same sweep: encoder once per batch, the same fanned-out rows."""
-    per_pass = max(1, max_rows // min(batch_size, len(texts)))
+    per_pass = max(1, rows_per_forward // min(batch_size, len(texts)))
     passes = 0
     for rows, batch in query_batches(gm, texts, batch_size, encode=True):
         n = len(batch)
@@ -99,7 +99,7 @@ def main():
     p.add_argument("--stages", help="stage definition (default: three even thirds)")
     p.add_argument("--max-queries", type=int, help="sample of the correct validation queries (default all)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--max-rows", type=int, default=4096)
+    p.add_argument("--rows-per-forward", type=int, default=4096)
     p.add_argument("--repeats", type=int, default=3, help="timed repeats of the batched methods (median reported)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads for every method (default 1: small models on a shared CPU)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "table3.md"))
@@ -117,10 +117,10 @@ def main():
     ablations = stage_ablations(gm, stages, KINDS, METHODS)
     means = component_means(gm, texts, [s for a in ablations for s in a.sites], args.batch_size)
 
-    sweep = lambda: ablation_ranks(gm, texts, docs, ablations, means=means, batch_size=args.batch_size, max_rows=args.max_rows)  # noqa: E731
+    sweep = lambda: ablation_ranks(gm, texts, docs, ablations, means=means, batch_size=args.batch_size, rows_per_forward=args.rows_per_forward)  # noqa: E731
     timed(sweep, 1)  # warm-up: first-trace compilation, allocator
     t_genir, result = timed(sweep, args.repeats)
-    t_floor, passes = timed(lambda: floor(gm, texts, doc_cols, len(ablations), args.batch_size, args.max_rows), args.repeats)
+    t_floor, passes = timed(lambda: floor(gm, texts, doc_cols, len(ablations), args.batch_size, args.rows_per_forward), args.repeats)
     t_loop, loop_ranks = timed(lambda: batch1_loop(gm, texts, doc_cols, ablations, means), 1)
     if not torch.equal(loop_ranks, result.doc_rank):
         mismatch = int((loop_ranks != result.doc_rank).sum())
@@ -138,7 +138,7 @@ def main():
         "",
         f"{len(KINDS)} component types x {len(stages.stages)} stages x {{{', '.join(METHODS)}}} = {len(ablations)} stage ablations on "
         f"`{args.model}` ({n_layers} decoder layers, d_model {gm.adapter.d_model}), {len(texts)} correct validation queries; "
-        f"batch size {args.batch_size}, at most {args.max_rows} rows per pass; stages {', '.join(f'{s.name}={min(s.layers)}-{max(s.layers)}' for s in stages.stages)}.",
+        f"batch size {args.batch_size}, at most {args.rows_per_forward} rows per pass; stages {', '.join(f'{s.name}={min(s.layers)}-{max(s.layers)}' for s in stages.stages)}.",
         f"CPU: {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads, {platform.machine()}; "
         f"median of {args.repeats} runs for the batched methods, 1 run for the loop; means precomputed for all.",
         "",

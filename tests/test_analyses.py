@@ -102,8 +102,8 @@ def test_zeroing_every_decoder_component_leaves_the_projected_input_embedding(gm
 def test_batched_equals_per_query(gm, texts):
     docs = _other_docs(gm, texts)
     ablations = [Ablation(())] + [Ablation.of([Site("decoder", l, k)], "zero") for l in range(gm.n_layers()) for k in ("cross_attn", "mlp")]
-    batched = ablation_ranks(gm, texts, docs, ablations, batch_size=len(texts), max_rows=10_000)
-    single = ablation_ranks(gm, texts, docs, ablations, batch_size=1, max_rows=1)
+    batched = ablation_ranks(gm, texts, docs, ablations, batch_size=len(texts), rows_per_forward=10_000)
+    single = ablation_ranks(gm, texts, docs, ablations, batch_size=1, rows_per_forward=1)
     assert torch.equal(batched.doc_rank, single.doc_rank) and torch.equal(batched.vocab_rank, single.vocab_rank)
     assert len(set(batched.doc_rank.flatten().tolist())) > 1
     ids = [str(i) for i in range(len(texts))]

@@ -255,7 +255,7 @@ def test_patch_and_attribute_verbs_write_tables_and_heatmaps(tmp_path, gm, datas
     (model_dir / "model_card.json").write_text(json.dumps({"data": {"n_docs": N_DOCS, "seed": 0, "n_pairs": 16}}))
     out = tmp_path / "patch"
     common = ["--model", str(model_dir), "--all-pairs", "--n-pairs", "4", "--n-boot", "20", "--out", str(out), "--json"]
-    assert main(["patch", *common, "--target", "head", "--batch-rows", "16"]) == 0
+    assert main(["patch", *common, "--target", "head", "--rows-per-forward", "16"]) == 0
     assert {"pairs.csv", "head_per_pair.csv", "head_summary.csv", "head.png", "head_specs.json", "head_summary.provenance.json"} <= {p.name for p in out.iterdir()}
     assert main(["patch", *common, "--target", "encoder-position", "--direction", "noise"]) == 0
     assert (out / "encoder-position.png").exists()

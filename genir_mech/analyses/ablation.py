@@ -166,7 +166,7 @@ def ablation_logits_chunks(
     means: dict[Site, torch.Tensor] | None = None,
     other=None,
     batch_size: int = 64,
-    max_rows: int = 4096,
+    rows_per_forward: int = 4096,
     progress: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Yield (ablation index, query index, first-step logits) per row, many ablations per forward pass."""
@@ -185,7 +185,7 @@ def ablation_logits_chunks(
         check_compatible(gm, other, texts, cross_sites)
     # The encoder runs once per query batch unless an ablation rewrites encoder sites.
     encode = all(s.side == "decoder" for s in sites)
-    per_pass = max(1, max_rows // min(batch_size, len(texts) or 1))
+    per_pass = max(1, rows_per_forward // min(batch_size, len(texts) or 1))
     for rows, batch in query_batches(gm, texts, batch_size, encode=encode, progress=progress, desc="ablations"):
         n = len(batch)
         cross = run(other, other.batch(texts[rows]), reads=cross_sites).values if cross_sites else {}
@@ -252,13 +252,13 @@ def evaluate_ablations(
     other=None,
     mean_texts: list[str] | None = None,
     batch_size: int = 64,
-    max_rows: int = 4096,
+    rows_per_forward: int = 4096,
     progress: bool = False,
 ) -> pd.DataFrame:
     """Tidy table: the labels of each ablation, then metric and value; an `intact` row (no ablation) comes first."""
     ablations = [Ablation((), {k: "intact" for k in (ablations[0].labels if ablations else {})})] + list(ablations)
     means = _needed_means(gm, ablations, mean_texts if mean_texts is not None else texts, batch_size)
-    ranks = ablation_ranks(gm, texts, relevant_docs, ablations, means=means, other=other, batch_size=batch_size, max_rows=max_rows, progress=progress)
+    ranks = ablation_ranks(gm, texts, relevant_docs, ablations, means=means, other=other, batch_size=batch_size, rows_per_forward=rows_per_forward, progress=progress)
     metrics = rank_metrics(ranks)
     values = torch.stack(list(metrics.values()), dim=1)
     frame = long_frame(values, {"ablation": range(len(ablations)), "metric": list(metrics)})
@@ -278,12 +278,12 @@ def ablate(
     other=None,
     mean_texts: list[str] | None = None,
     batch_size: int = 64,
-    max_rows: int = 4096,
+    rows_per_forward: int = 4096,
     progress: bool = False,
 ) -> pd.DataFrame:
     """Stage x component-type x method ablations (Table 3). Columns: stage, component, method, metric, value, n_queries."""
     ablations = stage_ablations(gm, stages, kinds, methods)
-    return evaluate_ablations(gm, texts, relevant_docs, ablations, other, mean_texts, batch_size, max_rows, progress)
+    return evaluate_ablations(gm, texts, relevant_docs, ablations, other, mean_texts, batch_size, rows_per_forward, progress)
 
 
 def layer_ablation(
@@ -295,7 +295,7 @@ def layer_ablation(
     other=None,
     mean_texts: list[str] | None = None,
     batch_size: int = 64,
-    max_rows: int = 4096,
+    rows_per_forward: int = 4096,
     progress: bool = False,
 ) -> pd.DataFrame:
     """One component in one layer at a time. Columns: layer, component, method, metric, value, n_queries
@@ -308,6 +308,6 @@ def layer_ablation(
         for kind in kinds
         for m in methods
     ]
-    df = evaluate_ablations(gm, texts, relevant_docs, ablations, other, mean_texts, batch_size, max_rows, progress)
+    df = evaluate_ablations(gm, texts, relevant_docs, ablations, other, mean_texts, batch_size, rows_per_forward, progress)
     df["layer"] = df["layer"].where(df["method"] != "intact", -1).astype(int)
     return df

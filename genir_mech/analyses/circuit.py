@@ -102,7 +102,7 @@ def evaluate_circuits(
     circuits: dict[str, Ablation],
     mean_texts: Sequence[str] | None = None,
     batch_size: int = 64,
-    max_rows: int = 4096,
+    rows_per_forward: int = 4096,
     progress: bool = False,
 ) -> pd.DataFrame:
     """Hits@1/5/10 of the intact model and of each circuit on the given queries (see the module docstring)."""
@@ -113,7 +113,7 @@ def evaluate_circuits(
         raise GenIRError("mean-ablated circuit components need reference queries (mean_texts: the correct validation queries)")
     means = component_means(gm, list(mean_texts), mean_sites, batch_size) if mean_sites else None
     ablations = [Ablation(())] + list(circuits.values())
-    ranks = ablation_ranks(gm, texts, relevant_docs, ablations, means=means, batch_size=batch_size, max_rows=max_rows, progress=progress).doc_rank
+    ranks = ablation_ranks(gm, texts, relevant_docs, ablations, means=means, batch_size=batch_size, rows_per_forward=rows_per_forward, progress=progress).doc_rank
     rows = []
     for i, name in enumerate(circuits, start=1):
         for k in HITS_AT:

@@ -12,7 +12,7 @@ the documents. Probes (`facet`):
   sublayer: the residual after each self-attention, cross-attention and MLP
   (the MLP's is the residual after the whole layer);
 - `out`: every component output on its own;
-- `head`: every cross-attention head's contribution (`head` column; -1 elsewhere).
+- `head`: every cross-attention head's contribution (`head` column; NA, "no head", elsewhere).
 
 Metrics per probe and query: `relevant_rank` (vocabulary rank of the relevant
 docid), `relevant_doc_rank` (its rank among docids only), `docid_mean_rank`
@@ -47,7 +47,7 @@ class Probe:
     layer: int
     component: str
     facet: str  # resid_pre | resid_post | out | head
-    head: int = -1
+    head: int | None = None  # None (NA in tables) for probes that are not one head
 
 
 def _probes(gm) -> tuple[list[Probe], list[Site]]:
@@ -137,6 +137,7 @@ def logit_lens(
     ranks = pd.concat(rank_frames, ignore_index=True)
     ranks = labels.iloc[ranks.pop("probe")].reset_index(drop=True).join(ranks)
     ranks = ranks[["query_id", "layer", "component", "facet", "head", "metric", "value"]]
+    ranks["head"] = ranks["head"].astype("Int64")
     head_tokens = pd.concat(token_frames, ignore_index=True) if token_frames else pd.DataFrame(columns=HEAD_TOKEN_COLUMNS)
     return LensResult(ranks, head_tokens)
 

@@ -19,7 +19,7 @@ def add_arguments(p):
     p.add_argument("--methods", default="zero,mean", help=f"comma-separated, from {', '.join(METHODS)} (default zero,mean)")
     p.add_argument("--other", help="checkpoint whose component outputs replace this model's for cross-model (same tokenizer and d_model)")
     p.add_argument("--per-layer", action="store_true", help="also ablate one component in one layer at a time")
-    p.add_argument("--max-rows", type=int, default=4096, help="(ablation, query) rows per forward pass (default 4096)")
+    p.add_argument("--rows-per-forward", type=int, default=4096, help="(ablation, query) rows per forward pass (default 4096)")
 
 
 def _split(text: str) -> list[str]:
@@ -36,7 +36,7 @@ def run(args):
         if not args.other:
             raise GenIRError("--methods cross-model needs --other CHECKPOINT (e.g. the pretrained base model)")
         other = load_genir(args.other, self_check=False)
-    common = dict(other=other, batch_size=args.batch_size, max_rows=args.max_rows, progress=True)
+    common = dict(other=other, batch_size=args.batch_size, rows_per_forward=args.rows_per_forward, progress=True)
     df = ablate(gm, inputs.texts, inputs.relevant_docs, stages, kinds, methods, **common)
     config = {"split": args.split, "max_queries": args.max_queries, "kinds": kinds, "methods": methods, "other": args.other, "stages": stages.to_json()}
     path = inputs.write(df, "ablation", config)

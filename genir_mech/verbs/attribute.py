@@ -32,7 +32,7 @@ def add_arguments(p):
     p.add_argument("--no-qk-fix", action="store_true", help="plain AtP only (skip the AtP* QK fix)")
     p.add_argument("--verify-top-k", type=int, default=0, help="exactly patch the K nodes with the largest mean |estimate| and report Spearman's rho")
     p.add_argument("--verify-method", choices=METHODS, help="which estimate to verify (default atp_qk, or atp with --no-qk-fix)")
-    p.add_argument("--batch-rows", type=int, default=512, help="rows per forward pass of the exact verification (default 512)")
+    p.add_argument("--rows-per-forward", type=int, default=512, help="rows per forward pass of the exact verification (default 512)")
 
 
 def run(args):
@@ -55,7 +55,7 @@ def run(args):
             result["heatmaps"][name] = str(plot_patching(part, inputs.out / f"attribution_{name}.png", layout, label=f"{method}: estimated logit-diff change",
                                                          title=f"{gm.name}: {method} ({args.direction}, {len(batch)} pairs)"))
     if args.verify_top_k:
-        check, rho = verify_top_k(gm, batch, table, args.verify_top_k, method=method, rows_per_forward=args.batch_rows,
+        check, rho = verify_top_k(gm, batch, table, args.verify_top_k, method=method, rows_per_forward=args.rows_per_forward,
                                   pairs_per_batch=args.pairs_per_batch, progress=not args.json)
         result["verification"] = str(inputs.write(check, f"verify_top{args.verify_top_k}_{method}", {**config, "k": args.verify_top_k, "method": method}, spearman=rho))
         result["spearman"] = rho

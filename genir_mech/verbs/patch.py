@@ -1,7 +1,7 @@
 """`genir-mech patch`: activation patching sweeps over clean/corrupted query pairs, with tables and heatmaps.
 
     genir-mech patch --model checkpoints/dsi-synth --target component
-    genir-mech patch --model checkpoints/dsi-synth --target head --direction noise --n-pairs 64 --batch-rows 1024
+    genir-mech patch --model checkpoints/dsi-synth --target head --direction noise --n-pairs 64 --rows-per-forward 1024
     genir-mech patch --model checkpoints/dsi-synth --target encoder-position --pairs my_pairs.jsonl --align left-pad
     genir-mech patch --model checkpoints/dsi-synth --specs my_sweep.json      # a saved sweep (list of patch specs)
 
@@ -103,7 +103,7 @@ def add_arguments(p):
                                                      "encoder output positions, encoder layer outputs per position")
     p.add_argument("--specs", help="a saved sweep (JSON list of {site, head, position}) instead of --target")
     p.add_argument("--kinds", help="component kinds for --target component/head, comma-separated (default all; heads: self_attn,cross_attn)")
-    p.add_argument("--batch-rows", type=int, default=512, help="patched rows (patch x pair) per forward pass: the memory budget (default 512)")
+    p.add_argument("--rows-per-forward", type=int, default=512, help="patched rows (patch x pair) per forward pass: the memory budget (default 512)")
 
 
 def summarise(table: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
@@ -120,8 +120,8 @@ def run(args):
     name = args.target or Path(args.specs).stem
     specs = load_specs(args.specs) if args.specs else target_specs(gm, args.target, encoder_positions=batch.width, decoder_positions=batch.decoder_length, kinds=kinds)
     save_specs(specs, inputs.out / f"{name}_specs.json")
-    table = sweep(gm, batch, specs, direction=args.direction, rows_per_forward=args.batch_rows, pairs_per_batch=args.pairs_per_batch, progress=not args.json)
-    config = {"target": args.target, "specs": args.specs, "kinds": kinds, "direction": args.direction, "batch_rows": args.batch_rows,
+    table = sweep(gm, batch, specs, direction=args.direction, rows_per_forward=args.rows_per_forward, pairs_per_batch=args.pairs_per_batch, progress=not args.json)
+    config = {"target": args.target, "specs": args.specs, "kinds": kinds, "direction": args.direction, "rows_per_forward": args.rows_per_forward,
               "pairs_per_batch": args.pairs_per_batch, "n_boot": args.n_boot, "align": args.align}
     per_pair = inputs.write(table, f"{name}_per_pair", config)
     summary = summarise(table, args.n_boot, args.seed)
