@@ -31,7 +31,8 @@ class DocidScheme(ABC):
 
     @property
     @abstractmethod
-    def doc_ids(self) -> list[str]: ...
+    def doc_ids(self) -> list[str]:
+        """Document ids in column order of `scores`."""
 
     @abstractmethod
     def scores(self, first_step_logits: torch.Tensor) -> torch.Tensor:
@@ -48,7 +49,7 @@ class AtomicDocids(DocidScheme):
     def __init__(self, token_ids: dict[str, int]):
         if not token_ids:
             raise GenIRError("no docid tokens: the tokenizer has no added tokens matching the docid pattern")
-        self._doc_ids = sorted(token_ids, key=_natural_key)
+        self._doc_ids = sorted(token_ids, key=doc_order_key)
         self._token_of = dict(token_ids)
         self._doc_of = {t: d for d, t in token_ids.items()}
         self._index = {d: i for i, d in enumerate(self._doc_ids)}
@@ -73,18 +74,21 @@ class AtomicDocids(DocidScheme):
 
     @property
     def doc_ids(self) -> list[str]:
+        """Document ids in column order of `scores` (numeric ids in numeric order)."""
         return self._doc_ids
 
     def __len__(self) -> int:
         return len(self._doc_ids)
 
     def token_id(self, doc_id: str) -> int:
+        """Vocabulary id of a document's token (GenIRError for an unknown document)."""
         try:
             return self._token_of[str(doc_id)]
         except KeyError:
             raise GenIRError(f"unknown docid {doc_id!r}: the model has no token for it ({len(self)} docids known)") from None
 
     def doc_id(self, token_id: int) -> str | None:
+        """The document a vocabulary id names, or None for an ordinary token."""
         return self._doc_of.get(int(token_id))
 
     def index(self, doc_id: str) -> int:
@@ -93,16 +97,20 @@ class AtomicDocids(DocidScheme):
         return self._index[str(doc_id)]
 
     def scores(self, first_step_logits: torch.Tensor) -> torch.Tensor:
+        """Docid columns of ranking-step logits: (..., vocab) -> (..., n_docs)."""
         return first_step_logits[..., self.vocab_ids.to(first_step_logits.device)]
 
     def target_ids(self, doc_id: str) -> list[int]:
+        """The one-token decoder label of a document."""
         return [self.token_id(doc_id)]
 
     def is_docid_mask(self, vocab_size: int) -> torch.Tensor:
+        """(vocab_size,) boolean mask of the docid tokens."""
         mask = torch.zeros(vocab_size, dtype=torch.bool)
         mask[self.vocab_ids] = True
         return mask
 
 
-def _natural_key(s: str):
+def doc_order_key(s: str):
+    """Sort key that puts numeric document ids in numeric order (2 before 10), then the others alphabetically."""
     return (0, int(s), "") if s.isdigit() else (1, 0, s)

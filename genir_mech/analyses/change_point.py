@@ -36,6 +36,7 @@ DEFAULT_PENALTY = 1.0
 
 @dataclass(frozen=True)
 class Segmentation:
+    """The best partition of a layer profile into contiguous stages, with the costs that chose it."""
     starts: tuple[int, ...]  # first layer of each stage; starts[0] == 0
     n_layers: int
     sse: dict[int, float]  # best within-stage sum of squares for each k
@@ -43,6 +44,7 @@ class Segmentation:
 
     @property
     def n_stages(self) -> int:
+        """Number of stages in the chosen partition."""
         return len(self.starts)
 
     @property

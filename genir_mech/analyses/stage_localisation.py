@@ -55,6 +55,7 @@ ABLATION_METRIC = "rank>1"  # % of queries whose relevant document leaves rank 1
 
 @dataclass(frozen=True)
 class NamingRules:
+    """Thresholds that turn a stage's measurements into a name (priming, bridging, interaction)."""
     cheap_ablation: float = 0.10  # priming: at most this fraction of queries leave rank 1 when the MLPs are mean-ablated
     negative_cos: float = 0.0  # interaction: the MLPs' mean cosine with the residual lies below this
     ablation_method: str = "mean"
@@ -79,6 +80,7 @@ class QueryProfile:
 
     @classmethod
     def from_table(cls, contrib: pd.DataFrame) -> "QueryProfile":
+        """Per-query (queries, layers) feature matrices from a `contributions` table."""
         need = {"layer", "component", "query_id", "metric", "value"}
         missing = need - set(contrib.columns)
         if missing:
@@ -139,6 +141,7 @@ def layer_features(means: dict[str, np.ndarray], ablation: np.ndarray | None) ->
 
 
 def feature_names(kinds: tuple[str, ...], ablated: list[str]) -> list[str]:
+    """Column names of `layer_features`: one per component kind and metric, plus the ablated kinds."""
     return [f"share:{k}" for k in kinds] + [f"cos_residual:{k}" for k in kinds] + [f"ablation:{k}" for k in ablated]
 
 
@@ -174,6 +177,11 @@ def _unique(names: list[str]) -> list[str]:
 
 @dataclass
 class StageLocalisation:
+    """Result of `localise_stages`: the stage definition, the evidence behind each stage, and bootstrap stability.
+
+    found = localise_stages(contrib, layer_ablation_table)
+    found.definition.save("stages.json"); print(found.summary())
+    """
     definition: StageDefinition
     segmentation: Segmentation
     profile: pd.DataFrame  # tidy: layer, feature, value (the segmented features)
@@ -187,13 +195,16 @@ class StageLocalisation:
 
     @property
     def matches_paper(self) -> bool:
+        """True when the stages found are the paper's priming -> bridging -> interaction."""
         return tuple(self.definition.names()) == PAPER_STAGES
 
     def boundary_stability(self) -> dict[int, float]:
+        """Fraction of bootstrap resamples that put a stage boundary before each layer."""
         sel = self.stability[self.stability["selected"]]
         return {int(b): float(f) for b, f in zip(sel["boundary"], sel["frequency"])}
 
     def summary(self) -> str:
+        """A few readable lines: each stage, its evidence, and how stable its boundaries are."""
         n = self.segmentation.n_layers
         lines = [f"{self.segmentation.n_stages} stage(s) over {n} decoder layers ({self.n_queries} queries, {self.bootstrap} bootstrap resamples):"]
         wide = self.evidence.pivot_table(index=["stage", "first_layer", "last_layer", "dominant"], columns="metric", values="value", sort=False)

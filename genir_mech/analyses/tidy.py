@@ -59,4 +59,5 @@ def sample_queries(queries: list, n: int | None, seed: int = 0) -> list:
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Cosine similarity along the last axis, safe for zero vectors."""
     return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(eps)

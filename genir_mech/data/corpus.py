@@ -16,6 +16,7 @@ from ..errors import GenIRError
 
 @dataclass(frozen=True)
 class Query:
+    """One query of a retrieval dataset: its id, text, split and (synthetic data) the template it came from."""
     query_id: str
     text: str
     split: str  # "train", "validation" or "test"
@@ -24,6 +25,11 @@ class Query:
 
 @dataclass
 class RetrievalDataset:
+    """Documents, split queries, qrels and matched clean/corrupted pairs: what every part of genir_mech reads.
+
+    ds = load_dataset("synthetic:n_docs=1000,seed=0")
+    ds.split("validation"), ds.relevant("v17-0"), ds.data_hash()
+    """
     documents: dict[str, str]
     queries: list[Query]
     qrels: dict[str, set[str]]
@@ -31,10 +37,12 @@ class RetrievalDataset:
     meta: dict = field(default_factory=dict)
 
     def split(self, name: str) -> list[Query]:
+        """The queries of one split, in dataset order."""
         return [q for q in self.queries if q.split == name]
 
     @property
     def splits(self) -> list[str]:
+        """Names of the splits that have queries."""
         return sorted({q.split for q in self.queries})
 
     def relevant(self, query_id: str) -> str:
@@ -45,6 +53,7 @@ class RetrievalDataset:
         return sorted(docs)[0]
 
     def query(self, query_id: str) -> Query:
+        """The query with this id (GenIRError if unknown)."""
         for q in self.queries:
             if q.query_id == query_id:
                 return q

@@ -78,12 +78,17 @@ DOC_TEMPLATES = [
 
 @dataclass(frozen=True)
 class SyntheticConfig:
+    """Parameters of the synthetic corpus; equal configs give byte-identical datasets.
+
+    generate_corpus(SyntheticConfig(n_docs=200, seed=1, attribute_values=8))
+    """
     n_docs: int = 1000
     seed: int = 0
     attribute_values: int = 24  # distinct regions / features / colours; lower = more overlap
     n_pairs: int = 256
 
     def validate(self) -> None:
+        """Raise GenIRError for a config that cannot produce a corpus."""
         if self.n_docs < 2:
             raise GenIRError(f"n_docs must be at least 2, got {self.n_docs}")
         if self.attribute_values < 2:

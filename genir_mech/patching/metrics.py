@@ -22,11 +22,13 @@ from ..retrieval.ranks import rank_of
 
 @dataclass
 class PairTargets:
+    """Per row of a patching batch: the clean and corrupted relevant docid tokens, plus every docid token."""
     clean_token: torch.Tensor  # (rows,) vocabulary id of the clean query's relevant docid
     corrupted_token: torch.Tensor  # (rows,) vocabulary id of the corrupted query's relevant docid
     docid_tokens: torch.Tensor  # (n_docs,) vocabulary ids of every docid
 
     def select(self, rows: torch.Tensor) -> "PairTargets":
+        """The targets of some rows (repeats allowed), as the engine fans pairs out to patches."""
         return PairTargets(self.clean_token[rows], self.corrupted_token[rows], self.docid_tokens)
 
 

@@ -50,17 +50,21 @@ class AtomicScorer(RetrievalScorer):
 
     @property
     def doc_ids(self) -> list[str]:
+        """Document ids in column order (the docid scheme's order)."""
         return self.docids.doc_ids
 
     @torch.no_grad()
     def score(self, gm, batch) -> torch.Tensor:
+        """(B, n_docs) docid logits of the first decoder step."""
         return self.score_logits(gm.logits(batch))
 
     def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, n_docs) docid columns of ranking-step logits."""
         return self.docids.scores(logits)
 
     def columns(self, doc_ids: list[str]) -> torch.Tensor:
         # index() raises a GenIRError naming an unknown docid
+        """Column of each document; GenIRError names an unknown docid."""
         return torch.tensor([self.docids.index(d) for d in doc_ids], dtype=torch.long)
 
 

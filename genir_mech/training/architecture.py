@@ -8,6 +8,7 @@ from transformers import T5Config, T5ForConditionalGeneration
 
 @dataclass(frozen=True)
 class T5Shape:
+    """Shape of a from-scratch T5 (layers, width, heads); every count is a field, never a constant."""
     d_model: int = 128
     d_ff: int = 512
     num_heads: int = 4
@@ -16,6 +17,7 @@ class T5Shape:
     dropout: float = 0.1
 
     def to_config(self, tokenizer) -> T5Config:
+        """The HF T5Config of this shape for `tokenizer`'s vocabulary and special tokens."""
         return T5Config(
             vocab_size=len(tokenizer),
             d_model=self.d_model,
@@ -33,7 +35,9 @@ class T5Shape:
         )
 
     def build(self, tokenizer) -> T5ForConditionalGeneration:
+        """A freshly initialised T5ForConditionalGeneration of this shape."""
         return T5ForConditionalGeneration(self.to_config(tokenizer))
 
     def asdict(self) -> dict:
+        """The shape as a dict (recorded in the model card)."""
         return asdict(self)

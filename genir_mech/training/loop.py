@@ -1,7 +1,7 @@
 """A resumable seq2seq training loop with warmup, clipping and early stopping.
 
     loop = TrainLoop(model, LoopConfig(epochs=30), out_dir)
-    loop.run(make_examples, validate)   # resumes from out_dir/resume/ if present
+    loop.fit(make_examples, validate)   # resumes from out_dir/resume/ if present
 
 `make_examples(epoch)` returns that epoch's (input_ids, label_ids) pairs, so
 randomised objectives (span corruption) are reproducible per epoch on resume.
@@ -28,6 +28,7 @@ Example = tuple[list[int], list[int]]
 
 @dataclass
 class LoopConfig:
+    """Training-loop settings: epochs, batch size, learning rate schedule, early stopping, seed and a wall-time cap."""
     epochs: int = 30
     batch_size: int = 128
     lr: float = 1e-3
@@ -40,12 +41,14 @@ class LoopConfig:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so a run is reproducible from its config."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
 def collate(batch: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad (input ids, labels) examples into one batch; labels are padded with -100 so padding is not learned."""
     width = max(len(x) for x, _ in batch)
     label_width = max(len(y) for _, y in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
@@ -57,6 +60,11 @@ def collate(batch: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
 
 
 class TrainLoop:
+    """A resumable training loop: checkpoints its state every epoch, keeps the best weights, stops early.
+
+    loop = TrainLoop(model, LoopConfig(epochs=3), "runs/train/x", pad_id=0)
+    result = loop.fit(make_examples, validate, save_best)   # rerun after a kill: resumes
+    """
     def __init__(self, model, config: LoopConfig, out_dir: str | Path, pad_id: int = 0):
         self.model, self.config, self.out_dir, self.pad_id = model, config, Path(out_dir), pad_id
         self.resume_path = self.out_dir / "resume" / "state.pt"
@@ -72,7 +80,8 @@ class TrainLoop:
 
         return factor
 
-    def run(self, make_examples: Callable[[int], list[Example]], validate: Callable[[], float], save_best: Callable[[], None]) -> dict:
+    def fit(self, make_examples: Callable[[int], list[Example]], validate: Callable[[], float], save_best: Callable[[], None]) -> dict:
+        """Train until the epoch budget, the patience or the wall-time cap runs out; returns history and best score."""
         cfg = self.config
         seed_everything(cfg.seed)
         opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -36,6 +36,7 @@ def span_corrupt(ids: list[int], rng: random.Random, sentinel_ids: list[int], eo
 
 
 def span_examples(texts: list[str], tokenizer, epoch: int, seed: int, max_length: int = 64) -> list[tuple[list[int], list[int]]]:
+    """One epoch of T5 span-corruption examples over `texts`, deterministic for (seed, epoch)."""
     rng = random.Random(seed * 100_003 + epoch)
     sentinels = tokenizer.convert_tokens_to_ids([f"<extra_id_{i}>" for i in range(100)])
     out = []

@@ -19,6 +19,7 @@ N_SENTINELS = 100
 
 
 def build_tokenizer(texts: Iterable[str], doc_ids: Iterable[str], min_frequency: int = 1) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer trained on `texts`, with one added `@DOC_ID_<id>@` token per document."""
     core = Tokenizer(models.WordLevel(unk_token="<unk>"))
     core.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
     core.pre_tokenizer = pre_tokenizers.Whitespace()

@@ -20,7 +20,7 @@ from transformers import AutoTokenizer, T5ForConditionalGeneration
 
 from ..data.corpus import RetrievalDataset
 from ..data.loaders import load_dataset
-from ..docids import AtomicDocids, docid_token
+from ..docids import AtomicDocids, doc_order_key, docid_token
 from ..errors import GenIRError
 from ..provenance import package_versions
 from ..models.adapters import adapter_for
@@ -36,6 +36,7 @@ from .tokenizer import build_tokenizer
 
 @dataclass
 class TrainRequest:
+    """Everything one `genir-mech train` run needs; the model card records it."""
     data: str
     out: str
     objective: str = "dsi"  # "span" or "dsi"
@@ -48,23 +49,20 @@ class TrainRequest:
 
 
 def parse_removed(spec: str | None, dataset: RetrievalDataset) -> list[str]:
+    """Document ids to leave out of training: `random:N:SEED` or a comma-separated list."""
     if not spec:
         return []
     if spec.startswith("random:"):
         try:
             _, n, seed = spec.split(":")
-            return sorted(random.Random(int(seed)).sample(sorted(dataset.documents, key=_doc_order), int(n)), key=_doc_order)
+            return sorted(random.Random(int(seed)).sample(sorted(dataset.documents, key=doc_order_key), int(n)), key=doc_order_key)
         except ValueError:
-            raise GenIRError(f"--remove-docs {spec!r}: expected random:N:SEED with N <= {len(dataset.documents)}") from None
+            raise GenIRError(f"remove_docs {spec!r} (CLI: --remove-docs): expected random:N:SEED with N <= {len(dataset.documents)}") from None
     ids = [s.strip() for s in spec.split(",") if s.strip()]
     unknown = [d for d in ids if d not in dataset.documents]
     if unknown:
-        raise GenIRError(f"--remove-docs: unknown document id(s) {', '.join(unknown[:5])}")
+        raise GenIRError(f"remove_docs (CLI: --remove-docs): unknown document id(s) {', '.join(unknown[:5])}")
     return ids
-
-
-def _doc_order(d: str):
-    return (0, int(d)) if d.isdigit() else (1, d)
 
 
 def _span_validation(model, tokenizer, texts: list[str], seed: int) -> float:
@@ -80,8 +78,9 @@ def _as_genir(model, tokenizer, scheme, out: Path) -> GenIRModel:
 
 
 def train_model(req: TrainRequest) -> dict:
+    """Pretrain (span) or DSI-fine-tune a T5, resumably; writes the checkpoint and its ModelCard, returns the card."""
     if req.objective not in {"span", "dsi"}:
-        raise GenIRError(f"--objective must be 'span' or 'dsi', got {req.objective!r}")
+        raise GenIRError(f"objective (CLI: --objective) must be 'span' or 'dsi', got {req.objective!r}")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     seed_everything(req.loop.seed)
     dataset = load_dataset(req.data)
@@ -89,7 +88,7 @@ def train_model(req: TrainRequest) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     if req.base:
         if not (Path(req.base) / "config.json").exists():
-            raise GenIRError(f"--base {req.base}: no config.json there; train the base first")
+            raise GenIRError(f"base {req.base} (CLI: --base): no config.json there; train the base first")
         tokenizer = AutoTokenizer.from_pretrained(req.base)
         model = T5ForConditionalGeneration.from_pretrained(req.base)
     elif req.tokenizer:
@@ -112,10 +111,10 @@ def train_model(req: TrainRequest) -> dict:
     if req.objective == "span":
         texts = list(train_data.documents.values()) + [q.text for q in train_data.split("train")]
         held_out = [q.text for q in train_data.split("validation")][:512]
-        result = loop.run(lambda e: span_examples(texts, tokenizer, e, req.loop.seed),
+        result = loop.fit(lambda e: span_examples(texts, tokenizer, e, req.loop.seed),
                           lambda: _span_validation(model, tokenizer, held_out, req.loop.seed), save_best)
     else:
-        result = loop.run(
+        result = loop.fit(
             lambda e: dsi_examples(train_data, tokenizer, scheme, e, req.loop.seed, req.indexing_ratio),
             lambda: evaluate(_as_genir(model, tokenizer, scheme, out), train_data, "validation")[0]["hits@1"],
             save_best,
