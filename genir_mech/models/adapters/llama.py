@@ -22,7 +22,6 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from ...errors import GenIRError
-from ..components import Site
 from .attention import Attention
 from .base import Adapter, Hook, module_at, rms_linearised
 
