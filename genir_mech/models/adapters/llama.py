@@ -7,8 +7,10 @@
 
 A decoder-only model has one side, "decoder", with self_attn and mlp; the
 query is read by self-attention, and the ranking step is the last position,
-so batches are padded on the left and positions are counted from the first
-real token (batched == one query at a time).
+so batches are padded on the left (batched == one query at a time), and
+position ids are counted from each row's first real token, as in a one-query
+run (RoPE is relative, so this matters only up to rounding, but it keeps
+positions exact for any absolute position scheme).
 
 HuggingFace's LlamaDecoderLayer adds both sublayers to the residual inside
 its own forward, so no module returns the residual between them: it is read
