@@ -8,16 +8,24 @@ adapter on purpose and asserts that a check catches it.
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
+from genir_mech.analyses.contributions import contributions
+from genir_mech.analyses.encoder_swap import swapped_logits
+from genir_mech.analyses.logit_lens import logit_lens
+from genir_mech.analyses.reading import reading
 from genir_mech.errors import GenIRError
 from genir_mech.models.adapters import LlamaAdapter, T5Adapter, module_at
 from genir_mech.models.components import ATTENTION_KINDS, FACETS, Site
 from genir_mech.models.execution import run
 from genir_mech.models.genir_model import GenIRModel
 from genir_mech.models.loading import check_logit_lens
-from genir_mech.testing import tiny_genir, tiny_llama_genir, toy_queries
+from genir_mech.patching.engine import head_sweep
+from genir_mech.patching.metrics import logit_diff
+from genir_mech.patching.pairs import QueryPair, dataset_pairs, tokenize_pairs
+from genir_mech.testing import planted_cross_attention, tiny_genir, tiny_llama_genir, toy_queries, toy_tokenizer
 
 # family -> (tiny model factory, a few site -> module path pins written by hand, not derived from the adapter)
 FAMILIES = {
@@ -261,3 +269,87 @@ def test_a_broken_adapter_fails_the_contract(family_name, broken, check):
     check(gm, texts)  # the real adapter passes ...
     with pytest.raises((AssertionError, GenIRError)):
         check(_with_adapter(gm, broken), texts)  # ... the broken one does not
+
+
+# -- the decoder-only seam: analyses and patching on a Llama-style model ------------------------------
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return tiny_llama_genir(layers=3)
+
+
+@pytest.fixture(scope="module")
+def pair_batch(llama):
+    return tokenize_pairs(llama, dataset_pairs(toy_tokenizer(len(llama.docids), 0)[1])[:4])
+
+
+def test_decoder_only_pairs_end_in_the_ranking_column(llama, pair_batch):
+    assert (pair_batch.clean.attention_mask[:, -1] == 1).all() and (pair_batch.corrupted.attention_mask[:, -1] == 1).all()
+    assert pair_batch.decoder_length == pair_batch.width
+    uneven = [QueryPair("u", "who founded fikan", "where is fikan today please", "1", "2")]
+    left = tokenize_pairs(llama, uneven, align="left-pad")
+    eos = llama.tokenizer.eos_token_id
+    assert left.clean.input_ids[0, -1] == eos == left.corrupted.input_ids[0, -1] and left.clean.attention_mask[0, 0] == 0
+    with pytest.raises(GenIRError, match="align='right-pad' cannot be used"):
+        tokenize_pairs(llama, uneven, align="right-pad")
+
+
+def test_head_patching_on_self_attention_matches_a_hand_made_patch(llama, pair_batch):
+    table = head_sweep(llama, pair_batch, metrics={"logit_diff": logit_diff})
+    n_heads, n_layers = llama.adapter.n_heads, llama.n_layers("decoder")
+    assert len(table) == n_layers * n_heads * len(pair_batch) and set(table.component) == {"self_attn"}
+    layer, head, d = n_layers - 1, 1, llama.adapter.d_head
+    o_proj = llama.hf_model.model.layers[layer].self_attn.o_proj
+    clean_heads = {}
+    handle = o_proj.register_forward_pre_hook(lambda mod, args: clean_heads.setdefault("x", args[0].clone()))
+    try:
+        llama.logits(pair_batch.clean)
+    finally:
+        handle.remove()
+
+    def patch(mod, args):
+        x = args[0].clone()
+        x[..., head * d : (head + 1) * d] = clean_heads["x"][..., head * d : (head + 1) * d]
+        return (x,)
+
+    handle = o_proj.register_forward_pre_hook(patch)
+    try:
+        expected = logit_diff(llama.logits(pair_batch.corrupted), pair_batch.targets)
+    finally:
+        handle.remove()
+    got = table[(table["layer"] == layer) & (table["head"] == head)]
+    order = [p.pair_id for p in pair_batch.pairs]
+    got = got.set_index("pair_id").loc[order, "value"].to_numpy()
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-4)
+    assert np.abs(table.value - table.corrupted).max() > 1e-3  # heads matter: the comparison is not vacuous
+
+
+def test_logit_lens_and_contributions_run_on_a_decoder_only_model(llama):
+    texts = toy_queries(llama, 5)
+    top = llama.docids.scores(llama.logits(llama.batch(texts))).argmax(1)
+    docs, ids = [llama.docids.doc_ids[i] for i in top], [str(i) for i in range(len(texts))]
+    lens = logit_lens(llama, texts, ids, docs, batch_size=2)
+    heads = lens.ranks[lens.ranks.facet == "head"]
+    assert set(heads.component) == {"self_attn"} and heads["head"].nunique() == llama.adapter.n_heads
+    final = lens.ranks[(lens.ranks.facet == "resid_post") & (lens.ranks.component == "mlp") & (lens.ranks.layer == llama.n_layers() - 1)]
+    assert (final[final.metric == "relevant_doc_rank"].value == 1).all()  # the lens of the last residual is the model's own ranking
+    assert len(lens.head_tokens) > 0
+    df = contributions(llama, texts, ids)
+    assert set(df.component) == {"self_attn", "mlp"} and df.value.notna().all()
+    with pytest.raises(GenIRError, match="needs encoder"):
+        contributions(llama, texts, ids, sides=("encoder", "decoder"))
+
+
+def test_analyses_that_need_an_encoder_refuse_a_decoder_only_model(llama):
+    texts = toy_queries(llama, 2)
+    with pytest.raises(GenIRError, match="component reading needs encoder and cross_attn"):
+        reading(llama, texts)
+    with pytest.raises(GenIRError, match="the encoder swap needs encoder and cross_attn"):
+        swapped_logits(llama, llama, texts)
+    with pytest.raises(GenIRError, match="needs cross_attn"):
+        planted_cross_attention(llama, [0])
+    with pytest.raises(GenIRError, match="has no encoder"):
+        run(llama, llama.batch(texts), reads=[Site.parse("encoder.layers.0.mlp")])
+    with pytest.raises(GenIRError, match="can be read but not written"):
+        run(llama, llama.batch(texts), writes={Site.parse("decoder.layers.0.mlp.resid_pre"): lambda x: x})

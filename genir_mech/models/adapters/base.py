@@ -216,6 +216,8 @@ class Adapter(ABC):
         return [Site(side, layer, kind) for layer in range(self.n_layers(side)) for kind in self.kinds(side) if kinds is None or kind in kinds]
 
     def order_key(self, site: Site) -> tuple:
+        """Sort key of `site` in forward order (nnsight requires sites to be visited in that order)."""
+        self.validate(site)
         side_rank = SIDES.index(site.side)
         if site.layer < 0:
             return (side_rank, self.n_layers(site.side), 0, 0)
