@@ -15,12 +15,13 @@ from __future__ import annotations
 import random
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, T5Config, T5ForConditionalGeneration
 
 from .data.synthetic import SyntheticConfig, generate_corpus
 from .docids import AtomicDocids
+from .errors import GenIRError
 from .models.adapters import adapter_for, module_at
-from .models.components import Site
+from .models.components import ATTENTION_KINDS, Site
 from .models.genir_model import GenIRModel
 from .training.tokenizer import build_tokenizer
 
@@ -55,7 +56,7 @@ def tiny_genir(encoder_layers: int = 2, decoder_layers: int = 4, d_model: int = 
     return GenIRModel(model, tok, AtomicDocids.detect(tok), adapter_for(model), f"tiny-t5-{encoder_layers}x{decoder_layers}", f"tiny-t5-{encoder_layers}x{decoder_layers}")
 
 
-def tiny_llama_genir(layers: int = 3, d_model: int = 32, num_heads: int = 4, num_kv_heads: int = 2, n_docs: int = 20, seed: int = 0) -> GenIRModel:
+def tiny_llama_genir(layers: int = 3, d_model: int = 32, num_heads: int = 4, num_kv_heads: int = 2, n_docs: int = 20, seed: int = 0, model_type: str = "llama") -> GenIRModel:
     """A random tiny decoder-only Llama GenIR model (RMSNorm, RoPE, grouped-query attention, gated SiLU MLP) on the toy tokenizer.
 
     Example:
@@ -63,24 +64,32 @@ def tiny_llama_genir(layers: int = 3, d_model: int = 32, num_heads: int = 4, num
         >>> gm.adapter.sides, gm.adapter.n_heads, gm.adapter.n_kv_heads   # (('decoder',), 4, 2)
         >>> gm.logits(gm.batch(["who founded zorblax"])).shape           # (1, vocab): the last query position ranks
 
-    `num_kv_heads` < `num_heads` exercises GQA. Weights are re-drawn larger
+    `num_kv_heads` < `num_heads` exercises GQA; `model_type="qwen2"` builds the
+    Qwen2 variant (biases on q/k/v) of the same family. Weights are re-drawn larger
     than HF's initialisation (std 0.02) so that heads and positions matter in
     tests (softmax far from uniform, RoPE visible).
     """
     tok, _ = toy_tokenizer(n_docs, seed)
     torch.manual_seed(seed)
-    config = LlamaConfig(
+    classes = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
+    if model_type not in classes:
+        raise GenIRError(f"model_type={model_type!r}: tiny Llama-family models are {', '.join(classes)}")
+    config_cls, model_cls = classes[model_type]
+    config = config_cls(
         vocab_size=len(tok), hidden_size=d_model, intermediate_size=2 * d_model, num_hidden_layers=layers,
         num_attention_heads=num_heads, num_key_value_heads=num_kv_heads, max_position_embeddings=128, rms_norm_eps=1e-6,
         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None, tie_word_embeddings=False,
         attention_dropout=0.0,
     )
-    model = LlamaForCausalLM(config).eval()
+    model = model_cls(config).eval()
     with torch.no_grad():
-        for name, param in model.named_parameters():
+        for param in model.parameters():
             if param.ndim == 2:
                 param.normal_(0.0, 0.3)  # see the docstring: sharper attention than the default init
-    return GenIRModel(model, tok, AtomicDocids.detect(tok), adapter_for(model), f"tiny-llama-{layers}", f"tiny-llama-{layers}")
+            elif param.ndim == 1 and model_type == "qwen2" and param.abs().max() == 0:
+                param.normal_(0.0, 0.3)  # q/k/v biases start at zero: make them matter
+    name = f"tiny-{model_type}-{layers}"
+    return GenIRModel(model, tok, AtomicDocids.detect(tok), adapter_for(model), name, name)
 
 
 def toy_queries(gm: GenIRModel, n: int, seed: int = 0) -> list[str]:
@@ -143,7 +152,7 @@ def linearised(gm: GenIRModel, uniform_attention: bool = True) -> GenIRModel:
         setattr(module_at(model, parent), name, torch.nn.Identity())
     if uniform_attention:
         for side in gm.adapter.sides:
-            for site in gm.adapter.components(side, ("self_attn", "cross_attn")):
+            for site in gm.adapter.components(side, ATTENTION_KINDS):
                 gm.adapter.attention_weights(site)[0].zero_()
     # Modules were swapped, so the nnsight wrapper is rebuilt around the new tree.
     return GenIRModel(model, gm.tokenizer, gm.docids, adapter_for(model), f"{gm.name}-linear", gm.path)

@@ -40,7 +40,7 @@ FAMILIES = {
         "decoder.layers.2.mlp": "model.layers.2.mlp",
         "decoder.layers.0.self_attn.heads": "model.layers.0.self_attn.o_proj",
         "decoder.layers.1.resid_post": "model.layers.1",
-    }),
+    }),    "qwen2": (lambda: tiny_llama_genir(layers=2, model_type="qwen2"), {"decoder.layers.1.self_attn.heads": "model.layers.1.self_attn.o_proj"}),
 }
 
 
@@ -205,8 +205,10 @@ def test_sides_kinds_and_counts_come_from_the_adapter_and_config(family):
         assert len(gm.components(side)) == gm.n_layers(side) * len(gm.adapter.kinds(side)) > 0
     assert gm.adapter.query_reading_kind in gm.adapter.kinds("decoder")
     assert gm.adapter.auto_class.from_config(gm.hf_model.config).__class__ is type(gm.hf_model)
-    with pytest.raises(GenIRError, match="has 3 layers"):
-        gm.adapter.hook(Site("decoder", 3, "mlp"))
+    n = gm.adapter.n_layers("decoder")
+    assert n == (gm.hf_model.config.num_decoder_layers if gm.adapter.has("encoder") else gm.hf_model.config.num_hidden_layers)
+    with pytest.raises(GenIRError, match=f"has {n} layers"):
+        gm.adapter.hook(Site("decoder", n, "mlp"))
 
 
 # -- a broken adapter fails a check -----------------------------------------------------------------
