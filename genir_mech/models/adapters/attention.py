@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 
 
-def last_positions(length: int, positions: torch.Tensor | None, device) -> torch.Tensor:
+def query_positions(length: int, positions: torch.Tensor | None, device) -> torch.Tensor:
     """Query positions as non-negative indices into a sequence of `length` (None: every position)."""
     if positions is None:
         return torch.arange(length, device=device)
@@ -71,7 +71,7 @@ class Attention:
 
     def query(self, resid_pre: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
         """(..., T, D) residual entering the sublayer -> (..., H, Tq, d) queries of `positions` only (all when None)."""
-        positions = last_positions(resid_pre.shape[-2], positions, resid_pre.device)
+        positions = query_positions(resid_pre.shape[-2], positions, resid_pre.device)
         rows = resid_pre.index_select(-2, positions)
         return self._rotate(self.split(self._linear(self.norm(rows), self.w_q, self.b_q)), positions)
 
@@ -102,7 +102,7 @@ class Attention:
         """Pre-softmax scores (..., H, Tq, T): scaled q.k, position bias, padding and causal masks."""
         width = keys.shape[-2]
         # Positions place the query rows among the keys; only self-attention (causal mask, bias, RoPE) uses them.
-        positions = torch.arange(query.shape[-2], device=keys.device) if positions is None else last_positions(width, positions, keys.device)
+        positions = torch.arange(query.shape[-2], device=keys.device) if positions is None else query_positions(width, positions, keys.device)
         scores = (query @ keys.transpose(-1, -2)) * self.scale
         bias = self._position_bias(positions, width)
         if bias is not None:
