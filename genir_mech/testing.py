@@ -1,6 +1,7 @@
-"""Tiny GenIR models built in memory, for tests and planted-mechanism checks.
+"""Tiny GenIR models built in memory, one factory per architecture family, for tests and planted-mechanism checks.
 
     gm = tiny_genir(decoder_layers=4)                                   # random tiny T5 with docid tokens
+    gm = tiny_llama_genir(layers=3)                                     # random tiny decoder-only Llama (GQA)
     gm = planted_cross_attention(tiny_genir(decoder_layers=8), layers=[3, 4])
     texts = toy_queries(gm, 16)
 
@@ -14,23 +15,36 @@ from __future__ import annotations
 import random
 
 import torch
-from transformers import T5Config, T5ForConditionalGeneration
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, T5Config, T5ForConditionalGeneration
 
 from .data.synthetic import SyntheticConfig, generate_corpus
 from .docids import AtomicDocids
-from .training.tokenizer import build_tokenizer
-from .models.adapters import adapter_for
-from .models.components import Site
+from .errors import GenIRError
+from .models.adapters import adapter_for, module_at
+from .models.components import ATTENTION_KINDS, Site
 from .models.genir_model import GenIRModel
+from .training.tokenizer import build_tokenizer
 
 
 def toy_tokenizer(n_docs: int = 20, seed: int = 0):
+    """A word-level tokenizer over a synthetic corpus, with one docid token per document, and that corpus.
+
+    Example:
+        >>> tok, ds = toy_tokenizer(20)
+        >>> tok.convert_ids_to_tokens(tok("who founded zorblax").input_ids)[-1]    # '</s>'
+    """
     ds = generate_corpus(SyntheticConfig(n_docs=n_docs, seed=seed, n_pairs=16))
     tok = build_tokenizer(list(ds.documents.values()) + [q.text for q in ds.queries], ds.documents)
     return tok, ds
 
 
 def tiny_genir(encoder_layers: int = 2, decoder_layers: int = 4, d_model: int = 32, num_heads: int = 4, n_docs: int = 20, seed: int = 0, relu: bool = True) -> GenIRModel:
+    """A random tiny T5 GenIR model (encoder-decoder family), seeded, on the toy tokenizer.
+
+    Example:
+        >>> gm = tiny_genir(decoder_layers=3)
+        >>> gm.adapter.family, gm.n_layers("decoder"), len(gm.docids)    # ('t5', 3, 20)
+    """
     tok, _ = toy_tokenizer(n_docs, seed)
     torch.manual_seed(seed)
     config = T5Config(
@@ -42,8 +56,48 @@ def tiny_genir(encoder_layers: int = 2, decoder_layers: int = 4, d_model: int = 
     return GenIRModel(model, tok, AtomicDocids.detect(tok), adapter_for(model), f"tiny-t5-{encoder_layers}x{decoder_layers}", f"tiny-t5-{encoder_layers}x{decoder_layers}")
 
 
+def tiny_llama_genir(layers: int = 3, d_model: int = 32, num_heads: int = 4, num_kv_heads: int = 2, n_docs: int = 20, seed: int = 0, model_type: str = "llama") -> GenIRModel:
+    """A random tiny decoder-only Llama GenIR model (RMSNorm, RoPE, grouped-query attention, gated SiLU MLP) on the toy tokenizer.
+
+    Example:
+        >>> gm = tiny_llama_genir()
+        >>> gm.adapter.sides, gm.adapter.n_heads, gm.adapter.n_kv_heads   # (('decoder',), 4, 2)
+        >>> gm.logits(gm.batch(["who founded zorblax"])).shape           # (1, vocab): the last query position ranks
+
+    `num_kv_heads` < `num_heads` exercises GQA; `model_type="qwen2"` builds the
+    Qwen2 variant (biases on q/k/v) of the same family. Weights are re-drawn larger
+    than HF's initialisation (std 0.02) so that heads and positions matter in
+    tests (softmax far from uniform, RoPE visible).
+    """
+    tok, _ = toy_tokenizer(n_docs, seed)
+    torch.manual_seed(seed)
+    classes = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
+    if model_type not in classes:
+        raise GenIRError(f"model_type={model_type!r}: tiny Llama-family models are {', '.join(classes)}")
+    config_cls, model_cls = classes[model_type]
+    config = config_cls(
+        vocab_size=len(tok), hidden_size=d_model, intermediate_size=2 * d_model, num_hidden_layers=layers,
+        num_attention_heads=num_heads, num_key_value_heads=num_kv_heads, max_position_embeddings=128, rms_norm_eps=1e-6,
+        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None, tie_word_embeddings=False,
+        attention_dropout=0.0,
+    )
+    model = model_cls(config).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.ndim == 2:
+                param.normal_(0.0, 0.3)  # see the docstring: sharper attention than the default init
+            elif param.ndim == 1 and model_type == "qwen2" and param.abs().max() == 0:
+                param.normal_(0.0, 0.3)  # q/k/v biases start at zero: make them matter
+    name = f"tiny-{model_type}-{layers}"
+    return GenIRModel(model, tok, AtomicDocids.detect(tok), adapter_for(model), name, name)
+
+
 def toy_queries(gm: GenIRModel, n: int, seed: int = 0) -> list[str]:
-    """Queries of varied length (so batches need padding) from the toy corpus vocabulary."""
+    """Queries of varied length (so batches need padding) from the toy corpus vocabulary.
+
+    Example:
+        >>> toy_queries(tiny_genir(), 4)      # four query texts, seeded
+    """
     _, ds = toy_tokenizer(len(gm.docids), 0)
     texts = [q.text for q in ds.queries]
     return random.Random(seed).sample(texts, min(n, len(texts)))
@@ -53,10 +107,15 @@ def toy_queries(gm: GenIRModel, n: int, seed: int = 0) -> list[str]:
 def planted_cross_attention(gm: GenIRModel, layers: list[int], heads: list[int] | None = None, boost: float = 4.0) -> GenIRModel:
     """Zero every decoder cross-attention except `layers` (and, if given, except `heads` in them).
 
+    Example:
+        >>> gm = planted_cross_attention(tiny_genir(decoder_layers=6), layers=[2, 3])
+        >>> # component patching / the logit lens must now single out decoder layers 2 and 3
+
     The kept projections are scaled by `boost` so the planted path dominates
     the residual stream, as the bridging stage does in trained models.
     """
     adapter = gm.adapter
+    adapter.require("cross_attn", analysis="planting a cross-attention mechanism")
     d = adapter.d_head
     for layer in range(adapter.n_layers("decoder")):
         o = adapter.output_projection(Site("decoder", layer, "cross_attn")).weight
@@ -76,21 +135,24 @@ def planted_cross_attention(gm: GenIRModel, layers: list[int], heads: list[int] 
 def linearised(gm: GenIRModel, uniform_attention: bool = True) -> GenIRModel:
     """Make a model (edited in place; use the returned GenIRModel) affine in every activation: identity MLP activations, no norms, and (by default) fixed attention patterns.
 
-    Norms (sublayer and final) become identities, the MLP nonlinearity becomes
-    the identity, and with `uniform_attention` every query projection is
-    zeroed, so attention weights no longer depend on activations (they are
-    fixed by the position bias and the padding mask). First-order methods
-    such as attribution patching must then be exact; with
-    `uniform_attention=False` the attention softmax is the only nonlinearity left.
+    Example:
+        >>> lin = linearised(tiny_genir())        # attribution patching must now be exact
+
+    Norms (sublayer and final) and the MLP nonlinearity become identities
+    (the adapter lists them: `adapter.linearisable_modules()`), and with
+    `uniform_attention` every query projection is zeroed, so attention
+    weights no longer depend on activations (they are fixed by the position
+    bias and the padding mask). First-order methods such as attribution
+    patching must then be exact; with `uniform_attention=False` the attention
+    softmax is the only nonlinearity left.
     """
     model = gm.hf_model
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if name in ("layer_norm", "final_layer_norm") or (name == "act" and hasattr(module, "wo")):
-                setattr(module, name, torch.nn.Identity())
+    for path in gm.adapter.linearisable_modules():
+        parent, _, name = path.rpartition(".")
+        setattr(module_at(model, parent), name, torch.nn.Identity())
     if uniform_attention:
-        for side in ("encoder", "decoder"):
-            for site in gm.adapter.components(side, ("self_attn", "cross_attn")):
+        for side in gm.adapter.sides:
+            for site in gm.adapter.components(side, ATTENTION_KINDS):
                 gm.adapter.attention_weights(site)[0].zero_()
     # Modules were swapped, so the nnsight wrapper is rebuilt around the new tree.
     return GenIRModel(model, gm.tokenizer, gm.docids, adapter_for(model), f"{gm.name}-linear", gm.path)

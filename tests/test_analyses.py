@@ -209,7 +209,7 @@ def test_read_scores_sum_to_what_the_sublayer_reads(gm, texts):
         torch.testing.assert_close(scores.sum(1), expected, atol=1e-4, rtol=1e-4)
         assert torch.equal(active, expected > 0)
         n_ca = 1 + comps.index(Site("decoder", layer, "cross_attn"))
-        ca_scores, top = cross_attention_read_scores(gm, layer, values[pre["cross_attn"]][:, -1], parts[:, :n_ca], batch.encoder_hidden, batch.attention_mask)
+        ca_scores, top = cross_attention_read_scores(gm, layer, values[pre["cross_attn"]][:, -1], parts[:, :n_ca], batch)
     eager = tiny_genir(encoder_layers=2, decoder_layers=4)
     eager.hf_model.set_attn_implementation("eager")
     with torch.no_grad():

@@ -11,11 +11,10 @@ from genir_mech.data.loaders import load_beir, load_dataset, load_dsi_jsonl, sav
 from genir_mech.data.synthetic import SyntheticConfig, generate_corpus
 from genir_mech.docids import AtomicDocids, docid_token
 from genir_mech.errors import GenIRError
-from genir_mech.models.adapters import module_at
 from genir_mech.models.components import Site
 from genir_mech.models.execution import run
 from genir_mech.models.loading import check_logit_lens, load_genir
-from genir_mech.testing import tiny_genir, toy_queries
+from genir_mech.testing import tiny_genir, tiny_llama_genir, toy_queries
 from genir_mech.retrieval import evaluate, rank_texts
 
 
@@ -31,77 +30,8 @@ def texts(gm):
     return qs
 
 
-def _hooked_reference(gm, texts):
-    """Every sublayer output, residual and o-projection input, captured with plain PyTorch hooks."""
-    model, captured, handles = gm.hf_model, {}, []
-    for side in ("encoder", "decoder"):
-        for layer in range(gm.n_layers(side)):
-            for kind in gm.adapter.kinds(side):
-                for facet in ("resid_pre", "heads", "out", "resid_post"):
-                    if facet == "heads" and kind == "mlp":
-                        continue
-                    site = Site(side, layer, kind, facet)
-                    hook = gm.adapter.hook(site)
-                    module = module_at(model, hook.path)
-
-                    def capture(mod, args, out, site=site, hook=hook):
-                        value = args[0] if hook.io == "input" else out
-                        captured[site] = value if hook.index is None else value[hook.index]
-
-                    handles.append(module.register_forward_hook(capture))
-    batch = gm.batch(texts)
-    try:
-        logits = gm.logits(batch)
-    finally:
-        for h in handles:
-            h.remove()
-    return batch, captured, logits
-
-
-def test_component_tree_matches_plain_pytorch_hooks(gm, texts):
-    batch, reference, logits = _hooked_reference(gm, texts)
-    # The hooks above are derived from the adapter too, so pin a few paths to
-    # the T5 module layout independently: a wrong mapping must not pass.
-    assert gm.adapter.hook(Site.parse("decoder.layers.1.cross_attn")).path == "decoder.block.1.layer.1.EncDecAttention"
-    assert gm.adapter.hook(Site.parse("decoder.layers.2.mlp")).path == "decoder.block.2.layer.2.DenseReluDense"
-    assert gm.adapter.hook(Site.parse("encoder.layers.1.mlp")).path == "encoder.block.1.layer.1.DenseReluDense"
-    assert gm.adapter.hook(Site.parse("decoder.layers.0.self_attn.heads")).path == "decoder.block.0.layer.0.SelfAttention.o"
-    result = run(gm, batch, reads=list(reference))
-    assert len(result.values) == len(reference) > 0
-    for site, expected in reference.items():
-        torch.testing.assert_close(result.values[site], expected, msg=f"{site.name} differs from the plain hook")
-    torch.testing.assert_close(result.logits, logits)
-
-
-def test_residual_bookkeeping(gm, texts):
-    """resid_post = resid_pre + component output, for every decoder sublayer."""
-    sites = [Site("decoder", l, k, f) for l in range(gm.n_layers()) for k in gm.adapter.kinds("decoder") for f in ("resid_pre", "out", "resid_post")]
-    values = run(gm, gm.batch(texts), reads=sites).values
-    for l in range(gm.n_layers()):
-        for k in gm.adapter.kinds("decoder"):
-            pre, out, post = (values[Site("decoder", l, k, f)] for f in ("resid_pre", "out", "resid_post"))
-            torch.testing.assert_close(post, pre + out, atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("kind", ["cross_attn", "self_attn"])
-def test_per_head_contributions_sum_to_sublayer_output(gm, texts, kind):
-    for layer in range(gm.n_layers()):
-        heads, out = Site("decoder", layer, kind, "heads"), Site("decoder", layer, kind)
-        values = run(gm, gm.batch(texts), reads=[heads, out]).values
-        per_head = gm.adapter.head_contributions(heads, values[heads])
-        assert per_head.shape[-2] == gm.adapter.n_heads
-        torch.testing.assert_close(per_head.sum(-2), values[out], atol=1e-5, rtol=1e-5)
-        # each head must matter on its own, else the sum test is vacuous
-        assert (per_head.norm(dim=-1) > 0).all()
-
-
-def test_logit_lens_of_final_residual_equals_logits(gm, texts):
-    assert check_logit_lens(gm) < 1e-4
-    last = Site("decoder", gm.n_layers() - 1, "", "resid_post")
-    result = run(gm, gm.batch(texts), reads=[last])
-    torch.testing.assert_close(gm.adapter.project(result.values[last][:, -1]), result.logits, atol=1e-4, rtol=1e-4)
-    # without the d_model^-0.5 scaling the lens would be wrong by exactly that factor
-    assert gm.adapter.output_scale == pytest.approx(gm.adapter.d_model ** -0.5)
+# The component tree, head sums, logit lens, attention recompute, residual
+# bookkeeping and batching of every family are checked in test_adapter_contract.py.
 
 
 def test_self_check_rejects_a_wrong_adapter(gm, monkeypatch):
@@ -122,16 +52,21 @@ def test_batched_ranking_equals_one_by_one(gm, texts):
     assert not torch.allclose(unmasked[padded_rows], single[padded_rows], atol=1e-4)
 
 
-def test_multi_invoke_trace_equals_one_batch(gm, texts):
+@pytest.mark.parametrize("factory", [tiny_genir, tiny_llama_genir], ids=["t5", "llama"])
+def test_multi_invoke_trace_equals_one_batch(factory):
+    # Invokes of different widths are padded on the adapter's side (left for decoder-only models).
+    gm = factory()
+    texts = toy_queries(gm, 6)
+    assert gm.batch(texts[:3]).input_ids.shape[1] != gm.batch(texts[3:]).input_ids.shape[1], "the halves must differ in width"
     batch = gm.batch(texts)
     expected = gm.logits(batch)
     halves = [gm.batch(texts[:3]), gm.batch(texts[3:])]
     with torch.no_grad():
         with gm.nn.trace() as tracer:
-            with tracer.invoke(**halves[0].model_kwargs(gm.decoder_start_id)):
-                first = gm.nn.output.logits[:, 0].save()
-            with tracer.invoke(**halves[1].model_kwargs(gm.decoder_start_id)):
-                second = gm.nn.output.logits[:, 0].save()
+            with tracer.invoke(**gm.model_inputs(halves[0])):
+                first = gm.nn.output.logits[:, -1].save()
+            with tracer.invoke(**gm.model_inputs(halves[1])):
+                second = gm.nn.output.logits[:, -1].save()
     assert first.shape[0] == 3 and second.shape[0] == len(texts) - 3
     torch.testing.assert_close(torch.cat([first, second]), expected, atol=1e-5, rtol=1e-5)
 
@@ -225,10 +160,23 @@ def test_broken_jsonl_line_names_file_and_line(tmp_path):
         load_dsi_jsonl(tmp_path / "documents.jsonl", tmp_path / "queries.jsonl")
 
 
-def test_decoder_only_model_is_refused(tmp_path):
+def test_unsupported_family_is_refused_naming_the_supported_ones(tmp_path):
     GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=50)).save_pretrained(tmp_path)
-    with pytest.raises(GenIRError, match="decoder-only or encoder-only"):
+    with pytest.raises(GenIRError, match=r"no genir_mech adapter for model_type 'gpt2' \(decoder-only or encoder-only\).*llama"):
         load_genir(str(tmp_path))
+
+
+def test_a_decoder_only_checkpoint_loads_and_passes_the_self_check(tmp_path):
+    gm = tiny_llama_genir(layers=2)
+    gm.hf_model.save_pretrained(tmp_path)
+    gm.tokenizer.save_pretrained(tmp_path)
+    loaded = load_genir(str(tmp_path))
+    assert loaded.adapter.family == "llama" and loaded.adapter.sides == ("decoder",) and loaded.docids.doc_ids == gm.docids.doc_ids
+    texts = toy_queries(gm, 4)
+    torch.testing.assert_close(loaded.logits(loaded.batch(texts)), gm.logits(gm.batch(texts)))
+    assert loaded.encode(loaded.batch(texts)).encoder_hidden is None
+    with pytest.raises(GenIRError, match="no decoder start token"):
+        loaded.start_ids(1)
 
 
 def test_missing_checkpoint_and_empty_query_set(gm):

@@ -13,7 +13,9 @@ decoder step that ranks the documents:
   MLPs of the first stage on the same query (the paper's Stage-I MLPs).
 
 Encoder layers (`sides=("encoder", "decoder")`) give the same ratio and cosine
-per query token, averaged over the non-padding tokens of each query.
+per query token, averaged over the non-padding tokens of each query. A
+decoder-only model has only the decoder side; its ranking step is the last
+query position.
 """
 from __future__ import annotations
 
@@ -75,7 +77,8 @@ def contributions(
         raise GenIRError(f"{len(texts)} query texts but {len(query_ids)} query ids")
     unknown = [s for s in sides if s not in SIDES]
     if unknown:
-        raise GenIRError(f"unknown side(s) {unknown}; choose from {', '.join(SIDES)}")
+        raise GenIRError(f"unknown side(s) {unknown} in sides=; choose from {', '.join(gm.adapter.sides)}")
+    gm.adapter.require(*sides, analysis=f"contributions over sides={tuple(sides)}")
     priming = None
     if stages is not None:
         priming = list(stages.check(gm.n_layers("decoder")).stages[0].layers)

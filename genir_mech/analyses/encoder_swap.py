@@ -35,12 +35,13 @@ from .tidy import query_batches
 
 A_ALONE, B_ALONE, SWAPPED = "A alone", "B alone", "A decoder + B encoder"
 SEEN_CONTROL = "A decoder + B encoder, documents B saw"
-CONDITIONS = (A_ALONE, B_ALONE, SWAPPED, SEEN_CONTROL)
 
 
 def check_swappable(decoder_model, encoder_model) -> None:
-    """Refuse a swap whose residual width, tokenizer or docid vocabulary differ: results would be meaningless."""
+    """Refuse a swap of models without an encoder and cross-attention, or whose residual width, tokenizer or docid vocabulary differ."""
     a, b = decoder_model, encoder_model
+    for gm in (a, b):
+        gm.adapter.require("encoder", "cross_attn", analysis="the encoder swap")
     if a.adapter.d_model != b.adapter.d_model:
         raise GenIRError(f"encoder swap: {b.path} has d_model {b.adapter.d_model} but {a.path} has {a.adapter.d_model}; encoder outputs only fit a decoder of the same width")
     full_a, full_b = a.tokenizer.get_vocab(), b.tokenizer.get_vocab()

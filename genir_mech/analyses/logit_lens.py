@@ -1,8 +1,8 @@
-"""Vocabulary projection (logit lens) of the decoder's residual stream, components and cross-attention heads (paper Fig. 4, Tables 5-6).
+"""Vocabulary projection (logit lens) of the decoder's residual stream, components and query-reading heads (paper Fig. 4, Tables 5-6).
 
     lens = logit_lens(gm, texts, query_ids, relevant_docs)
     lens.ranks        # query_id, layer, component, facet, head, metric, value
-    lens.head_tokens  # query_id, query, layer, head, rank, token, logit  (top-k tokens of each cross-attention head)
+    lens.head_tokens  # query_id, query, layer, head, rank, token, logit  (top-k tokens of each query-reading head)
 
 Each probed vector is projected with the model's own final norm, output
 scaling and unembedding (`gm.adapter.project`), at the decoder step that ranks
@@ -12,7 +12,9 @@ the documents. Probes (`facet`):
   sublayer: the residual after each self-attention, cross-attention and MLP
   (the MLP's is the residual after the whole layer);
 - `out`: every component output on its own;
-- `head`: every cross-attention head's contribution (`head` column; NA, "no head", elsewhere).
+- `head`: the contribution of every head of the attention that reads the
+  query (`gm.adapter.query_reading_kind`: cross-attention in encoder-decoders,
+  self-attention in decoder-only models); `head` column, NA ("no head") elsewhere.
 
 Metrics per probe and query: `relevant_rank` (vocabulary rank of the relevant
 docid), `relevant_doc_rank` (its rank among docids only), `docid_mean_rank`
@@ -57,7 +59,7 @@ def _probes(gm) -> tuple[list[Probe], list[Site]]:
         for kind in gm.adapter.kinds("decoder"):
             reads += [Site("decoder", layer, kind), Site("decoder", layer, kind, "resid_post")]
             probes += [Probe(layer, kind, "out"), Probe(layer, kind, "resid_post")]
-            if kind == "cross_attn":
+            if kind == gm.adapter.query_reading_kind:
                 reads.append(Site("decoder", layer, kind, "heads"))
                 probes += [Probe(layer, kind, "head", h) for h in range(gm.adapter.n_heads)]
     return probes, reads

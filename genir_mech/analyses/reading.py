@@ -10,7 +10,11 @@ linear in those parts, so each part gets an exact share:
 
 - MLP neuron i (only active ones, pre-activation > 0): W_in[i] . norm(c_out);
 - cross-attention head h: (norm(c_out) W_Q^h) . k^h, with k^h the key at the
-  encoder position the head attends to most (argmax of its masked scores).
+  encoder position the head attends to most (argmax of the scores the
+  adapter's attention recompute gives, masks and position bias included).
+
+It needs an encoder and cross-attention (`gm.adapter.require`), and an
+ungated MLP.
 
 The scores of all parts sum to the neuron's pre-activation or to the head's
 top attention score. Metrics, pooled over queries and units of a reader layer:
@@ -44,18 +48,22 @@ def mlp_read_scores(gm, layer: int, resid_pre: torch.Tensor, parts: torch.Tensor
     return scores, scores.sum(1) > 0  # ReLU: a neuron is active when its pre-activation is positive
 
 
-def cross_attention_read_scores(gm, layer: int, resid_pre: torch.Tensor, parts: torch.Tensor, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, S, H) score of each part for each head at its most-attended key, and (B, H) that key position."""
+def cross_attention_read_scores(gm, layer: int, resid_pre: torch.Tensor, parts: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, S, H) score of each part for each head at its most-attended key, and (B, H) that key position.
+
+    `batch` is the encoded QueryBatch (its encoder output gives the keys, its
+    mask the padding); `resid_pre` (B, D) and `parts` (B, S, D) are at the
+    ranking position. The adapter's attention recompute ranks the keys exactly
+    as the model's softmax does (scaling, masks and any position bias).
+    """
     site = Site("decoder", layer, "cross_attn")
-    w_q, w_k = gm.adapter.attention_weights(site)
-    h, d = gm.adapter.n_heads, gm.adapter.d_head
-    normed = gm.adapter.linearised_norm(site, resid_pre, parts)
-    q_parts = (normed @ w_q.T).unflatten(-1, (h, d))  # (B, S, H, d)
-    keys = (encoder_hidden @ w_k.T).unflatten(-1, (h, d))  # (B, T, H, d)
-    # Cross-attention in T5 has no position bias: the masked q.k scores rank the keys as the softmax does.
-    logits = torch.einsum("bhd,bthd->bht", q_parts.sum(1), keys).masked_fill(~encoder_mask.bool()[:, None, :], float("-inf"))
-    top = logits.argmax(-1)  # (B, H)
-    return torch.einsum("bshd,bhd->bsh", q_parts, _key_at(keys, top)), top
+    attn = gm.adapter.attention(site, batch)
+    last = torch.tensor([-1])
+    keys, _ = attn.keys_values(batch.encoder_hidden)  # (B, H, T, d)
+    top = attn.scores(attn.query(resid_pre[:, None, :]), keys)[:, :, -1].argmax(-1)  # (B, H)
+    normed = gm.adapter.linearised_norm(site, resid_pre, parts)  # (B, S, D)
+    q_parts = attn.query_from_normed(normed[:, :, None, :], last)[..., -1, :]  # (B, S, H, d): linear in the parts
+    return torch.einsum("bshd,bhd->bsh", q_parts, _key_at(keys.transpose(1, 2), top)) * attn.scale, top
 
 
 def _key_at(keys: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
@@ -68,6 +76,7 @@ def _key_at(keys: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def reading(gm, texts: list[str], batch_size: int = 64, progress: bool = False) -> pd.DataFrame:
     """Shares of every earlier component in what each decoder MLP and cross-attention layer reads (module docstring)."""
+    gm.adapter.require("encoder", "cross_attn", analysis="component reading")
     sources = _sources(gm)
     components = gm.components("decoder")
     readers = [s for s in components if s.kind in READER_KINDS]
@@ -84,7 +93,7 @@ def reading(gm, texts: list[str], batch_size: int = 64, progress: bool = False) 
                 scores, active = mlp_read_scores(gm, reader.layer, resid_pre, parts[:, :earlier])
                 scores = scores.permute(0, 2, 1)[active]  # (active units, S)
             else:
-                scores, _ = cross_attention_read_scores(gm, reader.layer, resid_pre, parts[:, :earlier], batch.encoder_hidden, batch.attention_mask)
+                scores, _ = cross_attention_read_scores(gm, reader.layer, resid_pre, parts[:, :earlier], batch)
                 scores = scores.permute(0, 2, 1).reshape(-1, earlier)  # (B*H units, S)
             if scores.numel():
                 top_counts[reader][:earlier] += torch.bincount(scores.argmax(-1).cpu(), minlength=earlier).float()

@@ -6,8 +6,11 @@
     Site.parse("decoder.layers.3.resid_post")          # residual stream leaving layer 3
     Site.parse("decoder.final_norm"), Site.parse("encoder.output")
 
-Adapters (one per architecture family) map these names to modules; analyses
-and patching only ever speak in these names.
+This module owns the vocabulary: the sides (SIDES), the sublayer kinds
+(KINDS, of which ATTENTION_KINDS have heads) and the facets (FACETS).
+Adapters (one per architecture family) say which of them a model has and map
+them to modules; analyses and patching only ever speak in these names. A
+decoder-only model has the "decoder" side alone, with self_attn and mlp.
 """
 from __future__ import annotations
 
@@ -16,20 +19,39 @@ from dataclasses import dataclass
 
 from ..errors import GenIRError
 
+# "decoder" is the stack that produces the ranking logits in every family, so
+# analyses of the ranking step run unchanged on encoder-decoder and decoder-only models.
 SIDES = ("encoder", "decoder")
 KINDS = ("self_attn", "cross_attn", "mlp")
-ATTENTION_KINDS = ("self_attn", "cross_attn")
+ATTENTION_KINDS = tuple(k for k in KINDS if k.endswith("_attn"))
 # What can be read at a sublayer: the residual before it, the per-head
 # pre-projection outputs (attention only), its output, the residual after it.
 FACETS = ("resid_pre", "heads", "out", "resid_post")
+STACK_FACETS = ("final_norm", "output")  # whole-stack sites (layer -1)
 
 _PATTERN = re.compile(
-    r"^(?P<side>encoder|decoder)\.(?:(?:layers\.(?P<layer>\d+)\.(?:(?P<kind>self_attn|cross_attn|mlp)(?:\.(?P<facet>resid_pre|heads|resid_post))?|(?P<block>resid_pre|resid_post)))|(?P<final>final_norm|output))$"
+    rf"^(?P<side>{'|'.join(SIDES)})\.(?:(?:layers\.(?P<layer>\d+)\.(?:(?P<kind>{'|'.join(KINDS)})"
+    rf"(?:\.(?P<facet>resid_pre|heads|resid_post))?|(?P<block>resid_pre|resid_post)))|(?P<final>{'|'.join(STACK_FACETS)}))$"
 )
 
 
 @dataclass(frozen=True, order=True)
 class Site:
+    """One readable/writable point of the standard component tree, named without reference to any architecture.
+
+    Example:
+        >>> s = Site.parse("decoder.layers.3.cross_attn.heads")
+        >>> s.side, s.layer, s.kind, s.facet
+        ('decoder', 3, 'cross_attn', 'heads')
+        >>> s.with_facet("out").name
+        'decoder.layers.3.cross_attn'
+        >>> Site("decoder", 2, "", "resid_post").name       # block level: the residual leaving layer 2
+        'decoder.layers.2.resid_post'
+
+    Give sites to `run(gm, batch, reads=[...], writes={site: fn})`; the
+    model's adapter (`gm.adapter.hook(site)`) says which module they are.
+    """
+
     side: str
     layer: int = -1  # -1 for whole-stack sites (final_norm / output)
     kind: str = ""  # "" for block-level and whole-stack sites
@@ -65,7 +87,3 @@ class Site:
 
     def with_facet(self, facet: str) -> "Site":
         return Site(self.side, self.layer, self.kind, facet)
-
-
-def component(side: str, layer: int, kind: str) -> Site:
-    return Site(side, layer, kind, "out")

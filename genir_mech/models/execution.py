@@ -1,10 +1,10 @@
 """Run a GenIR model once under nnsight, reading, rewriting and differentiating standard sites.
 
     batch = gm.batch(["who founded zorblax", ...])          # tokenized, padded, masked
-    batch = gm.encode(batch)                                # encoder runs once; reused by decoder-only runs
+    batch = gm.encode(batch)                                # encoder runs once; reused by runs that touch only the decoder
     res = run(gm, batch, reads=[Site.parse("decoder.layers.3.cross_attn")],
               writes={Site.parse("decoder.layers.5.mlp"): lambda x: x * 0})
-    res.values[site], res.logits                            # (B, T, ...) activations, (B, vocab) first-step logits
+    res.values[site], res.logits                            # (B, T, ...) activations, (B, vocab) ranking-step logits
 
 This is the single place where genir_mech builds an nnsight intervention
 graph; activation patching, ablations, the logit lens and attribution all
@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 import nnsight
 import torch
-from transformers.modeling_outputs import BaseModelOutput
 
 from ..errors import GenIRError
 from .adapters import module_at
@@ -28,6 +27,21 @@ Write = Callable[[torch.Tensor], torch.Tensor]
 
 @dataclass
 class QueryBatch:
+    """Tokenized queries, padded and masked, plus what a run may reuse: the cached encoder output and decoder inputs.
+
+    Example:
+        >>> batch = gm.batch(["who founded zorblax", "zorblax river"])   # padded on the side the adapter asks for
+        >>> batch.input_ids.shape, batch.attention_mask.shape              # (2, T), (2, T); mask 0 = padding
+        >>> batch = gm.encode(batch)          # encoder-decoder: encoder_hidden (2, T, d) cached; decoder-only: unchanged
+        >>> batch.select([0, 0, 1])           # rows, repeats allowed: one query fanned out to many patches
+
+    How a batch becomes forward-pass arguments is the adapter's decision
+    (`gm.adapter.model_inputs(batch)`): start token and encoder outputs for
+    T5, left padding and position ids for decoder-only models.
+    `decoder_input_ids` are tokens already decoded after the query (None: the
+    ranking step of atomic docids).
+    """
+
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     encoder_hidden: torch.Tensor | None = None
@@ -42,24 +56,21 @@ class QueryBatch:
         pick = lambda t: None if t is None else t.index_select(0, rows.to(t.device))  # noqa: E731
         return QueryBatch(pick(self.input_ids), pick(self.attention_mask), pick(self.encoder_hidden), pick(self.decoder_input_ids))
 
-    def model_kwargs(self, start_id: int) -> dict:
-        dec = self.decoder_input_ids
-        if dec is None:
-            dec = torch.full((len(self), 1), start_id, dtype=torch.long, device=self.input_ids.device)
-        kwargs = {"attention_mask": self.attention_mask, "decoder_input_ids": dec}
-        if self.encoder_hidden is not None:
-            kwargs["encoder_outputs"] = BaseModelOutput(last_hidden_state=self.encoder_hidden)
-        else:
-            kwargs["input_ids"] = self.input_ids
-        return kwargs
-
 
 @dataclass
 class RunResult:
+    """What one `run` returns: ranking-step logits, the activations read and the gradients asked for.
+
+    Example:
+        >>> res = run(gm, batch, reads=[site])
+        >>> res.logits.shape        # (B, vocab) at the ranking position
+        >>> res.values[site]        # (B, T, ...) as the site's hook sees it
+        >>> res.grads               # {site: d metric / d activation} for `grads=` sites
+    """
+
     logits: torch.Tensor  # (B, vocab) at decoder position `position`
     values: dict[Site, torch.Tensor] = field(default_factory=dict)
     grads: dict[Site, torch.Tensor] = field(default_factory=dict)
-    metric: torch.Tensor | None = None
 
 
 def _read(envoy, hook):
@@ -86,7 +97,18 @@ def run(
     metric: Callable[[torch.Tensor], torch.Tensor] | None = None,
     position: int = -1,
 ) -> RunResult:
-    """One forward pass (and, with `grads`, one backward pass of `metric(logits)`)."""
+    """One forward pass (and, with `grads`, one backward pass of `metric(logits)`), reading and rewriting standard sites.
+
+    Example:
+        >>> site = Site.parse("decoder.layers.1.mlp")
+        >>> res = run(gm, gm.batch(["who founded zorblax"]), reads=[site], writes={site: lambda x: 0 * x})
+        >>> res.values[site]        # the value after the write (zeros); res.logits: (1, vocab) of the ablated model
+        >>> res = run(gm, batch, grads=[site], metric=lambda logits: logits[:, 7].sum())   # res.grads[site]
+
+    `position` picks the logits row (the last position, the ranking step, by
+    default). Inputs are built by the adapter, so the same call runs an
+    encoder-decoder or a decoder-only model.
+    """
     writes = dict(writes or {})
     # Gradients must be requested in reverse forward order, whatever order the caller listed them in.
     reads, grads = list(dict.fromkeys(reads)), sorted(dict.fromkeys(grads), key=gm.adapter.order_key)
@@ -98,7 +120,10 @@ def run(
     if grads and metric is None:
         raise GenIRError("gradients were requested without a metric to differentiate")
     hooks = {s: gm.adapter.hook(s) for s in sites}
-    kwargs = batch.model_kwargs(gm.decoder_start_id)
+    fixed = [s.name for s in writes if not hooks[s].writable]
+    if fixed:
+        raise GenIRError(f"sites {', '.join(fixed)} can be read but not written in a {gm.adapter.family} model (see its adapter module); write a sublayer output or a block resid_pre/resid_post instead")
+    kwargs = gm.adapter.model_inputs(batch)
     context = torch.enable_grad() if grads else torch.no_grad()
     with context:
         with gm.nn.trace(**kwargs):
@@ -115,9 +140,8 @@ def run(
             store["logits"] = logits
             if grads:
                 score = metric(logits)
-                store["metric"] = score
                 with score.backward():
                     for site in reversed(grads):
                         store["grads"][site] = store["values"][site].grad
     values = {s: v.detach() for s, v in store["values"].items() if s in reads}
-    return RunResult(store["logits"].detach(), values, {s: g.detach() for s, g in store["grads"].items()}, store.get("metric"))
+    return RunResult(store["logits"].detach(), values, {s: g.detach() for s, g in store["grads"].items()})

@@ -1,7 +1,7 @@
 """`GenIRModel`: a HuggingFace GenIR model with its tokenizer, docids, scorer, adapter and nnsight wrapper.
 
     gm = load_genir("checkpoints/dsi-synth")
-    batch = gm.encode(gm.batch(["who founded zorblax"]))     # encoder runs once, reusable by decoder-side runs
+    batch = gm.encode(gm.batch(["who founded zorblax"]))     # encoder runs once, reusable by decoder-side runs (no-op without an encoder)
     gm.logits(batch)                                         # (1, vocab) uninstrumented ranking-step logits
     scorer_for(gm).score(gm, batch)                          # (1, n_docs) document scores (genir_mech.retrieval)
     gm.n_layers("decoder"), gm.docids.doc_ids[:3]
@@ -20,7 +20,7 @@ from ..errors import GenIRError
 from .adapters import Adapter
 from .components import Site
 from .execution import QueryBatch
-from .wrapper import Seq2SeqNNsight
+from .wrapper import GenIRNNsight
 
 # Query truncation length of the public DSI code (queries are short; 64 tokens covers them).
 MAX_QUERY_TOKENS = 64
@@ -28,11 +28,18 @@ MAX_QUERY_TOKENS = 64
 
 @dataclass
 class GenIRModel:
-    """A loaded GenIR model. Build it with `load_genir(path_or_hub_id)` (or `genir_mech.testing.tiny_genir()` in tests).
+    """A loaded GenIR model: HuggingFace model, tokenizer, docids, adapter and nnsight wrapper in one object.
 
     Example:
-        >>> gm = load_genir("checkpoints/dsi-synth")
-        >>> gm.logits(gm.batch(["who founded zorblax"])).shape        # (1, vocab)
+        >>> gm = load_genir("checkpoints/dsi-synth")           # or genir_mech.testing.tiny_genir() / tiny_llama_genir()
+        >>> batch = gm.batch(["who founded zorblax"])           # padded on the adapter's side, masked
+        >>> gm.logits(batch).shape                              # (1, vocab): the ranking step, uninstrumented
+        >>> gm.components("decoder", ("mlp",))[:2]              # standard Sites, read off the config
+        >>> run(gm, gm.encode(batch), reads=gm.components())    # instrumented (genir_mech.models.execution)
+
+    Encoder-decoder (T5) and decoder-only (Llama) models look the same from
+    here: `gm.adapter` knows the architecture (`gm.adapter.sides`,
+    `gm.adapter.require(...)`), and `encode` is the identity without an encoder.
     """
 
     hf_model: torch.nn.Module
@@ -47,28 +54,27 @@ class GenIRModel:
 
     def __post_init__(self):
         self.hf_model.eval()
-        self.nn = Seq2SeqNNsight(self.hf_model)
+        self.nn = GenIRNNsight(self.hf_model, padding_side=self.adapter.padding_side)
 
     @property
     def decoder_start_id(self) -> int:
-        start = self.hf_model.config.decoder_start_token_id
-        if start is None:
-            raise GenIRError(f"{self.path}: config has no decoder_start_token_id")
-        return start
+        """The decoder start token of an encoder-decoder model (GenIRError for a decoder-only one)."""
+        return int(self.adapter.start_ids(1)[0, 0])
 
     def start_ids(self, n: int) -> torch.Tensor:
-        """(n, 1) decoder inputs of the ranking step: the decoder start token."""
-        return torch.full((n, 1), self.decoder_start_id, dtype=torch.long, device=self.device)
+        """(n, 1) decoder inputs of the ranking step of an encoder-decoder model: the decoder start token."""
+        return self.adapter.start_ids(n).to(self.device)
 
     @property
     def device(self) -> torch.device:
         return self.hf_model.device
 
     def batch(self, texts: list[str]) -> QueryBatch:
-        """Tokenize, pad and mask `texts` into one batch on the model's device."""
+        """Tokenize, pad (on the adapter's side) and mask `texts` into one batch on the model's device."""
         if not texts:
             raise GenIRError("empty query set: nothing to rank")
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=MAX_QUERY_TOKENS, return_tensors="pt")
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=MAX_QUERY_TOKENS, return_tensors="pt",
+                             padding_side=self.adapter.padding_side)
         return QueryBatch(enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device))
 
     def token_rows(self, texts: list[str]) -> list[list[int]]:
@@ -76,17 +82,18 @@ class GenIRModel:
         b = self.batch(texts)
         return [ids[mask.bool()].tolist() for ids, mask in zip(b.input_ids.cpu(), b.attention_mask.cpu())]
 
-    @torch.no_grad()
     def encode(self, batch: QueryBatch) -> QueryBatch:
-        """Run the encoder once; decoder-only interventions then reuse `encoder_hidden`."""
-        hidden = self.hf_model.get_encoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
-        return QueryBatch(batch.input_ids, batch.attention_mask, hidden, batch.decoder_input_ids)
+        """Run the encoder once so runs that touch only the decoder reuse `encoder_hidden`; a decoder-only model returns `batch` unchanged."""
+        return self.adapter.encode(batch)
+
+    def model_inputs(self, batch: QueryBatch) -> dict:
+        """Keyword arguments of the HuggingFace forward pass for `batch` (the adapter decides: seq2seq or decoder-only)."""
+        return self.adapter.model_inputs(batch)
 
     @torch.no_grad()
     def logits(self, batch: QueryBatch) -> torch.Tensor:
         """Uninstrumented logits of the ranking step (the reference every intervention is checked against)."""
-        kwargs = batch.model_kwargs(self.decoder_start_id)
-        return self.hf_model(**kwargs).logits[:, -1]
+        return self.hf_model(**self.model_inputs(batch)).logits[:, -1]
 
     def components(self, side: str = "decoder", kinds: tuple[str, ...] | None = None) -> list[Site]:
         return self.adapter.components(side, kinds)

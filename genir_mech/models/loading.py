@@ -3,7 +3,9 @@
     gm = load_genir("checkpoints/dsi-synth")
     gm = load_genir("AnReu/DSI-large-NQ10k")       # hub id: needs network access to the hub
 
-On load, the logit lens of the final decoder residual must reproduce the
+The adapter family comes from the config, so T5 (encoder-decoder) and
+Llama/Qwen2 (decoder-only) checkpoints load through one function. On load,
+the logit lens of the final decoder residual must reproduce the
 model's own logits; a model whose adapter maps the wrong modules fails here,
 loudly, instead of producing wrong analyses later.
 """
@@ -12,13 +14,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
 from ..data.corpus import RetrievalDataset
 from ..data.loaders import load_dataset
 from ..docids import AtomicDocids
 from ..errors import GenIRError
-from .adapters import adapter_for
+from .adapters import adapter_class
 from .components import Site
 from .execution import run
 from .genir_model import GenIRModel
@@ -28,6 +30,19 @@ SELF_CHECK_QUERIES = ["what is the capital", "who founded it", "a"]
 
 
 def load_genir(path_or_id: str, docid_pattern: str | None = None, device: str = "cpu", self_check: bool = True) -> GenIRModel:
+    """Load a GenIR checkpoint of any supported family (T5 encoder-decoder, Llama/Qwen2 decoder-only) and check it.
+
+    Example:
+        >>> gm = load_genir("checkpoints/dsi-synth")                     # local directory with config.json
+        >>> gm = load_genir("AnReu/DSI-large-NQ10k")                     # hub id (needs network access)
+        >>> gm = load_genir(path, docid_pattern=r"<doc_(\\d+)>")         # docid tokens spelled another way
+        >>> gm.adapter.family, gm.adapter.sides                          # ('llama', ('decoder',)) for a Llama checkpoint
+
+    The config picks the adapter (`models.adapters.adapter_class`), and the
+    adapter names the transformers Auto class that loads the weights. With
+    `self_check`, the logit lens of the final residual must reproduce the
+    model's logits (`check_logit_lens`), or loading fails.
+    """
     local = Path(path_or_id)
     if local.exists() and not (local / "config.json").exists():
         raise GenIRError(f"{path_or_id}: directory has no config.json; not a HuggingFace checkpoint")
@@ -37,24 +52,24 @@ def load_genir(path_or_id: str, docid_pattern: str | None = None, device: str = 
         config = AutoConfig.from_pretrained(path_or_id)
     except OSError as exc:
         raise GenIRError(f"{path_or_id}: cannot load the config ({str(exc).splitlines()[0]})") from None
-    if not getattr(config, "is_encoder_decoder", False):
-        raise GenIRError(
-            f"{path_or_id}: model_type {config.model_type!r} is decoder-only or encoder-only (is_encoder_decoder is false); "
-            "genir_mech needs an encoder-decoder GenIR model such as T5"
-        )
+    family = adapter_class(config, str(path_or_id))
     try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(path_or_id).to(device).eval()
+        model = family.auto_class.from_pretrained(path_or_id).to(device).eval()
         tokenizer = AutoTokenizer.from_pretrained(path_or_id)
     except (OSError, ValueError) as exc:
         raise GenIRError(f"{path_or_id}: cannot load the model or tokenizer ({str(exc).splitlines()[0]})") from None
-    gm = GenIRModel(model, tokenizer, AtomicDocids.detect(tokenizer, docid_pattern), adapter_for(model), local.name or path_or_id, str(path_or_id))
+    gm = GenIRModel(model, tokenizer, AtomicDocids.detect(tokenizer, docid_pattern), family(model), local.name or path_or_id, str(path_or_id))
     if self_check:
         check_logit_lens(gm)
     return gm
 
 
 def check_logit_lens(gm: GenIRModel, atol: float = 1e-3) -> float:
-    """Raise unless projecting the last decoder residual reproduces the logits; returns the max error."""
+    """Raise unless projecting the last decoder residual reproduces the logits; returns the max error.
+
+    Example:
+        >>> check_logit_lens(tiny_genir())      # ~1e-7; a GenIRError names the adapter when it does not match
+    """
     last = Site("decoder", gm.n_layers("decoder") - 1, "", "resid_post")
     result = run(gm, gm.batch(SELF_CHECK_QUERIES), reads=[last])
     with torch.no_grad():

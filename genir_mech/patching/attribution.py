@@ -13,7 +13,8 @@ the same objects the exact engine patches, so any estimate can be checked.
 `atp_qk` is AtP with the QK fix of AtP* (Kramar et al. 2024). A linearised
 softmax misses patches that move an attention's queries or keys (saturated
 attention has ~zero gradient). The fix recomputes, for every decoder
-cross-attention, its softmax exactly with the patched input and keeps only
+cross-attention, its softmax exactly with the patched input (the adapter's attention recompute,
+`gm.adapter.attention`) and keeps only
 what lies downstream of the head outputs linear:
   - key/value patches: an encoder-output position feeds every cross-attention
     as a key and a value; its estimate uses the exactly recomputed attention
@@ -37,7 +38,6 @@ from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
 from ..errors import GenIRError
-from ..models.components import Site
 from ..models.execution import run
 from .engine import ENCODER_OUTPUT, source_and_base, sweep
 from .metrics import Metric, logit_diff
@@ -48,68 +48,20 @@ METHODS = ("atp", "atp_qk")
 
 
 def attribution_nodes(gm, encoder_positions: int, decoder_positions: int = 1) -> list[PatchSpec]:
-    """Every node AtP scores: decoder resid per layer, decoder sublayers, attention heads, encoder positions (output and per layer)."""
-    return [
-        *target_specs(gm, "resid", decoder_positions=decoder_positions),
-        *target_specs(gm, "component"),
-        *target_specs(gm, "head"),
-        *target_specs(gm, "encoder-position", encoder_positions=encoder_positions),
-        *target_specs(gm, "encoder-layer-position", encoder_positions=encoder_positions),
-    ]
+    """Every node AtP scores: decoder resid per layer, decoder sublayers, attention heads, encoder positions (output and per layer, when there is an encoder)."""
+    nodes = [*target_specs(gm, "resid", decoder_positions=decoder_positions), *target_specs(gm, "component"), *target_specs(gm, "head")]
+    if gm.adapter.has("encoder"):
+        nodes += [
+            *target_specs(gm, "encoder-position", encoder_positions=encoder_positions),
+            *target_specs(gm, "encoder-layer-position", encoder_positions=encoder_positions),
+        ]
+    return nodes
 
 
 def _slice(node: PatchSpec, d_head: int) -> tuple[slice | int, slice]:
     t = slice(None) if node.position is None else slice(node.position, node.position + 1)
     d = slice(None) if node.head is None else slice(node.head * d_head, (node.head + 1) * d_head)
     return t, d
-
-
-class CrossAttention:
-    """One decoder cross-attention, recomputed from its weights so a query, key or value can be patched exactly."""
-
-    def __init__(self, gm, layer: int, attention_mask: torch.Tensor):
-        self.site = Site("decoder", layer, "cross_attn")
-        adapter = gm.adapter
-        self.w_q, self.w_k = adapter.attention_weights(self.site)
-        self.w_v = adapter.attention_value_weight(self.site)
-        self.scale = adapter.attention_scaling(self.site)
-        self.norm = adapter.sublayer_norm(self.site)
-        self.h, self.d = adapter.n_heads, adapter.d_head
-        # The additive padding mask, as HuggingFace builds it.
-        self.bias = (1.0 - attention_mask.to(self.w_q.dtype))[:, None, None, :] * torch.finfo(self.w_q.dtype).min
-
-    def split(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., T, H*d) -> (..., H, T, d)"""
-        return x.unflatten(-1, (self.h, self.d)).transpose(-2, -3)
-
-    def keys_values(self, encoder_hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.split(encoder_hidden @ self.w_k.T), self.split(encoder_hidden @ self.w_v.T)
-
-    def query(self, resid_pre: torch.Tensor) -> torch.Tensor:
-        """(..., P, Tq, D) residual entering the sublayer -> (..., P, H, Tq, d) queries."""
-        return self.split(self.norm(resid_pre) @ self.w_q.T)
-
-    def scores(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """Pre-softmax attention scores (..., P, H, Tq, T), padding masked."""
-        return (query @ keys.transpose(-1, -2)) * self.scale + self.bias
-
-    def heads(self, resid_pre: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """(..., P, Tq, D) residual -> (..., P, H, Tq, d) per-head outputs (before the output projection)."""
-        return self.scores(self.query(resid_pre), keys).softmax(-1) @ values
-
-    def heads_with_each_position_patched(self, resid_pre, keys, values, source_keys, source_values) -> torch.Tensor:
-        """(P, p, H, Tq, d): the head outputs when the key and value at encoder position p alone come from the source.
-
-        Only column p of the scores changes, so the softmax is recomputed
-        exactly per p, and the value change enters as a rank-one correction.
-        """
-        query = self.query(resid_pre)
-        width = keys.shape[-2]
-        one_hot = torch.eye(width, dtype=torch.bool, device=keys.device)[None, :, None, None, :]  # (1, p, 1, 1, T)
-        weights = torch.where(one_hot, self.scores(query, source_keys)[:, None], self.scores(query, keys)[:, None]).softmax(-1)  # (P, p, H, Tq, T)
-        own = torch.diagonal(weights, dim1=1, dim2=-1).permute(0, 3, 1, 2)  # (P, p, H, Tq): weight on the patched position
-        value_change = (source_values - values).transpose(1, 2)  # (P, p, H, d)
-        return weights @ values[:, None] + own[..., None] * value_change[:, :, :, None, :]
 
 
 @torch.no_grad()
@@ -124,23 +76,24 @@ def _residual_delta(gm, node: PatchSpec, delta: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _qk_fix(gm, nodes, src, bas, base_mask) -> torch.Tensor:
+def _qk_fix(gm, nodes, src, bas, base) -> torch.Tensor:
     """(N, P) exact-minus-linear corrections for every query or key/value path through a decoder cross-attention."""
-    n_pairs = base_mask.shape[0]
+    n_pairs = len(base)
     fix = torch.zeros(len(nodes), n_pairs)
     e_base, e_src = bas.values[ENCODER_OUTPUT], src.values[ENCODER_OUTPUT]
     encoder_nodes = [i for i, n in enumerate(nodes) if n.parsed == ENCODER_OUTPUT]
     residual_deltas = {  # what each decoder node's patch adds to the residual stream
         i: _residual_delta(gm, n, src.values[n.parsed] - bas.values[n.parsed]) for i, n in enumerate(nodes) if n.parsed.side == "decoder"
     }
-    for layer in range(gm.adapter.n_layers("decoder")):
-        attn = CrossAttention(gm, layer, base_mask)
-        resid = bas.values[attn.site.with_facet("resid_pre")]
-        grad = attn.split(bas.grads[attn.site.with_facet("heads")])  # dmetric / d(head outputs), (P, H, Tq, d)
+    for site in gm.components("decoder", ("cross_attn",)):
+        layer = site.layer
+        attn = gm.adapter.attention(site, base)  # the adapter's exact recompute: norm, projections, scaling, masks
+        resid = bas.values[site.with_facet("resid_pre")]
+        grad = attn.split(bas.grads[site.with_facet("heads")])  # dmetric / d(head outputs), (P, H, Tq, d)
         keys, values = attn.keys_values(e_base)
         with torch.no_grad():
             z_base = attn.heads(resid, keys, values)
-        model_z = attn.split(bas.values[attn.site.with_facet("heads")])
+        model_z = attn.split(bas.values[site.with_facet("heads")])
         err = float((z_base - model_z).abs().max())
         if err > 1e-3 * max(1.0, float(model_z.abs().max())):
             raise GenIRError(f"{gm.path}: the recomputed cross-attention of layer {layer} differs from the model's by {err:.3g}; "
@@ -160,7 +113,7 @@ def _qk_fix(gm, nodes, src, bas, base_mask) -> torch.Tensor:
                 fix[i] += (exact - linear)[:, nodes[i].position]
         upstream = [
             i for i, n in enumerate(nodes)
-            if n.parsed.side == "decoder" and gm.adapter.order_key(n.parsed) < gm.adapter.order_key(attn.site.with_facet("resid_pre"))
+            if n.parsed.side == "decoder" and gm.adapter.order_key(n.parsed) < gm.adapter.order_key(site.with_facet("resid_pre"))
         ]
         if upstream:
             # Query patches: a node's residual delta moves this attention's queries (direct path).
@@ -199,21 +152,21 @@ def _weights_frozen_but_embeddings(gm):
 def _attribute_pair_batch(gm, batch: PairBatch, nodes: list[PatchSpec], direction: str, metric: Metric, qk_fix: bool) -> dict:
     source, base = source_and_base(batch, direction)
     # Without encoder nodes the encoder runs once per query, outside the differentiated passes.
-    decoder_only = all(n.parsed.side == "decoder" for n in nodes)
-    if decoder_only:
+    decoder_nodes_only = all(n.parsed.side == "decoder" for n in nodes)
+    if decoder_nodes_only:
         source, base = gm.encode(source), gm.encode(base)
     sites = sorted({n.parsed for n in nodes}, key=gm.adapter.order_key)
     extra = []
     if qk_fix:
-        cross = [Site("decoder", layer, "cross_attn") for layer in range(gm.adapter.n_layers("decoder"))]
-        extra = ([] if decoder_only else [ENCODER_OUTPUT]) + [c.with_facet(f) for c in cross for f in ("resid_pre", "heads")]
+        cross = gm.components("decoder", ("cross_attn",))
+        extra = ([] if decoder_nodes_only else [ENCODER_OUTPUT]) + [c.with_facet(f) for c in cross for f in ("resid_pre", "heads")]
     grad_sites = sorted(set(sites) | {s for s in extra if s.facet == "heads"}, key=gm.adapter.order_key)
     reads = sorted(set(sites) | set(extra), key=gm.adapter.order_key)
     targets = batch.targets
     src = run(gm, source, reads=reads)  # forward 1
     with _weights_frozen_but_embeddings(gm):  # forward 2 + backward
         bas = run(gm, base, reads=reads, grads=grad_sites, metric=lambda logits: metric(logits, targets).sum())
-    if decoder_only:
+    if decoder_nodes_only and gm.adapter.has("encoder"):
         src.values[ENCODER_OUTPUT], bas.values[ENCODER_OUTPUT] = source.encoder_hidden, base.encoder_hidden
     d_head = gm.adapter.d_head
     atp = torch.full((len(nodes), len(batch)), float("nan"))
@@ -227,7 +180,7 @@ def _attribute_pair_batch(gm, batch: PairBatch, nodes: list[PatchSpec], directio
         atp[i] = value
     estimates = {"atp": atp}
     if qk_fix:
-        estimates["atp_qk"] = atp + _qk_fix(gm, nodes, src, bas, base.attention_mask)
+        estimates["atp_qk"] = atp + _qk_fix(gm, nodes, src, bas, base)
     with torch.no_grad():
         base_value, source_value = metric(bas.logits, targets).float().cpu(), metric(src.logits, targets).float().cpu()
     clean, corrupted = (source_value, base_value) if direction == "denoise" else (base_value, source_value)
@@ -275,6 +228,8 @@ def attribute(
     position, method, estimate, base, clean, corrupted, normalised (the
     estimated normalised patch effect, 0 = corrupted run, 1 = clean run).
     """
+    if qk_fix:
+        gm.adapter.require("cross_attn", analysis="the AtP* QK fix (qk_fix=True; pass qk_fix=False for plain AtP)")
     batch = pairs if isinstance(pairs, PairBatch) else tokenize_pairs(gm, pairs, align)
     nodes = validate_specs(gm, list(nodes) if nodes is not None else attribution_nodes(gm, batch.width, batch.decoder_length))
     source_and_base(batch, direction)

@@ -17,6 +17,11 @@ tokenizations differ in length are refused unless an alignment is chosen:
 `right-pad` pads the shorter query at its end (positions aligned from the
 start), `left-pad` pads it at its start (aligned from the end, so the final
 tokens and EOS line up). Padding is always masked.
+
+Decoder-only models (`gm.adapter.padding_side == "left"`) rank at the last
+position, so every query ends in the last column: rows are padded on the
+left, pairs of unequal length can only be aligned with `left-pad`, and every
+position of the query is a decoder position (`PairBatch.decoder_length`).
 """
 from __future__ import annotations
 
@@ -53,10 +58,13 @@ class PairBatch:
     pairs: list[QueryPair]
     clean: QueryBatch
     corrupted: QueryBatch
-    lengths: torch.Tensor  # (P,) aligned length of each pair: positions >= length are padding in both queries
+    # (P,) aligned length of each pair: positions >= length are padding in both queries
+    # (decoder-only layout: positions < width - length are).
+    lengths: torch.Tensor
     targets: PairTargets
     clean_tokens: list[list[str]]  # aligned token strings per pair (padding included), to label positions
     corrupted_tokens: list[list[str]]
+    decoder_only: bool = False  # the query itself runs through the decoder (left-padded, no encoder)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -67,14 +75,17 @@ class PairBatch:
 
     @property
     def decoder_length(self) -> int:
-        """Decoder positions of one ranking step: 1 (the start token) for atomic docids."""
-        return 1 if self.clean.decoder_input_ids is None else self.clean.decoder_input_ids.shape[1]
+        """Decoder positions of one ranking step: 1 (the start token) for atomic docids; every query position in a decoder-only model."""
+        decoded = 0 if self.clean.decoder_input_ids is None else self.clean.decoder_input_ids.shape[1]
+        if self.decoder_only:
+            return self.width + decoded
+        return decoded or 1
 
     def select(self, rows: list[int]) -> "PairBatch":
         index = torch.tensor(rows, dtype=torch.long)
         return PairBatch(
             [self.pairs[i] for i in rows], self.clean.select(index), self.corrupted.select(index), self.lengths[index],
-            self.targets.select(index), [self.clean_tokens[i] for i in rows], [self.corrupted_tokens[i] for i in rows],
+            self.targets.select(index), [self.clean_tokens[i] for i in rows], [self.corrupted_tokens[i] for i in rows], self.decoder_only,
         )
 
 
@@ -170,11 +181,19 @@ def tokenize_pairs(gm, pairs: list[QueryPair], align: str | None = None) -> Pair
 
     Without `align`, pairs of unequal token length are refused (the message
     names them); with it, the shorter query is padded as described above.
+    A decoder-only model gets the left layout of the module docstring.
     """
     if not pairs:
         raise GenIRError("no pairs to patch")
     if align is not None and align not in ALIGNMENTS:
         raise GenIRError(f"unknown alignment {align!r}; choose {' or '.join(ALIGNMENTS)}")
+    # A decoder-only model ranks at the last position, so every query must end in the last column.
+    end_aligned = gm.adapter.padding_side == "left"
+    if end_aligned and align == "right-pad":
+        raise GenIRError(
+            f"align='right-pad' cannot be used with {gm.path}: a decoder-only model ranks at the last query position, "
+            "so queries are aligned from the end; use align='left-pad'"
+        )
     pairs = with_model_docs(gm, pairs)
     clean_ids, corrupted_ids = gm.token_rows([p.clean for p in pairs]), gm.token_rows([p.corrupted for p in pairs])
     mismatched = [(p, len(a), len(b)) for p, a, b in zip(pairs, clean_ids, corrupted_ids) if len(a) != len(b)]
@@ -193,7 +212,10 @@ def tokenize_pairs(gm, pairs: list[QueryPair], align: str | None = None) -> Pair
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, (row, n) in enumerate(zip(rows, lengths)):
-            start = n - len(row) if align == "left-pad" else 0  # left-pad: shorter query ends where the longer one does
+            if end_aligned:
+                start = width - len(row)  # every query ends in the last column, the ranking position
+            else:
+                start = n - len(row) if align == "left-pad" else 0  # left-pad: shorter query ends where the longer one does
             ids[i, start : start + len(row)] = torch.tensor(row)
             mask[i, start : start + len(row)] = 1
         return ids.to(gm.device), mask.to(gm.device)
@@ -205,4 +227,4 @@ def tokenize_pairs(gm, pairs: list[QueryPair], align: str | None = None) -> Pair
     )
     clean, corrupted = QueryBatch(*layout(clean_ids)), QueryBatch(*layout(corrupted_ids))
     strings = lambda qb: [gm.tokenizer.convert_ids_to_tokens(row.tolist()) for row in qb.input_ids]  # noqa: E731
-    return PairBatch(list(pairs), clean, corrupted, torch.tensor(lengths), targets, strings(clean), strings(corrupted))
+    return PairBatch(list(pairs), clean, corrupted, torch.tensor(lengths), targets, strings(clean), strings(corrupted), decoder_only=not gm.adapter.has("encoder"))

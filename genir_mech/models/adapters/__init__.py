@@ -1,11 +1,12 @@
-"""Architecture adapters, one module per family, and the lookup that picks one for a loaded model.
+"""Architecture adapters, one module per family, and the lookup that picks one for a config or a loaded model.
 
-    adapter = adapter_for(hf_model)            # T5Adapter for T5/mT5
-    adapter.hook(Site.parse("decoder.layers.2.cross_attn"))
+    adapter = adapter_for(hf_model)            # T5Adapter for T5/mT5, LlamaAdapter for Llama/Qwen2
+    cls = adapter_class(config)                # before loading: cls.auto_class loads the checkpoint
+    adapter.hook(Site.parse("decoder.layers.2.self_attn"))
 
 To add a family: write `models/adapters/<family>.py` with an `Adapter`
 subclass (see base.py for the contract), add it to `ADAPTERS`, add a tiny
-model factory to `genir_mech.testing`, and add it to the contract test
+model factory to `genir_mech.testing`, and add one line to the contract test
 (tests/test_adapter_contract.py). Nothing else in genir_mech changes.
 """
 from __future__ import annotations
@@ -13,26 +14,28 @@ from __future__ import annotations
 from torch import nn
 
 from ...errors import GenIRError
+from .attention import Attention
 from .base import Adapter, Hook, module_at
+from .llama import LlamaAdapter
 from .t5 import T5Adapter
 
-ADAPTERS: list[type[Adapter]] = [T5Adapter]
+ADAPTERS: list[type[Adapter]] = [T5Adapter, LlamaAdapter]
 
 
-def adapter_for(model: nn.Module) -> Adapter:
-    name = getattr(model.config, "name_or_path", "") or type(model).__name__
-    if not getattr(model.config, "is_encoder_decoder", False):
-        raise GenIRError(
-            f"{name}: {type(model).__name__} is not an encoder-decoder model (config.is_encoder_decoder is false); "
-            "genir_mech analyses seq2seq GenIR models with an encoder and a cross-attending decoder"
-        )
+def adapter_class(config, name: str = "") -> type[Adapter]:
+    """The adapter family of a HuggingFace config; GenIRError naming the model when none fits."""
     for cls in ADAPTERS:
-        if cls.supports(model):
-            return cls(model)
+        if cls.supports(config):
+            return cls
+    kind = "encoder-decoder" if getattr(config, "is_encoder_decoder", False) else "decoder-only or encoder-only"
     raise GenIRError(
-        f"{name}: no genir_mech adapter for model_type {model.config.model_type!r} ({type(model).__name__}); "
-        f"supported families: {', '.join(c.family for c in ADAPTERS)}"
+        f"{name or getattr(config, 'name_or_path', '') or config.model_type}: no genir_mech adapter for model_type {config.model_type!r} ({kind}); "
+        "supported: " + "; ".join(f"{c.family} ({', '.join(c.MODEL_TYPES)}, {'encoder-decoder' if 'encoder' in c.sides else 'decoder-only'})" for c in ADAPTERS)
     )
 
 
-__all__ = ["ADAPTERS", "Adapter", "Hook", "T5Adapter", "adapter_for", "module_at"]
+def adapter_for(model: nn.Module) -> Adapter:
+    return adapter_class(model.config, getattr(model.config, "name_or_path", "") or type(model).__name__)(model)
+
+
+__all__ = ["ADAPTERS", "Adapter", "Attention", "Hook", "LlamaAdapter", "T5Adapter", "adapter_class", "adapter_for", "module_at"]

@@ -2,10 +2,12 @@
 
     class MyAdapter(Adapter): family = "my"; ...     # one module per family under models/adapters/
     module_at(model, "decoder.block.2.layer.1")      # resolve a dotted module path (torch module or nnsight envoy)
+    rms_linearised(norm, resid_pre, parts)           # an RMSNorm with its statistics frozen (shared by families)
 
-An adapter is the one place that knows a family's module names, its counts
-(read from the config, never constants), its final norm, its output scaling,
-its attention recipe and its norm linearisation.
+An adapter is the one place that knows a family's module names, its sides
+and sublayer kinds, its counts (read from the config, never constants), the
+HuggingFace class that loads it, how its inputs are built, its final norm,
+its output scaling, its attention recipe and its norm linearisation.
 """
 from __future__ import annotations
 
@@ -16,16 +18,29 @@ import torch
 from torch import nn
 
 from ...errors import GenIRError
-from ..components import ATTENTION_KINDS, FACETS, SIDES, Site
+from ..components import ATTENTION_KINDS, FACETS, KINDS, SIDES, Site
+from .attention import Attention
 
 
 @dataclass(frozen=True)
 class Hook:
-    """A physical read/write point: a module path, its input or output, and the tuple index."""
+    """A physical read/write point: a module path, its input or output, and the tuple index.
+
+    Example:
+        >>> T5Adapter(model).hook(Site.parse("decoder.layers.2.cross_attn"))
+        Hook(path='decoder.block.2.layer.1.EncDecAttention', io='output', index=0, writable=True)
+        >>> LlamaAdapter(model).hook(Site.parse("decoder.layers.0.mlp.resid_pre"))
+        Hook(path='model.layers.0.post_attention_layernorm', io='input', index=None, writable=False)
+
+    `writable=False` marks a point that reads the right tensor but where a
+    write would not reach the residual stream (a norm's input whose caller
+    keeps its own reference to the residual); `run` refuses writes there.
+    """
 
     path: str
     io: str  # "input" or "output"
     index: int | None = None
+    writable: bool = True
 
 
 def module_at(root, path: str):
@@ -36,16 +51,56 @@ def module_at(root, path: str):
     return node
 
 
+def rms_linearised(norm: nn.Module, resid_pre: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
+    """RMSNorm (weight * x / rms(x), no bias: T5, Llama) with rms frozen at `resid_pre` (..., d), applied to `parts` (..., S, d)."""
+    inv_rms = torch.rsqrt(resid_pre.float().pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+    return norm.weight * (parts * inv_rms.unsqueeze(-2)).to(norm.weight.dtype)
+
+
 class Adapter(ABC):
+    """What genir_mech knows about one architecture family; `gm.adapter` of every loaded model.
+
+    Example:
+        >>> gm = tiny_genir()                                   # or load_genir(path)
+        >>> gm.adapter.sides, gm.adapter.kinds("decoder")
+        (('encoder', 'decoder'), ('self_attn', 'cross_attn', 'mlp'))
+        >>> gm.adapter.hook(Site.parse("decoder.layers.1.mlp")).path
+        'decoder.block.1.layer.2.DenseReluDense'
+        >>> gm.adapter.require("cross_attn", "component reading")   # GenIRError on a decoder-only model
+
+    A new family subclasses this in `models/adapters/<family>.py` and fills
+    in: `MODEL_TYPES`, `sides`, `SUBLAYERS`, `auto_class`, `padding_side`,
+    `query_reading_kind`, the counts (`n_layers`, `n_heads`, `n_kv_heads`,
+    `d_head`, `d_model`), `hook`, `output_projection`, `final_norm`,
+    `sublayer_norm`, `mlp_in_weight`, `attention` (the recompute),
+    `linearised_norm`, `linearisable_modules`, `model_inputs`, `output_scale`.
+    The contract test (tests/test_adapter_contract.py) checks them against the
+    model's own forward pass.
+    """
+
     family: str = ""
+    MODEL_TYPES: tuple[str, ...] = ()  # HuggingFace config.model_type values of this family
+    sides: tuple[str, ...] = SIDES
+    SUBLAYERS: dict[str, tuple[str, ...]] = {}  # side -> sublayer kinds in forward order (a subset of components.KINDS)
+    auto_class: type = None  # the transformers Auto class that loads a checkpoint of this family
+    padding_side: str = "right"  # decoder-only models pad on the left so the last position is the ranking step
+    query_reading_kind: str = "cross_attn"  # the attention whose queries read the query text at the ranking step
 
     def __init__(self, model: nn.Module):
         self.model = model
         self.config = model.config
+        unknown = {k for kinds in self.SUBLAYERS.values() for k in kinds} - set(KINDS)
+        if unknown or set(self.SUBLAYERS) != set(self.sides):
+            raise GenIRError(f"the {self.family} adapter declares sublayers {self.SUBLAYERS} for sides {self.sides}; kinds must come from {KINDS}")
 
     @classmethod
-    @abstractmethod
-    def supports(cls, model: nn.Module) -> bool: ...
+    def supports(cls, config) -> bool:
+        """True when a HuggingFace config belongs to this family: its model_type and whether it has an encoder."""
+        return config.model_type in cls.MODEL_TYPES and bool(getattr(config, "is_encoder_decoder", False)) == ("encoder" in cls.sides)
+
+    @property
+    def name(self) -> str:
+        return getattr(self.config, "name_or_path", "") or type(self.model).__name__
 
     # -- shape, from the config ---------------------------------------------------------------
     @abstractmethod
@@ -56,6 +111,11 @@ class Adapter(ABC):
     def n_heads(self) -> int: ...
 
     @property
+    def n_kv_heads(self) -> int:
+        """Key/value heads (fewer than `n_heads` under grouped-query attention)."""
+        return self.n_heads
+
+    @property
     @abstractmethod
     def d_head(self) -> int: ...
 
@@ -64,7 +124,35 @@ class Adapter(ABC):
     def d_model(self) -> int: ...
 
     def kinds(self, side: str) -> tuple[str, ...]:
-        return ("self_attn", "cross_attn", "mlp") if side == "decoder" else ("self_attn", "mlp")
+        """Sublayer kinds of `side` in forward order (empty for a side the model lacks)."""
+        return self.SUBLAYERS.get(side, ())
+
+    def has(self, part: str) -> bool:
+        """Whether the model has a side ("encoder") or a sublayer kind ("cross_attn") anywhere."""
+        return part in self.sides or any(part in kinds for kinds in self.SUBLAYERS.values())
+
+    def require(self, *parts: str, analysis: str) -> None:
+        """Refuse, with one clear error, an analysis that needs parts the model lacks (e.g. require("encoder", "cross_attn", analysis="the encoder swap"))."""
+        missing = [p for p in parts if not self.has(p)]
+        if missing:
+            layout = "; ".join(f"{side}: {', '.join(self.kinds(side))}" for side in self.sides)
+            raise GenIRError(
+                f"{self.name}: {analysis} needs {' and '.join(missing)}, but this {self.family} model has none "
+                f"(its sides and sublayers are {layout})"
+            )
+
+    # -- inputs ---------------------------------------------------------------------------------
+    @abstractmethod
+    def model_inputs(self, batch) -> dict:
+        """Keyword arguments of the HuggingFace forward pass that ranks `batch` (a QueryBatch) at its last position."""
+
+    def start_ids(self, n: int) -> torch.Tensor:
+        """(n, 1) decoder inputs of the ranking step of an encoder-decoder model."""
+        raise GenIRError(f"{self.name}: a {self.family} model has no decoder start token; its ranking step is the last query position")
+
+    def encode(self, batch):
+        """The batch with its encoder output cached (`encoder_hidden`); unchanged for a model without an encoder."""
+        return batch
 
     # -- where things are -----------------------------------------------------------------------
     @abstractmethod
@@ -86,17 +174,19 @@ class Adapter(ABC):
         """(d_ff, d_model) input weight of the MLP (rows are neurons)."""
 
     @abstractmethod
+    def attention(self, site: Site, batch) -> Attention:
+        """This attention sublayer recomputed from its weights, with the masks, bias and rotation of `batch` (a QueryBatch)."""
+
     def attention_weights(self, site: Site) -> tuple[torch.Tensor, torch.Tensor]:
-        """(W_Q, W_K) as (H*d_head, d_model) matrices."""
+        """(W_Q, W_K) as (H*d_head, d_model) and (H_kv*d_head, d_model) matrices."""
+        attn = self.attention(site, None)
+        return attn.w_q, attn.w_k
 
     def attention_value_weight(self, site: Site) -> torch.Tensor:
-        """W_V as an (H*d_head, d_model) matrix; with `attention_weights` it lets attribution recompute an attention exactly."""
-        raise GenIRError(f"{self.config.name_or_path}: attention value weights are not exposed by the {self.family} adapter")
+        """W_V as an (H_kv*d_head, d_model) matrix."""
+        return self.attention(site, None).w_v
 
-    def attention_scaling(self, site: Site) -> float:
-        """Factor on the query-key dot product before the softmax (1/sqrt(d_head) unless the family says otherwise)."""
-        return self.d_head**-0.5
-
+    @abstractmethod
     def linearised_norm(self, site: Site, resid_pre: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
         """The sublayer norm with its statistics frozen at `resid_pre` (..., d), applied to `parts` (..., S, d).
 
@@ -104,7 +194,10 @@ class Adapter(ABC):
         parts that wrote it, which is how component reading attributes what a
         sublayer reads to earlier components.
         """
-        raise GenIRError(f"{self.config.name_or_path}: linearised sublayer norms are not implemented for the {self.family} adapter")
+
+    @abstractmethod
+    def linearisable_modules(self) -> list[str]:
+        """Paths of every norm and MLP nonlinearity; replaced by identities they leave the model affine except for attention."""
 
     @property
     @abstractmethod
@@ -123,6 +216,8 @@ class Adapter(ABC):
         return [Site(side, layer, kind) for layer in range(self.n_layers(side)) for kind in self.kinds(side) if kinds is None or kind in kinds]
 
     def order_key(self, site: Site) -> tuple:
+        """Sort key of `site` in forward order (nnsight requires sites to be visited in that order)."""
+        self.validate(site)
         side_rank = SIDES.index(site.side)
         if site.layer < 0:
             return (side_rank, self.n_layers(site.side), 0, 0)
@@ -132,11 +227,13 @@ class Adapter(ABC):
         return (side_rank, site.layer, self.kinds(site.side).index(site.kind), FACETS.index(site.facet))
 
     def validate(self, site: Site) -> Site:
+        if site.side not in self.sides:
+            raise GenIRError(f"{site.name}: this {self.family} model has no {site.side} (its sides: {', '.join(self.sides)})")
         n = self.n_layers(site.side)
         if site.layer >= n:
             raise GenIRError(f"{site.name}: the {site.side} has {n} layers (0..{n - 1})")
         if site.kind and site.kind not in self.kinds(site.side):
-            raise GenIRError(f"{site.name}: the {site.side} has no {site.kind}")
+            raise GenIRError(f"{site.name}: the {site.side} has no {site.kind} (it has {', '.join(self.kinds(site.side))})")
         if site.facet == "heads" and site.kind not in ATTENTION_KINDS:
             raise GenIRError(f"{site.name}: only attention sublayers have heads")
         return site
@@ -144,12 +241,10 @@ class Adapter(ABC):
     def head_contributions(self, site: Site, heads_input: torch.Tensor) -> torch.Tensor:
         """(..., H*d_head) pre-projection head outputs -> (..., H, d_model) per-head residual contributions.
 
-        The output projection is linear without bias in T5, so these sum over
-        heads to the sublayer output; a bias (BART) is left out of every head.
+        They sum over heads to the sublayer output when the output projection
+        has no bias (T5, Llama, Qwen2); a bias (BART) is left out of every head.
         """
         weight = self.output_projection(site).weight  # (d_model, H*d_head)
         h, d = self.n_heads, self.d_head
         split = heads_input.reshape(*heads_input.shape[:-1], h, d)
         return torch.einsum("...hd,mhd->...hm", split, weight.reshape(weight.shape[0], h, d))
-
-

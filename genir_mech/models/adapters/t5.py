@@ -1,30 +1,55 @@
-"""T5-family adapter (T5, mT5, UMT5): pre-norm RMSNorm, no biases, relative position bias, tied-embedding output scaling.
+"""T5-family adapter (T5, mT5, UMT5): encoder-decoder, pre-norm RMSNorm, no biases, relative position bias, tied-embedding output scaling.
 
     adapter = T5Adapter(hf_model)
     adapter.hook(Site.parse("decoder.layers.2.cross_attn"))
     -> Hook(path="decoder.block.2.layer.1.EncDecAttention", io="output", index=0)
+    adapter.model_inputs(batch)   # input_ids or cached encoder_outputs, attention_mask, decoder_input_ids (start token)
 """
 from __future__ import annotations
 
 import torch
+from transformers import AutoModelForSeq2SeqLM
+from transformers.modeling_outputs import BaseModelOutput
 
 from ...errors import GenIRError
 from ..components import ATTENTION_KINDS, Site
-from .base import Adapter, Hook, module_at
+from .attention import Attention
+from .base import Adapter, Hook, module_at, rms_linearised
+
+
+class T5Attention(Attention):
+    """T5 attention: unscaled scores, relative position bias on self-attention (computed by each stack's layer 0)."""
+
+    def __init__(self, bias_module=None, **kwargs):
+        super().__init__(**kwargs)
+        self.bias_module = bias_module  # the stack's layer-0 attention that owns `relative_attention_bias`
+
+    def _position_bias(self, positions, key_length):
+        if self.bias_module is None:
+            return None
+        m = self.bias_module
+        # Only the requested query rows, never the full T x T table (T5Attention.compute_bias, row by row).
+        relative = torch.arange(key_length, device=positions.device)[None, :] - positions[:, None]
+        buckets = m._relative_position_bucket(relative, bidirectional=not m.is_decoder, num_buckets=m.relative_attention_num_buckets,
+                                              max_distance=m.relative_attention_max_distance)
+        return m.relative_attention_bias(buckets).permute(2, 0, 1)  # (H, Tq, T)
 
 
 class T5Adapter(Adapter):
     """T5, mT5 and other `T5ForConditionalGeneration`-shaped models (pre-norm, no biases)."""
 
     family = "t5"
-    _SUBLAYER = {("encoder", "self_attn"): 0, ("encoder", "mlp"): 1, ("decoder", "self_attn"): 0, ("decoder", "cross_attn"): 1, ("decoder", "mlp"): 2}
+    MODEL_TYPES = ("t5", "mt5", "umt5")
+    sides = ("encoder", "decoder")
+    SUBLAYERS = {"encoder": ("self_attn", "mlp"), "decoder": ("self_attn", "cross_attn", "mlp")}
+    auto_class = AutoModelForSeq2SeqLM
+    padding_side = "right"
+    query_reading_kind = "cross_attn"
     _MODULE = {"self_attn": "SelfAttention", "cross_attn": "EncDecAttention", "mlp": "DenseReluDense"}
 
-    @classmethod
-    def supports(cls, model):
-        return model.config.model_type in {"t5", "mt5", "umt5"} and hasattr(model, "decoder") and hasattr(model.decoder, "block")
-
     def n_layers(self, side):
+        if side not in self.sides:
+            raise GenIRError(f"{self.name}: no {side} in a {self.family} model")
         return self.config.num_layers if side == "encoder" else self.config.num_decoder_layers
 
     @property
@@ -48,8 +73,33 @@ class T5Adapter(Adapter):
             scale = getattr(self.config, "tie_word_embeddings", True)
         return self.config.d_model ** -0.5 if scale else 1.0
 
+    # -- inputs ---------------------------------------------------------------------------------
+    def start_ids(self, n):
+        start = self.config.decoder_start_token_id
+        if start is None:
+            raise GenIRError(f"{self.name}: config has no decoder_start_token_id")
+        return torch.full((n, 1), start, dtype=torch.long, device=self.model.device)
+
+    def model_inputs(self, batch):
+        dec = batch.decoder_input_ids if batch.decoder_input_ids is not None else self.start_ids(len(batch)).to(batch.input_ids.device)
+        kwargs = {"attention_mask": batch.attention_mask, "decoder_input_ids": dec}
+        if batch.encoder_hidden is not None:
+            kwargs["encoder_outputs"] = BaseModelOutput(last_hidden_state=batch.encoder_hidden)
+        else:
+            kwargs["input_ids"] = batch.input_ids
+        return kwargs
+
+    @torch.no_grad()
+    def encode(self, batch):
+        hidden = self.model.get_encoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+        return type(batch)(batch.input_ids, batch.attention_mask, hidden, batch.decoder_input_ids)
+
+    # -- where things are -----------------------------------------------------------------------
     def _sublayer_path(self, side, layer, kind):
-        return f"{side}.block.{layer}.layer.{self._SUBLAYER[(side, kind)]}"
+        return f"{side}.block.{layer}.layer.{self.kinds(side).index(kind)}"
+
+    def _module(self, site):
+        return module_at(self.model, f"{self._sublayer_path(site.side, site.layer, site.kind)}.{self._MODULE[site.kind]}")
 
     def hook(self, site):
         self.validate(site)
@@ -71,7 +121,7 @@ class T5Adapter(Adapter):
         return Hook(module, "output", 0 if tuple_out else None)
 
     def output_projection(self, site):
-        return module_at(self.model, f"{self._sublayer_path(site.side, site.layer, site.kind)}.{self._MODULE[site.kind]}.o")
+        return self._module(site).o
 
     def final_norm(self, side):
         return module_at(self.model, f"{side}.final_layer_norm")
@@ -81,23 +131,34 @@ class T5Adapter(Adapter):
 
     def linearised_norm(self, site, resid_pre, parts):
         # T5's norm is RMSNorm without bias: weight * x / rms(x).
-        norm = self.sublayer_norm(site)
-        inv_rms = torch.rsqrt(resid_pre.float().pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
-        return norm.weight * (parts * inv_rms.unsqueeze(-2)).to(norm.weight.dtype)
+        return rms_linearised(self.sublayer_norm(site), resid_pre, parts)
+
+    def linearisable_modules(self):
+        norms = [f"{side}.final_layer_norm" for side in self.sides]
+        for side in self.sides:
+            for layer in range(self.n_layers(side)):
+                norms += [f"{self._sublayer_path(side, layer, kind)}.layer_norm" for kind in self.kinds(side)]
+                ff = module_at(self.model, f"{self._sublayer_path(side, layer, 'mlp')}.DenseReluDense")
+                if not hasattr(ff, "wi"):
+                    raise GenIRError(f"{self.name}: a gated MLP (wi_0 * act(wi_1)) cannot be made affine by replacing its activation")
+                norms.append(f"{self._sublayer_path(side, layer, 'mlp')}.DenseReluDense.act")
+        return norms
 
     def mlp_in_weight(self, side, layer):
         ff = module_at(self.model, f"{self._sublayer_path(side, layer, 'mlp')}.DenseReluDense")
         if not hasattr(ff, "wi"):
-            raise GenIRError(f"{self.config.name_or_path}: gated MLPs (wi_0/wi_1) are not supported by component reading yet")
+            raise GenIRError(f"{self.name}: gated MLPs (wi_0/wi_1) are not supported by component reading yet")
         return ff.wi.weight
 
-    def attention_weights(self, site):
-        attn = module_at(self.model, f"{self._sublayer_path(site.side, site.layer, site.kind)}.{self._MODULE[site.kind]}")
-        return attn.q.weight, attn.k.weight
-
-    def attention_value_weight(self, site):
-        return module_at(self.model, f"{self._sublayer_path(site.side, site.layer, site.kind)}.{self._MODULE[site.kind]}.v").weight
-
-    def attention_scaling(self, site):
-        # T5 folds the 1/sqrt(d) into its initialisation and does not scale scores.
-        return 1.0
+    def attention(self, site, batch):
+        self.validate(site)
+        attn = self._module(site)
+        cross = site.kind == "cross_attn"
+        bias_module = None if cross else module_at(self.model, f"{site.side}.block.0.layer.0.SelfAttention")
+        # Cross-attention and encoder self-attention mask the query's padding; decoder self-attention is causal.
+        key_mask = batch.attention_mask if batch is not None and (cross or site.side == "encoder") else None
+        return T5Attention(
+            bias_module=bias_module, w_q=attn.q.weight, w_k=attn.k.weight, w_v=attn.v.weight, n_heads=self.n_heads, d_head=self.d_head,
+            norm=self.sublayer_norm(site), scale=attn.scaling if hasattr(attn, "scaling") else 1.0,  # T5 folds 1/sqrt(d) into its init
+            keys_from_residual=not cross, key_mask=key_mask, causal=site.side == "decoder" and not cross,
+        )
