@@ -34,6 +34,7 @@ class DemoConfig:
     n_boot: int = 200  # bootstrap resamples of the patching pairs
     verify_top_k: int = 10  # AtP* candidates checked by exact patching
     patch_targets: Sequence[str] = ("component", "head")
+    all_pairs: bool = False  # patch every pair with two different documents, not only those the model gets right
 
 
 def run_demo(model, data, out, config: DemoConfig | None = None, *, base=None, variants: Sequence = (), progress: bool = True) -> dict:
@@ -57,9 +58,9 @@ def run_demo(model, data, out, config: DemoConfig | None = None, *, base=None, v
     swap = step("encoder swap", lambda: run_swap(gm, data, out / "swap", SwapConfig(), encoders=encoders)) if encoders else {}
     patching = {}
     for target in config.patch_targets:
-        patching[target] = step(f"activation patching: {target}", lambda t=target: run_patch(gm, data, out / "patching", PatchConfig(target=t, n_pairs=config.n_pairs, n_boot=config.n_boot), progress=progress))
+        patching[target] = step(f"activation patching: {target}", lambda t=target: run_patch(gm, data, out / "patching", PatchConfig(target=t, n_pairs=config.n_pairs, n_boot=config.n_boot, all_pairs=config.all_pairs), progress=progress))
     patching["attribution"] = step("attribution patching (AtP*) + exact verification",
-                                   lambda: run_attribute(gm, data, out / "patching", AttributeConfig(n_pairs=config.n_pairs, n_boot=config.n_boot, verify_top_k=config.verify_top_k), progress=progress))
+                                   lambda: run_attribute(gm, data, out / "patching", AttributeConfig(n_pairs=config.n_pairs, n_boot=config.n_boot, verify_top_k=config.verify_top_k, all_pairs=config.all_pairs), progress=progress))
     figures = {}
     for part, result in (("retrieval", metrics), ("stages", found), ("decoder", decoder), ("swap", swap), *patching.items()):
         figures.update({f"{part}_{k}": v for k, v in result.get("figures", {}).items()})
