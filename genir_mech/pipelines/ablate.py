@@ -33,7 +33,7 @@ class AblateConfig(QueryConfig):
 
 def run_ablate(model, data, out, config: AblateConfig | None = None, *, other=None, progress: bool = True) -> dict:
     config = config or AblateConfig()
-    return ablate_on(Inputs.correct_queries(model, data, out, config), config, other=other, progress=progress)
+    return ablate_on(Inputs.for_queries(model, data, out, config), config, other=other, progress=progress)
 
 
 def ablate_on(inputs: Inputs, config: AblateConfig, *, other=None, progress: bool = True) -> dict:

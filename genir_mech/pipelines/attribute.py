@@ -46,7 +46,7 @@ def run_attribute(model, data, out, config: AttributeConfig | None = None, *, pr
     method = attribution_method({"verify_method": config.verify_method, "qk_fix": config.qk_fix})
     if method not in METHODS:
         raise GenIRError(f"unknown verify_method {method!r}; methods are {', '.join(METHODS)}")
-    inputs = Inputs.query_pairs(model, data, out, config)
+    inputs = Inputs.for_pairs(model, data, out, config)
     gm, batch = model, inputs.pairs
     table = attribute(gm, batch, direction=config.direction, qk_fix=config.qk_fix, pairs_per_batch=config.pairs_per_batch, progress=progress)
     record = {**config_record(config), "metric": "logit_diff"}

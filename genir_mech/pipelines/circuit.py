@@ -31,7 +31,7 @@ class CircuitConfig(QueryConfig):
 
 def run_circuit(model, data, out, config: CircuitConfig | None = None, *, progress: bool = True) -> dict:
     config = config or CircuitConfig()
-    return circuit_on(Inputs.correct_queries(model, data, out, config), config, progress=progress)
+    return circuit_on(Inputs.for_queries(model, data, out, config), config, progress=progress)
 
 
 def circuit_on(inputs: Inputs, config: CircuitConfig, *, progress: bool = True) -> dict:

@@ -27,7 +27,7 @@ class ContributionsConfig(QueryConfig):
 
 def run_contributions(model, data, out, config: ContributionsConfig | None = None, *, progress: bool = True) -> dict:
     config = config or ContributionsConfig()
-    return contributions_on(Inputs.correct_queries(model, data, out, config), config, progress=progress)
+    return contributions_on(Inputs.for_queries(model, data, out, config), config, progress=progress)
 
 
 def contributions_on(inputs: Inputs, config: ContributionsConfig, *, progress: bool = True) -> dict:

@@ -43,7 +43,7 @@ def run_decoder_analyses(model, data, out, config: DecoderAnalysesConfig | None 
     gm = model
     stages = StageDefinition.resolve(config.stages, gm.n_layers("decoder"))  # resolved once: one warning, one definition for every step
     methods = tuple(config.methods or (("zero", "mean", "cross-model") if other is not None else ("zero", "mean")))
-    inputs = Inputs.correct_queries(gm, data, out, config)
+    inputs = Inputs.for_queries(gm, data, out, config)
     queries = dict(split=config.split, max_queries=config.max_queries, seed=config.seed, batch_size=config.batch_size)
     timings: dict[str, float] = {}
     made: dict[str, str] = {}

@@ -44,14 +44,16 @@ def run_demo(model, data, out, config: DemoConfig | None = None, *, base=None, v
 
     def step(name, fn):
         t0 = time.time()
-        print(f"== {name}", flush=True)
+        if progress:  # step headers are the demo's progress report, above each step's own bars
+            print(f"== {name}", flush=True)
         value = fn()
         timings[name] = round(time.time() - t0, 1)
         return value
 
     metrics = step("retrieval (test split)", lambda: run_eval(gm, data, out / "retrieval", EvalConfig(split="test")))
     found = step("stage localisation", lambda: run_stages(gm, data, out / "stages", StagesConfig(max_queries=config.max_queries, bootstrap=config.bootstrap), progress=progress))
-    print(found["report"])
+    if progress:
+        print(found["report"])
     decoder = step("decoder analyses (contributions, logit lens, ablations, circuit, reading)",
                    lambda: run_decoder_analyses(gm, data, out / "decoder", DecoderAnalysesConfig(stages=found["stage_definition"], max_queries=config.max_queries), other=base, progress=progress))
     encoders = [*variants, *([base] if base is not None else [])]
@@ -68,7 +70,6 @@ def run_demo(model, data, out, config: DemoConfig | None = None, *, base=None, v
     report = write_report(out, gm, {k: v for k, v in metrics.items() if k not in ("figures", "correct_queries")}, found, swap, patching, figures, timings)
     summary = {"report": str(report), "metrics": {k: v for k, v in metrics.items() if k != "figures"}, "stages": found["stages"],
                "seconds": round(time.time() - started, 1), "timings": timings}
-    print(f"report: {report} ({summary['seconds']} s)")
     return summary
 
 

@@ -1,8 +1,8 @@
 """What a pipeline runs on and how it writes: the one `Inputs` of every experiment.
 
-    inputs = Inputs.correct_queries(gm, dataset, "runs/ablate/dsi-synth", QueryConfig(max_queries=256))
+    inputs = Inputs.for_queries(gm, dataset, "runs/ablate/dsi-synth", QueryConfig(max_queries=256))
     inputs.texts, inputs.relevant_docs                      # the model's correct validation queries, a seeded sample
-    inputs = Inputs.query_pairs(gm, dataset, out, PairConfig(n_pairs=32))   # clean/corrupted pairs, tokenised
+    inputs = Inputs.for_pairs(gm, dataset, out, PairConfig(n_pairs=32))   # clean/corrupted pairs, tokenised
     inputs.write(df, "ablation", config)                     # out/ablation.csv + ablation.provenance.json
 
 One place decides which queries an analysis sees (the model's correct queries
@@ -94,7 +94,7 @@ class Inputs:
         return write_table(df, self.out / name, record)
 
     @classmethod
-    def correct_queries(cls, model, dataset: RetrievalDataset, out: str | Path, config: QueryConfig, at_least: int = 1) -> "Inputs":
+    def for_queries(cls, model, dataset: RetrievalDataset, out: str | Path, config: QueryConfig, at_least: int = 1) -> "Inputs":
         """The model's correct queries of `config.split` (a seeded sample of at most `config.max_queries`)."""
         if dataset is None:
             raise GenIRError("no data given: pass a RetrievalDataset (CLI: --data, or a checkpoint whose model card names its data)")
@@ -105,7 +105,7 @@ class Inputs:
         return cls(model, dataset, Path(out), config.seed, queries=queries, started=started)
 
     @classmethod
-    def query_pairs(cls, model, data: RetrievalDataset | list[QueryPair], out: str | Path, config: PairConfig) -> "Inputs":
+    def for_pairs(cls, model, data: RetrievalDataset | list[QueryPair], out: str | Path, config: PairConfig) -> "Inputs":
         """Clean/corrupted pairs (a dataset's matched pairs, or the given list) chosen by `config`, tokenised; writes out/pairs.csv."""
         started = time.time()
         dataset = data if isinstance(data, RetrievalDataset) else None

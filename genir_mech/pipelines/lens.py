@@ -28,7 +28,7 @@ class LensConfig(QueryConfig):
 
 def run_lens(model, data, out, config: LensConfig | None = None, *, progress: bool = True) -> dict:
     config = config or LensConfig()
-    return lens_on(Inputs.correct_queries(model, data, out, config), config, progress=progress)
+    return lens_on(Inputs.for_queries(model, data, out, config), config, progress=progress)
 
 
 def lens_on(inputs: Inputs, config: LensConfig, *, progress: bool = True) -> dict:

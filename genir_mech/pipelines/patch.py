@@ -63,7 +63,7 @@ def run_patch(model, data, out, config: PatchConfig | None = None, *, progress: 
         raise GenIRError("give exactly one of target or specs (CLI: --target or --specs)")
     if config.target and config.target not in TARGETS:
         raise GenIRError(f"unknown target {config.target!r}; targets are {', '.join(TARGETS)}")
-    inputs = Inputs.query_pairs(model, data, out, config)
+    inputs = Inputs.for_pairs(model, data, out, config)
     gm, batch = model, inputs.pairs
     name = config.target or Path(config.specs).stem
     specs = load_specs(config.specs) if config.specs else target_specs(gm, config.target, encoder_positions=batch.width, decoder_positions=batch.decoder_length, kinds=config.kinds)

@@ -25,7 +25,7 @@ class ReadConfig(QueryConfig):
 
 def run_read(model, data, out, config: ReadConfig | None = None, *, progress: bool = True) -> dict:
     config = config or ReadConfig()
-    return read_on(Inputs.correct_queries(model, data, out, config), config, progress=progress)
+    return read_on(Inputs.for_queries(model, data, out, config), config, progress=progress)
 
 
 def read_on(inputs: Inputs, config: ReadConfig, *, progress: bool = True) -> dict:

@@ -49,7 +49,7 @@ def _stage_cost(gm, texts, docs, batch_size, progress):
 
 def run_stages(model, data, out, config: StagesConfig | None = None, *, progress: bool = True) -> dict:
     config = config or StagesConfig()
-    inputs = Inputs.correct_queries(model, data, out, config, at_least=2)
+    inputs = Inputs.for_queries(model, data, out, config, at_least=2)
     gm, texts, docs = model, inputs.texts, inputs.relevant_docs
     contrib = contributions(gm, texts, inputs.query_ids, batch_size=config.batch_size, progress=progress)
     layers = layer_ablation(gm, texts, docs, gm.adapter.kinds("decoder"), ("mean",), batch_size=config.batch_size, progress=progress) if config.ablation else None

@@ -24,7 +24,11 @@ def handler(args):
     gm = load_genir(args.model)
     base = load_genir(args.base, self_check=False) if args.base else None
     variants = [load_genir(p) for p in args.variants]
-    return run_demo(gm, resolve_dataset(gm, None), args.out, DemoConfig(max_queries=args.max_queries, n_pairs=args.n_pairs), base=base, variants=variants)
+    config = DemoConfig(max_queries=args.max_queries, n_pairs=args.n_pairs)
+    summary = run_demo(gm, resolve_dataset(gm, None), args.out, config, base=base, variants=variants, progress=not args.json)
+    if not args.json:
+        print(f"report: {summary['report']} ({summary['seconds']} s)")
+    return summary
 
 
 VERB = Verb("run the whole pipeline on the embedded checkpoints and write figures, tables and a Markdown report", add_arguments, handler)
