@@ -182,7 +182,7 @@ def plot_circuit(df: pd.DataFrame, path, title: str = "") -> Path:
         ax.set_xlabel("")
         ax.set_ylabel("% of queries")
         ax.set_ylim(0, 110)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="best")
     if title:
         fig.suptitle(title)
     return save_figure(fig, path)

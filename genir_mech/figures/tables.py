@@ -2,6 +2,7 @@
 
     t3 = ablation_table(ablation_df)                         # Table 3: stage x component rows, method x rank-threshold columns
     write_display(t3, "runs/paper/tables/table3", "Stage ablations ...")   # table3.md + table3.tex
+    removed_docs_table(swap_summary), vanilla_table(swap_summary)    # the encoder-swap experiments, one row per model x condition
 
 Each builder takes the DataFrame an analysis wrote and returns a display
 table; nothing here recomputes an analysis.

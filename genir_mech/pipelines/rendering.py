@@ -60,10 +60,11 @@ class Product:
     needs: tuple[str, ...]
     draw: Callable[[dict, Path, StageDefinition | None, str], Path]
     any_of: bool = False
+    needs_stages: bool = False  # drawn only when the results record a stage definition
 
     def ready(self, frames: dict, stages: StageDefinition | None) -> bool:
         present = [n in frames and not frames[n].empty for n in self.needs]
-        return (any(present) if self.any_of else all(present)) and (self.key != "stages" or stages is not None)
+        return (any(present) if self.any_of else all(present)) and (stages is not None or not self.needs_stages)
 
 
 PRODUCTS = [
@@ -85,7 +86,7 @@ PRODUCTS = [
     Product("circuit", ("circuit",), lambda f, o, s, m: decoder.plot_circuit(f["circuit"], o / FIGURES / "circuit.png", title=f"{m}: minimal circuit")),
     Product("table4", ("circuit",), lambda f, o, s, m: _display(tables.circuit_table(f["circuit"]), o, "table4_circuit",
                                                                 "Minimal circuit: Hits@1/5/10 (%) of the intact model and of the circuit, the circuit relative to the intact model (%), and components kept.")),
-    Product("stages", ("stage_layer_means", "boundary_stability"), lambda f, o, s, m: plot_stages(f["stage_layer_means"], f["boundary_stability"], s, o / FIGURES / "stages.png", title=f"{m}: decoder stages")),
+    Product("stages", ("stage_layer_means", "boundary_stability"), lambda f, o, s, m: plot_stages(f["stage_layer_means"], f["boundary_stability"], s, o / FIGURES / "stages.png", title=f"{m}: decoder stages"), needs_stages=True),
     Product("swap", ("swap_removed_docs_per_query", "swap_vanilla_per_query"), lambda f, o, s, m: plot_swap(f.get("swap_removed_docs_per_query"), f.get("swap_vanilla_per_query"), o / FIGURES / "swap.png", title=f"{m}: encoder swap"), any_of=True),
     Product("table2_swap_removed_docs", ("swap_removed_docs",), lambda f, o, s, m: _swap_display(f["swap_removed_docs"], "removed", o, m)),
     Product("table2_swap_vanilla", ("swap_vanilla",), lambda f, o, s, m: _swap_display(f["swap_vanilla"], "vanilla", o, m)),

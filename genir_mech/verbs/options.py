@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..models.loading import load_genir, resolve_dataset
-from ..models.model_card import ModelCard
 from ..patching.engine import DIRECTIONS
 from ..errors import GenIRError
 from ..patching.pairs import ALIGNMENTS, read_pairs
@@ -77,10 +76,8 @@ def load_model(args, path: str | None = None, self_check: bool = True):
     return load_genir(path or args.model, docid_pattern=getattr(args, "docid_pattern", None), self_check=self_check)
 
 
-def load_data(args, gm, required: bool = True):
-    """The dataset named by --data or the checkpoint's card; None when not `required` and none is named."""
-    if not required and not args.data and not ModelCard.read(gm.path).data:
-        return None
+def load_data(args, gm):
+    """The dataset named by --data, else the one the checkpoint's model card names."""
     return resolve_dataset(gm, args.data)
 
 
