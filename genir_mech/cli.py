@@ -1,16 +1,24 @@
-"""`genir-mech`: the command-line entry point. Each verb is a thin shell over a library function.
+"""`genir-mech`: the command-line entry point. Each verb is a thin shell over one pipeline (genir_mech.verbs).
 
 Errors a user can fix (`GenIRError`) are printed as one message without a
-traceback, with exit code 2.
+traceback, with exit code 2; warnings (e.g. no stage definition given) as one
+line each.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import warnings
 
 from .errors import GenIRError
-from .verbs import VERBS
+from .verbs import ablate, attribute, circuit, contributions, data, demo, evaluate, figures, lens, patch, read, stages, swap, train
+
+VERBS = {
+    "demo": demo.VERB, "data": data.VERB, "train": train.VERB, "eval": evaluate.VERB, "stages": stages.VERB, "swap": swap.VERB,
+    "contributions": contributions.VERB, "lens": lens.VERB, "ablate": ablate.VERB, "circuit": circuit.VERB, "read": read.VERB, "figures": figures.VERB,
+    "patch": patch.VERB, "attribute": attribute.VERB,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,20 +27,26 @@ def build_parser() -> argparse.ArgumentParser:
     for name, verb in VERBS.items():
         p = sub.add_parser(name, help=verb.help, description=verb.help)
         verb.add_arguments(p)
-        p.set_defaults(run=verb.run)
+        p.set_defaults(handler=verb.handler)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        result = args.run(args)
-    except GenIRError as exc:
-        print(f"genir-mech {args.verb}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"genir-mech {args.verb}: interrupted; rerun the same command to resume where supported", file=sys.stderr)
-        return 130
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        print(f"genir-mech {args.verb}: warning: {message}", file=file or sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = one_line
+        try:
+            result = args.handler(args)
+        except GenIRError as exc:
+            print(f"genir-mech {args.verb}: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"genir-mech {args.verb}: interrupted; rerun the same command to resume where supported", file=sys.stderr)
+            return 130
     if result is not None and getattr(args, "json", False):
         print(json.dumps(result, indent=None, default=str))
     return 0

@@ -3,17 +3,24 @@
     stages = StageDefinition.load("runs/stages/stages.json")
     stages = StageDefinition.parse("priming=0-2,bridging=3-5,interaction=6-7")
     stages.layers("bridging") -> [3, 4, 5]
+    stages = StageDefinition.resolve(None, n_layers=8)   # no localisation run: even thirds, with a StageWarning
 
-`genir-mech stages` writes this format and every ablation verb reads it, so the
-paper's pipeline runs without hand-typed layer numbers.
+The stage-localisation pipeline writes this format and every pipeline that
+groups layers reads it, so the paper's analyses run without hand-typed layer
+numbers.
 """
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import GenIRError
+
+
+class StageWarning(UserWarning):
+    """An analysis fell back to even thirds because no stage definition was given."""
 
 
 @dataclass(frozen=True)
@@ -99,3 +106,21 @@ class StageDefinition:
         cuts = [round(n_layers * k / 3) for k in range(4)]
         names = ("priming", "bridging", "interaction")
         return cls(tuple(Stage(n, tuple(range(cuts[i], cuts[i + 1]))) for i, n in enumerate(names)), "even thirds (no localisation run)")
+
+    @classmethod
+    def resolve(cls, stages: "StageDefinition | str | Path | None", n_layers: int, fallback: bool = True) -> "StageDefinition | None":
+        """The stage definition an analysis uses: `stages` (a definition, a spec or a stages.json path) checked
+        against the decoder's `n_layers`, or, when None, even thirds with one StageWarning (the one place of this
+        default); with `fallback=False` a missing definition stays None (analyses for which stages are optional)."""
+        if stages is None and not fallback:
+            return None
+        if stages is None:
+            warnings.warn(
+                "no stage definition given; using three even thirds of the decoder layers. Localise this model's stages "
+                "(pipelines.stages.run_stages; CLI: genir-mech stages) and pass its stages.json.",
+                StageWarning,
+                stacklevel=2,
+            )
+            return cls.even_thirds(n_layers)
+        definition = stages if isinstance(stages, cls) else cls.parse(str(stages))
+        return definition.check(n_layers)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates every figure and table of paper/ from the embedded checkpoints:
-# the demo pipeline (stages, decoder analyses, encoder swap, patching) plus the benchmarks.
+# the demo (genir_mech.pipelines.demo: retrieval, stages, decoder analyses, encoder swap, patching) plus the benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p paper/results/bench

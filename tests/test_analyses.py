@@ -11,13 +11,13 @@ from genir_mech.analyses.ablation import Ablation, ablate, ablation_logits_chunk
 from genir_mech.analyses.circuit import components_kept, evaluate_circuits, paper_circuit, parse_circuit
 from genir_mech.analyses.contributions import contributions
 from genir_mech.analyses.logit_lens import logit_lens
-from genir_mech.analyses.paper import run_paper_analyses
 from genir_mech.analyses.reading import cross_attention_read_scores, mlp_read_scores, reading
 from genir_mech.cli import main
 from genir_mech.errors import GenIRError
-from genir_mech.figures.report import render_results
 from genir_mech.models.components import Site
 from genir_mech.models.execution import run
+from genir_mech.pipelines.decoder_analyses import DecoderAnalysesConfig, run_decoder_analyses
+from genir_mech.pipelines.rendering import redraw
 from genir_mech.testing import planted_cross_attention, tiny_genir, toy_queries, toy_tokenizer
 from genir_mech.provenance import write_table
 from genir_mech.retrieval import rank_of
@@ -252,7 +252,7 @@ def test_paper_circuit_and_spec_agree_and_count_components(planted):
 def test_paper_pipeline_writes_tables_figures_and_report(planted, tmp_path):
     gm, _, _ = planted
     _, dataset = toy_tokenizer(len(gm.docids), 0)
-    summary = run_paper_analyses(gm, dataset, tmp_path, stages="early=0-1,planted=2-3,late=4-5", progress=False)
+    summary = run_decoder_analyses(gm, dataset, tmp_path, DecoderAnalysesConfig(stages="early=0-1,planted=2-3,late=4-5"), progress=False)
     for key in ("fig3", "fig4", "fig5", "table3", "table4", "table5", "table6"):
         assert key in summary, key
     for name in ("contributions", "lens", "lens_heads", "ablation", "layer_ablation", "circuit", "reading", "reading_by_stage"):
@@ -264,7 +264,7 @@ def test_paper_pipeline_writes_tables_figures_and_report(planted, tmp_path):
     # Table 2 comes from the encoder-swap results when they are present
     swap = pd.DataFrame({"variant": ["rd1", "rd1"], "condition": ["A alone", "A decoder + B encoder"], "metric": ["hits@1", "hits@1"], "value": [1.0, 0.7]})
     write_table(swap, tmp_path / "swap" / "swap_removed_docs", {})
-    made = render_results(tmp_path)
+    made = redraw(tmp_path)
     assert "0.7" in (tmp_path / "tables" / "table2_swap_removed_docs.md").read_text() and "table2_swap_removed_docs" in made
 
 
@@ -291,6 +291,6 @@ def test_verbs_run_end_to_end(checkpoint, tmp_path, capsys):
     capsys.readouterr()
     assert main(["figures", str(out), "--json"]) == 0
     made = json.loads(capsys.readouterr().out)
-    assert {"fig3", "fig4", "fig5", "table3", "table4", "table5", "table6"} <= set(made)
+    assert {"fig3", "fig4", "fig5", "table3", "table4", "table5", "table6", "ablation", "layer_ablation", "circuit"} <= set(made)
     assert main(["ablate", *common, "--stages", "a=0-9", "--out", str(out)]) == 2
     assert "decoder has 6 layers" in capsys.readouterr().err

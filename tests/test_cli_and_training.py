@@ -7,8 +7,7 @@ import sys
 
 import pytest
 
-from genir_mech.cli import build_parser, main
-from genir_mech.verbs import VERBS
+from genir_mech.cli import VERBS, build_parser, main
 
 TINY = ["--data", "synthetic:n_docs=30,seed=1", "--d-model", "32", "--d-ff", "64", "--num-heads", "2", "--encoder-layers", "1", "--decoder-layers", "2", "--warmup-steps", "5", "--batch-size", "64"]
 
@@ -45,3 +44,4 @@ def test_training_resumes_and_writes_a_model_card(tmp_path, capsys):
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"hits@1", "hits@5", "hits@10", "mrr", "n_queries"} <= set(metrics)
     assert (tmp_path / "eval" / "correct_queries.csv").exists() and (tmp_path / "eval" / "per_query.provenance.json").exists()
+    assert (tmp_path / "eval" / "figures" / "retrieval_ranks.png").stat().st_size > 0

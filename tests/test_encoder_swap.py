@@ -24,7 +24,8 @@ from genir_mech.errors import GenIRError
 from genir_mech.models.loading import load_genir
 from genir_mech.testing import tiny_genir, toy_queries
 from genir_mech.retrieval import rank_of
-from genir_mech.verbs.swap import removed_docs_table, run_swap_experiments, vanilla_table
+from genir_mech.figures.tables import removed_docs_table, vanilla_table
+from genir_mech.pipelines.swap import SwapConfig, run_swap
 
 
 def _model(**kw):
@@ -151,8 +152,9 @@ def test_vanilla_encoder_experiment_and_report(a, texts, tmp_path):
     assert row["mean rank"] == pytest.approx(swap.mean(), abs=0.05)
     assert row["% within rank 10"] == pytest.approx(100 * (swap <= 10).mean(), abs=0.05)
 
-    out = run_swap_experiments(str(a_path), [str(tmp_path / "rd")], str(tmp_path / "vanilla"), tmp_path / "out")
-    assert set(out) >= {"removed_docs", "vanilla", "figure"}
-    for name in ("swap_removed_docs.csv", "swap_vanilla.csv", "swap_removed_docs_table.md", "swap_vanilla_table.tex", "swap.png"):
+    a_loaded = load_genir(str(a_path))
+    out = run_swap(a_loaded, ds, tmp_path / "out", SwapConfig(), encoders=[load_genir(str(tmp_path / "rd")), vanilla])
+    assert set(out) >= {"removed_docs", "vanilla", "figures"}
+    for name in ("swap_removed_docs.csv", "swap_removed_docs.provenance.json", "swap_vanilla.csv", "tables/table2_swap_removed_docs.md", "tables/table2_swap_vanilla.tex", "figures/swap.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
-    assert "A decoder + B encoder" in (tmp_path / "out" / "swap_removed_docs_table.md").read_text()
+    assert "A decoder + B encoder" in (tmp_path / "out" / "tables" / "table2_swap_removed_docs.md").read_text()

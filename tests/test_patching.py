@@ -256,9 +256,11 @@ def test_patch_and_attribute_verbs_write_tables_and_heatmaps(tmp_path, gm, datas
     out = tmp_path / "patch"
     common = ["--model", str(model_dir), "--all-pairs", "--n-pairs", "4", "--n-boot", "20", "--out", str(out), "--json"]
     assert main(["patch", *common, "--target", "head", "--rows-per-forward", "16"]) == 0
-    assert {"pairs.csv", "head_per_pair.csv", "head_summary.csv", "head.png", "head_specs.json", "head_summary.provenance.json"} <= {p.name for p in out.iterdir()}
+    assert {"pairs.csv", "head_per_pair.csv", "head_summary.csv", "head_specs.json", "head_summary.provenance.json"} <= {p.name for p in out.iterdir()}
+    assert (out / "figures" / "head.png").exists()
     assert main(["patch", *common, "--target", "encoder-position", "--direction", "noise"]) == 0
-    assert (out / "encoder-position.png").exists()
+    assert (out / "figures" / "encoder-position.png").exists()
     assert main(["attribute", *common, "--verify-top-k", "3"]) == 0
-    assert {"attribution_per_pair.csv", "attribution_heads.png", "attribution_encoder_positions.png", "verify_top3_atp_qk.csv"} <= {p.name for p in out.iterdir()}
+    assert {"attribution_per_pair.csv", "verify_top3_atp_qk.csv"} <= {p.name for p in out.iterdir()}
+    assert {"attribution_heads.png", "attribution_encoder_positions.png"} <= {p.name for p in (out / "figures").iterdir()}
     assert main(["patch", *common[:-3], "--out", str(out), "--target", "resid", "--pairs", str(tmp_path / "missing.jsonl")]) == 2

@@ -3,6 +3,9 @@
     plot_contributions(contrib_df, "fig3.png", stages)   # Fig. 3: ratio (top) and cosines (bottom) per layer and component
     plot_lens(lens_df, "fig4.png", stages)               # Fig. 4: rank curves of the residual stream and of component outputs
     plot_reading(reading_by_stage_df, "fig5.png")        # Fig. 5: stacked shares of what each reader reads
+    plot_ablation(ablation_df, "ablation.png", stages)   # Table 3 as bars: queries leaving rank 1 per stage, component, method
+    plot_layer_ablation(layer_df, "layers.png", stages)  # the same per single layer
+    plot_circuit(circuit_df, "circuit.png")              # Table 4 as bars: Hits@k of the intact model and the circuit
 
 Stages, when given, are shaded bands on the layer axis.
 """
@@ -10,21 +13,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from .saving import save_figure
+from matplotlib.ticker import MaxNLocator
+import pandas as pd
+import seaborn as sns
 
-from .saving import save_figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from ..stage_definition import StageDefinition  # noqa: E402
+from ..stage_definition import StageDefinition
 
 KIND_ORDER = ["self_attn", "cross_attn", "mlp"]
+METHOD_ORDER = ["zero", "mean", "cross-model"]
 
 
+def _present(values, order) -> list:
+    seen = list(dict.fromkeys(values))
+    return [v for v in order if v in seen] + [v for v in seen if v not in order]
 
 
 def _shade_stages(ax, stages: StageDefinition | None, scale: float = 1.0, offset: float = 0.0, label: bool = True) -> None:
@@ -114,4 +118,71 @@ def plot_reading(by_stage: pd.DataFrame, path, stages: StageDefinition | None = 
     ax.legend(title="source", fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
     if title:
         ax.set_title(title)
+    return save_figure(fig, path)
+
+
+def plot_ablation(df: pd.DataFrame, path, stages: StageDefinition | None = None, metric: str = "rank>1", title: str = "") -> Path:
+    """Table 3 as bars: % of correct queries whose relevant document leaves rank 1, per stage and component; one panel per method."""
+    data = df[(df.method != "intact") & (df.metric == metric)]
+    intact = df[(df.method == "intact") & (df.metric == metric)].value
+    methods = _present(data.method, METHOD_ORDER)
+    stage_order = _present(data.stage, stages.names() if stages else [])
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, axes = plt.subplots(1, len(methods), figsize=(max(4.0, 0.9 * len(stage_order) + 2) * len(methods), 3.6), sharey=True, squeeze=False)
+    for ax, method in zip(axes[0], methods):
+        sns.barplot(data=data[data.method == method], x="stage", y="value", hue="component", order=stage_order, hue_order=_present(data.component, KIND_ORDER), ax=ax)
+        if len(intact):
+            # the intact model's own share is the floor every ablation is read against
+            ax.axhline(float(intact.iloc[0]), color="grey", lw=0.8, ls=":")
+        ax.set_title(f"{method} ablation", fontsize=9)
+        ax.set_xlabel("stage (all its layers ablated together)")
+        ax.set_ylabel(f"% of queries with {metric.replace('rank>', 'rank > ')}")
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def plot_layer_ablation(df: pd.DataFrame, path, stages: StageDefinition | None = None, metric: str = "rank>1", title: str = "") -> Path:
+    """Single-layer ablations: % of queries leaving rank 1 per layer and component; one panel per method, stages shaded."""
+    data = df[(df.method != "intact") & (df.metric == metric)]
+    methods = _present(data.method, METHOD_ORDER)
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, axes = plt.subplots(1, len(methods), figsize=(max(5.0, 0.35 * data.layer.nunique() + 3) * len(methods), 3.6), sharey=True, squeeze=False)
+    for ax, method in zip(axes[0], methods):
+        sns.lineplot(data=data[data.method == method], x="layer", y="value", hue="component", hue_order=_present(data.component, KIND_ORDER), marker="o", ax=ax)
+        _shade_stages(ax, stages)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"{method} ablation of one layer", fontsize=9)
+        ax.set_xlabel("decoder layer")
+        ax.set_ylabel(f"% of queries with {metric.replace('rank>', 'rank > ')}")
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def plot_circuit(df: pd.DataFrame, path, title: str = "") -> Path:
+    """Table 4 as bars: Hits@1/5/10 of the intact model and of each circuit, labelled with the components kept."""
+    hits = df[df.metric.str.startswith("hits@") & df.configuration.isin(["intact", "circuit"])].copy()
+    hits["value"] = hits.value.astype(float)
+    if hits.value.max() <= 1.0:
+        hits["value"] *= 100.0  # fractions and percentages are drawn on one scale
+    circuits = list(dict.fromkeys(hits.circuit))
+    counts = df[df.metric.isin(["components_kept", "components_total"])].pivot_table(index="circuit", columns="metric", values="value")
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, axes = plt.subplots(1, len(circuits), figsize=(4.0 * len(circuits), 3.4), sharey=True, squeeze=False)
+    for ax, name in zip(axes[0], circuits):
+        part = hits[hits.circuit == name]
+        sns.barplot(data=part, x="metric", y="value", hue="configuration", hue_order=["intact", "circuit"], ax=ax)
+        for container in ax.containers:
+            ax.bar_label(container, fmt="%.0f", fontsize=7)
+        kept = f" ({int(counts.loc[name, 'components_kept'])}/{int(counts.loc[name, 'components_total'])} components kept)" if name in counts.index else ""
+        ax.set_title(f"circuit {name!r}{kept}", fontsize=9)
+        ax.set_xlabel("")
+        ax.set_ylabel("% of queries")
+        ax.set_ylim(0, 110)
+        ax.legend(fontsize=7, loc="best")
+    if title:
+        fig.suptitle(title)
     return save_figure(fig, path)

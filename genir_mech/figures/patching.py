@@ -3,6 +3,7 @@
     plot_patching(summary, "runs/patch/heads.png", target="head")      # layer x head, one panel per attention kind
     plot_patching(summary, "runs/patch/components.png", target="component")
     heatmap(summary, row="layer", col="position", path="enc.png")      # any two named axes
+    plot_node_families(summary, "runs/attribute/figures", "attribution")  # one heatmap per node family present
 
 Colour is the mean over pairs (diverging around 0); small grids are
 annotated with their values.
@@ -11,16 +12,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from .saving import save_figure
+import pandas as pd
+import seaborn as sns
 
-from .saving import save_figure  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+from ..errors import GenIRError
 
-from ..errors import GenIRError  # noqa: E402
+# Node families of a patching or attribution summary: (name, rows of the summary, heatmap layout).
+# A sweep of mixed or saved specs is drawn family by family, so any summary gets its heatmaps.
+FAMILIES = [
+    ("resid", lambda s: (s.side == "decoder") & (s.component == "resid_post"), "resid"),
+    ("components", lambda s: (s.side == "decoder") & s["head"].isna() & (s.component != "resid_post"), "component"),
+    ("heads", lambda s: s["head"].notna(), "head"),
+    ("encoder_positions", lambda s: s.site == "encoder.output", "encoder-position"),
+    ("encoder_layer_positions", lambda s: (s.side == "encoder") & (s.site != "encoder.output"), "encoder-layer-position"),
+]
 
 KIND_ORDER = ["self_attn", "cross_attn", "mlp", "resid_post", "output"]
 LAYOUTS = {
@@ -73,3 +81,13 @@ def plot_patching(summary: pd.DataFrame, path, target: str, title: str = "", lab
         raise GenIRError(f"no heatmap layout for target {target!r}; layouts exist for {', '.join(LAYOUTS)}")
     row, col, facet = LAYOUTS[target]
     return heatmap(summary, row, col, path, facet=facet, title=title, label=label)
+
+
+def plot_node_families(summary: pd.DataFrame, out_dir, prefix: str, title: str = "", label: str = "") -> dict[str, Path]:
+    """`<out_dir>/<prefix>_<family>.png` for every node family (FAMILIES) with rows in `summary`."""
+    made = {}
+    for name, rows, layout in FAMILIES:
+        part = summary[rows(summary)]
+        if not part.empty:
+            made[name] = plot_patching(part, Path(out_dir) / f"{prefix}_{name}.png", layout, title=title, label=label)
+    return made

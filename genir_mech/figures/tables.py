@@ -2,6 +2,7 @@
 
     t3 = ablation_table(ablation_df)                         # Table 3: stage x component rows, method x rank-threshold columns
     write_display(t3, "runs/paper/tables/table3", "Stage ablations ...")   # table3.md + table3.tex
+    removed_docs_table(swap_summary), vanilla_table(swap_summary)    # the encoder-swap experiments, one row per model x condition
 
 Each builder takes the DataFrame an analysis wrote and returns a display
 table; nothing here recomputes an analysis.
@@ -95,3 +96,30 @@ def layer_ablation_table(df: pd.DataFrame, metric: str = "rank>1") -> pd.DataFra
     """Per-layer ablations (not in the paper): layer rows, component x method columns, one metric."""
     df = df[(df.method != "intact") & (df.metric == metric)]
     return df.pivot_table(index="layer", columns=["component", "method"], values="value", sort=False).sort_index()
+
+
+def _value(summary: pd.DataFrame, metric: str) -> float:
+    return float(summary.loc[summary["metric"] == metric, "value"].iloc[0])
+
+
+def removed_docs_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Display table of encoder-swap experiment 1: one row per variant x condition."""
+    rows = []
+    for (variant, condition), s in summary[summary["condition"] != ""].groupby(["variant", "condition"], sort=False):
+        n, hits, docs = int(_value(s, "n_queries")), int(_value(s, "hits@1_count")), int(_value(s, "n_documents"))
+        rows.append({"encoder from (B)": variant, "condition": condition, "queries (docs)": f"{n} ({docs})", "Hits@1": f"{hits}/{n}",
+                     "Hits@1 %": round(100 * hits / n, 1), "MRR": round(_value(s, "mrr"), 3)})
+    return pd.DataFrame(rows)
+
+
+def vanilla_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Display table of encoder-swap experiment 2: one row per vanilla model x condition."""
+    rows = []
+    for (source, condition), s in summary.groupby(["encoder_from", "condition"], sort=False):
+        n = int(_value(s, "n_queries"))
+        rows.append({
+            "encoder from (B)": source, "condition": condition, "queries": n, "mean rank": round(_value(s, "mean_rank"), 1),
+            "median rank": _value(s, "median_rank"), "% rank 1": round(100 * _value(s, "hits@1"), 1), "% within rank 10": round(100 * _value(s, "hits@10"), 1),
+            "MRR": round(_value(s, "mrr"), 3),
+        })
+    return pd.DataFrame(rows)

@@ -1,26 +1,20 @@
-"""Registry of `genir-mech` verbs: one module per verb, each exposing a `VERB`."""
+"""`genir-mech` verbs: one module per verb, each a short shell over one pipeline (parse -> config -> load -> run -> print).
+
+    VERB = Verb("one-line help", add_arguments, handler)   # in each verb module; cli.py lists them
+
+Shared options and the default output folder are declared once, in
+verbs/options.py. Verbs import pipelines and options, never each other.
+"""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 @dataclass(frozen=True)
 class Verb:
+    """A verb's one-line help, the function adding its arguments to a parser, and the handler run on the parsed arguments."""
+
     help: str
     add_arguments: Callable
-    run: Callable
-
-
-def _load() -> dict[str, Verb]:
-    from . import data, train, evaluate, stages, swap
-    from . import ablate, circuit, contributions, figures, lens, read
-    from . import attribute, patch
-    from . import demo
-
-    decoder_analyses = {"contributions": contributions.VERB, "lens": lens.VERB, "ablate": ablate.VERB, "circuit": circuit.VERB, "read": read.VERB, "figures": figures.VERB}
-    patching = {"patch": patch.VERB, "attribute": attribute.VERB}
-    return {"demo": demo.VERB, "data": data.VERB, "train": train.VERB, "eval": evaluate.VERB, "stages": stages.VERB, "swap": swap.VERB, **decoder_analyses, **patching}
-
-
-VERBS = _load()
+    handler: Callable

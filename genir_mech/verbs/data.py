@@ -11,7 +11,7 @@ def add_arguments(p):
     p.add_argument("--json", action="store_true", help="print a summary as JSON")
 
 
-def run(args):
+def handler(args):
     ds = load_dataset(args.data)
     save_dsi_jsonl(ds, args.out)
     summary = {"documents": len(ds.documents), **{f"queries_{s}": len(ds.split(s)) for s in ds.splits}, "pairs": len(ds.pairs), "data_hash": ds.data_hash(), "out": args.out}
@@ -20,4 +20,4 @@ def run(args):
     return summary
 
 
-VERB = Verb("generate the synthetic corpus (documents, split queries, matched pairs) or convert a corpus to DSI JSONL", add_arguments, run)
+VERB = Verb("generate the synthetic corpus (documents, split queries, matched pairs) or convert a corpus to DSI JSONL", add_arguments, handler)

@@ -1,38 +1,27 @@
-"""`genir-mech eval`: retrieval metrics of a GenIR checkpoint, plus its list of correct queries."""
+"""`genir-mech eval`: retrieval metrics of a GenIR checkpoint, its list of correct queries and a rank curve.
+
+    genir-mech eval --model checkpoints/dsi-synth --split test
+"""
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
-from ..models.loading import load_genir, resolve_dataset
-from ..provenance import provenance, write_table
-from ..retrieval import evaluate
+from ..pipelines.evaluate import EvalConfig, run_eval
 from . import Verb
+from .options import load_data, load_model, model_arguments, output_arguments, output_dir
 
 
 def add_arguments(p):
-    p.add_argument("--model", required=True, help="checkpoint directory or hub id")
-    p.add_argument("--data", help="data spec (default: the data named in the checkpoint's model_card.json)")
+    model_arguments(p)
     p.add_argument("--split", default="test", help="query split to evaluate (default test)")
-    p.add_argument("--out", help="directory for per_query.csv and correct_queries.csv (default runs/eval/<model name>)")
-    p.add_argument("--docid-pattern", help="regex with one group matching docid tokens (default @DOC_ID_(.+?)@)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--json", action="store_true", help="print one JSON object with the metrics")
+    p.add_argument("--batch-size", type=int, default=256, help="queries per forward pass (default 256)")
+    output_arguments(p, "eval", "one JSON object with the metrics")
 
 
-def run(args):
-    started = time.time()
-    gm = load_genir(args.model, docid_pattern=args.docid_pattern)
-    dataset = resolve_dataset(gm, args.data)
-    metrics, per_query = evaluate(gm, dataset, args.split, args.batch_size)
-    out = Path(args.out or Path("runs") / "eval" / Path(args.model).name)
-    record = provenance(model=args.model, data=dataset, config={"split": args.split}, started=started, metrics=metrics)
-    write_table(per_query, out / "per_query", record)
-    write_table(per_query[per_query.correct], out / "correct_queries", record)
-    metrics["correct_queries"] = str(out / "correct_queries.csv")
+def handler(args):
+    gm = load_model(args)
+    summary = run_eval(gm, load_data(args, gm), output_dir(args, "eval"), EvalConfig(split=args.split, batch_size=args.batch_size))
     if not args.json:
-        print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
-    return metrics
+        print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items() if k != "figures"))
+    return summary
 
 
-VERB = Verb("Hits@1/5/10 and MRR (ir_measures) of a checkpoint on a query split; writes the correct-query list", add_arguments, run)
+VERB = Verb("Hits@1/5/10 and MRR (ir_measures) of a checkpoint on a query split; writes the correct-query list and a rank curve", add_arguments, handler)

@@ -4,31 +4,31 @@
 """
 from __future__ import annotations
 
-from ..analyses.logit_lens import docid_share_by_layer, logit_lens
+import pandas as pd
+
+from ..pipelines.lens import LensConfig, run_lens
 from . import Verb
-from .analysis_inputs import add_query_arguments, load_inputs
+from .options import load_data, load_model, model_arguments, output_arguments, output_dir, query_arguments, query_fields, stage_argument
 
 
 def add_arguments(p):
-    add_query_arguments(p, "lens")
+    model_arguments(p)
+    query_arguments(p)
+    stage_argument(p, "stage definition (spec or stages.json): shades the figure and groups Tables 5-6 (default: none)")
     p.add_argument("--top-k", type=int, default=10, help="decoded top tokens kept per cross-attention head (default 10)")
     p.add_argument("--examples", type=int, default=32, help="queries whose head top tokens are kept (default 32)")
+    output_arguments(p, "lens")
 
 
-def run(args):
-    inputs = load_inputs(args, "lens")
-    lens = logit_lens(inputs.gm, inputs.texts, inputs.query_ids, inputs.relevant_docs, args.batch_size, args.top_k, args.examples, progress=True)
-    config = {"split": args.split, "max_queries": args.max_queries, "top_k": args.top_k, "examples": args.examples}
-    path = inputs.write(lens.ranks, "lens", config)
-    heads = inputs.write(lens.head_tokens, "lens_heads", config)
-    r = lens.ranks
-    resid = r[(r.facet == "resid_post") & (r.component == "mlp") & (r.metric == "relevant_rank")].groupby("layer").value.median()
-    summary = {"table": str(path), "head_tokens": str(heads), "n_queries": len(inputs.queries), "median_relevant_rank_by_layer": resid.round(1).to_dict()}
+def handler(args):
+    gm = load_model(args)
+    config = LensConfig(**query_fields(args), top_k=args.top_k, examples=args.examples, stages=args.stages)
+    summary = run_lens(gm, load_data(args, gm), output_dir(args, "lens"), config, progress=not args.json)
     if not args.json:
-        print("median vocabulary rank of the relevant docid after each layer:", resid.round(1).to_dict())
-        print(docid_share_by_layer(r).pivot(index="layer", columns="metric", values="value").round(2).to_string())
-        print(f"tables: {path}, {heads}")
+        print("median vocabulary rank of the relevant docid after each layer:", summary["median_relevant_rank_by_layer"])
+        print(pd.DataFrame(summary["docid_share_by_layer"]).to_string())
+        print(f"tables: {summary['table']}, {summary['head_tokens']}   figures: {', '.join(summary['figures'].values())}")
     return summary
 
 
-VERB = Verb("Logit lens: rank of the relevant docid, docid and non-docid ranks after every decoder sublayer, component and head", add_arguments, run)
+VERB = Verb("Logit lens: rank of the relevant docid, docid and non-docid ranks after every decoder sublayer, component and head", add_arguments, handler)

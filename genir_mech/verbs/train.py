@@ -22,7 +22,7 @@ def add_arguments(p):
     p.add_argument("--json", action="store_true", help="print the model card as JSON")
 
 
-def run(args):
+def handler(args):
     shape = T5Shape(**{k: getattr(args, k) for k in vars(T5Shape())})
     loop = LoopConfig(**{k: getattr(args, k) for k in vars(LoopConfig())})
     card = train_model(TrainRequest(args.data, args.out, args.objective, args.base, args.tokenizer, args.remove_docs, args.indexing_ratio, shape, loop))
@@ -31,4 +31,4 @@ def run(args):
     return card
 
 
-VERB = Verb("pretrain (span corruption) or DSI-fine-tune a small T5 on a corpus; resumable", add_arguments, run)
+VERB = Verb("pretrain (span corruption) or DSI-fine-tune a small T5 on a corpus; resumable", add_arguments, handler)

@@ -1,0 +1,35 @@
+"""Figure: where a model ranks each query's relevant document.
+
+    plot_rank_cdf(per_query, "runs/eval/dsi-synth/figures/retrieval_ranks.png", title="dsi-synth, test")
+
+`per_query` is the table `retrieval.evaluate` returns (one row per query with
+its `rank`). The curve is the share of queries whose document lies within rank
+r; its values at r = 1 and r = 10 are Hits@1 and Hits@10.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from .saving import save_figure
+
+
+def plot_rank_cdf(per_query: pd.DataFrame, path: str | Path, title: str = "") -> Path:
+    ranks = np.sort(per_query["rank"].to_numpy())
+    share = np.arange(1, len(ranks) + 1) / max(len(ranks), 1) * 100
+    fig, ax = plt.subplots(figsize=(5.0, 3.4))
+    ax.step(ranks, share, where="post")
+    for r in (1, 10):
+        hit = 100.0 * float((ranks <= r).mean()) if len(ranks) else 0.0
+        ax.axvline(r, color="grey", lw=0.6, ls=":")
+        ax.annotate(f"Hits@{r} {hit:.1f}%", (r, hit), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_ylim(0, 102)
+    ax.set_xlabel("rank of the relevant document")
+    ax.set_ylabel(f"% of {len(ranks)} queries within rank")
+    if title:
+        ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)

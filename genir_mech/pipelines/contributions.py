@@ -1,0 +1,47 @@
+"""Contribution ratio and residual cosines of every decoder component over the model's correct queries (paper Fig. 3).
+
+    from genir_mech.pipelines.contributions import ContributionsConfig, run_contributions
+    summary = run_contributions(gm, dataset, "runs/contributions/dsi-synth", ContributionsConfig(max_queries=256, stages="stages.json"))
+    summary["mean_ratio"]["cross_attn"], summary["figures"]["fig3"]
+
+Writes contributions.csv and figures/fig3_contributions.png. The stages are
+optional here: their first stage's MLPs give the cos_priming metric and the
+figure's shaded bands; without them there is neither (and no warning).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..analyses.contributions import contributions
+from ..stage_definition import StageDefinition
+from .inputs import Inputs, QueryConfig, config_record
+from .rendering import draw
+
+
+@dataclass
+class ContributionsConfig(QueryConfig):
+    stages: StageDefinition | str | Path | None = None
+    encoder: bool = False  # also measure the encoder layers (averaged over each query's tokens)
+
+
+def run_contributions(model, data, out, config: ContributionsConfig | None = None, *, progress: bool = True) -> dict:
+    config = config or ContributionsConfig()
+    return contributions_on(Inputs.for_queries(model, data, out, config), config, progress=progress)
+
+
+def contributions_on(inputs: Inputs, config: ContributionsConfig, *, progress: bool = True) -> dict:
+    """The pipeline on already chosen queries (the decoder-analyses pipeline shares one Inputs)."""
+    gm = inputs.model
+    stages = StageDefinition.resolve(config.stages, gm.n_layers("decoder"), fallback=False)
+    sides = ("encoder", "decoder") if config.encoder else ("decoder",)
+    df = contributions(gm, inputs.texts, inputs.query_ids, stages, config.batch_size, sides, progress=progress)
+    path = inputs.write(df, "contributions", {**config_record(config), "stages": stages.to_json() if stages else None, "sides": list(sides)})
+    means = df[(df.side == "decoder") & (df.metric == "ratio")].groupby(["component", "layer"]).value.mean()
+    return {
+        "table": str(path),
+        "n_queries": len(inputs.queries),
+        "mean_ratio": {k: float(means.xs(k).mean()) for k in gm.adapter.kinds("decoder")},
+        "mean_ratio_by_layer": {k: means.xs(k).round(4).tolist() for k in gm.adapter.kinds("decoder")},
+        "figures": draw({"contributions": df}, inputs.out, stages, gm.name),
+    }

@@ -1,0 +1,140 @@
+"""What a pipeline runs on and how it writes: the one `Inputs` of every experiment.
+
+    inputs = Inputs.for_queries(gm, dataset, "runs/ablate/dsi-synth", QueryConfig(max_queries=256))
+    inputs.texts, inputs.relevant_docs                      # the model's correct validation queries, a seeded sample
+    inputs = Inputs.for_pairs(gm, dataset, out, PairConfig(n_pairs=32))   # clean/corrupted pairs, tokenised
+    inputs.write(df, "ablation", config)                     # out/ablation.csv + ablation.provenance.json
+
+One place decides which queries an analysis sees (the model's correct queries
+of a split, optionally a seeded sample), which pairs a patching experiment
+sees (pairs the model gets right, unless told otherwise), and how a table is
+written with this run's provenance.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..analyses.tidy import sample_queries
+from ..data.corpus import RetrievalDataset
+from ..errors import GenIRError
+from ..patching.pairs import ALIGNMENTS, PairBatch, QueryPair, dataset_pairs, keep_correct, tokenize_pairs, with_model_docs
+from ..provenance import provenance, write_table
+from ..retrieval import correct_queries
+
+
+@dataclass
+class QueryConfig:
+    """Which queries an analysis aggregates over: the model's correct queries of `split`, at most `max_queries` (seeded sample)."""
+
+    split: str = "validation"
+    max_queries: int | None = None
+    seed: int = 0
+    batch_size: int = 64
+
+
+@dataclass
+class PairConfig:
+    """Which clean/corrupted pairs a patching experiment uses.
+
+    By default only pairs whose clean query ranks its document first and whose
+    corrupted query ranks its own document first are kept; `all_pairs` keeps
+    every pair with two different documents. `align` pads the shorter query of
+    a pair (one of patching.pairs.ALIGNMENTS) instead of refusing it.
+    """
+
+    n_pairs: int | None = None
+    all_pairs: bool = False
+    align: str | None = None
+    seed: int = 0
+
+
+def config_record(config) -> dict:
+    """A config dataclass as a JSON-able dict for provenance (stage definitions as their JSON)."""
+    record = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        record[f.name] = value.to_json() if hasattr(value, "to_json") else (str(value) if isinstance(value, Path) else value)
+    return record
+
+
+@dataclass
+class Inputs:
+    """A loaded model, its data, the queries or pairs chosen, and where this run writes."""
+
+    model: object
+    dataset: RetrievalDataset | None
+    out: Path
+    seed: int = 0
+    queries: list = field(default_factory=list)
+    pairs: PairBatch | None = None
+    pairs_table: pd.DataFrame | None = None
+    started: float = field(default_factory=time.time)
+
+    @property
+    def texts(self) -> list[str]:
+        return [q.text for q in self.queries]
+
+    @property
+    def query_ids(self) -> list[str]:
+        return [q.query_id for q in self.queries]
+
+    @property
+    def relevant_docs(self) -> list[str]:
+        return [self.dataset.relevant(q.query_id) for q in self.queries]
+
+    def write(self, df: pd.DataFrame, name: str, config: dict, **extra) -> Path:
+        """`out/<name>.csv` with its provenance: model, data, config, seed, wall time, and how many queries or pairs."""
+        counts = {"n_pairs": len(self.pairs)} if self.pairs is not None else {"n_queries": len(self.queries)}
+        record = provenance(model=self.model.path, data=self.dataset, config=config, seed=self.seed, started=self.started, **counts, **extra)
+        return write_table(df, self.out / name, record)
+
+    @classmethod
+    def for_queries(cls, model, dataset: RetrievalDataset, out: str | Path, config: QueryConfig, at_least: int = 1) -> "Inputs":
+        """The model's correct queries of `config.split` (a seeded sample of at most `config.max_queries`)."""
+        if dataset is None:
+            raise GenIRError("no data given: pass a RetrievalDataset (CLI: --data, or a checkpoint whose model card names its data)")
+        started = time.time()
+        queries = sample_queries(correct_queries(model, dataset, config.split, config.batch_size), config.max_queries, config.seed)
+        if len(queries) < at_least:
+            raise GenIRError(f"{model.path}: {len(queries)} correct queries in split {config.split!r}; this analysis needs at least {at_least}")
+        return cls(model, dataset, Path(out), config.seed, queries=queries, started=started)
+
+    @classmethod
+    def for_pairs(cls, model, data: RetrievalDataset | list[QueryPair], out: str | Path, config: PairConfig) -> "Inputs":
+        """Clean/corrupted pairs (a dataset's matched pairs, or the given list) chosen by `config`, tokenised; writes out/pairs.csv."""
+        started = time.time()
+        dataset = data if isinstance(data, RetrievalDataset) else None
+        pairs = dataset_pairs(dataset) if dataset is not None else list(data or [])
+        if not pairs:
+            raise GenIRError("no query pairs: give a dataset with matched pairs or a list of QueryPair (CLI: --pairs FILE)")
+        if config.n_pairs is not None and config.n_pairs < 1:
+            raise GenIRError(f"n_pairs must be positive, got {config.n_pairs} (CLI: --n-pairs)")
+        if config.align is not None and config.align not in ALIGNMENTS:
+            raise GenIRError(f"align must be one of {', '.join(ALIGNMENTS)}, got {config.align!r}")
+        if config.all_pairs:
+            # Even then a pair whose two queries share their document is left out: it has no logit difference to restore.
+            pairs = with_model_docs(model, pairs)
+            kept = [p for p in pairs if p.clean_doc != p.corrupted_doc]
+            table = pd.DataFrame([{**vars(p), "kept": p.clean_doc != p.corrupted_doc, "dropped_because": "" if p.clean_doc != p.corrupted_doc else "same document"} for p in pairs])
+            if not kept:
+                raise GenIRError("every pair's two queries have the same document; there is no logit difference to patch")
+        else:
+            kept, table = keep_correct(model, pairs)
+            if not kept:
+                raise GenIRError(f"{model.path}: none of the {len(pairs)} pairs has both documents ranked first by the model; "
+                                 "set all_pairs=True to patch them anyway (CLI: --all-pairs)")
+        kept = kept[: config.n_pairs] if config.n_pairs else kept
+        table["used"] = table["pair_id"].isin({p.pair_id for p in kept})
+        inputs = cls(model, dataset, Path(out), config.seed, pairs=tokenize_pairs(model, kept, config.align), pairs_table=table, started=started)
+        inputs.write(table, "pairs", config_record(config), n_candidates=len(pairs))
+        return inputs
+
+    def pair_counts(self) -> dict:
+        """How many pairs were offered, kept by the selection rule, and used."""
+        t = self.pairs_table
+        return {"n_candidates": len(t), "n_kept": int(t["kept"].sum()), "n_used": int(t["used"].sum())}

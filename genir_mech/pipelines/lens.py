@@ -1,0 +1,51 @@
+"""Logit lens of the decoder: rank of the relevant docid after every sublayer, in every component's output and head (paper Fig. 4, Tables 5-6).
+
+    from genir_mech.pipelines.lens import LensConfig, run_lens
+    summary = run_lens(gm, dataset, "runs/lens/dsi-synth", LensConfig(max_queries=256, top_k=10, examples=32))
+    summary["median_relevant_rank_by_layer"], summary["figures"]["fig4"]
+
+Writes lens.csv (ranks), lens_heads.csv (decoded top tokens per
+cross-attention head for the first `examples` queries), figures/fig4_logit_lens.png
+and tables 5-6. Stages, when given, only shade the figure and group the tables.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..analyses.logit_lens import docid_share_by_layer, logit_lens
+from ..stage_definition import StageDefinition
+from .inputs import Inputs, QueryConfig, config_record
+from .rendering import draw
+
+
+@dataclass
+class LensConfig(QueryConfig):
+    top_k: int = 10  # decoded top tokens kept per cross-attention head
+    examples: int = 32  # queries whose head top tokens are kept
+    stages: StageDefinition | str | Path | None = None
+
+
+def run_lens(model, data, out, config: LensConfig | None = None, *, progress: bool = True) -> dict:
+    config = config or LensConfig()
+    return lens_on(Inputs.for_queries(model, data, out, config), config, progress=progress)
+
+
+def lens_on(inputs: Inputs, config: LensConfig, *, progress: bool = True) -> dict:
+    gm = inputs.model
+    stages = StageDefinition.resolve(config.stages, gm.n_layers("decoder"), fallback=False)
+    lens = logit_lens(gm, inputs.texts, inputs.query_ids, inputs.relevant_docs, config.batch_size, config.top_k, config.examples, progress=progress)
+    record = {**config_record(config), "stages": stages.to_json() if stages else None}
+    path = inputs.write(lens.ranks, "lens", record)
+    heads = inputs.write(lens.head_tokens, "lens_heads", record)
+    r = lens.ranks
+    resid = r[(r.facet == "resid_post") & (r.component == "mlp") & (r.metric == "relevant_rank")].groupby("layer").value.median()
+    share = docid_share_by_layer(r).pivot(index="layer", columns="metric", values="value")
+    return {
+        "table": str(path),
+        "head_tokens": str(heads),
+        "n_queries": len(inputs.queries),
+        "median_relevant_rank_by_layer": {int(k): float(v) for k, v in resid.round(1).items()},
+        "docid_share_by_layer": {str(c): {int(k): round(float(v), 2) for k, v in share[c].items()} for c in share.columns},
+        "figures": draw({"lens": lens.ranks, "lens_heads": lens.head_tokens}, inputs.out, stages, gm.name),
+    }

@@ -1,0 +1,118 @@
+"""Pipelines: each writes its tables with provenance and draws its figures; redraw finds them again; the demo runs without the CLI."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from genir_mech.data.corpus import RetrievalDataset
+from genir_mech.pipelines.ablate import AblateConfig, run_ablate
+from genir_mech.pipelines.attribute import AttributeConfig, run_attribute
+from genir_mech.pipelines.circuit import CircuitConfig, run_circuit
+from genir_mech.pipelines.contributions import ContributionsConfig, run_contributions
+from genir_mech.pipelines.demo import DemoConfig, run_demo
+from genir_mech.pipelines.evaluate import EvalConfig, run_eval
+from genir_mech.pipelines.lens import LensConfig, run_lens
+from genir_mech.pipelines.patch import PatchConfig, run_patch
+from genir_mech.pipelines.read import ReadConfig, run_read
+from genir_mech.pipelines.rendering import redraw
+from genir_mech.pipelines.stages import StagesConfig, run_stages
+from genir_mech.pipelines.swap import SwapConfig, run_swap
+from genir_mech.stage_definition import StageWarning
+from genir_mech.testing import planted_cross_attention, tiny_genir, toy_tokenizer
+
+STAGES = "early=0-1,planted=2-3,late=4-5"
+SMALL = dict(max_queries=8, batch_size=8)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny matrices: extra threads only spin against the other processes on a shared machine.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _model():
+    return planted_cross_attention(tiny_genir(decoder_layers=6), [2, 3])
+
+
+@pytest.fixture(scope="module")
+def gm():
+    return _model()
+
+
+@pytest.fixture(scope="module")
+def dataset(gm):
+    """The toy corpus with each query's relevant document set to the model's own first choice, so every query is correct."""
+    ds = toy_tokenizer(len(gm.docids), 0)[1]
+    top = gm.docids.scores(gm.logits(gm.batch([q.text for q in ds.queries]))).argmax(1).tolist()
+    qrels = {q.query_id: {gm.docids.doc_ids[j]} for q, j in zip(ds.queries, top)}
+    return RetrievalDataset(ds.documents, ds.queries, qrels, ds.pairs, ds.meta)
+
+
+@pytest.fixture(scope="module")
+def pair_data(gm):
+    return toy_tokenizer(len(gm.docids), 0)[1]
+
+
+PAIRS = dict(all_pairs=True, n_pairs=4, n_boot=20)
+CASES = {
+    # experiment: (run(gm, dataset, pair_data, out) -> summary, tables it writes, figures it draws)
+    "eval": (lambda gm, ds, pairs, out: run_eval(gm, ds, out, EvalConfig(split="test")), ["per_query", "correct_queries"], ["retrieval_ranks"]),
+    "contributions": (lambda gm, ds, pairs, out: run_contributions(gm, ds, out, ContributionsConfig(**SMALL, stages=STAGES), progress=False), ["contributions"], ["fig3"]),
+    "lens": (lambda gm, ds, pairs, out: run_lens(gm, ds, out, LensConfig(**SMALL, examples=2), progress=False), ["lens", "lens_heads"], ["fig4", "table5", "table6"]),
+    "ablate": (lambda gm, ds, pairs, out: run_ablate(gm, ds, out, AblateConfig(**SMALL, stages=STAGES, kinds=("cross_attn", "mlp"), methods=("zero", "mean"), per_layer=True), progress=False),
+               ["ablation", "layer_ablation"], ["ablation", "layer_ablation", "table3"]),
+    "circuit": (lambda gm, ds, pairs, out: run_circuit(gm, ds, out, CircuitConfig(**SMALL, stages=STAGES), progress=False), ["circuit"], ["circuit", "table4"]),
+    "read": (lambda gm, ds, pairs, out: run_read(gm, ds, out, ReadConfig(**SMALL, stages=STAGES), progress=False), ["reading", "reading_by_stage"], ["fig5"]),
+    "stages": (lambda gm, ds, pairs, out: run_stages(gm, ds, out, StagesConfig(**SMALL, bootstrap=3, ablation=False), progress=False),
+               ["contributions", "stage_layer_means", "boundary_stability", "stage_evidence"], ["stages", "fig3"]),
+    "swap": (lambda gm, ds, pairs, out: run_swap(gm, ds, out, SwapConfig(batch_size=8), encoders=[_model()]), ["swap_vanilla", "swap_vanilla_per_query"], ["swap", "table2_swap_vanilla"]),
+    "patch": (lambda gm, ds, pairs, out: run_patch(gm, pairs, out, PatchConfig(target="component", **PAIRS), progress=False), ["pairs", "component_per_pair", "component_summary"], ["component"]),
+    "attribute": (lambda gm, ds, pairs, out: run_attribute(gm, pairs, out, AttributeConfig(**PAIRS, verify_top_k=2), progress=False),
+                  ["pairs", "attribution_per_pair", "attribution_summary", "verify_top2_atp_qk"], ["attribution_heads", "attribution_components"]),
+}
+
+
+@pytest.mark.parametrize("experiment", sorted(CASES))
+def test_pipeline_writes_tables_with_provenance_and_draws_its_figures(experiment, gm, dataset, pair_data, tmp_path):
+    run, tables, figures = CASES[experiment]
+    summary = run(gm, dataset, pair_data, tmp_path)
+    json.dumps(summary)  # JSON-able, for --json and notebooks alike
+    for name in tables:
+        record = json.loads((tmp_path / f"{name}.provenance.json").read_text())
+        assert record["model"] == gm.path and record["rows"] > 0 and record["config"], name
+        assert (tmp_path / f"{name}.csv").stat().st_size > 0
+    assert set(figures) <= set(summary["figures"]), summary["figures"]
+    for key in figures:
+        path = summary["figures"][key]
+        assert path.startswith(str(tmp_path)) and Path(path).stat().st_size > (1000 if path.endswith(".png") else 0), key
+    # `genir-mech figures` redraws the same products from the saved tables alone
+    assert set(summary["figures"]) <= set(redraw(tmp_path, tmp_path / "redrawn"))
+
+
+def test_missing_stages_fall_back_to_even_thirds_with_one_warning(gm, dataset, tmp_path):
+    with pytest.warns(StageWarning) as caught:
+        summary = run_read(gm, dataset, tmp_path, ReadConfig(**SMALL), progress=False)
+    assert len(caught) == 1
+    assert [s["name"] for s in json.loads((tmp_path / "reading.provenance.json").read_text())["config"]["stages"]["stages"]] == ["priming", "bridging", "interaction"]
+    assert summary["main_source"]
+
+
+def test_demo_runs_pipelines_without_a_command_line(gm, dataset, tmp_path, monkeypatch):
+    def no_parser(*args, **kwargs):
+        raise AssertionError("the demo built a command-line parser")
+
+    monkeypatch.setattr(argparse.ArgumentParser, "__init__", no_parser)
+    config = DemoConfig(max_queries=6, n_pairs=3, bootstrap=2, n_boot=10, verify_top_k=2, patch_targets=("component",), all_pairs=True)
+    summary = run_demo(gm, dataset, tmp_path, config, base=_model(), progress=False)
+    report = (tmp_path / "REPORT.md").read_text()
+    assert summary["report"] == str(tmp_path / "REPORT.md") and "## Encoder swap" in report and "Spearman" in report
+    for path in ("retrieval/per_query.csv", "stages/stages.json", "decoder/decoder_analyses.md", "decoder/figures/fig3_contributions.png",
+                 "swap/figures/swap.png", "patching/figures/component.png", "patching/figures/attribution_heads.png"):
+        assert (tmp_path / path).stat().st_size > 0, path
