@@ -52,7 +52,7 @@ def source_and_base(batch: PairBatch, direction: str) -> tuple[QueryBatch, Query
 
 
 def patch_executor(gm, specs: list[InterventionSpec], rows_per_forward: int, backend=None) -> InterventionExecutor:
-    """One single-spec intervention per patch spec, so row i of the executor's plan is spec i."""
+    """One single-spec intervention per patch spec, so each output row's intervention index is its spec's index in `specs`."""
     return InterventionExecutor(gm, [Intervention((spec,)) for spec in specs], rows_per_forward, backend)
 
 
@@ -69,7 +69,7 @@ def _score(logits: torch.Tensor, targets, metrics: dict[str, Metric]) -> dict[st
 @torch.no_grad()
 def _sweep_pair_batch(gm, batch: PairBatch, executor: InterventionExecutor, direction: str, metrics: dict[str, Metric], bar) -> dict:
     source, base = source_and_base(batch, direction)
-    source_values = source_run(gm, source, executor.sites)
+    source_values = source_run(gm, source, executor.sites_with("source"))
     # The base queries are encoded once here: the executor reuses them, and the corrupted baseline comes from them.
     base = gm.encode(base) if executor.decoder_side else base
     base_scores = _score(gm.logits(base), batch.targets, metrics)
@@ -142,6 +142,9 @@ def sweep(
     if not specs:
         raise GenIRError("an empty sweep: no patch specs to run")
     validate_specs(gm, specs)
+    for i, spec in enumerate(specs):
+        if spec.value not in ("source", "zero"):
+            raise GenIRError(f"patch spec {i} ({spec}): a patching sweep writes source-run activations (or zeros); {spec.value} values are ablations (analyses.ablation)")
     source_and_base(batch, direction)  # validates the direction before any work
     executor = patch_executor(gm, specs, rows_per_forward, backend)
     frames = []
