@@ -5,7 +5,8 @@
 Two sweeps over the same clean/corrupted pairs (denoising, logit difference):
 every decoder layer x {self_attn, cross_attn, mlp}, and every decoder
 cross-attention head. Each is run, in this one process, as
-- (a) genir_mech: `patching.engine.sweep`, many patches per forward pass as
+- (a) genir_mech: `patching.engine.sweep` over the one intervention executor
+  (`interventions.InterventionExecutor`), many patches per forward pass as
   rows, the encoder once per query, one nnsight trace per pass;
 - (b) one nnsight trace per patch and pair (batch 1, full model), through the
   same `run` as (a): what a straightforward nnsight loop costs;

@@ -2,7 +2,8 @@
 
     python bench/bench_table3.py --model checkpoints/dsi-synth            # writes bench/results/table3.md
 
-- genir_mech: `analyses.ablation.ablation_ranks`, many ablations per forward
+- genir_mech: `analyses.ablation.ablation_ranks` over the one intervention
+  executor (`interventions.InterventionExecutor`), many ablations per forward
   pass as rows, the encoder once per query batch, one nnsight trace per pass;
 - batch-1 loop: the public reference code's approach, one query and one
   ablation per forward pass (encoder included), plain PyTorch forward hooks;

@@ -15,7 +15,8 @@ from genir_mech.models.execution import run
 from genir_mech.testing import linearised, planted_cross_attention, tiny_genir, toy_tokenizer
 from genir_mech.patching.aggregation import aggregate, bootstrap_means
 from genir_mech.patching.attribution import NODE_KEYS, attribute, attribution_nodes, verify_top_k
-from genir_mech.patching.engine import head_sweep, row_writes, sweep
+from genir_mech.interventions import Intervention, Replacements, site_writes
+from genir_mech.patching.engine import head_sweep, sweep
 from genir_mech.patching.metrics import METRICS, logit_diff
 from genir_mech.patching.pairs import QueryPair, dataset_pairs, read_pairs, tokenize_pairs
 from genir_mech.patching.specs import PatchSpec, load_specs, save_specs, target_specs
@@ -132,7 +133,9 @@ def test_head_patches_sum_to_the_whole_sublayer_patch(gm, batch, kind):
     for pair in range(len(batch)):
         spec_of_row = torch.arange(len(specs))
         pair_of_row = torch.full((len(specs),), pair)
-        patched = run(gm, base.select(pair_of_row), reads=[out_site], writes=row_writes(gm, specs, spec_of_row, pair_of_row, cache)).values[out_site]
+        rows = base.select(pair_of_row)
+        writes = site_writes(gm, [Intervention((s,)) for s in specs], spec_of_row, pair_of_row, Replacements(source=cache), rows)
+        patched = run(gm, rows, reads=[out_site], writes=writes).values[out_site]
         head_deltas = patched[:-1] - base_out[pair]
         assert head_deltas.abs().amax(dim=(1, 2)).min() > 0  # every head moves the output
         torch.testing.assert_close(head_deltas.sum(0), patched[-1] - base_out[pair], atol=1e-5, rtol=1e-4)

@@ -5,10 +5,11 @@
     df = ablate(gm, texts, relevant_docs, stages, methods=("cross-model",), other=load_genir("checkpoints/t5-synth-base"))
     df = layer_ablation(gm, texts, relevant_docs, kinds=("mlp",), method="zero")      # one component per layer
 
-An `Ablation` is a set of (component, method) replacements. Many ablations are
-evaluated in one forward pass: each query batch is encoded once, fanned out to
-one row per (ablation, query) with `QueryBatch.select`, and every written site
-replaces its output only in the rows whose ablation names it (row masks).
+An ablation is an `Intervention` (genir_mech.interventions) whose specs
+replace component outputs with `zero`, `mean` or `other-model` values; its
+labels (stage, component, method) become table columns. Every ablation runs
+through the one `InterventionExecutor`: each query batch is encoded once and
+fanned out to one row per (ablation, query), many ablations per forward pass.
 
 Methods: `zero`; `mean`, the component's mean output over reference queries
 (by default the queries being ablated: the paper's correct validation
@@ -22,48 +23,31 @@ below rank 5, 10, 100 (`rank>5`, ...), and the mean rank, among the docids
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
 
 from ..errors import GenIRError
+from ..interventions import Intervention, InterventionExecutor, Replacements, check_compatible, other_model_values, site_means
 from ..models.components import Site
-from ..models.execution import QueryBatch, run
 from ..retrieval import RANK_THRESHOLDS, beyond_rank_percent, rank_of, scorer_for
 from ..stage_definition import StageDefinition
 from .tidy import long_frame, query_batches
 
+# Method names as the tables and the CLI spell them; "cross-model" is the intervention value "other-model".
 METHODS = ("zero", "mean", "cross-model")
+# Kept for callers written before interventions existed: an ablation is an Intervention.
+Ablation = Intervention
 
 
-@dataclass
-class Ablation:
-    """Replace each listed component output by `method`; `labels` become table columns (stage, component, method)."""
-
-    replace: tuple[tuple[Site, str], ...]
-    labels: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        for site, method in self.replace:
-            if method not in METHODS:
-                raise GenIRError(f"unknown ablation method {method!r} for {site.name}; choose from {', '.join(METHODS)}")
-
-    @classmethod
-    def of(cls, sites: Sequence[Site], how: str, **labels) -> "Ablation":
-        return cls(tuple((s, how) for s in sites), labels)
-
-    @property
-    def sites(self) -> list[Site]:
-        return [s for s, _ in self.replace]
-
-
-def stage_ablations(gm, stages: StageDefinition, kinds: Sequence[str], methods: Sequence[str]) -> list[Ablation]:
+def stage_ablations(gm, stages: StageDefinition, kinds: Sequence[str], methods: Sequence[str]) -> list[Intervention]:
     """One ablation per stage x component type x method: that type in all layers of the stage at once."""
     stages.check(gm.n_layers("decoder"))
     _check_kinds(gm, kinds)
+    _check_methods(methods)
     return [
-        Ablation.of([Site("decoder", l, kind) for l in stage.layers], method, stage=stage.name, component=kind, method=method)
+        Intervention.of([Site("decoder", l, kind) for l in stage.layers], method, stage=stage.name, component=kind, method=method)
         for stage in stages.stages
         for kind in kinds
         for method in methods
@@ -76,135 +60,47 @@ def _check_kinds(gm, kinds):
         raise GenIRError(f"unknown component type(s) {bad}; the decoder has {', '.join(gm.adapter.kinds('decoder'))}")
 
 
-# -- replacement values ---------------------------------------------------------------------------
+def _check_methods(methods):
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise GenIRError(f"unknown ablation method(s) {bad}; choose from {', '.join(METHODS)}")
 
 
-@torch.no_grad()
 def component_means(gm, texts: list[str], sites: Sequence[Site], batch_size: int = 64) -> dict[Site, torch.Tensor]:
     """Mean output of each site over `texts`: per decoder position (T, d) for decoder sites,
-    over non-padding tokens (d,) for encoder sites."""
-    sites = list(dict.fromkeys(sites))
-    encoder = any(s.side == "encoder" for s in sites)
-    sums: dict[Site, torch.Tensor] = {}
-    counts: dict[Site, torch.Tensor] = {}
-    for _, batch in query_batches(gm, texts, batch_size, encode=not encoder):
-        values = run(gm, batch, reads=sites).values
-        for site in sites:
-            v = values[site]
-            if site.side == "encoder":
-                w = batch.attention_mask.to(v.dtype)[..., None]
-                total, n = (v * w).sum((0, 1)), w.sum((0, 1))
-            else:
-                total, n = v.sum(0), torch.tensor(float(v.shape[0]))
-            sums[site] = sums.get(site, 0) + total
-            counts[site] = counts.get(site, 0) + n
-    return {s: sums[s] / counts[s] for s in sites}
-
-
-def check_compatible(gm, other, texts: list[str], sites: Sequence[Site]) -> None:
-    """Refuse cross-model patching between models whose residual streams or query tokens differ."""
-    if other.adapter.d_model != gm.adapter.d_model:
-        raise GenIRError(
-            f"cross-model ablation: {other.path} has d_model {other.adapter.d_model} but {gm.path} has {gm.adapter.d_model}; "
-            "component outputs can only be swapped between models of equal width"
-        )
-    for site in dict.fromkeys(sites):
-        if site.layer >= other.n_layers(site.side):
-            raise GenIRError(f"cross-model ablation: {other.path} has {other.n_layers(site.side)} {site.side} layers, so it has no {site.name}")
-    mine, theirs = gm.batch(texts), other.batch(texts)
-    if mine.input_ids.shape != theirs.input_ids.shape or not torch.equal(mine.input_ids.cpu(), theirs.input_ids.cpu()):
-        rows = range(min(len(mine.input_ids), len(theirs.input_ids)))
-        first = next((i for i in rows if not torch.equal(mine.input_ids[i].cpu(), theirs.input_ids[i].cpu())), 0)
-        raise GenIRError(
-            f"cross-model ablation: the tokenizers of {gm.path} and {other.path} split query {texts[first]!r} differently; "
-            "the other checkpoint must share the tokenizer (e.g. the base model the GenIR model was fine-tuned from)"
-        )
-
-
-# -- the engine -------------------------------------------------------------------------------------
-
-
-def _row_writes(ablations, cfg_of_row, query_of_row, means, cross, shape_of) -> dict:
-    """One write per touched site: rows whose ablation names the site get its replacement."""
-    plan: dict[Site, list[tuple[int, str]]] = {}
-    for c, ablation in enumerate(ablations):
-        for site, method in ablation.replace:
-            plan.setdefault(site, []).append((c, method))
-    writes = {}
-    for site, entries in plan.items():
-        rows = len(cfg_of_row)
-        mask = torch.zeros(rows, dtype=torch.bool)
-        replacement = None
-        for c, method in entries:
-            hit = cfg_of_row == c
-            mask |= hit
-            if method == "zero":
-                continue
-            if replacement is None:
-                replacement = torch.zeros(rows, *shape_of(site))
-            if method == "mean":
-                replacement[hit] = means[site].expand(int(hit.sum()), *shape_of(site))
-            else:
-                replacement[hit] = cross[site][query_of_row[hit]]
-        writes[site] = _masked_write(mask, replacement)
-    return writes
-
-
-def _masked_write(mask: torch.Tensor, replacement: torch.Tensor | None):
-    def write(current: torch.Tensor) -> torch.Tensor:
-        keep = mask.to(current.device).view(-1, *([1] * (current.dim() - 1)))
-        new = torch.zeros((), dtype=current.dtype, device=current.device) if replacement is None else replacement.to(current)
-        return torch.where(keep, new, current)
-
-    return write
+    over non-padding tokens (d,) for encoder sites (interventions.site_means)."""
+    return site_means(gm, texts, sites, batch_size)
 
 
 def ablation_logits_chunks(
     gm,
     texts: list[str],
-    ablations: Sequence[Ablation],
+    ablations: Sequence[Intervention],
     means: dict[Site, torch.Tensor] | None = None,
     other=None,
     batch_size: int = 64,
     rows_per_forward: int = 4096,
     progress: bool = False,
+    backend=None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield (ablation index, query index, first-step logits) per row, many ablations per forward pass."""
-    ablations = list(ablations)
-    sites = [s for a in ablations for s in a.sites]
-    methods = {m for a in ablations for _, m in a.replace}
-    if "mean" in methods and means is None:
+    """Yield (ablation index, query index, first-step logits) per chunk of rows, many ablations per forward pass."""
+    executor = InterventionExecutor(gm, ablations, rows_per_forward, backend)
+    mean_sites = executor.sites_with("mean")
+    if mean_sites and means is None:
         raise GenIRError("mean ablation needs component means (component_means(gm, reference_texts, sites))")
-    missing = [s.name for a in ablations for s, m in a.replace if m == "mean" and s not in means]
+    missing = [s.name for s in mean_sites if s not in means]
     if missing:
-        raise GenIRError(f"no mean values for {', '.join(sorted(set(missing)))}")
-    cross_sites = list(dict.fromkeys(s for a in ablations for s, m in a.replace if m == "cross-model"))
-    if cross_sites:
+        raise GenIRError(f"no mean values for {', '.join(sorted(missing))}")
+    other_sites = executor.sites_with("other-model")
+    if other_sites:
         if other is None:
-            raise GenIRError("cross-model ablation needs another checkpoint (other=load_genir(path); CLI: --other)")
-        check_compatible(gm, other, texts, cross_sites)
-    # The encoder runs once per query batch unless an ablation rewrites encoder sites.
-    encode = all(s.side == "decoder" for s in sites)
-    per_pass = max(1, rows_per_forward // min(batch_size, len(texts) or 1))
-    for rows, batch in query_batches(gm, texts, batch_size, encode=encode, progress=progress, desc="ablations"):
-        n = len(batch)
-        cross = run(other, other.batch(texts[rows]), reads=cross_sites).values if cross_sites else {}
-        for first in range(0, len(ablations), per_pass):
-            chunk = ablations[first : first + per_pass]
-            cfg_of_row = torch.arange(len(chunk)).repeat_interleave(n)
-            query_of_row = torch.arange(n).repeat(len(chunk))
-            fanned = batch.select(query_of_row)
-            shapes = _site_shapes(gm, fanned)
-            writes = _row_writes(chunk, cfg_of_row, query_of_row, means or {}, cross, shapes)
-            logits = run(gm, fanned, writes=writes).logits
-            yield cfg_of_row + first, query_of_row + rows.start, logits
-
-
-def _site_shapes(gm, batch: QueryBatch):
-    """Per-row shape of a site's output: (T, d_model), T from the side's sequence length."""
-    dec_len = 1 if batch.decoder_input_ids is None else batch.decoder_input_ids.shape[1]
-    enc_len = batch.input_ids.shape[1]
-    return lambda site: (dec_len if site.side == "decoder" else enc_len, gm.adapter.d_model)
+            raise GenIRError("cross-model ablation needs another checkpoint (other=load_genir(path))")
+        check_compatible(gm, other, texts, other_sites)
+    for rows, batch in query_batches(gm, texts, batch_size, encode=False, progress=progress, desc="ablations"):
+        # The executor encodes each query batch once for every decoder-side ablation.
+        values = Replacements(means=means or {}, other=other_model_values(other, batch, other_sites) if other_sites else {})
+        for out in executor.row_logits(batch, values):
+            yield out.intervention, out.item + rows.start, out.logits
 
 
 @dataclass
@@ -213,7 +109,7 @@ class AblationRanks:
     vocab_rank: torch.Tensor  # (n_ablations, n_queries) rank in the whole vocabulary
 
 
-def ablation_ranks(gm, texts: list[str], relevant_docs: list[str], ablations: Sequence[Ablation], **kwargs) -> AblationRanks:
+def ablation_ranks(gm, texts: list[str], relevant_docs: list[str], ablations: Sequence[Intervention], **kwargs) -> AblationRanks:
     """Rank of each query's relevant document under each ablation (kwargs: see ablation_logits_chunks)."""
     if len(texts) != len(relevant_docs):
         raise GenIRError(f"{len(texts)} queries but {len(relevant_docs)} relevant documents")
@@ -240,7 +136,7 @@ def rank_metrics(ranks: AblationRanks) -> dict[str, torch.Tensor]:
 
 
 def _needed_means(gm, ablations, mean_texts, batch_size):
-    sites = list(dict.fromkeys(s for a in ablations for s, m in a.replace if m == "mean"))
+    sites = list(dict.fromkeys(s for a in ablations for s, value in a.replace if value == "mean"))
     return component_means(gm, mean_texts, sites, batch_size) if sites else None
 
 
@@ -248,7 +144,7 @@ def evaluate_ablations(
     gm,
     texts: list[str],
     relevant_docs: list[str],
-    ablations: Sequence[Ablation],
+    ablations: Sequence[Intervention],
     other=None,
     mean_texts: list[str] | None = None,
     batch_size: int = 64,
@@ -256,7 +152,7 @@ def evaluate_ablations(
     progress: bool = False,
 ) -> pd.DataFrame:
     """Tidy table: the labels of each ablation, then metric and value; an `intact` row (no ablation) comes first."""
-    ablations = [Ablation((), {k: "intact" for k in (ablations[0].labels if ablations else {})})] + list(ablations)
+    ablations = [Intervention((), {k: "intact" for k in (ablations[0].labels if ablations else {})})] + list(ablations)
     means = _needed_means(gm, ablations, mean_texts if mean_texts is not None else texts, batch_size)
     ranks = ablation_ranks(gm, texts, relevant_docs, ablations, means=means, other=other, batch_size=batch_size, rows_per_forward=rows_per_forward, progress=progress)
     metrics = rank_metrics(ranks)
@@ -302,8 +198,9 @@ def layer_ablation(
     (the intact model has layer -1, component and method `intact`)."""
     _check_kinds(gm, kinds)
     methods = [method] if isinstance(method, str) else list(method)
+    _check_methods(methods)
     ablations = [
-        Ablation.of([Site("decoder", layer, kind)], m, layer=layer, component=kind, method=m)
+        Intervention.of([Site("decoder", layer, kind)], m, layer=layer, component=kind, method=m)
         for layer in range(gm.n_layers("decoder"))
         for kind in kinds
         for m in methods

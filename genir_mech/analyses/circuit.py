@@ -2,8 +2,14 @@
 
     circuit = paper_circuit(gm, stages)      # zero all self-attn and first-stage cross-attn, mean the first two stages' MLPs
     circuit = parse_circuit(gm, "zero=self_attn@all;zero=cross_attn@priming;mean=mlp@priming+bridging", stages)
-    circuit = parse_circuit(gm, "circuit.json")   # {"zero": ["decoder.layers.0.self_attn", ...], "mean": [...]}
+    circuit = parse_circuit(gm, "circuit.yaml")   # an intervention file (genir_mech.interventions.files) holding one intervention
+    save_interventions([circuit], "circuit.yaml")  # ... which is how a circuit is written
     df = evaluate_circuits(gm, texts, relevant_docs, {"paper": circuit}, mean_texts=correct_validation_texts)
+
+A circuit is an `Intervention` (genir_mech.interventions) whose specs zero or
+mean-ablate the removed decoder components; the spec mini-language above is
+a parser that produces one. Older circuit JSON files, {"zero": [site names],
+"mean": [...]}, are still read.
 
 Columns: circuit, configuration (`intact`, `circuit`, `relative` = circuit / intact
 in %), metric (hits@1, hits@5, hits@10 in %; components_kept, components_total),
@@ -11,23 +17,24 @@ value. All circuits and the intact model run in the same batched passes.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from ..errors import GenIRError
+from ..interventions import Intervention, InterventionSpec, validate_interventions
+from ..interventions.files import SUFFIXES, interventions_from_data, read_data
 from ..models.components import Site
-from ..stage_definition import StageDefinition
 from ..retrieval import hits_at
-from .ablation import Ablation, ablation_ranks, component_means
+from ..stage_definition import StageDefinition
+from .ablation import ablation_ranks, component_means
 
 HITS_AT = (1, 5, 10)
 CIRCUIT_METHODS = ("zero", "mean")
 
 
-def paper_circuit(gm, stages: StageDefinition) -> Ablation:
+def paper_circuit(gm, stages: StageDefinition) -> Intervention:
     """The paper's circuit for any stage definition: zero every self-attention and the first
     stage's cross-attention, mean-ablate the MLPs of the first two stages."""
     stages.check(gm.n_layers("decoder"))
@@ -35,7 +42,7 @@ def paper_circuit(gm, stages: StageDefinition) -> Ablation:
     first_two = [l for s in stages.stages[:2] for l in s.layers]
     zero = [Site("decoder", l, "self_attn") for l in range(gm.n_layers("decoder"))] + [Site("decoder", l, "cross_attn") for l in first]
     mean = [Site("decoder", l, "mlp") for l in first_two]
-    return Ablation(tuple((s, "zero") for s in zero) + tuple((s, "mean") for s in mean), {"circuit": "paper"})
+    return Intervention(tuple((s, "zero") for s in zero) + tuple((s, "mean") for s in mean), {"circuit": "paper"})
 
 
 def _layers_of(where: str, stages: StageDefinition | None, n_layers: int, spec: str) -> list[int]:
@@ -56,27 +63,43 @@ def _layers_of(where: str, stages: StageDefinition | None, n_layers: int, spec: 
     return sorted(set(layers))
 
 
-def parse_circuit(gm, spec: str, stages: StageDefinition | None = None, name: str = "circuit") -> Ablation:
-    """`method=kind@where;...` (where: all | stage names or layer ranges joined by +) or a JSON file of site names."""
+def _legacy_circuit(data: dict, path: Path) -> Intervention:
+    """An old circuit file, {"zero": [site names], "mean": [...]}."""
+    for method in CIRCUIT_METHODS:
+        if not isinstance(data.get(method, []), list):
+            raise GenIRError(f"{path}, key {method!r}: a list of component names")
+    return Intervention(tuple(InterventionSpec.from_dict({"site": name, "value": method}, f"{path}, key {method!r}, entry {j}")
+                              for method in CIRCUIT_METHODS for j, name in enumerate(data.get(method, []))))
+
+
+def _circuit_file(gm, path: Path) -> Intervention:
+    data = read_data(path)
+    if isinstance(data, dict) and data and set(data) <= set(CIRCUIT_METHODS):
+        circuit = _legacy_circuit(data, path)
+    else:
+        groups = interventions_from_data(data, str(path))
+        if len(groups) != 1:
+            raise GenIRError(f"{path}: a circuit file holds exactly one intervention, found {len(groups)}")
+        circuit = groups[0]
+    validate_interventions(gm, [circuit], str(path))
+    for j, spec in enumerate(circuit.specs):
+        site = spec.parsed
+        if site.side != "decoder" or site.facet != "out" or not site.kind or spec.head is not None or spec.position is not None:
+            raise GenIRError(f"{path}, intervention 0, spec {j}: {spec} is not a whole decoder component output (e.g. decoder.layers.3.mlp)")
+        if spec.value not in CIRCUIT_METHODS:
+            raise GenIRError(f"{path}, intervention 0, spec {j}, key 'value': a circuit removes components with {' or '.join(CIRCUIT_METHODS)}, not {spec.value!r}")
+    return circuit
+
+
+def parse_circuit(gm, spec: str, stages: StageDefinition | None = None, name: str = "circuit") -> Intervention:
+    """`method=kind@where;...` (where: all | stage names or layer ranges joined by +) or an intervention file (.json, .yaml)."""
     n_layers = gm.n_layers("decoder")
     replace: dict[Site, str] = {}
-    if Path(spec).suffix == ".json":
+    if Path(spec).suffix.lower() in SUFFIXES:
         path = Path(spec)
         if not path.exists():
             raise GenIRError(f"{path}: circuit file not found")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise GenIRError(f"{path}, line {exc.lineno}: not valid JSON ({exc.msg})") from None
-        unknown = set(data) - set(CIRCUIT_METHODS)
-        if unknown:
-            raise GenIRError(f"{path}: unknown key(s) {sorted(unknown)}; expected {list(CIRCUIT_METHODS)} with lists of component names")
-        for method in CIRCUIT_METHODS:
-            for site_name in data.get(method, []):
-                site = gm.adapter.validate(Site.parse(site_name))
-                if site.facet != "out" or not site.kind:
-                    raise GenIRError(f"{path}: {site_name} is not a component output (e.g. decoder.layers.3.mlp)")
-                replace[site] = method
+        replace = {s.parsed: s.value for s in _circuit_file(gm, path).specs}
     else:
         for entry in filter(None, (e.strip() for e in spec.split(";"))):
             method, _, target = entry.partition("=")
@@ -87,10 +110,10 @@ def parse_circuit(gm, spec: str, stages: StageDefinition | None = None, name: st
                 replace[Site("decoder", layer, kind)] = method
     if not replace:
         raise GenIRError(f"circuit spec {spec!r} removes no component")
-    return Ablation(tuple(sorted(replace.items(), key=lambda item: gm.adapter.order_key(item[0]))), {"circuit": name})
+    return Intervention(tuple(sorted(replace.items(), key=lambda item: gm.adapter.order_key(item[0]))), {"circuit": name})
 
 
-def components_kept(gm, circuit: Ablation) -> tuple[int, int]:
+def components_kept(gm, circuit: Intervention) -> tuple[int, int]:
     total = len(gm.components("decoder"))
     return total - len(set(circuit.sites)), total
 
@@ -99,7 +122,7 @@ def evaluate_circuits(
     gm,
     texts: list[str],
     relevant_docs: list[str],
-    circuits: dict[str, Ablation],
+    circuits: dict[str, Intervention],
     mean_texts: Sequence[str] | None = None,
     batch_size: int = 64,
     rows_per_forward: int = 4096,
@@ -112,7 +135,7 @@ def evaluate_circuits(
     if mean_sites and not mean_texts:
         raise GenIRError("mean-ablated circuit components need reference queries (mean_texts: the correct validation queries)")
     means = component_means(gm, list(mean_texts), mean_sites, batch_size) if mean_sites else None
-    ablations = [Ablation(())] + list(circuits.values())
+    ablations = [Intervention(())] + list(circuits.values())
     ranks = ablation_ranks(gm, texts, relevant_docs, ablations, means=means, batch_size=batch_size, rows_per_forward=rows_per_forward, progress=progress).doc_rank
     rows = []
     for i, name in enumerate(circuits, start=1):

@@ -7,8 +7,9 @@
     atp = attribute(gm, batch)                               # every node from 2 forwards + 1 backward
 
 pairs: where pairs come from and how their positions line up; specs: a sweep
-as data (PatchSpec lists, JSON); metrics: plug-in metrics on logits; engine:
-the one generic sweep, batched as rows, and its named specialisations;
+as data (intervention specs in the one JSON/YAML intervention file format);
+metrics: plug-in metrics on logits; engine: the one generic sweep, run as
+batched rows by genir_mech.interventions' executor, and its named specialisations;
 attribution: AtP, the AtP* QK fix and verify_top_k; aggregation: bootstrap
 means per patch.
 """

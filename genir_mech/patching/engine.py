@@ -5,15 +5,16 @@
     table = head_sweep(gm, batch)                  # thin specialisations: resid_sweep, component_sweep,
     table = encoder_position_sweep(gm, batch)      # head_sweep, encoder_position_sweep, encoder_layer_position_sweep
 
-Every (patch spec, pair) combination is one row of a batched forward pass:
-rows repeat the base query of their pair and, inside one `run`, each patched
-site is rewritten as `torch.where(row_mask, source, current)`, so a forward
-pass carries as many different patches as `rows_per_forward` allows (the
-memory budget). Per pair batch, the source activations are cached once; the
-encoder output of both queries is computed once and reused by every row that
-patches only the decoder. Encoder-output patches need no hook at all: the
-cached encoder output of their rows is edited directly. Only patches inside
-the encoder layers rerun the encoder.
+Every (patch spec, pair) combination is one row of a batched forward pass of
+the one intervention executor (genir_mech.interventions.InterventionExecutor):
+rows repeat the base query of their pair and each patched site is rewritten
+as `torch.where(mask, source, current)`, so a forward pass carries as many
+different patches as `rows_per_forward` allows (the memory budget). Per pair
+batch, the source activations are cached once; the encoder output of both
+queries is computed once and reused by every row that patches only the
+decoder. Encoder-output patches need no hook at all: the cached encoder output
+of their rows is edited directly. Only patches inside the encoder layers
+rerun the encoder.
 
 `direction="denoise"` patches clean activations into the corrupted run;
 `"noise"` patches corrupted activations into the clean run. The result is a
@@ -32,14 +33,15 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import GenIRError
-from ..models.components import Site
-from ..models.execution import QueryBatch, run
+from ..interventions import ENCODER_OUTPUT, Intervention, InterventionExecutor, InterventionSpec, Replacements, source_run
+from ..models.execution import QueryBatch
 from .metrics import METRICS, Metric
 from .pairs import PairBatch, QueryPair, tokenize_pairs
-from .specs import PatchSpec, target_specs, validate_specs
+from .specs import target_specs, validate_specs
 
 DIRECTIONS = ("denoise", "noise")
-ENCODER_OUTPUT = Site.parse("encoder.output")
+__all__ = ["DIRECTIONS", "ENCODER_OUTPUT", "source_and_base", "sweep", "sweep_target", "resid_sweep", "component_sweep", "head_sweep",
+           "encoder_position_sweep", "encoder_layer_position_sweep"]
 
 
 def source_and_base(batch: PairBatch, direction: str) -> tuple[QueryBatch, QueryBatch]:
@@ -49,56 +51,9 @@ def source_and_base(batch: PairBatch, direction: str) -> tuple[QueryBatch, Query
     return (batch.clean, batch.corrupted) if direction == "denoise" else (batch.corrupted, batch.clean)
 
 
-def patch_mask(shape: tuple[int, ...], entries: list[tuple[torch.Tensor, PatchSpec]], d_head: int, device) -> torch.Tensor:
-    """Boolean (rows, T, D) mask: True where a row's spec replaces the activation (its head slice, its position)."""
-    mask = torch.zeros(shape, dtype=torch.bool, device=device)
-    for rows, spec in entries:
-        t = slice(None) if spec.position is None else spec.position
-        d = slice(None) if spec.head is None else slice(spec.head * d_head, (spec.head + 1) * d_head)
-        mask[rows, t, d] = True
-    return mask
-
-
-def row_writes(gm, specs: list[PatchSpec], spec_of_row: torch.Tensor, pair_of_row: torch.Tensor, source_cache: dict[Site, torch.Tensor]) -> dict:
-    """The `run` writes for one forward pass: per patched site, replace each row's slice with its pair's source activation."""
-    by_site: dict[Site, list[tuple[torch.Tensor, PatchSpec]]] = defaultdict(list)
-    for si in spec_of_row.unique().tolist():
-        spec = specs[si]
-        site = spec.parsed
-        if site == ENCODER_OUTPUT:
-            continue  # handled by editing the cached encoder output (see patch_encoder_output)
-        by_site[site].append(((spec_of_row == si).nonzero()[:, 0], spec))
-    writes = {}
-    for site, entries in by_site.items():
-        source = source_cache[site].index_select(0, pair_of_row)
-        mask = patch_mask(tuple(source.shape), entries, gm.adapter.d_head, source.device)
-        writes[site] = partial(torch.where, mask, source)  # where(mask, source, current)
-    return writes
-
-
-def patch_encoder_output(batch: QueryBatch, specs: list[PatchSpec], spec_of_row: torch.Tensor, pair_of_row: torch.Tensor, source_hidden: torch.Tensor) -> QueryBatch:
-    """Rows whose spec is `encoder.output` get the source encoder output at their position, with no hook and no encoder run."""
-    entries = [((spec_of_row == si).nonzero()[:, 0], specs[si]) for si in spec_of_row.unique().tolist() if specs[si].parsed == ENCODER_OUTPUT]
-    if not entries:
-        return batch
-    source = source_hidden.index_select(0, pair_of_row)
-    mask = patch_mask(tuple(source.shape), entries, 0, source.device)
-    return QueryBatch(batch.input_ids, batch.attention_mask, torch.where(mask, source, batch.encoder_hidden), batch.decoder_input_ids)
-
-
-def _valid_rows(specs: list[PatchSpec], spec_indices: list[int], lengths: torch.Tensor, decoder_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(spec, pair) rows, spec-major, leaving out positions that are padding for a pair."""
-    spec_rows, pair_rows = [], []
-    pair_index = torch.arange(len(lengths))
-    for si in spec_indices:
-        spec = specs[si]
-        limit = lengths if spec.parsed.side == "encoder" else torch.full_like(lengths, decoder_length)
-        keep = pair_index if spec.position is None else pair_index[spec.position < limit]
-        spec_rows.append(torch.full_like(keep, si))
-        pair_rows.append(keep)
-    if not spec_rows:
-        return torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
-    return torch.cat(spec_rows), torch.cat(pair_rows)
+def patch_executor(gm, specs: list[InterventionSpec], rows_per_forward: int, backend=None) -> InterventionExecutor:
+    """One single-spec intervention per patch spec, so each output row's intervention index is its spec's index in `specs`."""
+    return InterventionExecutor(gm, [Intervention((spec,)) for spec in specs], rows_per_forward, backend)
 
 
 def _score(logits: torch.Tensor, targets, metrics: dict[str, Metric]) -> dict[str, torch.Tensor]:
@@ -112,41 +67,21 @@ def _score(logits: torch.Tensor, targets, metrics: dict[str, Metric]) -> dict[st
 
 
 @torch.no_grad()
-def _sweep_pair_batch(gm, batch: PairBatch, specs: list[PatchSpec], direction: str, metrics: dict[str, Metric], rows_per_forward: int, bar) -> dict:
+def _sweep_pair_batch(gm, batch: PairBatch, executor: InterventionExecutor, direction: str, metrics: dict[str, Metric], bar) -> dict:
     source, base = source_and_base(batch, direction)
-    decoder_specs = [i for i, s in enumerate(specs) if s.parsed.side == "decoder" or s.parsed == ENCODER_OUTPUT]
-    encoder_specs = [i for i, s in enumerate(specs) if i not in set(decoder_specs)]
-    cache, source_run, base_enc = {}, None, None
-    if decoder_specs:
-        # The encoder runs once per query; every decoder-only row reuses these outputs.
-        source_enc, base_enc = gm.encode(source), gm.encode(base)
-        decoder_sites = sorted({specs[i].parsed for i in decoder_specs} - {ENCODER_OUTPUT}, key=gm.adapter.order_key)
-        source_run = run(gm, source_enc, reads=decoder_sites)
-        cache.update({**source_run.values, ENCODER_OUTPUT: source_enc.encoder_hidden})
-    if encoder_specs:
-        source_run = run(gm, source, reads=sorted({specs[i].parsed for i in encoder_specs}, key=gm.adapter.order_key))
-        cache.update(source_run.values)
-    base_scores = _score(gm.logits(base_enc if base_enc is not None else base), batch.targets, metrics)
-    source_scores = _score(source_run.logits, batch.targets, metrics)
-    decoder_length = batch.decoder_length
-
+    source_values = source_run(gm, source, executor.sites_with("source"))
+    # The base queries are encoded once here: the executor reuses them, and the corrupted baseline comes from them.
+    base = gm.encode(base) if executor.decoder_side else base
+    base_scores = _score(gm.logits(base), batch.targets, metrics)
+    source_scores = _score(source_values.logits, batch.targets, metrics)
     spec_out, pair_out, values = [], [], defaultdict(list)
-    for group, base_batch in ((decoder_specs, base_enc), (encoder_specs, base)):
-        if not group:
-            continue
-        spec_of_rows, pair_of_rows = _valid_rows(specs, group, batch.lengths, decoder_length)
-        for start in range(0, len(spec_of_rows), rows_per_forward):
-            spec_of_row, pair_of_row = spec_of_rows[start : start + rows_per_forward], pair_of_rows[start : start + rows_per_forward]
-            rows = base_batch.select(pair_of_row)
-            if base_batch.encoder_hidden is not None:
-                rows = patch_encoder_output(rows, specs, spec_of_row, pair_of_row, cache[ENCODER_OUTPUT])
-            result = run(gm, rows, writes=row_writes(gm, specs, spec_of_row, pair_of_row, cache))
-            for name, value in _score(result.logits, batch.targets.select(pair_of_row), metrics).items():
-                values[name].append(value)
-            spec_out.append(spec_of_row)
-            pair_out.append(pair_of_row)
-            if bar is not None:
-                bar.update(len(spec_of_row))
+    for out in executor.row_logits(base, Replacements(source=source_values.values), lengths=batch.lengths):
+        for name, value in _score(out.logits, batch.targets.select(out.item), metrics).items():
+            values[name].append(value)
+        spec_out.append(out.intervention)
+        pair_out.append(out.item)
+        if bar is not None:
+            bar.update(len(out.item))
     clean_scores, corrupted_scores = (source_scores, base_scores) if direction == "denoise" else (base_scores, source_scores)
     return {
         "spec": torch.cat(spec_out) if spec_out else torch.empty(0, dtype=torch.long),
@@ -157,7 +92,7 @@ def _sweep_pair_batch(gm, batch: PairBatch, specs: list[PatchSpec], direction: s
     }
 
 
-def _table(batch: PairBatch, specs: list[PatchSpec], direction: str, part: dict) -> pd.DataFrame:
+def _table(batch: PairBatch, specs: list[InterventionSpec], direction: str, part: dict) -> pd.DataFrame:
     spec_idx, pair_idx = part["spec"].numpy(), part["pair"].numpy()
     axes = pd.DataFrame([s.axes() for s in specs]).iloc[spec_idx].reset_index(drop=True)
     axes["layer"] = axes["layer"].astype("Int64")
@@ -184,7 +119,7 @@ def _table(batch: PairBatch, specs: list[PatchSpec], direction: str, part: dict)
 def sweep(
     gm,
     pairs: PairBatch | list[QueryPair],
-    specs: list[PatchSpec],
+    specs: list[InterventionSpec],
     *,
     direction: str = "denoise",
     metrics: dict[str, Metric] | None = None,
@@ -192,11 +127,13 @@ def sweep(
     pairs_per_batch: int = 64,
     align: str | None = None,
     progress: bool = False,
+    backend=None,
 ) -> pd.DataFrame:
     """Run every spec on every pair; returns the tidy per-pair table described in the module docstring.
 
     `rows_per_forward` bounds the rows (patches x pairs) of one forward pass;
-    `pairs_per_batch` bounds how many pairs' source activations are cached at once.
+    `pairs_per_batch` bounds how many pairs' source activations are cached at once;
+    `backend` (default: in this process) runs the executor's chunks of rows.
     """
     if rows_per_forward < 1 or pairs_per_batch < 1:
         raise GenIRError("rows_per_forward and pairs_per_batch must be at least 1")
@@ -205,13 +142,17 @@ def sweep(
     if not specs:
         raise GenIRError("an empty sweep: no patch specs to run")
     validate_specs(gm, specs)
+    for i, spec in enumerate(specs):
+        if spec.value not in ("source", "zero"):
+            raise GenIRError(f"patch spec {i} ({spec}): a patching sweep writes source-run activations (or zeros); {spec.value} values are ablations (analyses.ablation)")
     source_and_base(batch, direction)  # validates the direction before any work
+    executor = patch_executor(gm, specs, rows_per_forward, backend)
     frames = []
-    n_rows = sum(len(batch) if s.position is None or s.parsed.side == "decoder" else int((batch.lengths > s.position).sum()) for s in specs)
+    n_rows = sum(len(chunk) for chunk in executor.plan(batch.corrupted, batch.lengths))
     bar = tqdm(total=n_rows, desc=f"patching ({direction})", unit="patch", disable=not progress)
     for start in range(0, len(batch), pairs_per_batch):
         part_batch = batch.select(list(range(start, min(start + pairs_per_batch, len(batch)))))
-        part = _sweep_pair_batch(gm, part_batch, specs, direction, metrics, rows_per_forward, bar)
+        part = _sweep_pair_batch(gm, part_batch, executor, direction, metrics, bar)
         frames.append(_table(part_batch, specs, direction, part))
     bar.close()
     return pd.concat(frames, ignore_index=True)
