@@ -173,16 +173,16 @@ def batch1_hooks(gm, batch, specs):
     for p, pair in enumerate(batch.pairs):
         store = {}
         handles = [reader_for(gm, s, store) for s in {s.parsed: s for s in specs}.values()]
-        model(**batch.clean.select([p]).model_kwargs(gm.decoder_start_id))
+        model(**gm.model_inputs(batch.clean.select([p])))
         for h in handles:
             h.remove()
         targets = batch.targets.select(torch.tensor([p]))
         corrupted_row = batch.corrupted.select([p])
-        corrupted = float(logit_diff(model(**corrupted_row.model_kwargs(gm.decoder_start_id)).logits[:, -1], targets)[0])
+        corrupted = float(logit_diff(model(**gm.model_inputs(corrupted_row)).logits[:, -1], targets)[0])
         for spec in specs:
             handle = hook_for(gm, spec, store[spec.parsed])
             try:
-                logits = model(**corrupted_row.model_kwargs(gm.decoder_start_id)).logits[:, -1]
+                logits = model(**gm.model_inputs(corrupted_row)).logits[:, -1]
             finally:
                 handle.remove()
             out[(*label(spec), pair.pair_id)] = float(logit_diff(logits, targets)[0]) - corrupted
@@ -197,12 +197,12 @@ def floor(gm, batch, n_specs, rows_per_forward, pairs_per_batch):
     for start in range(0, len(batch), pairs_per_batch):
         part = batch.select(list(range(start, min(start + pairs_per_batch, len(batch)))))
         clean, corrupted = gm.encode(part.clean), gm.encode(part.corrupted)
-        model(**clean.model_kwargs(gm.decoder_start_id))
-        model(**corrupted.model_kwargs(gm.decoder_start_id))
+        model(**gm.model_inputs(clean))
+        model(**gm.model_inputs(corrupted))
         forwards += 2
         rows = torch.arange(len(part)).repeat(n_specs)
         for r in range(0, len(rows), rows_per_forward):
-            model(**corrupted.select(rows[r : r + rows_per_forward]).model_kwargs(gm.decoder_start_id))
+            model(**gm.model_inputs(corrupted.select(rows[r : r + rows_per_forward])))
             forwards += 1
     return forwards
 
