@@ -25,13 +25,13 @@ from pathlib import Path
 import torch
 
 from genir_mech.analyses.ablation import ablation_ranks, component_means, stage_ablations
-from genir_mech.analyses.tidy import query_batches, sample_queries
+from genir_mech.analyses.query_batches import query_batches, sample_queries
 from genir_mech.models.adapters import module_at
+from genir_mech.models.components import KINDS
 from genir_mech.models.loading import load_genir, resolve_dataset
 from genir_mech.retrieval import correct_queries, rank_of
 from genir_mech.stage_definition import StageDefinition
 
-KINDS = ("self_attn", "cross_attn", "mlp")
 METHODS = ("zero", "mean")
 
 

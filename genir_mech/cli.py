@@ -22,6 +22,7 @@ VERBS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `genir-mech` argument parser: one sub-command per verb."""
     parser = argparse.ArgumentParser(prog="genir-mech", description="Mechanistic analysis of generative IR models.")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for name, verb in VERBS.items():
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse, run the verb's handler, print user errors as one line (exit 2) without a traceback."""
     args = build_parser().parse_args(argv)
 
     def one_line(message, category, filename, lineno, file=None, line=None):

@@ -10,10 +10,10 @@ from genir_mech.analyses.change_point import optimal_partitions, segment_profile
 from genir_mech.analyses.stage_localisation import localise_stages
 from genir_mech.errors import GenIRError
 from genir_mech.figures.stages import plot_stages
+from genir_mech.models.components import KINDS
 from genir_mech.testing import planted_cross_attention, tiny_genir, toy_queries
 from genir_mech.stage_definition import StageDefinition
 
-KINDS = ("self_attn", "cross_attn", "mlp")
 
 
 def synthetic_contributions(stages: dict[str, tuple[int, int]], n_layers: int, n_queries: int = 30, noise: float = 0.05, seed: int = 0) -> pd.DataFrame:

@@ -33,7 +33,8 @@ from ..interventions import Intervention, InterventionExecutor, Replacements, ch
 from ..models.components import Site
 from ..retrieval import RANK_THRESHOLDS, beyond_rank_percent, rank_of, scorer_for
 from ..stage_definition import StageDefinition
-from .tidy import long_frame, query_batches
+from .long_frame import long_frame
+from .query_batches import query_batches
 
 # Method names as the tables and the CLI spell them; "cross-model" is the intervention value "other-model".
 METHODS = ("zero", "mean", "cross-model")
@@ -105,6 +106,7 @@ def ablation_logits_chunks(
 
 @dataclass
 class AblationRanks:
+    """Rank of each query's relevant document under each ablation, among docids and in the vocabulary."""
     doc_rank: torch.Tensor  # (n_ablations, n_queries) rank among docids
     vocab_rank: torch.Tensor  # (n_ablations, n_queries) rank in the whole vocabulary
 
@@ -169,7 +171,7 @@ def ablate(
     texts: list[str],
     relevant_docs: list[str],
     stages: StageDefinition,
-    kinds: Sequence[str] = ("self_attn", "cross_attn", "mlp"),
+    kinds: Sequence[str] | None = None,  # default: every sublayer kind of the decoder
     methods: Sequence[str] = ("zero", "mean"),
     other=None,
     mean_texts: list[str] | None = None,
@@ -178,7 +180,7 @@ def ablate(
     progress: bool = False,
 ) -> pd.DataFrame:
     """Stage x component-type x method ablations (Table 3). Columns: stage, component, method, metric, value, n_queries."""
-    ablations = stage_ablations(gm, stages, kinds, methods)
+    ablations = stage_ablations(gm, stages, kinds or gm.adapter.kinds("decoder"), methods)
     return evaluate_ablations(gm, texts, relevant_docs, ablations, other, mean_texts, batch_size, rows_per_forward, progress)
 
 
@@ -186,7 +188,7 @@ def layer_ablation(
     gm,
     texts: list[str],
     relevant_docs: list[str],
-    kinds: Sequence[str] = ("self_attn", "cross_attn", "mlp"),
+    kinds: Sequence[str] | None = None,  # default: every sublayer kind of the decoder
     method: str | Sequence[str] = "zero",
     other=None,
     mean_texts: list[str] | None = None,
@@ -196,6 +198,7 @@ def layer_ablation(
 ) -> pd.DataFrame:
     """One component in one layer at a time. Columns: layer, component, method, metric, value, n_queries
     (the intact model has layer -1, component and method `intact`)."""
+    kinds = kinds or gm.adapter.kinds("decoder")
     _check_kinds(gm, kinds)
     methods = [method] if isinstance(method, str) else list(method)
     _check_methods(methods)

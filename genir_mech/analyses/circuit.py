@@ -114,6 +114,7 @@ def parse_circuit(gm, spec: str, stages: StageDefinition | None = None, name: st
 
 
 def components_kept(gm, circuit: Intervention) -> tuple[int, int]:
+    """(components the circuit keeps, decoder components in all)."""
     total = len(gm.components("decoder"))
     return total - len(set(circuit.sites)), total
 

@@ -26,7 +26,13 @@ from ..errors import GenIRError
 from ..models.components import SIDES, Site
 from ..models.execution import run
 from ..stage_definition import StageDefinition
-from .tidy import cosine, long_frame, query_batches
+from .long_frame import long_frame
+from .query_batches import query_batches
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Cosine similarity along the last axis, safe for zero vectors."""
+    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(eps)
 
 
 def _sites(gm, side: str) -> tuple[list[Site], list[Site], list[Site], list[Site]]:

@@ -31,7 +31,7 @@ from ..errors import GenIRError
 from ..models.execution import QueryBatch
 from ..models.model_card import ModelCard
 from ..retrieval import correct_queries, rank_of, rank_summary, scorer_for
-from .tidy import query_batches
+from .query_batches import query_batches
 
 A_ALONE, B_ALONE, SWAPPED = "A alone", "B alone", "A decoder + B encoder"
 SEEN_CONTROL = "A decoder + B encoder, documents B saw"
@@ -121,6 +121,7 @@ def _ranked_first_by(a, queries: list, dataset, batch_size: int) -> tuple[list, 
 
 
 def removed_documents(gm) -> list[str]:
+    """Documents a checkpoint was trained without (from its model card); GenIRError when it lists none."""
     removed = ModelCard.read(gm.path).removed_documents
     if not removed:
         raise GenIRError(f"{gm.path}: its model_card.json lists no removed_documents; experiment 1 needs a model trained without some documents")
@@ -128,6 +129,7 @@ def removed_documents(gm) -> list[str]:
 
 
 def check_same_data(a, b) -> None:
+    """Refuse a swap between models trained on different corpora: removed ids would mean different documents."""
     ha, hb = ModelCard.read(a.path).data_hash, ModelCard.read(b.path).data_hash
     if ha and hb and ha != hb:
         raise GenIRError(f"encoder swap: {a.path} was trained on data {ha} but {b.path} on {hb}; removed document ids only mean something within one corpus")

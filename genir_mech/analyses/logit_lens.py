@@ -32,7 +32,8 @@ import torch
 from ..errors import GenIRError
 from ..models.components import Site
 from ..models.execution import run
-from .tidy import long_frame, query_batches
+from .long_frame import long_frame
+from .query_batches import query_batches
 
 TOP_K_SHARES = (10, 100, 1000)
 HEAD_TOKEN_COLUMNS = ["query_id", "query", "layer", "head", "rank", "token", "logit"]
@@ -40,12 +41,14 @@ HEAD_TOKEN_COLUMNS = ["query_id", "query", "layer", "head", "rank", "token", "lo
 
 @dataclass
 class LensResult:
+    """The logit lens's two tables: ranks per probe and query, and decoded top tokens per head."""
     ranks: pd.DataFrame
     head_tokens: pd.DataFrame
 
 
 @dataclass(frozen=True)
 class Probe:
+    """One projected vector: a layer's residual, a component's output or one head's contribution."""
     layer: int
     component: str
     facet: str  # resid_pre | resid_post | out | head

@@ -29,7 +29,8 @@ import torch
 from ..models.components import Site
 from ..models.execution import run
 from ..stage_definition import StageDefinition
-from .tidy import long_frame, query_batches
+from .long_frame import long_frame
+from .query_batches import query_batches
 
 READER_KINDS = ("cross_attn", "mlp")
 EMBEDDING = (-1, "embedding")

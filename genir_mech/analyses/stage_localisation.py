@@ -3,7 +3,7 @@
     contrib = contributions(gm, texts, query_ids)                          # tidy: side, layer, component, query_id, metric, value
     layers = layer_ablation(gm, texts, docs, method="mean")                # optional tidy per-layer ablation effects
     found = localise_stages(contrib, layers, bootstrap=200, seed=0)
-    found.definition.save("runs/stages/dsi-synth/stages.json")             # what the ablation verbs read
+    found.definition.save("runs/stages/dsi-synth/stages.json")             # what the ablation pipelines read
     print(found.summary())
 
 The localiser is a pure function of those tidy tables, so it runs (and is
@@ -252,7 +252,7 @@ def localise_stages(
 
     `stage_ablation_cost(spans)` returns, per (first, last) span, the fraction
     of queries leaving rank 1 when that span's MLPs are mean-ablated together;
-    the verb passes one that runs analyses.ablation.ablate.
+    the stages pipeline passes one that runs analyses.ablation.ablate.
     """
     qp = QueryProfile.from_table(contrib)
     n_layers = len(qp.layers)

@@ -50,6 +50,7 @@ def _rank_cdf(ax, per_query: pd.DataFrame) -> None:
 
 
 def plot_swap(removed_per_query: pd.DataFrame | None, vanilla_per_query: pd.DataFrame | None, path: str | Path, title: str = "") -> Path:
+    """Encoder-swap figure: Hits@1 per condition and the rank distribution of each swap, from the per-query tables."""
     panels = [(f, d) for f, d in ((_hits_bars, removed_per_query), (_rank_cdf, vanilla_per_query)) if d is not None and not d.empty]
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5.5 * max(1, len(panels)), 3.6), squeeze=False)
     for ax, (draw, data) in zip(axes[0], panels):

@@ -18,6 +18,7 @@ from .saving import save_figure
 
 
 def plot_rank_cdf(per_query: pd.DataFrame, path: str | Path, title: str = "") -> Path:
+    """Cumulative share of queries within each rank of their relevant document (log rank axis)."""
     ranks = np.sort(per_query["rank"].to_numpy())
     share = np.arange(1, len(ranks) + 1) / max(len(ranks), 1) * 100
     fig, ax = plt.subplots(figsize=(5.0, 3.4))

@@ -7,6 +7,7 @@ import matplotlib.pyplot as plt
 
 
 def save_figure(fig, path) -> Path:
+    """Save a figure as PNG (creating the folder) and close it, so long sweeps do not leak figures."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()

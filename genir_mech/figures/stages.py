@@ -31,6 +31,7 @@ def selected_boundaries(stability: pd.DataFrame) -> dict[int, float]:
 
 
 def plot_stages(layer_means: pd.DataFrame, stability: pd.DataFrame, definition: StageDefinition, path: str | Path, title: str = "") -> Path:
+    """Per-layer features with the located stages shaded, from the tables a stage localisation writes."""
     means = layer_means
     panels = [m for m in PANELS if m in set(means["metric"])]
     n_layers = int(means["layer"].max()) + 1

@@ -19,6 +19,7 @@ RANK_COLUMNS = ["rank>1", "rank>5", "rank>10", "rank>100"]
 
 
 def write_display(table: pd.DataFrame, path, caption: str, index: bool = True) -> list[Path]:
+    """Write a display table as Markdown and LaTeX with its caption; returns both paths."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     table = table.round(2)

@@ -35,6 +35,7 @@ def _format(path: Path) -> str:
 
 
 def interventions_to_data(interventions: list[Intervention]) -> dict:
+    """The JSON/YAML-ready dict of a list of interventions (what save_interventions writes)."""
     return {"interventions": [g.to_dict() for g in interventions]}
 
 

@@ -65,9 +65,11 @@ class InterventionSpec:
 
     @property
     def parsed(self) -> Site:
+        """The spec's site as a Site."""
         return Site.parse(self.site)
 
     def to_dict(self) -> dict:
+        """The spec as a file entry, leaving out unset fields."""
         return {k: v for k, v in asdict(self).items() if v is not None}
 
     @classmethod
@@ -143,6 +145,7 @@ class Intervention:
 
     @property
     def sites(self) -> list[Site]:
+        """The sites this intervention writes, in spec order."""
         return [s.parsed for s in self.specs]
 
     @property
@@ -151,6 +154,7 @@ class Intervention:
         return tuple((s.parsed, s.value) for s in self.specs)
 
     def to_dict(self) -> dict:
+        """The intervention as a file entry: its labels and its specs."""
         return {"labels": dict(self.labels), "specs": [s.to_dict() for s in self.specs]}
 
     def __str__(self) -> str:

@@ -29,6 +29,7 @@ class Replacements:
     other: dict[Site, torch.Tensor] = field(default_factory=dict)
 
     def lookup(self, value: str) -> dict[Site, torch.Tensor] | None:
+        """The per-site replacement tensors for one value kind (source, mean, other-model); None for zero."""
         return {"source": self.source, "mean": self.means, "other-model": self.other}.get(value)
 
 

@@ -59,6 +59,7 @@ class Site:
 
     @classmethod
     def parse(cls, name: str) -> "Site":
+        """A Site from its standard name; GenIRError with examples for a name that is not one."""
         m = _PATTERN.match(name)
         if not m:
             raise GenIRError(
@@ -75,6 +76,7 @@ class Site:
 
     @property
     def name(self) -> str:
+        """The standard name, e.g. decoder.layers.3.cross_attn.heads (parse(name) gives the site back)."""
         if self.layer < 0:
             return f"{self.side}.{self.facet}"
         if not self.kind:
@@ -86,4 +88,5 @@ class Site:
         return self.name
 
     def with_facet(self, facet: str) -> "Site":
+        """The same sublayer at another facet (resid_pre, heads, out, resid_post)."""
         return Site(self.side, self.layer, self.kind, facet)

@@ -67,6 +67,7 @@ class GenIRModel:
 
     @property
     def device(self) -> torch.device:
+        """Device of the model's weights; batches are built there."""
         return self.hf_model.device
 
     def batch(self, texts: list[str]) -> QueryBatch:
@@ -96,7 +97,9 @@ class GenIRModel:
         return self.hf_model(**self.model_inputs(batch)).logits[:, -1]
 
     def components(self, side: str = "decoder", kinds: tuple[str, ...] | None = None) -> list[Site]:
+        """Every component output site of a side in forward order (see Adapter.components)."""
         return self.adapter.components(side, kinds)
 
     def n_layers(self, side: str = "decoder") -> int:
+        """Number of layers of a side, read from the model config."""
         return self.adapter.n_layers(side)

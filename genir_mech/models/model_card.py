@@ -34,6 +34,7 @@ class ModelCard:
 
     @classmethod
     def read(cls, checkpoint: str | Path) -> "ModelCard":
+        """The card of a checkpoint directory; an empty card when it has none (e.g. a hub model)."""
         path = Path(checkpoint) / FILE_NAME
         if not path.exists():
             return cls()

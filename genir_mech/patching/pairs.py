@@ -90,8 +90,12 @@ class PairBatch:
 
 
 def dataset_pairs(dataset, n: int | None = None) -> list[QueryPair]:
+    """The dataset's own matched clean/corrupted pairs (the synthetic generator makes them), the first `n` if given.
+
+        pairs, report = keep_correct(gm, dataset_pairs(dataset, 64))
+    """
     if not dataset.pairs:
-        raise GenIRError("the dataset has no matched clean/corrupted pairs; pass --pairs FILE")
+        raise GenIRError("the dataset has no matched clean/corrupted pairs; give a pairs file (CLI: --pairs FILE)")
     pairs = [
         QueryPair(str(p.get("pair_id", f"p{i}")), p["clean"], p["corrupted"], str(p["clean_doc"]), str(p["corrupted_doc"]), p.get("decides", ""))
         for i, p in enumerate(dataset.pairs)

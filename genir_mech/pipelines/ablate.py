@@ -24,6 +24,7 @@ from .rendering import draw
 
 @dataclass
 class AblateConfig(QueryConfig):
+    """Parameters of `run_ablate`, each with its default; recorded in every table's provenance."""
     stages: StageDefinition | str | Path | None = None  # None: even thirds, with a warning
     kinds: Sequence[str] | None = None  # component types; None: every decoder kind of the model
     methods: Sequence[str] = ("zero", "mean")
@@ -32,6 +33,10 @@ class AblateConfig(QueryConfig):
 
 
 def run_ablate(model, data, out, config: AblateConfig | None = None, *, other=None, progress: bool = True) -> dict:
+    """Zero / mean / cross-model ablation of component types per stage (paper Table 3), and optionally per single layer; returns a JSON-able summary (module docstring: what it writes).
+
+        summary = run_ablate(gm, dataset, "runs/ablate/dsi-synth", AblateConfig(stages="stages.json", methods=("zero", "mean", "cross-model")), other=base_gm)
+    """
     config = config or AblateConfig()
     return ablate_on(Inputs.for_queries(model, data, out, config), config, other=other, progress=progress)
 

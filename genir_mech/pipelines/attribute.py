@@ -25,6 +25,7 @@ from .rendering import attribution_method, draw_attribution_summary
 
 @dataclass
 class AttributeConfig(PairConfig):
+    """Parameters of `run_attribute`, each with its default; recorded in every table's provenance."""
     direction: str = "denoise"
     qk_fix: bool = True  # AtP* (the QK fix) as well as plain AtP
     verify_top_k: int = 0  # exactly patch the K nodes with the largest mean |estimate|
@@ -42,6 +43,10 @@ def top_estimates(summary: pd.DataFrame, method: str, n: int = 8) -> list[dict]:
 
 
 def run_attribute(model, data, out, config: AttributeConfig | None = None, *, progress: bool = True) -> dict:
+    """Attribution patching (AtP, and AtP* with the QK fix) for every node, optionally verified by exact patching; returns a JSON-able summary (module docstring: what it writes).
+
+        summary = run_attribute(gm, dataset, "runs/attribute/dsi-synth", AttributeConfig(n_pairs=64, verify_top_k=20))
+    """
     config = config or AttributeConfig()
     method = attribution_method({"verify_method": config.verify_method, "qk_fix": config.qk_fix})
     if method not in METHODS:

@@ -21,11 +21,16 @@ from .rendering import draw
 
 @dataclass
 class ContributionsConfig(QueryConfig):
+    """Parameters of `run_contributions`, each with its default; recorded in every table's provenance."""
     stages: StageDefinition | str | Path | None = None
     encoder: bool = False  # also measure the encoder layers (averaged over each query's tokens)
 
 
 def run_contributions(model, data, out, config: ContributionsConfig | None = None, *, progress: bool = True) -> dict:
+    """Contribution ratio and residual cosines of every decoder component over the model's correct queries (paper Fig. 3); returns a JSON-able summary (module docstring: what it writes).
+
+        summary = run_contributions(gm, dataset, "runs/contributions/dsi-synth", ContributionsConfig(max_queries=256, stages="stages.json"))
+    """
     config = config or ContributionsConfig()
     return contributions_on(Inputs.for_queries(model, data, out, config), config, progress=progress)
 

@@ -30,6 +30,7 @@ from .read import ReadConfig, read_on
 
 @dataclass
 class DecoderAnalysesConfig(QueryConfig):
+    """Parameters of `run_decoder_analyses`, each with its default; recorded in every table's provenance."""
     stages: StageDefinition | str | Path | None = None  # None: even thirds, with a warning
     methods: Sequence[str] | None = None  # ablation methods; default zero and mean, plus cross-model when `other` is given
     eval_split: str = "test"  # the circuit is scored on all of this split's queries (skipped when the split is empty)
@@ -39,6 +40,10 @@ class DecoderAnalysesConfig(QueryConfig):
 
 
 def run_decoder_analyses(model, data, out, config: DecoderAnalysesConfig | None = None, *, other=None, progress: bool = True) -> dict:
+    """The paper's decoder analyses on one checkpoint: every table, figure and a short report, from one set of queries; returns a JSON-able summary (module docstring: what it writes).
+
+        summary = run_decoder_analyses(gm, dataset, "runs/paper/dsi-synth",
+    """
     config = config or DecoderAnalysesConfig()
     gm = model
     stages = StageDefinition.resolve(config.stages, gm.n_layers("decoder"))  # resolved once: one warning, one definition for every step

@@ -28,6 +28,7 @@ from .swap import SwapConfig, run_swap
 
 @dataclass
 class DemoConfig:
+    """Parameters of `run_demo`, each with its default; recorded in every table's provenance."""
     max_queries: int | None = 256  # correct validation queries analysed (seeded sample)
     n_pairs: int = 32  # clean/corrupted pairs for patching
     bootstrap: int = 100  # stage-boundary bootstrap resamples
@@ -38,6 +39,10 @@ class DemoConfig:
 
 
 def run_demo(model, data, out, config: DemoConfig | None = None, *, base=None, variants: Sequence = (), progress: bool = True) -> dict:
+    """The whole analysis on the embedded checkpoints, in a few minutes on a CPU, as one Markdown report; returns a JSON-able summary (module docstring: what it writes).
+
+        summary = run_demo(gm, resolve_dataset(gm, None), "runs/demo", DemoConfig(max_queries=256), base=base, variants=variants)
+    """
     config = config or DemoConfig()
     started, out, gm = time.time(), Path(out), model
     timings: dict[str, float] = {}

@@ -21,11 +21,16 @@ from .rendering import draw
 
 @dataclass
 class EvalConfig:
+    """Parameters of `run_eval`, each with its default; recorded in every table's provenance."""
     split: str = "test"
     batch_size: int = 256
 
 
 def run_eval(model, data, out, config: EvalConfig | None = None) -> dict:
+    """Retrieval evaluation of a checkpoint: Hits@1/5/10 and MRR, per-query ranks, the correct-query list and a rank curve; returns a JSON-able summary (module docstring: what it writes).
+
+        summary = run_eval(gm, dataset, "runs/eval/dsi-synth", EvalConfig(split="test"))
+    """
     config = config or EvalConfig()
     started, out = time.time(), Path(out)
     metrics, per_query = evaluate(model, data, config.split, config.batch_size)

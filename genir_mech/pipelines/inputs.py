@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..analyses.tidy import sample_queries
+from ..analyses.query_batches import sample_queries
 from ..data.corpus import RetrievalDataset
 from ..errors import GenIRError
 from ..patching.pairs import ALIGNMENTS, PairBatch, QueryPair, dataset_pairs, keep_correct, tokenize_pairs, with_model_docs

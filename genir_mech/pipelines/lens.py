@@ -21,12 +21,17 @@ from .rendering import draw
 
 @dataclass
 class LensConfig(QueryConfig):
+    """Parameters of `run_lens`, each with its default; recorded in every table's provenance."""
     top_k: int = 10  # decoded top tokens kept per cross-attention head
     examples: int = 32  # queries whose head top tokens are kept
     stages: StageDefinition | str | Path | None = None
 
 
 def run_lens(model, data, out, config: LensConfig | None = None, *, progress: bool = True) -> dict:
+    """Logit lens of the decoder: rank of the relevant docid after every sublayer, in every component's output and head (paper Fig. 4, Tables 5-6); returns a JSON-able summary (module docstring: what it writes).
+
+        summary = run_lens(gm, dataset, "runs/lens/dsi-synth", LensConfig(max_queries=256, top_k=10, examples=32))
+    """
     config = config or LensConfig()
     return lens_on(Inputs.for_queries(model, data, out, config), config, progress=progress)
 

@@ -3,7 +3,7 @@
     from genir_mech.pipelines.patch import PatchConfig, run_patch
     summary = run_patch(gm, dataset, "runs/patch/dsi-synth", PatchConfig(target="head", n_pairs=32))
     summary = run_patch(gm, read_pairs("my_pairs.jsonl", dataset), out, PatchConfig(target="encoder-position", align="left-pad"))
-    summary = run_patch(gm, dataset, out, PatchConfig(specs="my_sweep.json"))      # a saved sweep (list of patch specs)
+    summary = run_patch(gm, dataset, out, PatchConfig(specs="my_sweep.yaml"))      # a saved sweep (intervention file)
     summary["top"], summary["figures"]
 
 `data` is a dataset (its matched pairs) or a list of QueryPair. Pairs are
@@ -29,8 +29,9 @@ from .rendering import draw_patch_summary
 
 @dataclass
 class PatchConfig(PairConfig):
+    """Parameters of `run_patch`, each with its default; recorded in every table's provenance."""
     target: str | None = None  # one of patching.specs.TARGETS; or give `specs`
-    specs: str | Path | None = None  # a saved sweep (JSON list of {site, head, position})
+    specs: str | Path | None = None  # a saved sweep: an intervention file (JSON/YAML) or the older JSON list of specs
     kinds: tuple[str, ...] | None = None  # component kinds for target component/head (default all)
     direction: str = "denoise"  # denoise: clean into corrupted; noise: corrupted into clean
     rows_per_forward: int = 512  # patched rows (patch x pair) per forward pass: the memory budget
@@ -58,6 +59,10 @@ def top_effects(summary: pd.DataFrame, direction: str, n: int = 5) -> list[dict]
 
 
 def run_patch(model, data, out, config: PatchConfig | None = None, *, progress: bool = True) -> dict:
+    """Activation patching over clean/corrupted query pairs: a sweep of patches, bootstrap summaries and heatmaps; returns a JSON-able summary (module docstring: what it writes).
+
+        summary = run_patch(gm, dataset, "runs/patch/dsi-synth", PatchConfig(target="head", n_pairs=32))
+    """
     config = config or PatchConfig()
     if bool(config.target) == bool(config.specs):
         raise GenIRError("give exactly one of target or specs (CLI: --target or --specs)")

@@ -20,10 +20,15 @@ from .rendering import draw
 
 @dataclass
 class ReadConfig(QueryConfig):
+    """Parameters of `run_read`, each with its default; recorded in every table's provenance."""
     stages: StageDefinition | str | Path | None = None  # None: even thirds, with a warning
 
 
 def run_read(model, data, out, config: ReadConfig | None = None, *, progress: bool = True) -> dict:
+    """Component reading: which earlier components the decoder's MLP neurons and cross-attention heads read from (paper Fig. 5); returns a JSON-able summary (module docstring: what it writes).
+
+        summary = run_read(gm, dataset, "runs/read/dsi-synth", ReadConfig(stages="stages.json", max_queries=256))
+    """
     config = config or ReadConfig()
     return read_on(Inputs.for_queries(model, data, out, config), config, progress=progress)
 

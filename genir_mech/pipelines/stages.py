@@ -26,6 +26,7 @@ from .rendering import draw
 
 @dataclass
 class StagesConfig(QueryConfig):
+    """Parameters of `run_stages`, each with its default; recorded in every table's provenance."""
     bootstrap: int = 200  # resamples of the queries for boundary stability
     min_stage_size: int | None = None  # default max(1, n_layers // 8)
     max_stages: int | None = None  # default n_layers // min_stage_size
@@ -48,6 +49,10 @@ def _stage_cost(gm, texts, docs, batch_size, progress):
 
 
 def run_stages(model, data, out, config: StagesConfig | None = None, *, progress: bool = True) -> dict:
+    """Stage localisation: find the decoder's stages of a checkpoint and save them as a stage definition; returns a JSON-able summary (module docstring: what it writes).
+
+        summary = run_stages(gm, dataset, "runs/stages/dsi-synth", StagesConfig(max_queries=256, bootstrap=200))
+    """
     config = config or StagesConfig()
     inputs = Inputs.for_queries(model, data, out, config, at_least=2)
     gm, texts, docs = model, inputs.texts, inputs.relevant_docs

@@ -32,6 +32,7 @@ from .rendering import draw
 
 @dataclass
 class SwapConfig:
+    """Parameters of `run_swap`, each with its default; recorded in every table's provenance."""
     splits: Sequence[str] = ("test", "validation")  # experiment 1: splits whose queries of the removed documents are used
     vanilla_split: str = "validation"  # experiment 2: the split of A's correct queries
     batch_size: int = 64
@@ -52,6 +53,10 @@ def default_encoder_paths(model_path: str | Path) -> list[str]:
 
 
 def run_swap(model, data, out, config: SwapConfig | None = None, *, encoders: Sequence) -> dict:
+    """Encoder swap: model A's decoder on other models' encoder output (paper Table 2); returns a JSON-able summary (module docstring: what it writes).
+
+        summary = run_swap(gm, dataset, "runs/swap/dsi-synth", SwapConfig(), encoders=encoders)
+    """
     config = config or SwapConfig()
     started, out, a = time.time(), Path(out), model
     if not encoders:

@@ -58,7 +58,11 @@ def rank_texts(gm, texts: list[str], query_ids: list[str] | None = None, batch_s
 
 
 def evaluate(gm, dataset: RetrievalDataset, split: str = "test", batch_size: int = 256) -> tuple[dict, pd.DataFrame]:
-    """Hits@1/5/10 and MRR over `split`, plus a per-query table with ranks and correctness."""
+    """Hits@1/5/10 and MRR over `split` (ir_measures), plus a per-query table with ranks and correctness.
+
+        metrics, per_query = evaluate(gm, dataset, "test")
+        metrics["hits@1"], per_query[per_query.correct].query_id
+    """
     queries = dataset.split(split)
     if not queries:
         raise GenIRError(f"empty query set: split {split!r} has no queries (splits: {', '.join(dataset.splits) or 'none'})")

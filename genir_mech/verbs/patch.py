@@ -3,7 +3,7 @@
     genir-mech patch --model checkpoints/dsi-synth --target component
     genir-mech patch --model checkpoints/dsi-synth --target head --direction noise --n-pairs 64 --rows-per-forward 1024
     genir-mech patch --model checkpoints/dsi-synth --target encoder-position --pairs my_pairs.jsonl --align left-pad
-    genir-mech patch --model checkpoints/dsi-synth --specs my_sweep.json      # a saved sweep (list of patch specs)
+    genir-mech patch --model checkpoints/dsi-synth --specs my_sweep.yaml      # a saved sweep (intervention file, JSON or YAML)
 
 By default only pairs whose clean query ranks its document first and whose
 corrupted query ranks its own document first are kept (`--all-pairs` keeps
@@ -23,7 +23,7 @@ def add_arguments(p):
     pair_arguments(p)
     p.add_argument("--target", choices=TARGETS, help="what to patch: decoder resid per layer, decoder components, attention heads, "
                                                      "encoder output positions, encoder layer outputs per position")
-    p.add_argument("--specs", help="a saved sweep (JSON list of {site, head, position}) instead of --target")
+    p.add_argument("--specs", help="a saved sweep instead of --target: an intervention file (.json/.yaml, as written to <out>/<target>_specs.json) or the older JSON list of {site, head, position}")
     p.add_argument("--kinds", help="component kinds for --target component/head, comma-separated (default all; heads: self_attn,cross_attn)")
     rows_argument(p, 512, "patched rows (patch x pair) per forward pass")
     output_arguments(p, "patch")

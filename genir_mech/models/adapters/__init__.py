@@ -35,6 +35,10 @@ def adapter_class(config, name: str = "") -> type[Adapter]:
 
 
 def adapter_for(model: nn.Module) -> Adapter:
+    """The adapter of a loaded HF model's family; GenIRError naming the model type when no family supports it.
+
+    adapter = adapter_for(hf_model)      # T5Adapter, LlamaAdapter, ...
+    """
     return adapter_class(model.config, getattr(model.config, "name_or_path", "") or type(model).__name__)(model)
 
 

@@ -100,6 +100,7 @@ class Adapter(ABC):
 
     @property
     def name(self) -> str:
+        """The model's name or path, for error messages."""
         return getattr(self.config, "name_or_path", "") or type(self.model).__name__
 
     # -- shape, from the config ---------------------------------------------------------------
@@ -156,14 +157,16 @@ class Adapter(ABC):
 
     # -- where things are -----------------------------------------------------------------------
     @abstractmethod
-    def hook(self, site: Site) -> Hook: ...
+    def hook(self, site: Site) -> Hook:
+        """Where a standard site lives in this family's modules (GenIRError for a site the model does not have)."""
 
     @abstractmethod
     def output_projection(self, site: Site) -> nn.Linear:
         """The linear layer that maps concatenated heads to the residual stream."""
 
     @abstractmethod
-    def final_norm(self, side: str) -> nn.Module: ...
+    def final_norm(self, side: str) -> nn.Module:
+        """The norm applied to the last residual of a side before the unembedding."""
 
     @abstractmethod
     def sublayer_norm(self, site: Site) -> nn.Module:
@@ -206,6 +209,7 @@ class Adapter(ABC):
 
     # -- derived --------------------------------------------------------------------------------
     def unembed(self, normed: torch.Tensor) -> torch.Tensor:
+        """Logits of already final-normed vectors: output scaling, then the output embedding."""
         return self.model.get_output_embeddings()(normed * self.output_scale)
 
     def project(self, residual: torch.Tensor) -> torch.Tensor:
@@ -213,6 +217,7 @@ class Adapter(ABC):
         return self.unembed(self.final_norm("decoder")(residual))
 
     def components(self, side: str = "decoder", kinds: tuple[str, ...] | None = None) -> list[Site]:
+        """Every component output site of a side, in forward order (optionally only some kinds)."""
         return [Site(side, layer, kind) for layer in range(self.n_layers(side)) for kind in self.kinds(side) if kinds is None or kind in kinds]
 
     def order_key(self, site: Site) -> tuple:
@@ -227,6 +232,7 @@ class Adapter(ABC):
         return (side_rank, site.layer, self.kinds(site.side).index(site.kind), FACETS.index(site.facet))
 
     def validate(self, site: Site) -> Site:
+        """Return `site` if this model has it, else raise GenIRError naming the site and the model's range."""
         if site.side not in self.sides:
             raise GenIRError(f"{site.name}: this {self.family} model has no {site.side} (its sides: {', '.join(self.sides)})")
         n = self.n_layers(site.side)
