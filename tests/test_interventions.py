@@ -18,13 +18,6 @@ from genir_mech.stage_definition import StageDefinition
 from genir_mech.testing import tiny_genir, toy_queries
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def gm():

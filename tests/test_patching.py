@@ -24,14 +24,6 @@ from genir_mech.patching.specs import PatchSpec, load_specs, save_specs, target_
 N_DOCS = 20
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny matrices: extra threads only spin against the other processes on a shared machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def dataset():

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from genir_mech.data.corpus import RetrievalDataset
 from genir_mech.pipelines.ablate import AblateConfig, run_ablate
@@ -27,14 +26,6 @@ from genir_mech.testing import planted_cross_attention, tiny_genir, toy_tokenize
 STAGES = "early=0-1,planted=2-3,late=4-5"
 SMALL = dict(max_queries=8, batch_size=8)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny matrices: extra threads only spin against the other processes on a shared machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _model():

@@ -129,7 +129,7 @@ def segment_profile(
         raise GenIRError("the layer profile contains NaN or infinite values; check the contribution table")
     n, p = x.shape
     if min_size < 1 or min_size > n:
-        raise GenIRError(f"--min-stage-size {min_size}: must lie between 1 and the number of decoder layers ({n})")
+        raise GenIRError(f"min_stage_size {min_size} (CLI: --min-stage-size): must lie between 1 and the number of decoder layers ({n})")
     max_stages = min(max_stages or n, n // min_size)
     parts = optimal_partitions(x, max_stages, min_size)
     sigma2 = noise_variance(x, resolution)

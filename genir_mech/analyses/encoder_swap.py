@@ -155,11 +155,11 @@ def removed_docs_experiment(
         removed = set(removed_documents(b))
         unknown = sorted(removed - set(dataset.documents))
         if unknown:
-            raise GenIRError(f"{b.path}: removed documents {unknown[:5]} are not in the dataset; pass the data the models were trained on (--data)")
+            raise GenIRError(f"{b.path}: removed documents {unknown[:5]} are not in the dataset; give the data the models were trained on (CLI: --data)")
         held_out = [q for s in splits for q in dataset.split(s)]
         candidates = [q for q in held_out if dataset.relevant(q.query_id) in removed]
         if not candidates:
-            raise GenIRError(f"{b.path}: no {'/'.join(splits)} queries for its {len(removed)} removed documents; try more splits (--splits)")
+            raise GenIRError(f"{b.path}: no {'/'.join(splits)} queries for its {len(removed)} removed documents; try more splits (splits=, CLI: --splits)")
         queries, docs, texts = _ranked_first_by(a, candidates, dataset, batch_size)
         if not queries:
             raise GenIRError(f"{a.path} ranks none of the {len(candidates)} queries of {b.path}'s removed documents first; nothing to swap")
@@ -184,7 +184,7 @@ def removed_docs_experiment(
         summaries.append(pd.concat([summary, extra], ignore_index=True))
         per_queries.append(per_query)
     if not summaries:
-        raise GenIRError("experiment 1 needs at least one removed-documents variant (--encoder-from)")
+        raise GenIRError("experiment 1 needs at least one removed-documents variant (variants=, CLI: --encoder-from)")
     return pd.concat(summaries, ignore_index=True), pd.concat(per_queries, ignore_index=True)
 
 

@@ -109,7 +109,7 @@ def _pair_from_record(record: dict, where: str, index: int, dataset) -> QueryPai
     has_ids = record.get("clean_query_id") and record.get("corrupted_query_id")
     if has_ids and not has_text:
         if dataset is None:
-            raise GenIRError(f"{where}: query ids need a dataset to look them up; pass --data")
+            raise GenIRError(f"{where}: query ids need a dataset to look them up; give the dataset (CLI: --data)")
         try:
             clean_q, corrupted_q = dataset.query(str(record["clean_query_id"])), dataset.query(str(record["corrupted_query_id"]))
             return QueryPair(pair_id, clean_q.text, corrupted_q.text, dataset.relevant(clean_q.query_id), dataset.relevant(corrupted_q.query_id), str(record.get("decides") or ""))
@@ -206,7 +206,7 @@ def tokenize_pairs(gm, pairs: list[QueryPair], align: str | None = None) -> Pair
         more = f" (and {len(mismatched) - 5} more)" if len(mismatched) > 5 else ""
         raise GenIRError(
             f"{len(mismatched)} pair(s) tokenize to different lengths, so token positions would not line up: {shown}{more}. "
-            "Use pairs of equal token length, or choose an alignment (--align left-pad or --align right-pad)"
+            "Use pairs of equal token length, or choose an alignment: align="left-pad" or "right-pad" (CLI: --align)"
         )
     pad = gm.tokenizer.pad_token_id
     lengths = [max(len(a), len(b)) for a, b in zip(clean_ids, corrupted_ids)]
