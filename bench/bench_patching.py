@@ -94,6 +94,22 @@ def timed(fn, repeats: int = 1):
     return out, statistics.median(times), peak
 
 
+def timed_interleaved(fa, fb, repeats: int):
+    """Time two variants in alternation (a, b, a, b, ...) after one warm-up each, so that a change in machine load
+    between them (other processes on a shared CPU) hits both alike; returns two (result, median seconds, peak RSS growth)."""
+    fa(), fb()
+    runs = {fa: ([], 0.0, None), fb: ([], 0.0, None)}
+    for _ in range(repeats):
+        for fn in (fa, fb):
+            times, peak, _ = runs[fn]
+            with PeakRSS() as mem:
+                t0 = time.perf_counter()
+                out = fn()
+                times.append(time.perf_counter() - t0)
+            runs[fn] = (times, max(peak, mem.mib), out)
+    return tuple((runs[fn][2], statistics.median(runs[fn][0]), runs[fn][1]) for fn in (fa, fb))
+
+
 def effects_of(table) -> dict:
     """(spec label, pair_id) -> metric change of the patch over the corrupted run."""
     return {(row.site, -1 if pd.isna(row.head) else int(row.head), row.pair_id): row.value - row.corrupted for row in table.itertuples()}
@@ -244,7 +260,9 @@ def main():
     for name, specs in sweeps.items():
         n = len(specs) * len(batch)
         rows = []
-        table, t_a, m_a = timed(lambda: sweep(gm, batch, specs, metrics=METRICS, rows_per_forward=R, pairs_per_batch=P), args.repeats)
+        # (a) and the floor (d) alternate, so their ratio is not an artefact of load drifting between them
+        (table, t_a, m_a), (forwards_d, t_d, m_d) = timed_interleaved(
+            lambda: sweep(gm, batch, specs, metrics=METRICS, rows_per_forward=R, pairs_per_batch=P), lambda: floor(gm, batch, len(specs), R, P), args.repeats)
         ref = effects_of(table)
         if name == "cross-attention heads":
             exact_heads, t_heads = table, t_a
@@ -256,7 +274,6 @@ def main():
         rows.append(("(b2) one nnsight trace per patch, all pairs batched", len(specs) + 2, t_b2, m_b2, compare(ref, b2)))
         c, t_c, m_c = timed(lambda: batch1_hooks(gm, batch, specs))
         rows.append(("(c) batch-1 loop, plain PyTorch hooks", n + 2 * len(batch), t_c, m_c, compare(ref, c)))
-        forwards_d, t_d, m_d = timed(lambda: floor(gm, batch, len(specs), R, P), args.repeats)
         rows.append(("(d) floor: uninstrumented batched forwards", forwards_d, t_d, m_d, float("nan")))
         for r in rows[1:-1]:
             assert r[4] < 1e-3, f"{r[0]} disagrees with (a) by {r[4]}"
@@ -304,7 +321,7 @@ def main():
         f"{gm.adapter.n_heads} heads); {note}. Denoising (clean into corrupted), metric: logit difference of the two documents. "
         f"CPU ({platform.processor() or platform.machine()}), torch {torch.__version__} with {torch.get_num_threads()} thread(s), "
         f"{R} rows per forward pass, source activations cached per {P} pairs. Written by `bench/bench_patching.py`; all timings from one run: "
-        f"median of {args.repeats} runs after a warm-up for (a), (b2), (d) and AtP, a single run for the loops (b) and (c).",
+        f"median of {args.repeats} runs after a warm-up for (a), (b2), (d) and AtP, (a) and (d) timed in alternation, a single run for the loops (b) and (c).",
         "",
     ]
     for name, res in results.items():
