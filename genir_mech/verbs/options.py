@@ -151,12 +151,22 @@ def looks_like_path(text: str) -> bool:
 def checkpoint(text: str) -> str:
     """A checkpoint directory (which must exist, with config.json) or a hub id owner/name (checked when loading)."""
     path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a file, expected a checkpoint directory")
     if path.exists():
         if not (path / "config.json").is_file():
             raise argparse.ArgumentTypeError(f"{text}: directory has no config.json; not a HuggingFace checkpoint")
     elif looks_like_path(text):
         raise argparse.ArgumentTypeError(f"{text}: no such checkpoint directory")
     return text
+
+
+def check_checkpoint(text: str, what: str) -> str:
+    """`checkpoint` for a path that did not come from the command line (e.g. a default read from a model card)."""
+    try:
+        return checkpoint(text)
+    except argparse.ArgumentTypeError as exc:
+        raise GenIRError(f"{what}: {exc}") from None
 
 
 def existing_file(text: str) -> str:

@@ -9,7 +9,7 @@ checkpoint beside A trained on the same data without some documents.
 from __future__ import annotations
 
 from . import Verb
-from .options import checkpoint, positive_int, load_data, load_model, model_arguments, output_arguments, output_dir, split_list
+from .options import check_checkpoint, checkpoint, positive_int, load_data, load_model, model_arguments, output_arguments, output_dir, split_list
 
 TITLES = {"removed_docs": "Experiment 1: removed documents (paper Table 2)", "vanilla": "Experiment 2: vanilla encoder"}
 
@@ -30,7 +30,7 @@ def handler(args):
 
     out = output_dir(args, "swap")
     # --encoder-from is checked while parsing; the default paths come from the model card and the folders beside A
-    paths = args.encoder_from or default_encoder_paths(args.model)
+    paths = args.encoder_from or [check_checkpoint(p, "default --encoder-from") for p in default_encoder_paths(args.model)]
     gm = load_model(args)
     encoders = [load_model(args, p, self_check=False) for p in paths]
     config = SwapConfig(splits=split_list(args.splits), vanilla_split=args.vanilla_split, batch_size=args.batch_size)
