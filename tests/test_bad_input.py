@@ -1,4 +1,4 @@
-"""Bad input through the CLI: 68 bad or hostile inputs over all 14 verbs, each refused with exit code 2 and one line.
+"""Bad input through the CLI: 69 bad or hostile inputs over all 14 verbs, each refused with exit code 2 and one line.
 
 For every case (the `CASES` table below, run in-process through `genir_mech.cli.main`):
 exit code 2, exactly one line on stderr (`genir-mech VERB: error: ...`), no
@@ -14,8 +14,8 @@ no result (*.csv, *.png) left in --out. The kinds, by verb:
 - paths (parse time): a model path with a typo (no hub retries), missing
   --other / --encoder-from / --pairs / --specs / --stages / --circuit files,
   --out an existing file or below a file, a missing results directory;
-- data (data, eval, patch): duplicate query ids (DSI, BEIR queries.jsonl,
-  BEIR qrels across splits), empty and whitespace-only and non-string query
+- data (data, eval, patch): duplicate query ids (DSI: twice in one split, or
+  with two documents; BEIR queries.jsonl; BEIR qrels across splits), empty and whitespace-only and non-string query
   texts, non-UTF-8 queries, documents, qrels and pair files;
 - broken models (eval, lens): a NaN weight, an inf weight, a truncated and a
   garbage safetensors file;
@@ -77,6 +77,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
         weights = copy / "model.safetensors"
         data = weights.read_bytes()
         weights.write_bytes(data[: int(len(data) * keep)] if keep else b"\xff" * 64)
+        f[name] = copy
 
     def dsi(name: str, queries: list, documents: list | None = None, pairs: bytes | None = None) -> Path:
         d = root / name
@@ -90,6 +91,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
 
     q = lambda qid, text, doc=0: {"query_id": qid, "text": text, "doc_id": doc, "split": "test"}
     f["dup_ids"] = dsi("dup_ids", [q("a", "first query"), q("b", "second"), q("a", "third query", 1)])
+    f["dup_other_doc"] = dsi("dup_other_doc", [q("a", "first query"), {**q("a", "same id, other document", 1), "split": "train"}])
     f["empty_query"] = dsi("empty_query", [q("a", "fine"), q("b", "")])
     f["blank_query"] = dsi("blank_query", [q("a", "fine"), q("b", "   \t ")])
     f["number_query"] = dsi("number_query", [q("a", "fine"), q("b", 42)])
@@ -144,7 +146,8 @@ CASES = [
     ("data --data synthetic:n_docs=abc --out {out}", "n_docs must be an integer"),
     ("data --data synthetic:bogus=1 --out {out}", "unknown option 'bogus'"),
     ("data --data /no/such/corpus --out {out}", "/no/such/corpus: no such data directory"),
-    ("data --data {dup_ids} --out {out}", "line 3: query id 'a' already given on line 1"),
+    ("data --data {dup_ids} --out {out}", "line 3: query id 'a' already given on line 1 (in the same split 'test')"),
+    ("data --data {dup_other_doc} --out {out}", "line 2: query id 'a' already given on line 1 (with document '0', here '1')"),
     ("data --data {empty_query} --out {out}", "queries.jsonl, line 2: query text is empty"),
     ("data --data {blank_query} --out {out}", "queries.jsonl, line 2: query text is empty"),
     ("data --data {number_query} --out {out}", "queries.jsonl, line 2: query text must be a string, got int"),
@@ -157,7 +160,7 @@ CASES = [
     # train (parse-time numbers only; --out, --base and resume are checked by the training code)
     ("train --out {out} --epochs 0", "--epochs: must be a positive integer, got 0"),
     ("train --out {out} --batch-size 0", "--batch-size: must be a positive integer, got 0"),
-    ("train --out {out} --lr -1e-3", "--lr: must be a positive number"),
+    ("train --out {out} --lr=-1e-3", "--lr: must be a positive number"),
     ("train --out {out} --dropout 1.5", "--dropout: must be between 0 and 1"),
     ("train --out {out} --d-model wide", "--d-model: expected a positive integer, got 'wide'"),
     # eval

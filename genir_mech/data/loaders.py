@@ -146,7 +146,7 @@ def load_dsi_jsonl(documents_path: str | Path, queries_path: str | Path, pairs_p
         if key is None:
             raise GenIRError(f"{documents_path}, line {lineno}: missing field doc_id (or text_id)")
         documents[str(key)] = _text(documents_path, lineno, d, what="document text", allow_empty=True)
-    queries, qrels, seen = [], {}, {}
+    queries, qrels, seen = [], {}, {}  # seen: query id -> (split, document, line)
     for lineno, q in _read_jsonl(queries_path, ("text",)):
         did = q.get("doc_id", q.get("text_id"))
         if did is None:
@@ -154,9 +154,18 @@ def load_dsi_jsonl(documents_path: str | Path, queries_path: str | Path, pairs_p
         did = str(did)
         if did not in documents:
             raise GenIRError(f"{queries_path}, line {lineno}: unknown document {did!r}")
-        qid = str(q.get("query_id", f"q{lineno}"))
-        _unique_id(seen, qid, queries_path, lineno)
-        queries.append(Query(qid, _text(queries_path, lineno, q), str(q.get("split", "test"))))
+        qid, split = str(q.get("query_id", f"q{lineno}")), str(q.get("split", "test"))
+        if qid in seen:
+            # One id in one split would be scored twice (ir_measures keeps one, the vocabulary path both), and one id
+            # with another document would silently replace the first query's judgement. The same id in another split
+            # with the same document is how the synthetic generator names train and test queries (t<doc>-<template>):
+            # each split is evaluated on its own, so that stays allowed.
+            first_split, first_doc, first_line = seen[qid]
+            if first_split == split or first_doc != did:
+                why = f"in the same split {split!r}" if first_split == split else f"with document {first_doc!r}, here {did!r}"
+                raise GenIRError(f"{queries_path}, line {lineno}: query id {qid!r} already given on line {first_line} ({why}); query ids must be unique")
+        seen.setdefault(qid, (split, did, lineno))
+        queries.append(Query(qid, _text(queries_path, lineno, q), split))
         qrels[qid] = {did}
     if pairs_path is None and (queries_path.parent / "pairs.jsonl").exists():
         pairs_path = queries_path.parent / "pairs.jsonl"

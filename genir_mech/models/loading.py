@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from ..data.corpus import RetrievalDataset
 from ..data.loaders import load_dataset
@@ -63,11 +64,18 @@ def load_genir(path_or_id: str, docid_pattern: str | None = None, device: str = 
     except OSError as exc:
         raise GenIRError(f"{path_or_id}: cannot load the config ({str(exc).splitlines()[0]})") from None
     family = adapter_class(config, str(path_or_id))
+    # transformers 5 draws a "Loading weights" bar on stderr for every load, even of a tiny model; it would
+    # interleave with the one-line errors and warnings the CLI promises (the bar setting is restored after)
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         model = family.auto_class.from_pretrained(path_or_id).to(device).eval()
         tokenizer = AutoTokenizer.from_pretrained(path_or_id)
     except (OSError, ValueError) as exc:
         raise GenIRError(f"{path_or_id}: cannot load the model or tokenizer ({str(exc).splitlines()[0]})") from None
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
     check_finite_parameters(model, str(path_or_id))
     gm = GenIRModel(model, tokenizer, AtomicDocids.detect(tokenizer, docid_pattern), family(model), local.name or path_or_id, str(path_or_id))
     if self_check:
