@@ -154,7 +154,7 @@ CASES = [
     ("data --data {latin1_queries} --out {out}", "queries.jsonl, line 2: not valid UTF-8"),
     ("data --data {latin1_docs} --out {out}", "documents.jsonl, line 1: not valid UTF-8"),
     ("data --data {latin1_pairs_dir} --out {out}", "pairs.jsonl, line 2: not valid UTF-8"),
-    ("data --data {beir_dup} --out {out}", "queries.jsonl, line 3: query id 'q1' already given on line 1"),
+    ("data --data {beir_dup} --out {out}", "queries.jsonl, line 3: query id 'q1' already given on line 1 with another text"),
     ("data --data {beir_two_splits} --out {out}", "test.tsv, line 3: query 'q1' is already judged in split validation"),
     ("data --data {beir_latin1_qrels} --out {out}", "test.tsv, line 3: not valid UTF-8"),
     # train (parse-time numbers only; --out, --base and resume are checked by the training code)

@@ -68,14 +68,6 @@ def _text(path: Path, lineno: int, row: dict, key: str = "text", what: str = "qu
     return value
 
 
-def _unique_id(seen: dict, qid: str, path: Path, lineno: int) -> None:
-    if qid in seen:
-        first_path, first_line = seen[qid]
-        where = f"line {first_line}" if first_path == path else f"{first_path}, line {first_line}"
-        raise GenIRError(f"{path}, line {lineno}: query id {qid!r} already given on {where}; query ids must be unique")
-    seen[qid] = (path, lineno)
-
-
 def load_beir(root: str | Path, splits: tuple[str, ...] = ("train", "dev", "validation", "test")) -> RetrievalDataset:
     """Load a BEIR-format directory. The BEIR split `dev` becomes `validation`."""
     root = Path(root)
@@ -84,11 +76,15 @@ def load_beir(root: str | Path, splits: tuple[str, ...] = ("train", "dev", "vali
     for lineno, d in _read_jsonl(corpus_path, ("_id", "text")):
         title = _text(corpus_path, lineno, d, "title", "document title", allow_empty=True) if "title" in d else ""
         documents[str(d["_id"])] = (title + " " + _text(corpus_path, lineno, d, what="document text", allow_empty=True)).strip()
-    texts, seen = {}, {}
+    texts, first_line = {}, {}
     for lineno, q in _read_jsonl(queries_path, ("_id", "text")):
-        qid = str(q["_id"])
-        _unique_id(seen, qid, queries_path, lineno)
-        texts[qid] = _text(queries_path, lineno, q)
+        qid, text = str(q["_id"]), _text(queries_path, lineno, q)
+        if qid in texts and texts[qid] != text:
+            # the second text would silently replace the first; a repeated identical line changes nothing
+            raise GenIRError(f"{queries_path}, line {lineno}: query id {qid!r} already given on line {first_line[qid]} with another text; "
+                             "query ids must be unique")
+        texts[qid] = text
+        first_line.setdefault(qid, lineno)
     queries, qrels, split_of = [], {}, {}
     qrel_dir = root / "qrels"
     if not qrel_dir.is_dir():
