@@ -1,8 +1,11 @@
 """`genir-mech`: the command-line entry point. Each verb is a thin shell over one pipeline (genir_mech.verbs).
 
-Errors a user can fix (`GenIRError`) are printed as one message without a
-traceback, with exit code 2; warnings (e.g. no stage definition given) as one
-line each.
+Every argument is validated while parsing (verbs/options.py holds the
+argument types), before any model loads; this module and the verb modules
+import no torch, transformers or nnsight at module level, so a bad argument
+costs a fraction of a second. Errors a user can fix (bad arguments and
+`GenIRError`) are printed as one line without usage or traceback, with exit
+code 2; warnings (e.g. no stage definition given) as one line each.
 """
 from __future__ import annotations
 
@@ -21,9 +24,20 @@ VERBS = {
 }
 
 
+class UsageError(Exception):
+    """A bad command line: `prog: error: message`, printed by `main` as one line."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but an error is one line (`genir-mech VERB: error: ...`) without the usage block, so scripts can grep it."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: error: {message}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `genir-mech` argument parser: one sub-command per verb."""
-    parser = argparse.ArgumentParser(prog="genir-mech", description="Mechanistic analysis of generative IR models.")
+    parser = OneLineParser(prog="genir-mech", description="Mechanistic analysis of generative IR models.")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for name, verb in VERBS.items():
         p = sub.add_parser(name, help=verb.help, description=verb.help)
@@ -33,8 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: parse, run the verb's handler, print user errors as one line (exit 2) without a traceback."""
-    args = build_parser().parse_args(argv)
+    """Entry point: parse (validating every argument), run the verb's handler, print user errors as one line (exit 2) without a traceback."""
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
 
     def one_line(message, category, filename, lineno, file=None, line=None):
         print(f"genir-mech {args.verb}: warning: {message}", file=file or sys.stderr)
@@ -44,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             result = args.handler(args)
         except GenIRError as exc:
-            print(f"genir-mech {args.verb}: error: {exc}", file=sys.stderr)
+            # a message may quote a multi-line file excerpt; the contract is one line
+            print(f"genir-mech {args.verb}: error: {' '.join(str(exc).split())}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print(f"genir-mech {args.verb}: interrupted; rerun the same command to resume where supported", file=sys.stderr)

@@ -58,7 +58,10 @@ class AtomicDocids(DocidScheme):
     @classmethod
     def detect(cls, tokenizer, pattern: str | None = None) -> "AtomicDocids":
         """Find docid tokens among the tokenizer's added tokens (or, failing that, its vocabulary)."""
-        regex = re.compile(pattern or DEFAULT_PATTERN)
+        try:
+            regex = re.compile(pattern or DEFAULT_PATTERN)
+        except re.error as exc:
+            raise GenIRError(f"docid_pattern {pattern!r} (CLI: --docid-pattern) is not a valid regular expression ({exc})") from None
         if regex.groups < 1:
             raise GenIRError(f"docid pattern {regex.pattern!r} needs one capture group for the document id")
         added = tokenizer.get_added_vocab()

@@ -29,6 +29,21 @@ class Stage:
     layers: tuple[int, ...]
 
 
+def _check_stages(stages: tuple[Stage, ...], where: str) -> None:
+    """Every stage named, non-empty, with layers >= 0, and no name twice: an empty stage would be reported as a 0.0% effect."""
+    seen = set()
+    for s in stages:
+        if not s.name:
+            raise GenIRError(f"{where}: a stage has no name")
+        if s.name in seen:
+            raise GenIRError(f"{where}: stage {s.name!r} appears twice")
+        seen.add(s.name)
+        if not s.layers:
+            raise GenIRError(f"{where}: stage {s.name!r} has no layers")
+        if min(s.layers) < 0:
+            raise GenIRError(f"{where}: stage {s.name!r} names negative layer {min(s.layers)}")
+
+
 @dataclass(frozen=True)
 class StageDefinition:
     stages: tuple[Stage, ...]
@@ -70,6 +85,7 @@ class StageDefinition:
             raise GenIRError(f"{source or 'stage definition'}: expected {{\"stages\": [{{\"name\": ..., \"layers\": [...]}}]}} ({exc})") from None
         if not stages:
             raise GenIRError(f"{source or 'stage definition'}: no stages")
+        _check_stages(stages, source or "stage definition")
         return cls(stages, data.get("source", source))
 
     @classmethod
@@ -93,11 +109,16 @@ class StageDefinition:
             name, _, span = part.partition("=")
             lo, _, hi = span.partition("-")
             try:
-                stages.append(Stage(name.strip(), tuple(range(int(lo), int(hi or lo) + 1))))
+                first, last = int(lo), int(hi or lo)
             except ValueError:
                 raise GenIRError(f"stage spec {text!r}: expected name=first-last, e.g. priming=0-2,bridging=3-5") from None
+            if last < first:
+                # range(3, 2) is empty: the stage would silently report a 0.0% effect
+                raise GenIRError(f"stage spec {text!r}: range {name.strip()}={lo}-{hi} is reversed (first layer after last)")
+            stages.append(Stage(name.strip(), tuple(range(first, last + 1))))
         if not stages:
             raise GenIRError(f"stage spec {text!r}: no stages")
+        _check_stages(tuple(stages), f"stage spec {text!r}")
         return cls(tuple(stages), "spec")
 
     @classmethod

@@ -24,7 +24,7 @@ def test_user_error_is_one_line_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "genir_mech.cli", "eval", "--model", str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    assert f"genir-mech eval: error: {tmp_path}: directory has no config.json" in proc.stderr
+    assert proc.stderr == f"genir-mech eval: error: argument --model: {tmp_path}: directory has no config.json; not a HuggingFace checkpoint\n"
 
 
 def test_training_resumes_and_writes_a_model_card(tmp_path, capsys):

@@ -4,7 +4,10 @@
     ds = load_dsi_jsonl("docs.jsonl", "queries.jsonl")   # DSI/NQ-style JSONL
     ds = load_dataset("synthetic:n_docs=1000,seed=0")     # or a path to either format
 
-Every malformed line raises a `GenIRError` naming the file and line number.
+Every malformed line raises a `GenIRError` naming the file and line number:
+bad JSON or UTF-8, a missing field, a query text that is empty or not a
+string, and a query id given twice (which would silently replace the first
+query's relevant document).
 """
 from __future__ import annotations
 
@@ -17,40 +20,72 @@ from .corpus import Query, RetrievalDataset
 from .synthetic import SyntheticConfig, generate_corpus
 
 
-def iter_jsonl(path: Path):
-    """(line number, JSON object) for each non-blank line; a bad line raises a GenIRError naming file and line."""
+def iter_lines(path: Path):
+    """(line number, decoded text) of each line; bytes that are not UTF-8 raise a GenIRError naming file and line."""
     if not path.exists():
         raise GenIRError(f"{path}: file not found")
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
+    # read bytes and decode per line: a UnicodeDecodeError from a text-mode file names neither file nor line
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise GenIRError(f"{path}, line {lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise GenIRError(f"{path}, line {lineno}: expected a JSON object, got {type(row).__name__}")
-            yield lineno, row
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise GenIRError(f"{path}, line {lineno}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})") from None
 
 
-def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
+def iter_jsonl(path: Path):
+    """(line number, JSON object) for each non-blank line; a bad line raises a GenIRError naming file and line."""
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise GenIRError(f"{path}, line {lineno}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise GenIRError(f"{path}, line {lineno}: expected a JSON object, got {type(row).__name__}")
+        yield lineno, row
+
+
+def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict]]:
     rows = []
     for lineno, row in iter_jsonl(path):
         missing = [k for k in required if k not in row]
         if missing:
             raise GenIRError(f"{path}, line {lineno}: missing field(s) {', '.join(missing)}")
-        rows.append(row)
+        rows.append((lineno, row))
     return rows
+
+
+def _text(path: Path, lineno: int, row: dict, key: str = "text", what: str = "query text", allow_empty: bool = False) -> str:
+    """row[key] as a string; a non-string, or (unless allowed) an empty or whitespace-only text, names file and line."""
+    value = row[key]
+    if not isinstance(value, str):
+        raise GenIRError(f"{path}, line {lineno}: {what} must be a string, got {type(value).__name__} {value!r}")
+    if not allow_empty and not value.strip():
+        # an empty query is still ranked (on the start token alone) and would count as a real result
+        raise GenIRError(f"{path}, line {lineno}: {what} is empty")
+    return value
 
 
 def load_beir(root: str | Path, splits: tuple[str, ...] = ("train", "dev", "validation", "test")) -> RetrievalDataset:
     """Load a BEIR-format directory. The BEIR split `dev` becomes `validation`."""
     root = Path(root)
-    docs = _read_jsonl(root / "corpus.jsonl", ("_id", "text"))
-    documents = {str(d["_id"]): (d.get("title", "") + " " + d["text"]).strip() for d in docs}
-    texts = {str(q["_id"]): q["text"] for q in _read_jsonl(root / "queries.jsonl", ("_id", "text"))}
-    queries, qrels = [], {}
+    corpus_path, queries_path = root / "corpus.jsonl", root / "queries.jsonl"
+    documents = {}
+    for lineno, d in _read_jsonl(corpus_path, ("_id", "text")):
+        title = _text(corpus_path, lineno, d, "title", "document title", allow_empty=True) if "title" in d else ""
+        documents[str(d["_id"])] = (title + " " + _text(corpus_path, lineno, d, what="document text", allow_empty=True)).strip()
+    texts, first_line = {}, {}
+    for lineno, q in _read_jsonl(queries_path, ("_id", "text")):
+        qid, text = str(q["_id"]), _text(queries_path, lineno, q)
+        if qid in texts and texts[qid] != text:
+            # the second text would silently replace the first; a repeated identical line changes nothing
+            raise GenIRError(f"{queries_path}, line {lineno}: query id {qid!r} already given on line {first_line[qid]} with another text; "
+                             "query ids must be unique")
+        texts[qid] = text
+        first_line.setdefault(qid, lineno)
+    queries, qrels, split_of = [], {}, {}
     qrel_dir = root / "qrels"
     if not qrel_dir.is_dir():
         raise GenIRError(f"{qrel_dir}: qrels directory not found")
@@ -59,57 +94,93 @@ def load_beir(root: str | Path, splits: tuple[str, ...] = ("train", "dev", "vali
         if not path.exists():
             continue
         name = "validation" if split == "dev" else split
-        with path.open(encoding="utf-8") as fh:
-            reader = csv.reader(fh, delimiter="\t")
-            for lineno, row in enumerate(reader, start=1):
-                if lineno == 1 and row and row[0] == "query-id":
+        for lineno, line in iter_lines(path):
+            row = next(csv.reader([line.rstrip("\r\n")], delimiter="\t"), [])
+            if lineno == 1 and row and row[0] == "query-id":
+                continue
+            if len(row) < 3:
+                raise GenIRError(f"{path}, line {lineno}: expected query-id, corpus-id, score")
+            qid, did, score = row[0], row[1], row[2]
+            try:
+                if int(float(score)) <= 0:
                     continue
-                if len(row) < 3:
-                    raise GenIRError(f"{path}, line {lineno}: expected query-id, corpus-id, score")
-                qid, did, score = row[0], row[1], row[2]
-                try:
-                    if int(float(score)) <= 0:
-                        continue
-                except ValueError:
-                    raise GenIRError(f"{path}, line {lineno}: score {score!r} is not a number") from None
-                if qid not in texts:
-                    raise GenIRError(f"{path}, line {lineno}: query {qid!r} not in queries.jsonl")
-                if did not in documents:
-                    raise GenIRError(f"{path}, line {lineno}: document {did!r} not in corpus.jsonl")
-                if qid not in qrels:
-                    queries.append(Query(qid, texts[qid], name))
-                qrels.setdefault(qid, set()).add(did)
+            except ValueError:
+                raise GenIRError(f"{path}, line {lineno}: score {score!r} is not a number") from None
+            if qid not in texts:
+                raise GenIRError(f"{path}, line {lineno}: query {qid!r} not in queries.jsonl")
+            if did not in documents:
+                raise GenIRError(f"{path}, line {lineno}: document {did!r} not in corpus.jsonl")
+            if qid in split_of and split_of[qid][0] != name:
+                # one query in two splits would be scored in both, and in one against the other's documents
+                first_name, first_path, first_line = split_of[qid]
+                raise GenIRError(f"{path}, line {lineno}: query {qid!r} is already judged in split {first_name} ({first_path}, line {first_line})")
+            if qid not in qrels:
+                queries.append(Query(qid, texts[qid], name))
+                split_of[qid] = (name, path, lineno)
+            qrels.setdefault(qid, set()).add(did)
     if not queries:
         raise GenIRError(f"{qrel_dir}: no judged queries in any of {', '.join(s + '.tsv' for s in splits)}")
     return RetrievalDataset(documents, queries, qrels, meta={"generator": "beir", "path": str(root)})
 
 
-def load_dsi_jsonl(documents_path: str | Path, queries_path: str | Path) -> RetrievalDataset:
+PAIR_FIELDS = ("clean", "corrupted", "clean_doc", "corrupted_doc")
+
+
+def load_dsi_jsonl(documents_path: str | Path, queries_path: str | Path, pairs_path: str | Path | None = None) -> RetrievalDataset:
     """Load DSI-style JSONL.
 
     documents: one `{"doc_id": ..., "text": ...}` per line.
     queries:   one `{"query_id"?: ..., "text": ..., "doc_id": ..., "split"?: ...}` per line
     (the `{"text", "text_id"}` pairs of public DSI code are accepted too).
+    pairs:     one `{"pair_id"?, "clean", "corrupted", "clean_doc", "corrupted_doc", ...}` per line; by default
+    the pairs.jsonl beside queries_path when there is one (what `save_dsi_jsonl` writes), so a round trip keeps them.
     """
     documents_path, queries_path = Path(documents_path), Path(queries_path)
     documents = {}
-    for d in _read_jsonl(documents_path, ("text",)):
+    for lineno, d in _read_jsonl(documents_path, ("text",)):
         key = d.get("doc_id", d.get("text_id"))
         if key is None:
-            raise GenIRError(f"{documents_path}: a document lacks doc_id/text_id")
-        documents[str(key)] = d["text"]
-    queries, qrels = [], {}
-    for i, q in enumerate(_read_jsonl(queries_path, ("text",)), start=1):
+            raise GenIRError(f"{documents_path}, line {lineno}: missing field doc_id (or text_id)")
+        documents[str(key)] = _text(documents_path, lineno, d, what="document text", allow_empty=True)
+    queries, qrels, seen = [], {}, {}  # seen: query id -> (split, document, line)
+    for lineno, q in _read_jsonl(queries_path, ("text",)):
         did = q.get("doc_id", q.get("text_id"))
         if did is None:
-            raise GenIRError(f"{queries_path}, line {i}: missing field doc_id (or text_id)")
+            raise GenIRError(f"{queries_path}, line {lineno}: missing field doc_id (or text_id)")
         did = str(did)
         if did not in documents:
-            raise GenIRError(f"{queries_path}, line {i}: unknown document {did!r}")
-        qid = str(q.get("query_id", f"q{i}"))
-        queries.append(Query(qid, q["text"], q.get("split", "test")))
+            raise GenIRError(f"{queries_path}, line {lineno}: unknown document {did!r}")
+        qid, split = str(q.get("query_id", f"q{lineno}")), str(q.get("split", "test"))
+        if qid in seen:
+            # One id in one split would be scored twice (ir_measures keeps one, the vocabulary path both), and one id
+            # with another document would silently replace the first query's judgement. The same id in another split
+            # with the same document is how the synthetic generator names train and test queries (t<doc>-<template>):
+            # each split is evaluated on its own, so that stays allowed.
+            first_split, first_doc, first_line = seen[qid]
+            if first_split == split or first_doc != did:
+                why = f"in the same split {split!r}" if first_split == split else f"with document {first_doc!r}, here {did!r}"
+                raise GenIRError(f"{queries_path}, line {lineno}: query id {qid!r} already given on line {first_line} ({why}); query ids must be unique")
+        seen.setdefault(qid, (split, did, lineno))
+        queries.append(Query(qid, _text(queries_path, lineno, q), split))
         qrels[qid] = {did}
-    return RetrievalDataset(documents, queries, qrels, meta={"generator": "dsi-jsonl", "path": str(queries_path)})
+    if pairs_path is None and (queries_path.parent / "pairs.jsonl").exists():
+        pairs_path = queries_path.parent / "pairs.jsonl"
+    pairs = _read_pairs(Path(pairs_path), documents) if pairs_path is not None else []
+    return RetrievalDataset(documents, queries, qrels, pairs, meta={"generator": "dsi-jsonl", "path": str(queries_path)})
+
+
+def _read_pairs(path: Path, documents: dict[str, str]) -> list[dict]:
+    """Matched clean/corrupted pairs as `save_dsi_jsonl` writes them, each text a non-empty string and each document known."""
+    pairs = []
+    for lineno, row in _read_jsonl(path, PAIR_FIELDS):
+        for key in ("clean", "corrupted"):
+            _text(path, lineno, row, key, f"{key} query text")
+        for key in ("clean_doc", "corrupted_doc"):
+            row[key] = str(row[key])
+            if row[key] not in documents:
+                raise GenIRError(f"{path}, line {lineno}: {key} {row[key]!r} is not a document of the corpus")
+        pairs.append({"pair_id": str(row.get("pair_id", f"p{len(pairs)}")), **row})
+    return pairs
 
 
 def parse_synthetic_spec(spec: str) -> SyntheticConfig:

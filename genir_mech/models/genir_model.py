@@ -74,9 +74,28 @@ class GenIRModel:
         """Tokenize, pad (on the adapter's side) and mask `texts` into one batch on the model's device."""
         if not texts:
             raise GenIRError("empty query set: nothing to rank")
+        for i, text in enumerate(texts):
+            # an empty query is still scored (on the padding/start token alone) and looks like a real result
+            if not isinstance(text, str):
+                raise GenIRError(f"texts[{i}] must be a string, got {type(text).__name__} {text!r}")
+            if not text.strip():
+                raise GenIRError(f"texts[{i}] is an empty query: nothing to rank")
         enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=MAX_QUERY_TOKENS, return_tensors="pt",
                              padding_side=self.adapter.padding_side)
         return QueryBatch(enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device))
+
+    def n_truncated(self, texts: list[str]) -> int:
+        """How many of `texts` are longer than the MAX_QUERY_TOKENS that `batch` keeps (their ends are cut)."""
+        lengths = self.tokenizer(list(texts), truncation=False)["input_ids"]
+        return sum(len(ids) > MAX_QUERY_TOKENS for ids in lengths)
+
+    def check_finite(self, values: torch.Tensor, what: str = "logits") -> torch.Tensor:
+        """`values`, unless any is NaN or infinite: then a GenIRError naming the model (a NaN ranks like a score and yields plausible metrics)."""
+        if not bool(torch.isfinite(values).all()):
+            bad = int((~torch.isfinite(values)).any(dim=-1).sum()) if values.dim() > 1 else 1
+            raise GenIRError(f"{self.path}: the model's {what} are not finite (NaN or inf) for {bad} of {len(values)} queries; "
+                             "refusing to rank with a broken model (check its weights)")
+        return values
 
     def token_rows(self, texts: list[str]) -> list[list[int]]:
         """Unpadded token ids of each text, tokenized exactly as `batch` does."""

@@ -7,14 +7,20 @@ The adapter family comes from the config, so T5 (encoder-decoder) and
 Llama/Qwen2 (decoder-only) checkpoints load through one function. On load,
 the logit lens of the final decoder residual must reproduce the
 model's own logits; a model whose adapter maps the wrong modules fails here,
-loudly, instead of producing wrong analyses later.
+loudly, instead of producing wrong analyses later. A model with a NaN or
+infinite weight, or whose forward pass produces one, is refused the same
+way (it would otherwise rank with plausible-looking metrics), and a truncated
+safetensors file is named before transformers tries to read it.
 """
 from __future__ import annotations
 
+import json
+import struct
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from ..data.corpus import RetrievalDataset
 from ..data.loaders import load_dataset
@@ -46,37 +52,103 @@ def load_genir(path_or_id: str, docid_pattern: str | None = None, device: str = 
     local = Path(path_or_id)
     if local.exists() and not (local / "config.json").exists():
         raise GenIRError(f"{path_or_id}: directory has no config.json; not a HuggingFace checkpoint")
-    if not local.exists() and (path_or_id.startswith((".", "/")) or path_or_id.count("/") != 1):
+    # A path with a typo would otherwise be tried as a hub id (~35 s of network retries): say so at once when it
+    # looks like a path: starts with . or /, is not owner/name, or its parent directory exists (checkpoints/typo).
+    if not local.exists() and (path_or_id.startswith((".", "/")) or path_or_id.count("/") != 1 or local.parent.is_dir()):
         raise GenIRError(f"{path_or_id}: no such checkpoint directory (and not a hub id of the form owner/name)")
+    if local.is_dir():
+        for weights in sorted(local.glob("*.safetensors")):
+            check_safetensors(weights)
     try:
         config = AutoConfig.from_pretrained(path_or_id)
     except OSError as exc:
         raise GenIRError(f"{path_or_id}: cannot load the config ({str(exc).splitlines()[0]})") from None
     family = adapter_class(config, str(path_or_id))
+    # transformers 5 draws a "Loading weights" bar on stderr for every load, even of a tiny model; it would
+    # interleave with the one-line errors and warnings the CLI promises (the bar setting is restored after)
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         model = family.auto_class.from_pretrained(path_or_id).to(device).eval()
         tokenizer = AutoTokenizer.from_pretrained(path_or_id)
     except (OSError, ValueError) as exc:
         raise GenIRError(f"{path_or_id}: cannot load the model or tokenizer ({str(exc).splitlines()[0]})") from None
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
+    check_finite_parameters(model, str(path_or_id))
     gm = GenIRModel(model, tokenizer, AtomicDocids.detect(tokenizer, docid_pattern), family(model), local.name or path_or_id, str(path_or_id))
     if self_check:
         check_logit_lens(gm)
     return gm
 
 
+def check_safetensors(path: Path) -> None:
+    """Raise unless `path` is a complete safetensors file: its header parses and its data is as long as the header says.
+
+    transformers reports a truncated file with a traceback from the Rust reader that names neither file nor cause.
+    """
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as fh:
+            (header_len,) = struct.unpack("<Q", fh.read(8))
+            if 8 + header_len > size:
+                raise ValueError(f"header of {header_len} bytes, file of {size}")
+            header = json.loads(fh.read(header_len))
+        end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+    except (struct.error, ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as exc:
+        raise GenIRError(f"{path}: not a valid safetensors file (truncated or corrupt: {exc})") from None
+    if 8 + header_len + end > size:
+        raise GenIRError(f"{path}: truncated safetensors file ({size} bytes, its header needs {8 + header_len + end})")
+
+
+def check_finite_parameters(model: torch.nn.Module, name: str) -> None:
+    """Raise, naming the model and the first such parameter, if any weight is NaN or infinite."""
+    with torch.no_grad():
+        for param_name, param in model.named_parameters():
+            if param.is_floating_point() and not bool(torch.isfinite(param).all()):
+                n_bad = int((~torch.isfinite(param)).sum())
+                raise GenIRError(f"{name}: parameter {param_name} has {n_bad} non-finite (NaN or inf) value(s); refusing a broken model")
+
+
+def first_non_finite_module(gm: GenIRModel) -> str | None:
+    """Name of the first module (in forward order) whose output holds a NaN or inf on the self-check queries, or None."""
+    found: list[str] = []
+
+    def hook(name):
+        def check(module, inputs, output):
+            tensors = [output] if torch.is_tensor(output) else [t for t in (output if isinstance(output, tuple) else ()) if torch.is_tensor(t)]
+            if not found and any(t.is_floating_point() and not bool(torch.isfinite(t).all()) for t in tensors):
+                found.append(name)
+        return check
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in gm.hf_model.named_modules() if n]
+    try:
+        gm.logits(gm.batch(SELF_CHECK_QUERIES))
+    finally:
+        for h in handles:
+            h.remove()
+    return found[0] if found else None
+
+
 def check_logit_lens(gm: GenIRModel, atol: float = 1e-3) -> float:
-    """Raise unless projecting the last decoder residual reproduces the logits; returns the max error.
+    """Raise unless projecting the last decoder residual reproduces the logits, and they are finite; returns the max error.
 
     Example:
         >>> check_logit_lens(tiny_genir())      # ~1e-7; a GenIRError names the adapter when it does not match
     """
     last = Site("decoder", gm.n_layers("decoder") - 1, "", "resid_post")
     result = run(gm, gm.batch(SELF_CHECK_QUERIES), reads=[last])
+    if not bool(torch.isfinite(result.logits).all()):
+        # `err > tol` is False for NaN, so a broken model would pass the comparison below
+        module = first_non_finite_module(gm)
+        where = f"first non-finite output: {module}" if module else "the logits"
+        raise GenIRError(f"{gm.path}: self-check failed: the model's logits are not finite (NaN or inf; {where})")
     with torch.no_grad():
         lens = gm.adapter.project(result.values[last][:, -1])
     err = float((lens - result.logits).abs().max())
     scale = float(result.logits.abs().max()) or 1.0
-    if err > atol * max(1.0, scale):
+    if not err <= atol * max(1.0, scale):  # also refuses a NaN error
         raise GenIRError(
             f"{gm.path}: self-check failed: the logit lens of the final residual differs from the model's logits by {err:.3g}; "
             f"the {gm.adapter.family} adapter does not match this model's modules"

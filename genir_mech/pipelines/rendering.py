@@ -12,6 +12,7 @@ and the figures/ modules only ever see DataFrames.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,13 +95,49 @@ PRODUCTS = [
 RESULT_NAMES = tuple(dict.fromkeys(n for p in PRODUCTS for n in p.needs)) + ("reading",)
 
 
-def draw(frames: dict[str, pd.DataFrame], out: str | Path, stages: StageDefinition | None, model: str) -> dict[str, str]:
-    """Draw every product whose tables are in `frames`; returns key -> path written."""
+# what a result table of the wrong shape (missing columns, wrong types) raises inside pandas and the plotting code
+SHAPE_ERRORS = (KeyError, ValueError, TypeError, IndexError, AttributeError)
+
+
+def draw(frames: dict[str, pd.DataFrame], out: str | Path, stages: StageDefinition | None, model: str,
+         sources: dict[str, Path] | None = None) -> dict[str, str]:
+    """Draw every product whose tables are in `frames`; returns key -> path written.
+
+    With `sources` (table name -> the CSV it was read from), a table of the wrong shape raises a GenIRError naming that file.
+    """
     out = Path(out)
-    if "reading_by_stage" not in frames and "reading" in frames and stages is not None:
-        # a results folder with only the per-unit reading table: group it by the recorded stages
-        frames = {**frames, "reading_by_stage": reading_by_stage(frames["reading"], stages)}
-    return {p.key: str(p.draw(frames, out, stages, model)) for p in PRODUCTS if p.ready(frames, stages)}
+    with _wrong_shape(sources, ("reading",)):
+        if "reading_by_stage" not in frames and "reading" in frames and stages is not None:
+            # a results folder with only the per-unit reading table: group it by the recorded stages
+            frames = {**frames, "reading_by_stage": reading_by_stage(frames["reading"], stages)}
+    made = {}
+    for p in PRODUCTS:
+        if p.ready(frames, stages):
+            with _wrong_shape(sources, p.needs):
+                made[p.key] = str(p.draw(frames, out, stages, model))
+    return made
+
+
+@contextmanager
+def _wrong_shape(sources: dict[str, Path] | None, names: tuple[str, ...]):
+    try:
+        yield
+    except SHAPE_ERRORS as exc:
+        files = [str(sources[n]) for n in names if n in sources] if sources else []
+        if not files:
+            raise
+        raise GenIRError(f"{', '.join(files)}: not a result table of the expected shape ({type(exc).__name__}: {exc})") from None
+
+
+def read_result(path: Path) -> tuple[pd.DataFrame, dict]:
+    """A result table and its provenance; an empty, unparsable or non-UTF-8 file raises a GenIRError naming it."""
+    try:
+        frame, record = read_table(path.with_suffix(""))
+    except pd.errors.EmptyDataError:
+        raise GenIRError(f"{path}: empty file (0 bytes or no header); rerun the experiment that writes it") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise GenIRError(f"{path}: not a readable CSV table or provenance record ({' '.join(str(exc).split())})") from None
+    return frame, record  # a header without rows is a legitimate empty result: its products are skipped (Product.ready)
 
 
 # -- patching and attribution: one summary table per sweep, named after its target or spec file ----------
@@ -155,28 +192,30 @@ def redraw(results_dir: str | Path, out_dir: str | Path | None = None) -> dict[s
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise GenIRError(f"{results_dir}: no such results directory")
-    frames, records = {}, {}
+    frames, records, sources = {}, {}, {}
     for name in RESULT_NAMES:
         path = find_table(results_dir, name)
         if path is not None:
-            frames[name], records[name] = read_table(path.with_suffix(""))
+            frames[name], records[name] = read_result(path)
+            sources[name] = path
     sweeps = []
     for path in sorted(results_dir.rglob("*_summary.csv")):
-        summary, record = read_table(path.with_suffix(""))
+        summary, record = read_result(path)
         if "direction" in (record.get("config") or {}):  # written by the patch or attribute pipeline
-            sweeps.append((path.stem[: -len("_summary")], summary, record))
+            sweeps.append((path.stem[: -len("_summary")], summary, record, path))
     if not frames and not sweeps:
         raise GenIRError(f"{results_dir}: no result tables ({', '.join(n + '.csv' for n in RESULT_NAMES)}, *_summary.csv); run an experiment first")
     out = Path(out_dir or results_dir)
-    all_records = {**records, **{name: r for name, _, r in sweeps}}
+    all_records = {**records, **{name: r for name, _, r, _ in sweeps}}
     model = next((Path(r["model"]).name for r in all_records.values() if r.get("model")), "")
-    made = draw(frames, out, recorded_stages(records), model)
-    for name, summary, record in sweeps:
+    made = draw(frames, out, recorded_stages(records), model, sources)
+    for name, summary, record, path in sweeps:
         config = record["config"]
         title = f"{model}: {name} ({config['direction']}, {record.get('n_pairs', '?')} pairs)"
-        if name == "attribution":
-            method = attribution_method(config)
-            made.update(draw_attribution_summary(summary, method, out, f"{model}: {method} ({config['direction']}, {record.get('n_pairs', '?')} pairs)"))
-        else:
-            made.update(draw_patch_summary(name, summary, config.get("target"), out, title))
+        with _wrong_shape({name: path}, (name,)):
+            if name == "attribution":
+                method = attribution_method(config)
+                made.update(draw_attribution_summary(summary, method, out, f"{model}: {method} ({config['direction']}, {record.get('n_pairs', '?')} pairs)"))
+            else:
+                made.update(draw_patch_summary(name, summary, config.get("target"), out, title))
     return made

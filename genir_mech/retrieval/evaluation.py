@@ -10,6 +10,7 @@ docid in the whole vocabulary (the paper's protocol) is kept too.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import ir_measures
@@ -19,6 +20,7 @@ from ir_measures import RR, Success
 
 from ..data.corpus import RetrievalDataset
 from ..errors import GenIRError
+from ..models.genir_model import MAX_QUERY_TOKENS
 from .ranks import rank_of
 from .scoring import scorer_for
 
@@ -52,7 +54,13 @@ def rank_texts(gm, texts: list[str], query_ids: list[str] | None = None, batch_s
         raise GenIRError("empty query set: nothing to rank")
     if batch_size < 1:
         raise GenIRError(f"batch_size must be positive, got {batch_size}")
-    logits = torch.cat([gm.logits(gm.batch(texts[i : i + batch_size])).float().cpu() for i in range(0, len(texts), batch_size)])
+    truncated = gm.n_truncated(texts)
+    if truncated:
+        warnings.warn(f"{truncated} of {len(texts)} queries are longer than {MAX_QUERY_TOKENS} tokens and are truncated to their first {MAX_QUERY_TOKENS}",
+                      stacklevel=2)
+    # checked per batch: a NaN logit ranks like any score and gives plausible-looking metrics
+    logits = torch.cat([gm.check_finite(gm.logits(gm.batch(texts[i : i + batch_size])).float().cpu(), "ranking logits")
+                        for i in range(0, len(texts), batch_size)])
     scorer = scorer_for(gm)
     return Ranking(query_ids or [str(i) for i in range(len(texts))], scorer.doc_ids, scorer.score_logits(logits), logits)
 

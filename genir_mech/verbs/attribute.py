@@ -6,27 +6,29 @@
 """
 from __future__ import annotations
 
-from ..patching.attribution import METHODS
-from ..pipelines.attribute import AttributeConfig, run_attribute
 from . import Verb
-from .options import load_model, load_pair_data, print_pair_counts, model_arguments, output_arguments, output_dir, pair_arguments, pair_fields, rows_argument
+from .options import library_constant, load_model, non_negative_int, load_pair_data, print_pair_counts, model_arguments, output_arguments, output_dir, pair_arguments, pair_fields, rows_argument
 
 
 def add_arguments(p):
     model_arguments(p)
     pair_arguments(p)
     p.add_argument("--no-qk-fix", action="store_true", help="plain AtP only (skip the AtP* QK fix)")
-    p.add_argument("--verify-top-k", type=int, default=0, help="exactly patch the K nodes with the largest mean |estimate| and report Spearman's rho")
-    p.add_argument("--verify-method", choices=METHODS, help="which estimate to verify (default atp_qk, or atp with --no-qk-fix)")
+    p.add_argument("--verify-top-k", type=non_negative_int, default=0,
+                   help="exactly patch the K nodes with the largest mean |estimate| and report Spearman's rho (default 0: no verification)")
+    p.add_argument("--verify-method", choices=library_constant("patching.attribution", "METHODS"), help="which estimate to verify (default atp_qk, or atp with --no-qk-fix)")
     rows_argument(p, 512, "rows per forward pass of the exact verification")
     output_arguments(p, "attribute")
 
 
 def handler(args):
+    from ..pipelines.attribute import AttributeConfig, run_attribute  # torch and nnsight: only once the arguments are valid
+
+    out = output_dir(args, "attribute")
     gm = load_model(args)
     config = AttributeConfig(**pair_fields(args), direction=args.direction, qk_fix=not args.no_qk_fix, verify_top_k=args.verify_top_k, verify_method=args.verify_method,
                              rows_per_forward=args.rows_per_forward, pairs_per_batch=args.pairs_per_batch, n_boot=args.n_boot)
-    summary = run_attribute(gm, load_pair_data(args, gm), output_dir(args, "attribute"), config, progress=not args.json)
+    summary = run_attribute(gm, load_pair_data(args, gm), out, config, progress=not args.json)
     if not args.json:
         print_pair_counts(summary["pairs"], args.all_pairs)
         print(f"largest {summary['method']} estimates of the logit-diff change ({args.direction}):")

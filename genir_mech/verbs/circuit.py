@@ -5,9 +5,15 @@
 """
 from __future__ import annotations
 
-from ..pipelines.circuit import CircuitConfig, run_circuit
+from pathlib import Path
+
 from . import Verb
-from .options import load_data, load_model, model_arguments, output_arguments, output_dir, query_arguments, query_fields, rows_argument, stage_argument
+from .options import existing_file, load_data, load_model, model_arguments, output_arguments, output_dir, query_arguments, query_fields, rows_argument, stage_argument
+
+
+def circuit_argument(text: str) -> str:
+    """An inline circuit spec, or an intervention / JSON file, which must exist now."""
+    return existing_file(text) if Path(text).suffix.lower() in (".json", ".yaml", ".yml") else text
 
 
 def add_arguments(p):
@@ -15,7 +21,7 @@ def add_arguments(p):
     query_arguments(p)
     stage_argument(p)
     p.add_argument(
-        "--circuit",
+        "--circuit", type=circuit_argument,
         help="components to remove: method=kind@where;... (where: all, stage names or layer ranges joined by +), an intervention "
         "file (.json/.yaml with zero/mean specs), or the older JSON {\"zero\": [site names], \"mean\": [...]}; default: the paper's circuit for the stages",
     )
@@ -25,9 +31,12 @@ def add_arguments(p):
 
 
 def handler(args):
+    from ..pipelines.circuit import CircuitConfig, run_circuit  # torch and nnsight: only once the arguments are valid
+
+    out = output_dir(args, "circuit")
     gm = load_model(args)
     config = CircuitConfig(**query_fields(args), stages=args.stages, circuit=args.circuit, eval_split=args.eval_split, rows_per_forward=args.rows_per_forward)
-    summary = run_circuit(gm, load_data(args, gm), output_dir(args, "circuit"), config, progress=not args.json)
+    summary = run_circuit(gm, load_data(args, gm), out, config, progress=not args.json)
     if not args.json:
         for key, value in summary.items():
             if key.startswith(("intact_", "circuit_", "relative_")):

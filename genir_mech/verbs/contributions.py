@@ -4,9 +4,6 @@
 """
 from __future__ import annotations
 
-import pandas as pd
-
-from ..pipelines.contributions import ContributionsConfig, run_contributions
 from . import Verb
 from .options import load_data, load_model, model_arguments, output_arguments, output_dir, query_arguments, query_fields, stage_argument
 
@@ -20,9 +17,14 @@ def add_arguments(p):
 
 
 def handler(args):
+    import pandas as pd
+
+    from ..pipelines.contributions import ContributionsConfig, run_contributions  # torch and nnsight: only once the arguments are valid
+
+    out = output_dir(args, "contributions")
     gm = load_model(args)
     config = ContributionsConfig(**query_fields(args), stages=args.stages, encoder=args.encoder)
-    summary = run_contributions(gm, load_data(args, gm), output_dir(args, "contributions"), config, progress=not args.json)
+    summary = run_contributions(gm, load_data(args, gm), out, config, progress=not args.json)
     if not args.json:
         print("mean contribution ratio per layer:")
         print(pd.DataFrame(summary["mean_ratio_by_layer"]).round(3).T.to_string())

@@ -4,21 +4,23 @@
 """
 from __future__ import annotations
 
-from ..pipelines.evaluate import EvalConfig, run_eval
 from . import Verb
-from .options import load_data, load_model, model_arguments, output_arguments, output_dir
+from .options import positive_int, load_data, load_model, model_arguments, output_arguments, output_dir
 
 
 def add_arguments(p):
     model_arguments(p)
     p.add_argument("--split", default="test", help="query split to evaluate (default test)")
-    p.add_argument("--batch-size", type=int, default=256, help="queries per forward pass (default 256)")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="queries per forward pass (default 256)")
     output_arguments(p, "eval", "one JSON object with the metrics")
 
 
 def handler(args):
+    from ..pipelines.evaluate import EvalConfig, run_eval  # torch and nnsight: only once the arguments are valid
+
+    out = output_dir(args, "eval")
     gm = load_model(args)
-    summary = run_eval(gm, load_data(args, gm), output_dir(args, "eval"), EvalConfig(split=args.split, batch_size=args.batch_size))
+    summary = run_eval(gm, load_data(args, gm), out, EvalConfig(split=args.split, batch_size=args.batch_size))
     if not args.json:
         print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items() if k != "figures"))
     return summary

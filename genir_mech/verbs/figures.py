@@ -6,17 +6,31 @@
 """
 from __future__ import annotations
 
-from ..pipelines.rendering import RESULT_NAMES, redraw
+from pathlib import Path
+
 from . import Verb
+from .options import output_directory
+
+
+def results_directory(text: str) -> str:
+    """The results directory must exist (checked while parsing, before matplotlib loads)."""
+    if not Path(text).is_dir():
+        from argparse import ArgumentTypeError
+        raise ArgumentTypeError(f"{text}: no such results directory")
+    return text
 
 
 def add_arguments(p):
-    p.add_argument("results_dir", metavar="RESULTS_DIR", help=f"directory holding result tables ({', '.join(n + '.csv' for n in RESULT_NAMES)}, patching *_summary.csv)")
-    p.add_argument("--out", help="where figures/ and tables/ go (default RESULTS_DIR)")
+    # the list of result names lives in pipelines.rendering, which imports matplotlib: not read here, to keep parsing fast
+    p.add_argument("results_dir", metavar="RESULTS_DIR", type=results_directory,
+                   help="directory holding result tables (the <name>.csv files the analysis verbs write, patching *_summary.csv)")
+    p.add_argument("--out", type=output_directory, help="where figures/ and tables/ go (default RESULTS_DIR)")
     p.add_argument("--json", action="store_true", help="print one JSON object listing what was written")
 
 
 def handler(args):
+    from ..pipelines.rendering import redraw  # matplotlib: only once the arguments are valid
+
     made = redraw(args.results_dir, args.out)
     if not args.json:
         for name, path in made.items():

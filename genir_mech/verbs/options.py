@@ -1,60 +1,251 @@
-"""The command-line options verbs share, declared once, and the default output folder rule.
+"""The command-line options verbs share, declared once, with the argument types that validate them at parse time.
 
     def add_arguments(p): model_arguments(p); query_arguments(p); stage_argument(p); output_arguments(p, "ablate")
     def handler(args): gm, dataset = load_model(args), ...; out = output_dir(args, "ablate")
 
 Each group adds the same flags with the same help everywhere; the matching
-config fields are filled by `query_fields` / `pair_fields`.
+config fields are filled by `query_fields` / `pair_fields`. Every value a user
+types is checked by an argument type here (counts, fractions, stage specs,
+name lists, regexes, paths), so a bad argument fails in well under two
+seconds, before any model loads. That is also why this module and the verb
+modules import no torch, transformers or nnsight at module level: the
+handlers import their pipelines, and the names the options offer
+(`library_constant`) are read from the library's source without importing it.
 """
 from __future__ import annotations
 
+import argparse
+import ast
+import os
+import re
 from pathlib import Path
 
-from ..models.loading import load_genir, resolve_dataset
-from ..patching.engine import DIRECTIONS
 from ..errors import GenIRError
-from ..patching.pairs import ALIGNMENTS, read_pairs
 
+PACKAGE = Path(__file__).resolve().parents[1]
+
+
+# -- names and defaults the library defines, read without importing it ------------------------------------
+
+def _module_tree(module: str) -> ast.Module:
+    path = PACKAGE.joinpath(*module.split(".")).with_suffix(".py")
+    return ast.parse(path.read_text(encoding="utf-8"), str(path))
+
+
+def library_constant(module: str, name: str):
+    """The literal value of `name` (or `Class.attr`) in genir_mech.<module>, read from the source.
+
+    Importing e.g. analyses.ablation for its METHODS would import torch and nnsight (seconds) just to
+    check an option; tests/test_bad_input.py checks that every value read here equals the imported one.
+    """
+    body = _module_tree(module).body
+    *owner, attr = name.split(".")
+    if owner:
+        body = next(n.body for n in body if isinstance(n, ast.ClassDef) and n.name == owner[0])
+    for node in body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) and node.value else []
+        if any(isinstance(t, ast.Name) and t.id == attr for t in targets):
+            return ast.literal_eval(node.value)
+    raise LookupError(f"genir_mech.{module} defines no literal {name}")
+
+
+def dataclass_defaults(module: str, cls: str) -> dict[str, object]:
+    """Field name -> default of a dataclass of literal defaults in genir_mech.<module>, read from the source (see library_constant)."""
+    body = next(n.body for n in _module_tree(module).body if isinstance(n, ast.ClassDef) and n.name == cls)
+    return {n.target.id: ast.literal_eval(n.value) for n in body if isinstance(n, ast.AnnAssign) and n.value is not None}
+
+
+# -- argument types: each turns the typed text into a value or raises one clear line ------------------------
+
+def _number(kind, text: str, what: str):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    """A count that must be at least 1 (batch sizes, numbers of queries, pairs, resamples, top-k)."""
+    value = _number(int, text, "a positive integer")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """A count where 0 means off (e.g. --verify-top-k) or a seed; negative values are errors."""
+    value = _number(int, text, "an integer >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A share of queries or examples, between 0 and 1."""
+    value = _number(float, text, "a number between 0 and 1")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value:g}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A strictly positive finite number (a penalty multiplier, a learning rate)."""
+    value = _number(float, text, "a positive number")
+    if not 0.0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (0 often means off, e.g. a wall-clock cap)."""
+    value = _number(float, text, "a number >= 0")
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def _checked(text: str, check) -> str:
+    try:
+        check()
+    except GenIRError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def stage_spec(text: str) -> str:
+    """A stage definition (name=first-last,... or a stages.json), parsed now so an empty or reversed range fails at once."""
+    from ..stage_definition import StageDefinition  # light: json and errors only
+    return _checked(text, lambda: StageDefinition.parse(text))
+
+
+def name_list(allowed: tuple[str, ...], what: str):
+    """A type for comma-separated names from `allowed` (at least one, no unknown ones)."""
+    def parse(text: str) -> str:
+        names = split_list(text)
+        if not names:
+            raise argparse.ArgumentTypeError(f"expected one or more {what}, comma-separated, from {', '.join(allowed)}")
+        unknown = [n for n in names if n not in allowed]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown {what} {', '.join(map(repr, unknown))}; choose from {', '.join(allowed)}")
+        return text
+    parse.__name__ = what
+    return parse
+
+
+def docid_regex(text: str) -> str:
+    """A regex with at least one capture group (the document id)."""
+    try:
+        groups = re.compile(text).groups
+    except re.error as exc:
+        raise argparse.ArgumentTypeError(f"invalid regular expression {text!r} ({exc})") from None
+    if groups < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} needs one capture group for the document id, e.g. @DOC_ID_(.+?)@")
+    return text
+
+
+def looks_like_path(text: str) -> bool:
+    """A local path rather than a hub id: starts with `.` or `/`, or its parent directory exists (see models.loading)."""
+    return text.startswith((".", "/", "~")) or text.count("/") != 1 or Path(text).parent.is_dir()
+
+
+def checkpoint(text: str) -> str:
+    """A checkpoint directory (which must exist, with config.json) or a hub id owner/name (checked when loading)."""
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a file, expected a checkpoint directory")
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise argparse.ArgumentTypeError(f"{text}: directory has no config.json; not a HuggingFace checkpoint")
+    elif looks_like_path(text):
+        raise argparse.ArgumentTypeError(f"{text}: no such checkpoint directory")
+    return text
+
+
+def check_checkpoint(text: str, what: str) -> str:
+    """`checkpoint` for a path that did not come from the command line (e.g. a default read from a model card)."""
+    try:
+        return checkpoint(text)
+    except argparse.ArgumentTypeError as exc:
+        raise GenIRError(f"{what}: {exc}") from None
+
+
+def existing_file(text: str) -> str:
+    """A file that must exist now (pairs, specs, intervention files)."""
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: {'is a directory, expected a file' if path.is_dir() else 'no such file'}")
+    return text
+
+
+def data_spec(text: str) -> str:
+    """A data spec: `synthetic:...` (its options checked now) or a directory that must exist."""
+    if text.startswith("synthetic"):
+        from ..data.loaders import parse_synthetic_spec  # light: json, csv and the pure-Python generator
+        return _checked(text, lambda: parse_synthetic_spec(text))
+    if not Path(text).expanduser().is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: no such data directory (or a spec 'synthetic:n_docs=N,...')")
+    return text
+
+
+def output_directory(text: str) -> str:
+    """An output directory: not an existing file, and the nearest existing ancestor writable (checked before any compute)."""
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: exists and is not a directory")
+    ancestor = path.resolve()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: {ancestor} is a file, so the directory cannot be created")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{text}: {ancestor} is not writable")
+    return text
+
+
+# -- option groups -----------------------------------------------------------------------------------------
 
 def model_arguments(p, what: str = "checkpoint directory or hub id", data: bool = True) -> None:
-    p.add_argument("--model", required=True, help=what)
+    p.add_argument("--model", required=True, type=checkpoint, help=what)
     if data:
-        p.add_argument("--data", help="data spec (default: the data named in the checkpoint's model_card.json)")
-    p.add_argument("--docid-pattern", help="regex with one group matching docid tokens (default @DOC_ID_(.+?)@)")
+        p.add_argument("--data", type=data_spec, help="data spec (default: the data named in the checkpoint's model_card.json)")
+    p.add_argument("--docid-pattern", type=docid_regex, help="regex with one group matching docid tokens (default @DOC_ID_(.+?)@)")
 
 
 def query_arguments(p, split: str = "validation", batch_size: int = 64, sample: bool = True) -> None:
     p.add_argument("--split", default=split, help=f"analyse the model's correct queries of this split (default {split})")
     if sample:
-        p.add_argument("--max-queries", type=int, help="a seeded random sample of at most N correct queries (default all)")
-        p.add_argument("--seed", type=int, default=0, help="seed of the query sample and bootstraps (default 0)")
-    p.add_argument("--batch-size", type=int, default=batch_size, help=f"queries per forward pass (default {batch_size})")
+        p.add_argument("--max-queries", type=positive_int, help="a seeded random sample of at most N correct queries (default all)")
+        p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the query sample and bootstraps (default 0)")
+    p.add_argument("--batch-size", type=positive_int, default=batch_size, help=f"queries per forward pass (default {batch_size})")
 
 
 def stage_argument(p, help: str | None = None) -> None:
-    p.add_argument("--stages", help=help or "stage definition: a spec like priming=0-2,bridging=3-5,interaction=6-7 or the stages.json written by "
-                                            "`genir-mech stages` (default: three even thirds of the decoder, with a warning)")
+    p.add_argument("--stages", type=stage_spec,
+                   help=help or "stage definition: a spec like priming=0-2,bridging=3-5,interaction=6-7 or the stages.json written by "
+                                "`genir-mech stages` (default: three even thirds of the decoder, with a warning)")
 
 
 def rows_argument(p, default: int, what: str = "rows per forward pass") -> None:
-    p.add_argument("--rows-per-forward", type=int, default=default, help=f"{what}: the memory budget (default {default})")
+    p.add_argument("--rows-per-forward", type=positive_int, default=default, help=f"{what}: the memory budget (default {default})")
 
 
 def pair_arguments(p) -> None:
-    p.add_argument("--pairs", help="JSONL or CSV of pairs: clean,corrupted[,clean_doc,corrupted_doc] or clean_query_id,corrupted_query_id "
-                                   "(default: the dataset's matched pairs)")
-    p.add_argument("--n-pairs", type=int, help="use the first N (kept) pairs (default all)")
+    p.add_argument("--pairs", type=existing_file,
+                   help="JSONL or CSV of pairs: clean,corrupted[,clean_doc,corrupted_doc] or clean_query_id,corrupted_query_id "
+                        "(default: the dataset's matched pairs)")
+    p.add_argument("--n-pairs", type=positive_int, help="use the first N (kept) pairs (default all)")
     p.add_argument("--all-pairs", action="store_true", help="keep pairs even when the model does not rank both documents first")
-    p.add_argument("--align", choices=ALIGNMENTS, help="pad the shorter query of a pair at its start or end when tokenizations differ in length "
-                                                       "(default: refuse such pairs)")
-    p.add_argument("--direction", choices=DIRECTIONS, default="denoise", help="denoise: clean into corrupted (default); noise: corrupted into clean")
-    p.add_argument("--pairs-per-batch", type=int, default=64, help="pairs whose source activations are cached together (default 64)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the pairs for confidence intervals (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--align", choices=library_constant("patching.pairs", "ALIGNMENTS"),
+                   help="pad the shorter query of a pair at its start or end when tokenizations differ in length (default: refuse such pairs)")
+    p.add_argument("--direction", choices=library_constant("patching.engine", "DIRECTIONS"), default="denoise",
+                   help="denoise: clean into corrupted (default); noise: corrupted into clean")
+    p.add_argument("--pairs-per-batch", type=positive_int, default=64, help="pairs whose source activations are cached together (default 64)")
+    p.add_argument("--n-boot", type=positive_int, default=1000, help="bootstrap resamples of the pairs for confidence intervals (default 1000)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="bootstrap seed (default 0)")
 
 
 def output_arguments(p, verb: str, what: str = "one JSON object summarising the result") -> None:
-    p.add_argument("--out", help=f"output directory (default {default_out(verb, '<model>')})")
+    p.add_argument("--out", type=output_directory, help=f"output directory (default {default_out(verb, '<model>')})")
     p.add_argument("--json", action="store_true", help=f"print {what}")
 
 
@@ -64,7 +255,15 @@ def default_out(verb: str, model: str) -> Path:
 
 
 def output_dir(args, verb: str) -> Path:
-    return Path(args.out) if args.out else default_out(verb, args.model)
+    """--out, else the default folder; the default is checked here (handlers call this before loading a model)."""
+    if args.out:
+        return Path(args.out)
+    out = default_out(verb, args.model)
+    try:
+        output_directory(str(out))
+    except argparse.ArgumentTypeError as exc:
+        raise GenIRError(f"default output directory {exc}; give --out") from None
+    return out
 
 
 def split_list(text: str | None) -> tuple[str, ...] | None:
@@ -73,11 +272,13 @@ def split_list(text: str | None) -> tuple[str, ...] | None:
 
 
 def load_model(args, path: str | None = None, self_check: bool = True):
+    from ..models.loading import load_genir  # torch, transformers, nnsight: only once the arguments are valid
     return load_genir(path or args.model, docid_pattern=getattr(args, "docid_pattern", None), self_check=self_check)
 
 
 def load_data(args, gm):
     """The dataset named by --data, else the one the checkpoint's model card names."""
+    from ..models.loading import resolve_dataset
     return resolve_dataset(gm, args.data)
 
 
@@ -93,6 +294,8 @@ def pair_fields(args) -> dict:
 
 def load_pair_data(args, gm):
     """What the patching pipelines take as data: the pairs of --pairs (read against the dataset, when there is one), else the dataset."""
+    from ..models.loading import resolve_dataset
+    from ..patching.pairs import read_pairs
     try:
         dataset = resolve_dataset(gm, args.data)
     except GenIRError:

@@ -12,19 +12,17 @@ every pair); the count is printed and written to pairs.csv.
 from __future__ import annotations
 
 from ..errors import GenIRError
-from ..patching.specs import TARGETS
-from ..pipelines.patch import PatchConfig, run_patch
 from . import Verb
-from .options import load_model, load_pair_data, print_pair_counts, model_arguments, output_arguments, output_dir, pair_arguments, pair_fields, rows_argument, split_list
+from .options import existing_file, library_constant, name_list, load_model, load_pair_data, print_pair_counts, model_arguments, output_arguments, output_dir, pair_arguments, pair_fields, rows_argument, split_list
 
 
 def add_arguments(p):
     model_arguments(p)
     pair_arguments(p)
-    p.add_argument("--target", choices=TARGETS, help="what to patch: decoder resid per layer, decoder components, attention heads, "
+    p.add_argument("--target", choices=library_constant("patching.specs", "TARGETS"), help="what to patch: decoder resid per layer, decoder components, attention heads, "
                                                      "encoder output positions, encoder layer outputs per position")
-    p.add_argument("--specs", help="a saved sweep instead of --target: an intervention file (.json/.yaml, as written to <out>/<target>_specs.json) or the older JSON list of {site, head, position}")
-    p.add_argument("--kinds", help="component kinds for --target component/head, comma-separated (default all; heads: self_attn,cross_attn)")
+    p.add_argument("--specs", type=existing_file, help="a saved sweep instead of --target: an intervention file (.json/.yaml, as written to <out>/<target>_specs.json) or the older JSON list of {site, head, position}")
+    p.add_argument("--kinds", type=name_list(library_constant("models.components", "KINDS"), "component kinds"), help="component kinds for --target component/head, comma-separated (default all; heads: self_attn,cross_attn)")
     rows_argument(p, 512, "patched rows (patch x pair) per forward pass")
     output_arguments(p, "patch")
 
@@ -32,10 +30,13 @@ def add_arguments(p):
 def handler(args):
     if bool(args.target) == bool(args.specs):
         raise GenIRError("give exactly one of --target or --specs")
+    from ..pipelines.patch import PatchConfig, run_patch  # torch and nnsight: only once the arguments are valid
+
+    out = output_dir(args, "patch")
     gm = load_model(args)
     config = PatchConfig(**pair_fields(args), target=args.target, specs=args.specs, kinds=split_list(args.kinds), direction=args.direction,
                          rows_per_forward=args.rows_per_forward, pairs_per_batch=args.pairs_per_batch, n_boot=args.n_boot)
-    summary = run_patch(gm, load_pair_data(args, gm), output_dir(args, "patch"), config, progress=not args.json)
+    summary = run_patch(gm, load_pair_data(args, gm), out, config, progress=not args.json)
     if not args.json:
         print_pair_counts(summary["pairs"], args.all_pairs)
         print(f"largest changes of the normalised logit-diff effect ({args.direction}; 0 = corrupted run, 1 = clean run):")

@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-from ..pipelines.read import ReadConfig, run_read
 from . import Verb
 from .options import load_data, load_model, model_arguments, output_arguments, output_dir, query_arguments, query_fields, stage_argument
 
@@ -17,8 +16,11 @@ def add_arguments(p):
 
 
 def handler(args):
+    from ..pipelines.read import ReadConfig, run_read  # torch and nnsight: only once the arguments are valid
+
+    out = output_dir(args, "read")
     gm = load_model(args)
-    summary = run_read(gm, load_data(args, gm), output_dir(args, "read"), ReadConfig(**query_fields(args), stages=args.stages), progress=not args.json)
+    summary = run_read(gm, load_data(args, gm), out, ReadConfig(**query_fields(args), stages=args.stages), progress=not args.json)
     if not args.json:
         print("main source of each reader (share of units whose top-scoring source it is):")
         for reader, source in summary["main_source"].items():

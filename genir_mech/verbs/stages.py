@@ -5,31 +5,38 @@
 """
 from __future__ import annotations
 
-from ..analyses.change_point import DEFAULT_PENALTY, DEFAULT_RESOLUTION
-from ..analyses.stage_localisation import NamingRules
-from ..pipelines.stages import StagesConfig, run_stages
 from . import Verb
-from .options import load_data, load_model, model_arguments, output_arguments, output_dir, query_arguments, query_fields
+from .options import fraction, library_constant, positive_float, positive_int, load_data, load_model, model_arguments, output_arguments, output_dir, query_arguments, query_fields
+
+
+DEFAULT_PENALTY = library_constant("analyses.change_point", "DEFAULT_PENALTY")
+DEFAULT_RESOLUTION = library_constant("analyses.change_point", "DEFAULT_RESOLUTION")
+CHEAP_ABLATION = library_constant("analyses.stage_localisation", "NamingRules.cheap_ablation")
 
 
 def add_arguments(p):
     model_arguments(p)
     query_arguments(p)
-    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the queries for boundary stability (default 200)")
-    p.add_argument("--min-stage-size", type=int, help="fewest layers in a stage (default max(1, n_layers // 8))")
-    p.add_argument("--max-stages", type=int, help="most stages considered (default n_layers // min-stage-size)")
-    p.add_argument("--penalty", type=float, default=DEFAULT_PENALTY, help=f"multiplier of the BIC penalty; larger gives fewer stages (default {DEFAULT_PENALTY})")
-    p.add_argument("--resolution", type=float, default=DEFAULT_RESOLUTION, help=f"feature differences below this are noise (default {DEFAULT_RESOLUTION})")
-    p.add_argument("--cheap-ablation", type=float, default=NamingRules.cheap_ablation, help="priming: at most this fraction of queries may leave rank 1 when the stage's MLPs are mean-ablated (default 0.10)")
+    p.add_argument("--bootstrap", type=positive_int, default=200, help="bootstrap resamples of the queries for boundary stability (default 200)")
+    p.add_argument("--min-stage-size", type=positive_int, help="fewest layers in a stage (default max(1, n_layers // 8))")
+    p.add_argument("--max-stages", type=positive_int, help="most stages considered (default n_layers // min-stage-size)")
+    p.add_argument("--penalty", type=positive_float, default=DEFAULT_PENALTY, help=f"multiplier of the BIC penalty; larger gives fewer stages (default {DEFAULT_PENALTY})")
+    p.add_argument("--resolution", type=positive_float, default=DEFAULT_RESOLUTION, help=f"feature differences below this are noise (default {DEFAULT_RESOLUTION})")
+    p.add_argument("--cheap-ablation", type=fraction, default=CHEAP_ABLATION,
+                   help=f"priming: at most this fraction of queries may leave rank 1 when the stage's MLPs are mean-ablated (default {CHEAP_ABLATION})")
     p.add_argument("--no-ablation", action="store_true", help="segment on contributions alone (faster; MLP stages then cannot be confirmed as priming)")
     output_arguments(p, "stages", "one JSON object with the stages and boundary stability")
 
 
 def handler(args):
+    from ..analyses.stage_localisation import NamingRules
+    from ..pipelines.stages import StagesConfig, run_stages  # torch and nnsight: only once the arguments are valid
+
+    out = output_dir(args, "stages")
     gm = load_model(args)
     config = StagesConfig(**query_fields(args), bootstrap=args.bootstrap, min_stage_size=args.min_stage_size, max_stages=args.max_stages, penalty=args.penalty,
                           resolution=args.resolution, rules=NamingRules(cheap_ablation=args.cheap_ablation), ablation=not args.no_ablation)
-    summary = run_stages(gm, load_data(args, gm), output_dir(args, "stages"), config, progress=not args.json)
+    summary = run_stages(gm, load_data(args, gm), out, config, progress=not args.json)
     if not args.json:
         print(summary["report"])
         print(f"stage definition: {summary['stage_definition']}   figures: {', '.join(summary['figures'].values())}")
