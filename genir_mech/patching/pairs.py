@@ -206,7 +206,7 @@ def tokenize_pairs(gm, pairs: list[QueryPair], align: str | None = None) -> Pair
         more = f" (and {len(mismatched) - 5} more)" if len(mismatched) > 5 else ""
         raise GenIRError(
             f"{len(mismatched)} pair(s) tokenize to different lengths, so token positions would not line up: {shown}{more}. "
-            "Use pairs of equal token length, or choose an alignment: align="left-pad" or "right-pad" (CLI: --align)"
+            "Use pairs of equal token length, or choose an alignment: align='left-pad' or 'right-pad' (CLI: --align)"
         )
     pad = gm.tokenizer.pad_token_id
     lengths = [max(len(a), len(b)) for a, b in zip(clean_ids, corrupted_ids)]
