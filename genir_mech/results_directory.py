@@ -22,6 +22,7 @@ one lock, one move for the outermost `<out>`.
 from __future__ import annotations
 
 import functools
+import glob
 import hashlib
 import json
 import os
@@ -64,7 +65,7 @@ def _alive(pid: int) -> bool:
 
 
 def _siblings(out: Path, tag: str) -> list[Path]:
-    return sorted(p for p in out.parent.glob(f"{out.name}.{tag}-*") if p.name[len(out.name) + len(tag) + 2:].isdigit())
+    return sorted(p for p in out.parent.glob(f"{glob.escape(out.name)}.{tag}-*") if p.name[len(out.name) + len(tag) + 2:].isdigit())
 
 
 def _files(root: Path) -> list[str]:
@@ -302,6 +303,8 @@ def _enclosing(out: Path) -> Transaction | None:
 
 def begin(out: str | Path, what: str) -> Transaction:
     out = Path(out)
+    if out.name in ("", ".", ".."):  # the staging folder and the lock are siblings: they need a folder name
+        out = out.resolve()
     outer = _enclosing(out)
     if outer is not None:
         resolved, base = out.resolve(), outer.out.resolve()

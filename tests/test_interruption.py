@@ -333,6 +333,7 @@ def test_train_never_destroys_or_mixes_a_checkpoint(checkpoint, tmp_path, capsys
     assert "resume state unreadable" in _one_error_line(capsys)
     # a checkpoint this run has no record of (here: one not trained by genir-mech train) is only replaced with --overwrite
     foreign = shutil.copytree(checkpoint, tmp_path / "foreign")
+    capsys.readouterr()
     assert main(["train", "--out", str(foreign), *TINY]) == 2
     assert "--overwrite" in _one_error_line(capsys) and (foreign / "model.safetensors").read_bytes() == (checkpoint / "model.safetensors").read_bytes()
     assert main(["train", "--out", str(out), *TINY, "--lr", "0.01", "--overwrite"]) == 0
@@ -350,6 +351,7 @@ def test_train_refuses_non_positive_counts_and_a_base_that_is_not_t5(bad, messag
     if "LLAMA" in bad:
         _save(tiny_llama_genir(), tmp_path / "llama", {})
         bad = ["--base", str(tmp_path / "llama"), "--objective", "dsi"]
+        capsys.readouterr()  # saving prints progress bars
     assert main(["train", "--out", str(tmp_path / "out"), *TINY, *bad]) == 2
     assert message in _one_error_line(capsys)
     assert not (tmp_path / "out").exists()  # refused before anything was written
