@@ -2,11 +2,16 @@
 folder, and `train` never destroys or mixes a checkpoint.
 
 The kill test runs `genir-mech patch` and `genir-mech stages` once uninterrupted (the reference, timed: when its
-staging folder appears and when it ends), then SIGKILLs the same command into one output folder at moments spread
-over that run, and after each kill requires `<out>` to be absent or a complete result byte-identical to the
-reference, and any partial folder to be refused by `genir-mech figures`. A final uninterrupted run into the same
-folder must report and remove the leftovers and produce the reference result. Each kill point's outcome is printed
-(pytest -s) and attached to the test report (record_property).
+staging folder appears and when it ends), then SIGKILLs the same command into one output folder at five moments
+spread over that run (one while loading, four across the writing window), and after each kill requires `<out>` to
+be absent or a complete result byte-identical to the reference, and any partial folder to be refused by
+`genir-mech figures`. A final uninterrupted run into the same folder must report and remove the leftovers and
+produce the reference result. Each kill point's outcome is printed (pytest -s) and attached to the test report
+(record_property, kill_points).
+
+Each command runs in a process forked from this one, `genir_mech.cli.main(argv)` with the package already imported:
+a fresh interpreter spends about 15 s importing torch, transformers and nnsight on the 2-core test machine, and the
+kill points are about what happens after that. The child is SIGKILLed like any process.
 """
 from __future__ import annotations
 
@@ -16,8 +21,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -28,12 +33,8 @@ from genir_mech.provenance import read_table, write_table
 from genir_mech.results_directory import RECORD, ResultsWarning, atomic, check_complete
 from genir_mech.testing import planted_cross_attention, tiny_genir, tiny_llama_genir
 
-ROOT = Path(__file__).resolve().parents[1]
-# subprocesses import this checkout, one thread each (the kill timings must not fight over two cores)
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 VOLATILE = {"created", "wall_seconds"}  # provenance fields that say when and how long, not what: they differ between runs
 N_DOCS = 20
-IN_PROCESS = threading.Lock()  # the CLI's warning set-up is process-wide: one in-process call at a time
 
 
 def _save(gm, path: Path, card: dict) -> Path:
@@ -45,7 +46,7 @@ def _save(gm, path: Path, card: dict) -> Path:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    """A tiny planted T5 with the synthetic data it belongs to named in its card (patch and stages run on it in seconds)."""
+    """A tiny planted T5 with the synthetic data it belongs to named in its card (patch and stages run on it in about a second)."""
     gm = planted_cross_attention(tiny_genir(decoder_layers=6, n_docs=N_DOCS), [2, 3])
     return _save(gm, tmp_path_factory.mktemp("ckpt") / "tiny", {"data": {"n_docs": N_DOCS, "seed": 0, "n_pairs": 16}})
 
@@ -56,6 +57,28 @@ def patch_args(ckpt, out):
 
 def stages_args(ckpt, out):
     return ["stages", "--model", str(ckpt), "--split", "train", "--max-queries", "16", "--bootstrap", "5", "--no-ablation", "--out", str(out), "--json"]
+
+
+def fork_cli(argv, log: Path) -> int:
+    """`genir-mech ARGV` in a child process (stdout and stderr to `log`); returns its pid."""
+    pid = os.fork()
+    if pid == 0:  # the child never returns into pytest
+        code = 1
+        try:
+            sys.stdout = sys.stderr = open(log, "w", buffering=1)
+            code = main(argv)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    return pid
+
+
+def finished(pid: int) -> int | None:
+    """The exit code of a child that has ended (reaping it), None while it runs."""
+    done, status = os.waitpid(pid, os.WNOHANG)
+    return os.waitstatus_to_exitcode(status) if done else None
 
 
 # -- comparing results ----------------------------------------------------------------------------------
@@ -88,31 +111,26 @@ def partials(out: Path) -> list[Path]:
 # -- the kill test --------------------------------------------------------------------------------------
 
 
-def launch(argv, log: Path):
-    return subprocess.Popen([sys.executable, "-m", "genir_mech.cli", *argv], env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log.open("w"))
-
-
 def timed_reference(argv, out: Path, log: Path) -> tuple[float, float]:
     """Run once to completion; returns (seconds until the staging folder appeared, seconds until the end)."""
     start, staged = time.monotonic(), None
-    proc = launch(argv, log)
-    while proc.poll() is None:
+    pid = fork_cli(argv, log)
+    while (code := finished(pid)) is None:
         if staged is None and partials(out):
             staged = time.monotonic() - start
-        time.sleep(0.005)
-    assert proc.returncode == 0, log.read_text()[-2000:]
+        time.sleep(0.001)
+    assert code == 0, log.read_text()[-2000:]
     total = time.monotonic() - start
     return (staged if staged is not None else total), total
 
 
 def kill_at(argv, out: Path, log: Path, before_staging: float | None, into_staging: float | None) -> None:
     """SIGKILL the command `before_staging` seconds after its start, or `into_staging` seconds after its staging folder
-    appears (the moments of the run where results are being written)."""
+    appears (the part of the run where results are being written)."""
     old = set(partials(out))
-    start = time.monotonic()
-    proc = launch(argv, log)
-    staged = None
-    while proc.poll() is None:
+    start, staged = time.monotonic(), None
+    pid = fork_cli(argv, log)
+    while finished(pid) is None:
         now = time.monotonic()
         if before_staging is not None and now - start >= before_staging:
             break
@@ -121,24 +139,24 @@ def kill_at(argv, out: Path, log: Path, before_staging: float | None, into_stagi
                 staged = now
             if staged is not None and now - staged >= into_staging:
                 break
-        time.sleep(0.002)
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()  # reaped: its pid is no longer alive, so its lock is stale
+        time.sleep(0.001)
+    else:
+        return  # ended by itself before the kill point
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)  # reaped: its pid no longer runs, so its lock is stale
 
 
 def kill_series(name, argv_for, tmp: Path, outcomes: list) -> None:
     reference, out = tmp / f"{name}-reference", tmp / f"{name}-killed"
     staged, total = timed_reference(argv_for(reference), reference, tmp / f"{name}-reference.log")
-    window = max(total - staged, 0.05)
+    window = max(total - staged, 0.01)
     points = [(f"{0.5 * staged:.2f} s after start (loading)", 0.5 * staged, None)]
-    points += [(f"{f:.0%} into writing ({f * window:.2f} s after staging)", None, f * window) for f in (0.0, 0.35, 0.7, 0.97)]
+    points += [(f"{f:.0%} into writing ({f * window:.2f} s after staging)", None, f * window) for f in (0.0, 0.3, 0.6, 0.95)]
     for label, before, into in points:
         kill_at(argv_for(out), out, tmp / f"{name}-kill.log", before, into)
         left = partials(out)
         for partial in left:  # never presented as a result
-            with IN_PROCESS:
-                assert main(["figures", str(partial)]) == 2
+            assert main(["figures", str(partial)]) == 2
         if out.exists():
             problems = same_result(out, reference)
             assert not problems, f"{name}, kill {label}: {out} differs from the uninterrupted run: {problems}"
@@ -146,43 +164,29 @@ def kill_series(name, argv_for, tmp: Path, outcomes: list) -> None:
         else:
             state = "absent"
         outcomes.append((name, label, state + (f"; partial folder left ({left[0].name}), refused by figures" if left else "")))
-    outcomes.append((name, "final", _final_run(argv_for(out), out, reference, bool(partials(out)), tmp / f"{name}-final.log")))
-
-
-def _final_run(argv, out, reference, had_partial, log) -> str:
-    proc = subprocess.run([sys.executable, "-m", "genir_mech.cli", *argv], env=ENV, cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    # the next run reports and removes the leftovers, and its result is the reference one
+    had_partial, log = bool(partials(out)), tmp / f"{name}-final.log"
+    pid = fork_cli(argv_for(out), log)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0, log.read_text()[-2000:]
+    text = log.read_text()
     if had_partial:
-        assert "deleted the partial output of an interrupted run" in proc.stderr, proc.stderr[-2000:]
+        assert "deleted the partial output of an interrupted run" in text, text[-2000:]
     assert not partials(out) and not out.with_name(out.name + ".lock").exists()
     assert not same_result(out, reference)
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert ".partial-" not in json.dumps(summary)  # printed paths are the final ones
-    return "rerun: leftovers reported and removed, result identical" if had_partial else "rerun: result identical"
+    assert ".partial-" not in text.strip().splitlines()[-1]  # the printed paths are the final ones
+    outcomes.append((name, "rerun", "leftovers reported and removed, result identical" if had_partial else "result identical"))
 
 
 def test_sigkill_leaves_no_result_that_is_not_one(checkpoint, tmp_path, record_property):
     outcomes: list = []
-    errors: list = []
-
-    def series(name, argv_for):
-        try:
-            kill_series(name, argv_for, tmp_path, outcomes)
-        except BaseException as exc:  # re-raised in the main thread
-            errors.append(exc)
-
-    # the two verbs' series run side by side (one thread each in their processes): half the wall time
-    threads = [threading.Thread(target=series, args=a) for a in (("patch", lambda o: patch_args(checkpoint, o)), ("stages", lambda o: stages_args(checkpoint, o)))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for name, label, state in sorted(outcomes):
-        print(f"{name:<7} {label:<42} {state}")
-    record_property("kill_points", json.dumps(outcomes))
-    if errors:
-        raise errors[0]
-    assert len([o for o in outcomes if o[1] != "final"]) == 10
+    try:
+        kill_series("patch", lambda o: patch_args(checkpoint, o), tmp_path, outcomes)
+        kill_series("stages", lambda o: stages_args(checkpoint, o), tmp_path, outcomes)
+    finally:
+        for name, label, state in outcomes:
+            print(f"{name:<7} {label:<40} {state}")
+        record_property("kill_points", json.dumps(outcomes))
+    assert len([o for o in outcomes if o[1] != "rerun"]) == 10
     # the points inside the writing window must have met the interesting case at least once
     assert any("partial folder left" in state for _, _, state in outcomes), outcomes
 
@@ -191,22 +195,24 @@ def test_sigkill_leaves_no_result_that_is_not_one(checkpoint, tmp_path, record_p
 
 
 def test_second_writer_to_one_out_is_refused_and_the_first_completes(checkpoint, tmp_path, capsys):
-    out = tmp_path / "shared"
-    first = launch(patch_args(checkpoint, out) + ["--n-boot", "3000"], tmp_path / "first.log")
+    out, log = tmp_path / "shared", tmp_path / "first.log"
+    # the first writer sweeps every head one row at a time: several seconds with the lock held
+    first = fork_cli(patch_args(checkpoint, out)[:-1] + ["--target", "head", "--rows-per-forward", "4", "--json"], log)
     lock = out.with_name("shared.lock")
     while not lock.exists():
-        assert first.poll() is None, (tmp_path / "first.log").read_text()[-2000:]
-        time.sleep(0.005)
+        assert finished(first) is None, log.read_text()[-2000:]
+        time.sleep(0.001)
     capsys.readouterr()
-    assert main(patch_args(checkpoint, out)) == 2  # in this process: it reaches the lock while the first still holds it
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "is being written by process" in err[0] and str(first.pid) in err[0], err
-    assert first.poll() is None, "the first writer finished before the second was refused: the test proved nothing"
-    assert first.wait() == 0, (tmp_path / "first.log").read_text()[-2000:]
+    assert main(patch_args(checkpoint, out)) == 2  # the second writer, in this process
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if "Loading weights" not in line]  # transformers' load bars
+    assert len(err) == 1 and "is being written by process" in err[0] and str(first) in err[0], err
+    assert finished(first) is None, "the first writer finished before the second was refused: the test proved nothing"
+    assert os.waitstatus_to_exitcode(os.waitpid(first, 0)[1]) == 0, log.read_text()[-2000:]
     for rel in listed(out):
         check_complete(out / rel)
     assert not partials(out) and not lock.exists()
-    assert json.loads((out / "component_summary.provenance.json").read_text())["config"]["n_boot"] == 3000  # the first writer's result
+    assert (out / "head_summary.csv").exists() and not (out / "component_summary.csv").exists()  # the first writer's result only
+    assert str(out / "head_summary.csv") in log.read_text()
 
 
 # -- the transaction, in process ------------------------------------------------------------------------
