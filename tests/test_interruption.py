@@ -158,6 +158,7 @@ def kill_series(name, argv_for, tmp: Path, outcomes: list) -> None:
         for partial in left:  # never presented as a result
             assert main(["figures", str(partial)]) == 2
         if out.exists():
+            assert (out / RECORD).exists(), f"{name}, kill {label}: {out} exists without {RECORD}: a partial result in place of a result"
             problems = same_result(out, reference)
             assert not problems, f"{name}, kill {label}: {out} differs from the uninterrupted run: {problems}"
             state = "complete, identical to the uninterrupted run"
