@@ -277,6 +277,19 @@ def test_partial_changed_and_unrecorded_results_are_never_shown(tmp_path, frame,
     assert not partial.exists() and not same_result(out, out)
 
 
+def test_a_run_killed_while_swapping_in_its_result_leaves_the_previous_one_restorable(tmp_path, frame):
+    out = tmp_path / "res"
+    _toy_run("m", frame, out, inner=_toy_run)
+    os.rename(out, tmp_path / "res.replaced-999999")  # where a kill between commit's two renames leaves the old result
+    (tmp_path / "res.partial-999999").mkdir()  # ... and the new one, not yet a result
+    with pytest.warns(ResultsWarning) as caught:
+        _toy_run("m2", frame.head(1), out)
+    messages = " ".join(str(w.message) for w in caught)
+    assert "restored the previous complete result" in messages and "deleted the partial output" in messages
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res"]
+    assert read_table(out / "per_query")[1]["model"] == "m2" and read_table(out / "sub" / "per_query")[1]["model"] == "m"
+
+
 def test_a_dead_writers_lock_is_taken_over_and_a_live_ones_refuses(tmp_path, frame):
     out = tmp_path / "res"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
