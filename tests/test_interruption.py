@@ -59,6 +59,20 @@ def stages_args(ckpt, out):
     return ["stages", "--model", str(ckpt), "--split", "train", "--max-queries", "16", "--bootstrap", "5", "--no-ablation", "--out", str(out), "--json"]
 
 
+CLEAN = "GENIR_TEST_CLEAN_PROCESS"  # set in the fresh interpreter that runs the forking tests
+forking = pytest.mark.skipif(not os.environ.get(CLEAN), reason="forks: run in a fresh interpreter by test_forking_tests_in_a_clean_process")
+
+
+def test_forking_tests_in_a_clean_process():
+    """The kill and two-writer tests fork; forking a pytest process that earlier tests left with threads and held
+    locks can hang the child, so they run in a fresh interpreter (one import, ~15 s) that has done nothing else."""
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", __file__, "-k", "sigkill or second_writer"],
+                          env={**os.environ, CLEAN: "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+                          capture_output=True, text=True, timeout=300)
+    print(proc.stdout[-3000:])
+    assert proc.returncode == 0 and "2 passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
+
+
 def fork_cli(argv, log: Path) -> int:
     """`genir-mech ARGV` in a child process (stdout and stderr to `log`); returns its pid."""
     pid = os.fork()
@@ -178,6 +192,7 @@ def kill_series(name, argv_for, tmp: Path, outcomes: list) -> None:
     outcomes.append((name, "rerun", "leftovers reported and removed, result identical" if had_partial else "result identical"))
 
 
+@forking
 def test_sigkill_leaves_no_result_that_is_not_one(checkpoint, tmp_path, record_property):
     outcomes: list = []
     try:
@@ -195,6 +210,7 @@ def test_sigkill_leaves_no_result_that_is_not_one(checkpoint, tmp_path, record_p
 # -- two writers ----------------------------------------------------------------------------------------
 
 
+@forking
 def test_second_writer_to_one_out_is_refused_and_the_first_completes(checkpoint, tmp_path, capsys):
     out, log = tmp_path / "shared", tmp_path / "first.log"
     # the first writer sweeps every head one row at a time: several seconds with the lock held
