@@ -31,9 +31,12 @@ def test_training_resumes_and_writes_a_model_card(tmp_path, capsys):
     base, dsi = str(tmp_path / "base"), str(tmp_path / "dsi")
     assert main(["train", "--out", base, "--objective", "span", "--epochs", "1", *TINY]) == 0
     # one epoch, then the same command with more epochs continues from the saved state
-    assert main(["train", "--out", dsi, "--base", base, "--epochs", "1", *TINY]) == 0
+    assert main(["train", "--out", dsi, "--base", base, "--epochs", "1", "--remove-docs", "3,4", *TINY]) == 0
     first = json.loads((tmp_path / "dsi" / "model_card.json").read_text())
     assert len(first["history"]) == 1
+    # other arguments are refused, naming what differs (tests/test_interruption.py has the rest)
+    assert main(["train", "--out", dsi, "--base", base, "--epochs", "2", *TINY]) == 2
+    assert "removed_documents ['3', '4'] -> []" in capsys.readouterr().err
     assert main(["train", "--out", dsi, "--base", base, "--epochs", "2", "--remove-docs", "3,4", *TINY]) == 0
     card = json.loads((tmp_path / "dsi" / "model_card.json").read_text())
     assert [h["epoch"] for h in card["history"]] == [1, 2]

@@ -5,12 +5,16 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from ..provenance import written_atomically
+
 
 def save_figure(fig, path) -> Path:
     """Save a figure as PNG (creating the folder) and close it, so long sweeps do not leak figures."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=150, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        with written_atomically(path) as tmp:  # a killed process leaves no truncated PNG under the final name
+            fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=150, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..provenance import written_atomically
 from ..stage_definition import StageDefinition
 
 RANK_COLUMNS = ["rank>1", "rank>5", "rank>10", "rank>100"]
@@ -21,11 +22,12 @@ RANK_COLUMNS = ["rank>1", "rank>5", "rank>10", "rank>100"]
 def write_display(table: pd.DataFrame, path, caption: str, index: bool = True) -> list[Path]:
     """Write a display table as Markdown and LaTeX with its caption; returns both paths."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = table.round(2)
     md, tex = path.with_suffix(".md"), path.with_suffix(".tex")
-    md.write_text(f"{caption}\n\n{_flat(table, index).to_markdown(index=False)}\n")
-    tex.write_text(table.to_latex(index=index, caption=caption, escape=True, float_format="%.2f"))
+    with written_atomically(md) as tmp:
+        tmp.write_text(f"{caption}\n\n{_flat(table, index).to_markdown(index=False)}\n")
+    with written_atomically(tex) as tmp:
+        tmp.write_text(table.to_latex(index=index, caption=caption, escape=True, float_format="%.2f"))
     return [md, tex]
 
 

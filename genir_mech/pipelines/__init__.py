@@ -8,7 +8,11 @@ QueryPair for patch/attribute), `out` the output folder, `config` the
 experiment's dataclass of parameters (all with defaults). Each pipeline writes
 its tables with provenance (inputs.Inputs.write), draws its figures
 (rendering.draw) and returns a JSON-able summary. Verbs and notebooks call
-these; nothing here parses arguments or prints results.
+these; nothing here parses arguments or prints results. Every run_<experiment>
+is wrapped by results_directory.atomic: it writes into `<out>.partial-<pid>/`
+under the lock `<out>.lock`, and `<out>` gets its files, with COMPLETE.json,
+only when the experiment returns (a pipeline called by another writes into
+the outer run's folder).
 
     inputs            Inputs: which queries or pairs, and writing tables with this run's provenance
     rendering         every figure and display table, drawn from result tables; redraw(results_dir)

@@ -18,6 +18,7 @@ from pathlib import Path
 from ..analyses.ablation import ablate, layer_ablation
 from ..errors import GenIRError
 from ..stage_definition import StageDefinition
+from ..results_directory import atomic
 from .inputs import Inputs, QueryConfig, config_record
 from .rendering import draw
 
@@ -32,6 +33,7 @@ class AblateConfig(QueryConfig):
     rows_per_forward: int = 4096  # (ablation, query) rows per forward pass: the memory budget
 
 
+@atomic
 def run_ablate(model, data, out, config: AblateConfig | None = None, *, other=None, progress: bool = True) -> dict:
     """Zero / mean / cross-model ablation of component types per stage (paper Table 3), and optionally per single layer; returns a JSON-able summary (module docstring: what it writes).
 

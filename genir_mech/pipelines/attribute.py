@@ -18,6 +18,7 @@ import pandas as pd
 from ..errors import GenIRError
 from ..patching.aggregation import aggregate
 from ..patching.attribution import METHODS, attribute, verify_top_k
+from ..results_directory import atomic
 from .inputs import Inputs, PairConfig, config_record
 from .patch import node_label
 from .rendering import attribution_method, draw_attribution_summary
@@ -42,6 +43,7 @@ def top_estimates(summary: pd.DataFrame, method: str, n: int = 8) -> list[dict]:
     return [{"node": node_label(r), "estimate": round(float(r.mean), 4), "ci": [round(float(r.ci_low), 4), round(float(r.ci_high), 4)]} for r in top.itertuples()]
 
 
+@atomic
 def run_attribute(model, data, out, config: AttributeConfig | None = None, *, progress: bool = True) -> dict:
     """Attribution patching (AtP, and AtP* with the QK fix) for every node, optionally verified by exact patching; returns a JSON-able summary (module docstring: what it writes).
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from ..analyses.circuit import evaluate_circuits, paper_circuit, parse_circuit
 from ..errors import GenIRError
 from ..stage_definition import StageDefinition
+from ..results_directory import atomic
 from .inputs import Inputs, QueryConfig, config_record
 from .rendering import draw
 
@@ -30,6 +31,7 @@ class CircuitConfig(QueryConfig):
     rows_per_forward: int = 4096
 
 
+@atomic
 def run_circuit(model, data, out, config: CircuitConfig | None = None, *, progress: bool = True) -> dict:
     """Hits@1/5/10 of a minimal circuit (kept / zeroed / mean-ablated components) against the intact model (paper Table 4); returns a JSON-able summary (module docstring: what it writes).
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..analyses.contributions import contributions
 from ..stage_definition import StageDefinition
+from ..results_directory import atomic
 from .inputs import Inputs, QueryConfig, config_record
 from .rendering import draw
 
@@ -26,6 +27,7 @@ class ContributionsConfig(QueryConfig):
     encoder: bool = False  # also measure the encoder layers (averaged over each query's tokens)
 
 
+@atomic
 def run_contributions(model, data, out, config: ContributionsConfig | None = None, *, progress: bool = True) -> dict:
     """Contribution ratio and residual cosines of every decoder component over the model's correct queries (paper Fig. 3); returns a JSON-able summary (module docstring: what it writes).
 

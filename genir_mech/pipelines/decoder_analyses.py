@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..stage_definition import StageDefinition
+from ..results_directory import atomic
 from .ablate import AblateConfig, ablate_on
 from .circuit import CircuitConfig, circuit_on
 from .contributions import ContributionsConfig, contributions_on
@@ -39,6 +40,7 @@ class DecoderAnalysesConfig(QueryConfig):
     rows_per_forward: int = 4096
 
 
+@atomic
 def run_decoder_analyses(model, data, out, config: DecoderAnalysesConfig | None = None, *, other=None, progress: bool = True) -> dict:
     """The paper's decoder analyses on one checkpoint: every table, figure and a short report, from one set of queries; returns a JSON-able summary (module docstring: what it writes).
 

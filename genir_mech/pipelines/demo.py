@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..results_directory import atomic
 from .attribute import AttributeConfig, run_attribute
 from .decoder_analyses import DecoderAnalysesConfig, run_decoder_analyses
 from .evaluate import EvalConfig, run_eval
@@ -38,6 +39,7 @@ class DemoConfig:
     all_pairs: bool = False  # patch every pair with two different documents, not only those the model gets right
 
 
+@atomic
 def run_demo(model, data, out, config: DemoConfig | None = None, *, base=None, variants: Sequence = (), progress: bool = True) -> dict:
     """The whole analysis on the embedded checkpoints, in a few minutes on a CPU, as one Markdown report; returns a JSON-able summary (module docstring: what it writes).
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..provenance import provenance, write_table
 from ..retrieval import evaluate
+from ..results_directory import atomic
 from .inputs import config_record
 from .rendering import draw
 
@@ -26,6 +27,7 @@ class EvalConfig:
     batch_size: int = 256
 
 
+@atomic
 def run_eval(model, data, out, config: EvalConfig | None = None) -> dict:
     """Retrieval evaluation of a checkpoint: Hits@1/5/10 and MRR, per-query ranks, the correct-query list and a rank curve; returns a JSON-able summary (module docstring: what it writes).
 

@@ -8,7 +8,9 @@
 One place decides which queries an analysis sees (the model's correct queries
 of a split, optionally a seeded sample), which pairs a patching experiment
 sees (pairs the model gets right, unless told otherwise), and how a table is
-written with this run's provenance.
+written with this run's provenance. `out` is the staging folder the run's
+results_directory transaction hands the pipeline; the provenance records name
+the final folder.
 """
 from __future__ import annotations
 

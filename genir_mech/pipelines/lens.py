@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..analyses.logit_lens import docid_share_by_layer, logit_lens
 from ..stage_definition import StageDefinition
+from ..results_directory import atomic
 from .inputs import Inputs, QueryConfig, config_record
 from .rendering import draw
 
@@ -27,6 +28,7 @@ class LensConfig(QueryConfig):
     stages: StageDefinition | str | Path | None = None
 
 
+@atomic
 def run_lens(model, data, out, config: LensConfig | None = None, *, progress: bool = True) -> dict:
     """Logit lens of the decoder: rank of the relevant docid after every sublayer, in every component's output and head (paper Fig. 4, Tables 5-6); returns a JSON-able summary (module docstring: what it writes).
 

@@ -23,6 +23,7 @@ from ..errors import GenIRError
 from ..patching.aggregation import aggregate
 from ..patching.engine import sweep
 from ..patching.specs import TARGETS, load_specs, save_specs, target_specs
+from ..results_directory import atomic
 from .inputs import Inputs, PairConfig, config_record
 from .rendering import draw_patch_summary
 
@@ -58,6 +59,7 @@ def top_effects(summary: pd.DataFrame, direction: str, n: int = 5) -> list[dict]
     return [{"patch": node_label(r), "normalised_effect": round(float(r.mean), 4), "ci": [round(float(r.ci_low), 4), round(float(r.ci_high), 4)]} for r in top.itertuples()]
 
 
+@atomic
 def run_patch(model, data, out, config: PatchConfig | None = None, *, progress: bool = True) -> dict:
     """Activation patching over clean/corrupted query pairs: a sweep of patches, bootstrap summaries and heatmaps; returns a JSON-able summary (module docstring: what it writes).
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..analyses.reading import reading, reading_by_stage
 from ..stage_definition import StageDefinition
+from ..results_directory import atomic
 from .inputs import Inputs, QueryConfig, config_record
 from .rendering import draw
 
@@ -24,6 +25,7 @@ class ReadConfig(QueryConfig):
     stages: StageDefinition | str | Path | None = None  # None: even thirds, with a warning
 
 
+@atomic
 def run_read(model, data, out, config: ReadConfig | None = None, *, progress: bool = True) -> dict:
     """Component reading: which earlier components the decoder's MLP neurons and cross-attention heads read from (paper Fig. 5); returns a JSON-able summary (module docstring: what it writes).
 

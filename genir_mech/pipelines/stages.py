@@ -20,6 +20,7 @@ from ..analyses.change_point import DEFAULT_PENALTY, DEFAULT_RESOLUTION
 from ..analyses.contributions import contributions
 from ..analyses.stage_localisation import ABLATION_METRIC, NamingRules, localise_stages
 from ..stage_definition import Stage, StageDefinition
+from ..results_directory import atomic
 from .inputs import Inputs, QueryConfig, config_record
 from .rendering import draw
 
@@ -48,6 +49,7 @@ def _stage_cost(gm, texts, docs, batch_size, progress):
     return cost
 
 
+@atomic
 def run_stages(model, data, out, config: StagesConfig | None = None, *, progress: bool = True) -> dict:
     """Stage localisation: find the decoder's stages of a checkpoint and save them as a stage definition; returns a JSON-able summary (module docstring: what it writes).
 

@@ -26,6 +26,7 @@ from ..errors import GenIRError
 from ..figures.tables import removed_docs_table, vanilla_table
 from ..models.model_card import ModelCard
 from ..provenance import provenance, write_table
+from ..results_directory import atomic
 from .inputs import config_record
 from .rendering import draw
 
@@ -52,6 +53,7 @@ def default_encoder_paths(model_path: str | Path) -> list[str]:
     return found
 
 
+@atomic
 def run_swap(model, data, out, config: SwapConfig | None = None, *, encoders: Sequence) -> dict:
     """Encoder swap: model A's decoder on other models' encoder output (paper Table 2); returns a JSON-able summary (module docstring: what it writes).
 

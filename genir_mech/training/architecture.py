@@ -5,6 +5,8 @@ from dataclasses import asdict, dataclass
 
 from transformers import T5Config, T5ForConditionalGeneration
 
+from ..errors import GenIRError
+
 
 @dataclass(frozen=True)
 class T5Shape:
@@ -15,6 +17,17 @@ class T5Shape:
     encoder_layers: int = 4
     decoder_layers: int = 8
     dropout: float = 0.1
+
+    def check(self) -> "T5Shape":
+        """Refuse shapes that cannot be built, naming the flag."""
+        for name in ("d_model", "d_ff", "num_heads", "encoder_layers", "decoder_layers"):
+            if getattr(self, name) < 1:
+                raise GenIRError(f"{name} must be at least 1, got {getattr(self, name)} (CLI: --{name.replace('_', '-')})")
+        if self.d_model % self.num_heads:
+            raise GenIRError(f"d_model {self.d_model} is not divisible by num_heads {self.num_heads} (CLI: --d-model, --num-heads)")
+        if not 0 <= self.dropout < 1:
+            raise GenIRError(f"dropout must be in [0, 1), got {self.dropout} (CLI: --dropout)")
+        return self
 
     def to_config(self, tokenizer) -> T5Config:
         """The HF T5Config of this shape for `tokenizer`'s vocabulary and special tokens."""

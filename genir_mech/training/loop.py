@@ -13,6 +13,7 @@ at loss ~ln(#docs) for 20 epochs (measured; see the foundation issue).
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from ..errors import GenIRError
 
 Example = tuple[list[int], list[int]]
 
@@ -38,6 +41,17 @@ class LoopConfig:
     patience: int = 5
     seed: int = 0
     max_minutes: float = 0.0  # 0 = no wall-clock cap
+
+    def check(self) -> "LoopConfig":
+        """Refuse settings that would train nothing or diverge at once, naming the flag (before any data or model is loaded)."""
+        at_least = {"epochs": 1, "batch_size": 1, "patience": 1, "warmup_steps": 0, "weight_decay": 0, "max_minutes": 0}
+        for name, low in at_least.items():
+            if getattr(self, name) < low:
+                raise GenIRError(f"{name} must be at least {low}, got {getattr(self, name)} (CLI: --{name.replace('_', '-')})")
+        for name in ("lr", "clip"):
+            if not getattr(self, name) > 0:
+                raise GenIRError(f"{name} must be positive, got {getattr(self, name)} (CLI: --{name})")
+        return self
 
 
 def seed_everything(seed: int) -> None:
@@ -89,13 +103,18 @@ class TrainLoop:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self._schedule(steps_per_epoch * cfg.epochs))
         start_epoch, best, bad_epochs, elapsed = 0, float("-inf"), 0, 0.0
         if self.resume_path.exists():
-            state = torch.load(self.resume_path, weights_only=False)
-            self.model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            start_epoch, best, bad_epochs = state["epoch"] + 1, state["best"], state["bad_epochs"]
-            elapsed, self.history = state["elapsed"], state["history"]
-            torch.set_rng_state(state["torch_rng"])
+            try:
+                state = torch.load(self.resume_path, weights_only=False)
+                self.model.load_state_dict(state["model"])
+                opt.load_state_dict(state["optimizer"])
+                sched.load_state_dict(state["scheduler"])
+                start_epoch, best, bad_epochs = state["epoch"] + 1, state["best"], state["bad_epochs"]
+                elapsed, self.history = state["elapsed"], state["history"]
+                torch.set_rng_state(state["torch_rng"])
+            except Exception as exc:  # truncated zip, bad pickle, missing key, other shapes: all mean this state cannot be resumed
+                reason = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+                raise GenIRError(f"{self.resume_path}: resume state unreadable ({reason}); delete {self.resume_path.parent} to restart "
+                                 "this run from scratch, or pass --overwrite") from None
             tqdm.write(f"resuming {self.out_dir} at epoch {start_epoch} (best so far {best:.4f})")
         started = time.time() - elapsed
         if bad_epochs >= cfg.patience or (cfg.max_minutes and elapsed > cfg.max_minutes * 60):
@@ -128,14 +147,17 @@ class TrainLoop:
             else:
                 bad_epochs += 1
             self.resume_path.parent.mkdir(parents=True, exist_ok=True)
+            # temp + os.replace: a kill while saving leaves the previous epoch's state whole, never a truncated one
+            tmp = self.resume_path.with_name(f".{self.resume_path.name}.tmp-{os.getpid()}")
             torch.save(
                 {
                     "model": self.model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "epoch": epoch, "best": best, "bad_epochs": bad_epochs, "elapsed": time.time() - started,
                     "history": self.history, "torch_rng": torch.get_rng_state(), "config": asdict(cfg),
                 },
-                self.resume_path,
+                tmp,
             )
+            os.replace(tmp, self.resume_path)
             if bad_epochs >= cfg.patience:
                 tqdm.write(f"early stop: no improvement for {cfg.patience} epochs")
                 break

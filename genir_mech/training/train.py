@@ -6,10 +6,20 @@
 The run is resumable (rerun the same command after an interruption) and ends
 with `model_card.json` beside the weights: config, data spec and hash, removed
 documents, training time and final metrics.
+
+A run never destroys or mixes checkpoints: it records its arguments and data
+hash in `resume/request.json` before training, resumes into an existing `out`
+only when they match (the epoch, patience and time budget may grow: that
+continues the same run), refuses otherwise naming what differs, and replaces a
+finished checkpoint, or a folder it has no record of, only with `overwrite`.
+Rerunning a finished run's exact command does nothing.
 """
 from __future__ import annotations
 
+import json
+import os
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +32,7 @@ from ..data.corpus import RetrievalDataset
 from ..data.loaders import load_dataset
 from ..docids import AtomicDocids, doc_order_key, docid_token
 from ..errors import GenIRError
-from ..provenance import package_versions
+from ..provenance import package_versions, written_atomically
 from ..models.adapters import adapter_for
 from ..models.genir_model import GenIRModel
 from ..models.model_card import ModelCard
@@ -46,6 +56,11 @@ class TrainRequest:
     indexing_ratio: float = 0.2
     shape: T5Shape = field(default_factory=T5Shape)
     loop: LoopConfig = field(default_factory=LoopConfig)
+    overwrite: bool = False  # replace a finished checkpoint, or start over a run trained with other arguments
+
+
+BUDGET = ("epochs", "patience", "max_minutes")  # may grow between runs into one out: that continues the same training
+REQUEST = Path("resume") / "request.json"
 
 
 def parse_removed(spec: str | None, dataset: RetrievalDataset) -> list[str]:
@@ -65,6 +80,96 @@ def parse_removed(spec: str | None, dataset: RetrievalDataset) -> list[str]:
     return ids
 
 
+def check_request(req: TrainRequest) -> None:
+    """Every argument that needs no data or model, checked at once (one line each)."""
+    if req.objective not in {"span", "dsi"}:
+        raise GenIRError(f"objective (CLI: --objective) must be 'span' or 'dsi', got {req.objective!r}")
+    req.loop.check()
+    req.shape.check()
+    if req.indexing_ratio < 0:
+        raise GenIRError(f"indexing_ratio must be at least 0, got {req.indexing_ratio} (CLI: --indexing-ratio)")
+    out = Path(req.out)
+    if out.exists() and not out.is_dir():
+        raise GenIRError(f"out {out} (CLI: --out): exists and is not a directory")
+    if req.base:
+        config = Path(req.base) / "config.json"
+        if not config.exists():
+            raise GenIRError(f"base {req.base} (CLI: --base): no config.json there; train the base first")
+        try:
+            base = json.loads(config.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise GenIRError(f"{config}: not valid JSON ({exc})") from None
+        base = base if isinstance(base, dict) else {}
+        kind = base.get("model_type")
+        if kind != "t5" or not base.get("is_encoder_decoder", True):
+            shape = "an encoder-decoder" if base.get("is_encoder_decoder") else "a decoder-only" if kind else "an unrecognised"
+            raise GenIRError(f"base {req.base} (CLI: --base) is {shape} {kind or 'unknown'} model; train continues encoder-decoder T5 checkpoints only")
+
+
+def run_arguments(req: TrainRequest, dataset: RetrievalDataset, removed: list[str]) -> dict:
+    """What makes two runs into one out the same training: everything but the budget, plus the data's hash."""
+    loop = asdict(req.loop)
+    return {
+        "objective": req.objective, "base": req.base, "tokenizer": req.tokenizer, "data": req.data, "data_hash": dataset.data_hash(),
+        "removed_documents": list(removed), "indexing_ratio": req.indexing_ratio if req.objective == "dsi" else None,
+        "shape": req.shape.asdict() if not req.base else None, **{k: v for k, v in loop.items() if k not in BUDGET},
+        "budget": {k: loop[k] for k in BUDGET},
+    }
+
+
+def _saved_arguments(out: Path) -> dict | None:
+    """The arguments the run in `out` was started with: resume/request.json, else (older or finished runs) its model card."""
+    if (out / REQUEST).exists():
+        try:
+            return json.loads((out / REQUEST).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+    card = ModelCard.read(out)
+    if card.objective is None:
+        return None
+    loop = card.extra.get("loop") or {}
+    return {
+        "objective": card.objective, "base": card.base, "tokenizer": card.tokenizer, "data": card.data, "data_hash": card.data_hash,
+        "removed_documents": card.removed_documents, "indexing_ratio": card.extra.get("indexing_ratio"), "shape": card.extra.get("shape"),
+        **{k: v for k, v in loop.items() if k not in BUDGET}, "budget": {k: loop.get(k) for k in BUDGET},
+    }
+
+
+def _differences(saved: dict, wanted: dict) -> list[str]:
+    normal = json.loads(json.dumps(saved)), json.loads(json.dumps(wanted))
+    return [f"{k} {normal[0].get(k)} -> {normal[1][k]}" for k in wanted if k != "budget" and normal[0].get(k) != normal[1][k]]
+
+
+def _prepare_out(req: TrainRequest, out: Path, wanted: dict) -> str:
+    """Decide what this run does with `out`: "fresh", "resume" or "done" (finished, same arguments and budget); refuse the rest."""
+    for leftover in out.glob(".best.tmp-*"):  # a kill while saving the best weights
+        shutil.rmtree(leftover, ignore_errors=True)
+    if not out.is_dir() or not any(out.iterdir()):
+        return "fresh"
+    if req.overwrite:
+        # Forget the old run's state and card first, so a kill from here on cannot leave its card beside new weights.
+        shutil.rmtree(out / "resume", ignore_errors=True)
+        (out / "model_card.json").unlink(missing_ok=True)
+        return "fresh"
+    saved = _saved_arguments(out)
+    if saved is None:
+        found = ", ".join(p.name for p in sorted(out.iterdir())[:4])
+        raise GenIRError(f"out {out} (CLI: --out) holds {found} but no record of a training run (resume/request.json or model_card.json); "
+                         "pass --overwrite to replace it, or choose another --out")
+    differs = _differences(saved, wanted)
+    if differs:
+        raise GenIRError(f"out {out} (CLI: --out) holds a run with other arguments ({'; '.join(differs)}); rerun with the saved "
+                         "arguments to resume, pass --overwrite to start over, or choose another --out")
+    finished, resumable = (out / "model_card.json").exists(), (out / "resume" / "state.pt").exists()
+    same_budget = saved.get("budget") == wanted["budget"]
+    if finished and same_budget:
+        return "done"
+    if finished and not resumable:
+        raise GenIRError(f"out {out} (CLI: --out) is a finished checkpoint without resume state (resume/state.pt), so it cannot be "
+                         f"continued to {req.loop.epochs} epochs; pass --overwrite to retrain it, or choose another --out")
+    return "resume" if resumable else "fresh"
+
+
 def _span_validation(model, tokenizer, texts: list[str], seed: int) -> float:
     """Negative mean span-corruption loss on a fixed held-out draw (higher is better)."""
     batch = collate(span_examples(texts, tokenizer, epoch=-1, seed=seed), tokenizer.pad_token_id)
@@ -79,16 +184,24 @@ def _as_genir(model, tokenizer, scheme, out: Path) -> GenIRModel:
 
 def train_model(req: TrainRequest) -> dict:
     """Pretrain (span) or DSI-fine-tune a T5, resumably; writes the checkpoint and its ModelCard, returns the card."""
-    if req.objective not in {"span", "dsi"}:
-        raise GenIRError(f"objective (CLI: --objective) must be 'span' or 'dsi', got {req.objective!r}")
+    check_request(req)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     seed_everything(req.loop.seed)
     dataset = load_dataset(req.data)
+    removed = parse_removed(req.remove_docs, dataset)
     out = Path(req.out)
+    wanted = run_arguments(req, dataset, removed)
+    action = _prepare_out(req, out, wanted)
+    if action == "done":
+        print(f"{out}: already trained with these arguments ({req.loop.epochs} epochs); nothing to do "
+              "(raise --epochs to continue it, --overwrite to retrain it)")
+        return ModelCard.read(out).to_json()
     out.mkdir(parents=True, exist_ok=True)
+    if action == "fresh":
+        shutil.rmtree(out / "resume", ignore_errors=True)  # a request without state: killed in its first epoch
+    with written_atomically(out / REQUEST) as tmp:
+        tmp.write_text(json.dumps(wanted, indent=1))
     if req.base:
-        if not (Path(req.base) / "config.json").exists():
-            raise GenIRError(f"base {req.base} (CLI: --base): no config.json there; train the base first")
         tokenizer = AutoTokenizer.from_pretrained(req.base)
         model = T5ForConditionalGeneration.from_pretrained(req.base)
     elif req.tokenizer:
@@ -100,12 +213,16 @@ def train_model(req: TrainRequest) -> dict:
         tokenizer = build_tokenizer(list(dataset.documents.values()) + [q.text for q in dataset.queries], dataset.documents)
         model = req.shape.build(tokenizer)
     scheme = AtomicDocids.detect(tokenizer)
-    removed = parse_removed(req.remove_docs, dataset)
     train_data = dataset.without_documents(set(removed)) if removed else dataset
 
     def save_best():
-        model.save_pretrained(out)
-        tokenizer.save_pretrained(out)
+        # Saved beside, then each file renamed into place: a kill never leaves truncated weights under the final names.
+        tmp = out / f".best.tmp-{os.getpid()}"
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        for f in tmp.iterdir():
+            os.replace(f, out / f.name)
+        tmp.rmdir()
 
     loop = TrainLoop(model, req.loop, out, pad_id=tokenizer.pad_token_id)
     if req.objective == "span":

@@ -1,4 +1,8 @@
-"""`genir-mech train`: pretrain (span corruption) or DSI-fine-tune a small T5."""
+"""`genir-mech train`: pretrain (span corruption) or DSI-fine-tune a small T5.
+
+Rerunning into the same --out resumes only with the same arguments and data (more --epochs continue the run);
+anything else is refused unless --overwrite is given.
+"""
 from __future__ import annotations
 
 from . import Verb
@@ -30,6 +34,7 @@ def add_arguments(p):
         p.add_argument(f"--{name.replace('_', '-')}", type=number_type(name, default), default=default, help=f"model shape (from scratch only); default {default}")
     for name, default in LOOP_DEFAULTS.items():
         p.add_argument(f"--{name.replace('_', '-')}", type=number_type(name, default), default=default, help=f"training loop; default {default}")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished checkpoint in --out, or start over a run there that was trained with other arguments")
     p.add_argument("--json", action="store_true", help="print the model card as JSON")
 
 
@@ -40,7 +45,7 @@ def handler(args):
 
     shape = T5Shape(**{k: getattr(args, k) for k in SHAPE_DEFAULTS})
     loop = LoopConfig(**{k: getattr(args, k) for k in LOOP_DEFAULTS})
-    card = train_model(TrainRequest(args.data, args.out, args.objective, args.base, args.tokenizer, args.remove_docs, args.indexing_ratio, shape, loop))
+    card = train_model(TrainRequest(args.data, args.out, args.objective, args.base, args.tokenizer, args.remove_docs, args.indexing_ratio, shape, loop, overwrite=args.overwrite))
     if not args.json:
         print(f"trained {args.out} in {card['train_seconds']} s; metrics: {card['metrics'] or card['best_validation']}")
     return card
