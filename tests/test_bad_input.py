@@ -36,6 +36,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from genir_mech import results_directory
 from genir_mech.cli import main
 from genir_mech.errors import GenIRError
 from genir_mech.testing import tiny_genir
@@ -124,10 +125,12 @@ def files(tmp_path_factory) -> dict[str, Path]:
     f["pairs_latin1"].write_bytes(json.dumps(pair).encode() + b"\n" + b'{"clean": "caf\xe9", "corrupted": "x"}\n')
 
     for name, content in [("empty_results", b""), ("shape_results", b"foo,bar\n1,2\n"), ("latin1_results", b"layer,ratio\n1,caf\xe9\n")]:
-        d = root / name
-        d.mkdir()
-        (d / ("ablation.csv" if name == "empty_results" else "contributions.csv")).write_bytes(content)
-        f[name] = d
+        # published with a completion record, so `figures` gets past "incomplete result" to the table itself
+        run = results_directory.begin(root / name, "bad-table fixture")
+        (run.staging / ("ablation.csv" if name == "empty_results" else "contributions.csv")).write_bytes(content)
+        run.commit()
+        results_directory.release_lock(run.lock)
+        f[name] = root / name
     f["a_file"] = root / "a_file.txt"
     f["a_file"].write_text("not a directory\n")
     return f

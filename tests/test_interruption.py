@@ -377,10 +377,10 @@ def test_train_never_destroys_or_mixes_a_checkpoint(checkpoint, tmp_path, capsys
 
 
 @pytest.mark.parametrize("bad, message", [
-    (["--epochs", "0"], "epochs must be at least 1, got 0"),
-    (["--batch-size", "-4"], "batch_size must be at least 1"),
-    (["--lr", "0"], "lr must be positive"),
-    (["--decoder-layers", "0"], "decoder_layers must be at least 1"),
+    (["--epochs", "0"], "argument --epochs: must be a positive integer, got 0"),  # the CLI refuses while parsing ...
+    (["--batch-size", "-4"], "argument --batch-size"),
+    (["--lr", "0"], "argument --lr"),
+    (["--decoder-layers", "0"], "argument --decoder-layers"),
     (["--base", "LLAMA"], "decoder-only llama model"),
 ])
 def test_train_refuses_non_positive_counts_and_a_base_that_is_not_t5(bad, message, tmp_path, capsys):
@@ -391,3 +391,23 @@ def test_train_refuses_non_positive_counts_and_a_base_that_is_not_t5(bad, messag
     assert main(["train", "--out", str(tmp_path / "out"), *TINY, *bad]) == 2
     assert message in _one_error_line(capsys)
     assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"loop": {"epochs": 0}}, "epochs must be at least 1, got 0"),  # ... and the library refuses the same for Python callers
+    ({"loop": {"batch_size": -4}}, "batch_size must be at least 1"),
+    ({"loop": {"lr": 0.0}}, "lr must be positive"),
+    ({"shape": {"decoder_layers": 0}}, "decoder_layers must be at least 1"),
+])
+def test_train_model_refuses_the_same_settings_from_python(change, message, tmp_path):
+    from dataclasses import replace
+
+    from genir_mech.training.architecture import T5Shape
+    from genir_mech.training.loop import LoopConfig
+    from genir_mech.training.train import TrainRequest, train_model
+
+    request = TrainRequest("synthetic:n_docs=20,seed=0,n_pairs=16", str(tmp_path / "out"),
+                           shape=replace(T5Shape(), **change.get("shape", {})), loop=replace(LoopConfig(), **change.get("loop", {})))
+    with pytest.raises(GenIRError, match=message):
+        train_model(request)
+    assert not (tmp_path / "out").exists()
