@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .results_directory import check_complete, published
+from .results_directory import check_complete, hash_file, published
 
 PACKAGES = ("genir_mech", "torch", "transformers", "nnsight", "numpy", "pandas", "ir_measures")
 
@@ -47,9 +47,7 @@ def model_hash(path: str | Path) -> str:
     if not files:
         h.update(str(path).encode())
     for p in files:
-        with p.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
+        hash_file(p, h)
     return h.hexdigest()[:16]
 
 

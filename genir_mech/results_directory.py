@@ -46,12 +46,17 @@ class ResultsWarning(UserWarning):
     """An interrupted run's leftovers were found (and cleaned up, or shown beside a complete result)."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
+def hash_file(path: Path, h=None):
+    """Feed a file into hash `h` (a new sha256 by default) in 1 MiB chunks, so large checkpoints never sit in memory."""
+    h = h if h is not None else hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()
+    return h
+
+
+def _sha256(path: Path) -> str:
+    return hash_file(path).hexdigest()
 
 
 def _alive(pid: int) -> bool:

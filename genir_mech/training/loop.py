@@ -13,7 +13,6 @@ at loss ~ln(#docs) for 20 epochs (measured; see the foundation issue).
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import GenIRError
+from ..provenance import written_atomically
 
 Example = tuple[list[int], list[int]]
 
@@ -147,17 +147,16 @@ class TrainLoop:
             else:
                 bad_epochs += 1
             self.resume_path.parent.mkdir(parents=True, exist_ok=True)
-            # temp + os.replace: a kill while saving leaves the previous epoch's state whole, never a truncated one
-            tmp = self.resume_path.with_name(f".{self.resume_path.name}.tmp-{os.getpid()}")
-            torch.save(
-                {
-                    "model": self.model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "epoch": epoch, "best": best, "bad_epochs": bad_epochs, "elapsed": time.time() - started,
-                    "history": self.history, "torch_rng": torch.get_rng_state(), "config": asdict(cfg),
-                },
-                tmp,
-            )
-            os.replace(tmp, self.resume_path)
+            # a kill while saving leaves the previous epoch's state whole, never a truncated one
+            with written_atomically(self.resume_path) as tmp:
+                torch.save(
+                    {
+                        "model": self.model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                        "epoch": epoch, "best": best, "bad_epochs": bad_epochs, "elapsed": time.time() - started,
+                        "history": self.history, "torch_rng": torch.get_rng_state(), "config": asdict(cfg),
+                    },
+                    tmp,
+                )
             if bad_epochs >= cfg.patience:
                 tqdm.write(f"early stop: no improvement for {cfg.patience} epochs")
                 break
