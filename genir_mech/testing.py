@@ -2,6 +2,7 @@
 
     gm = tiny_genir(decoder_layers=4)                                   # random tiny T5 with docid tokens
     gm = tiny_llama_genir(layers=3)                                     # random tiny decoder-only Llama (GQA)
+    gm = tiny_bart_genir(); gm = tiny_bert2bert_genir(); gm = tiny_mt5_genir(); gm = tiny_t5gemma_genir()
     gm = planted_cross_attention(tiny_genir(decoder_layers=8), layers=[3, 4])
     texts = toy_queries(gm, 16)
 
@@ -15,7 +16,21 @@ from __future__ import annotations
 import random
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, T5Config, T5ForConditionalGeneration
+from transformers import (
+    BartConfig,
+    BartForConditionalGeneration,
+    BertConfig,
+    EncoderDecoderConfig,
+    EncoderDecoderModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MT5Config,
+    MT5ForConditionalGeneration,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    T5Config,
+    T5ForConditionalGeneration,
+)
 
 from .data.synthetic import SyntheticConfig, generate_corpus
 from .docids import AtomicDocids
@@ -90,6 +105,86 @@ def tiny_llama_genir(layers: int = 3, d_model: int = 32, num_heads: int = 4, num
                 param.normal_(0.0, 0.3)  # q/k/v biases start at zero: make them matter
     name = f"tiny-{model_type}-{layers}"
     return GenIRModel(model, tok, AtomicDocids.detect(tok), adapter_for(model), name, name)
+
+
+def _tiny(model, tok, name: str) -> GenIRModel:
+    """A GenIRModel around a freshly built tiny HF model (eval mode, adapter from its config)."""
+    model = model.eval()
+    return GenIRModel(model, tok, AtomicDocids.detect(tok), adapter_for(model), name, name)
+
+
+def tiny_mt5_genir(encoder_layers: int = 2, decoder_layers: int = 3, d_model: int = 32, num_heads: int = 4, n_docs: int = 20, seed: int = 0) -> GenIRModel:
+    """A random tiny mT5 GenIR model (T5 family: gated-GELU MLP, untied output embedding) on the toy tokenizer.
+
+    Example:
+        >>> gm = tiny_mt5_genir()
+        >>> gm.adapter.family, gm.hf_model.config.model_type      # ('t5', 'mt5')
+    """
+    tok, _ = toy_tokenizer(n_docs, seed)
+    torch.manual_seed(seed)
+    config = MT5Config(
+        vocab_size=len(tok), d_model=d_model, d_kv=d_model // num_heads, d_ff=2 * d_model, num_layers=encoder_layers,
+        num_decoder_layers=decoder_layers, num_heads=num_heads, dropout_rate=0.0, feed_forward_proj="gated-gelu",
+        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id, tie_word_embeddings=False,
+    )
+    return _tiny(MT5ForConditionalGeneration(config), tok, f"tiny-mt5-{encoder_layers}x{decoder_layers}")
+
+
+def tiny_bart_genir(encoder_layers: int = 2, decoder_layers: int = 3, d_model: int = 32, num_heads: int = 4, n_docs: int = 20, seed: int = 0) -> GenIRModel:
+    """A random tiny BART GenIR model (post-LayerNorm, biased projections, learned positions) on the toy tokenizer.
+
+    Example:
+        >>> gm = tiny_bart_genir()
+        >>> gm.adapter.family, gm.adapter.post_norm(gm.components()[0]) is not None   # ('bart', True)
+
+    Weights are drawn with std 0.2 (BART's default is 0.02) so that attention
+    is far from uniform and biases matter in tests.
+    """
+    tok, _ = toy_tokenizer(n_docs, seed)
+    torch.manual_seed(seed)
+    config = BartConfig(
+        vocab_size=len(tok), d_model=d_model, encoder_layers=encoder_layers, decoder_layers=decoder_layers,
+        encoder_attention_heads=num_heads, decoder_attention_heads=num_heads, encoder_ffn_dim=2 * d_model, decoder_ffn_dim=2 * d_model,
+        max_position_embeddings=128, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, init_std=0.2,
+        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id, decoder_start_token_id=tok.eos_token_id,
+        forced_eos_token_id=None,
+    )
+    model = BartForConditionalGeneration(config)
+    with torch.no_grad():
+        model.final_logits_bias.normal_(0.0, 0.2)  # zero at init; make the lens prove it is included
+        for name, param in model.named_parameters():
+            if param.ndim == 1 and name.endswith(".bias"):
+                param.normal_(0.0, 0.2)
+    return _tiny(model, tok, f"tiny-bart-{encoder_layers}x{decoder_layers}")
+
+
+def tiny_bert2bert_genir(encoder_layers: int = 2, decoder_layers: int = 3, d_model: int = 32, num_heads: int = 4, n_docs: int = 20, seed: int = 0) -> GenIRModel:
+    """A random tiny BERT2BERT GenIR model (`EncoderDecoderModel`, BERT encoder and decoder with cross-attention) on the toy tokenizer.
+
+    Example:
+        >>> gm = tiny_bert2bert_genir()
+        >>> gm.adapter.family, gm.adapter.kinds("decoder")     # ('bert2bert', ('self_attn', 'cross_attn', 'mlp'))
+    """
+    tok, _ = toy_tokenizer(n_docs, seed)
+    torch.manual_seed(seed)
+
+    def config(layers, decoder):
+        return BertConfig(
+            vocab_size=len(tok), hidden_size=d_model, num_hidden_layers=layers, num_attention_heads=num_heads, intermediate_size=2 * d_model,
+            max_position_embeddings=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, initializer_range=0.2,
+            pad_token_id=tok.pad_token_id, is_decoder=decoder, add_cross_attention=decoder,
+        )
+
+    # Built from one EncoderDecoderConfig (not from two models), so every submodule shares the config that
+    # set_attn_implementation and save_pretrained see, as after loading a checkpoint.
+    both = EncoderDecoderConfig.from_encoder_decoder_configs(config(encoder_layers, False), config(decoder_layers, True))
+    both.decoder_start_token_id, both.pad_token_id = tok.eos_token_id, tok.pad_token_id
+    model = EncoderDecoderModel(config=both)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.ndim == 1 and name.endswith(".bias"):
+                param.normal_(0.0, 0.2)  # biases start at zero: make them matter
+    return _tiny(model, tok, f"tiny-bert2bert-{encoder_layers}x{decoder_layers}")
 
 
 def toy_queries(gm: GenIRModel, n: int, seed: int = 0) -> list[str]:

@@ -17,7 +17,7 @@ from genir_mech.analyses.encoder_swap import swapped_logits
 from genir_mech.analyses.logit_lens import logit_lens
 from genir_mech.analyses.reading import reading
 from genir_mech.errors import GenIRError
-from genir_mech.models.adapters import LlamaAdapter, T5Adapter, module_at
+from genir_mech.models.adapters import BartAdapter, Bert2BertAdapter, LlamaAdapter, T5Adapter, module_at
 from genir_mech.models.components import ATTENTION_KINDS, FACETS, Site
 from genir_mech.models.execution import run
 from genir_mech.models.genir_model import GenIRModel
@@ -25,7 +25,16 @@ from genir_mech.models.loading import check_logit_lens
 from genir_mech.patching.engine import head_sweep
 from genir_mech.patching.metrics import logit_diff
 from genir_mech.patching.pairs import QueryPair, dataset_pairs, tokenize_pairs
-from genir_mech.testing import planted_cross_attention, tiny_genir, tiny_llama_genir, toy_queries, toy_tokenizer
+from genir_mech.testing import (
+    planted_cross_attention,
+    tiny_bart_genir,
+    tiny_bert2bert_genir,
+    tiny_genir,
+    tiny_llama_genir,
+    tiny_mt5_genir,
+    toy_queries,
+    toy_tokenizer,
+)
 
 # family -> (tiny model factory, a few site -> module path pins written by hand, not derived from the adapter)
 FAMILIES = {
@@ -42,6 +51,22 @@ FAMILIES = {
         "decoder.layers.1.resid_post": "model.layers.1",
     }),    "qwen2": (lambda: tiny_llama_genir(layers=2, model_type="qwen2"), {"decoder.layers.1.self_attn.heads": "model.layers.1.self_attn.o_proj"}),
 }
+FAMILIES.update({
+    "mt5": (lambda: tiny_mt5_genir(encoder_layers=2, decoder_layers=3), {"decoder.layers.2.mlp": "decoder.block.2.layer.2.DenseReluDense"}),
+    "bart": (lambda: tiny_bart_genir(encoder_layers=2, decoder_layers=3), {
+        "decoder.layers.1.cross_attn": "model.decoder.layers.1.encoder_attn.out_proj",
+        "decoder.layers.1.cross_attn.resid_post": "model.decoder.layers.1.encoder_attn_layer_norm",
+        "decoder.layers.1.mlp.resid_pre": "model.decoder.layers.1.encoder_attn_layer_norm",
+        "decoder.layers.2.mlp": "model.decoder.layers.2.fc2",
+        "encoder.layers.0.self_attn.heads": "model.encoder.layers.0.self_attn.out_proj",
+    }),
+    "bert2bert": (lambda: tiny_bert2bert_genir(encoder_layers=2, decoder_layers=3), {
+        "decoder.layers.1.cross_attn.heads": "decoder.bert.encoder.layer.1.crossattention.output.dense",
+        "decoder.layers.2.mlp": "decoder.bert.encoder.layer.2.output.dense",
+        "decoder.layers.2.resid_post": "decoder.bert.encoder.layer.2.output.LayerNorm",
+        "encoder.layers.1.self_attn": "encoder.encoder.layer.1.attention.output.dense",
+    }),
+})
 
 
 
@@ -117,7 +142,10 @@ def check_heads_sum(gm, texts):
             values = run(gm, batch, reads=[heads, site]).values
             per_head = gm.adapter.head_contributions(heads, values[heads])
             assert per_head.shape[-2] == gm.adapter.n_heads
-            torch.testing.assert_close(per_head.sum(-2), values[site], atol=1e-5, rtol=1e-5, msg=f"{site.name}: heads do not sum to the output")
+            # An output projection's bias (BART, BERT) belongs to no head: heads + bias = the sublayer output.
+            bias = gm.adapter.output_projection(site).bias
+            total = per_head.sum(-2) + (0 if bias is None else bias)
+            torch.testing.assert_close(total, values[site], atol=1e-5, rtol=1e-5, msg=f"{site.name}: heads do not sum to the output")
             assert (per_head[:, -1].norm(dim=-1) > 0).all(), f"{site.name}: a head contributes nothing; the sum test would be vacuous"
 
 
@@ -131,6 +159,7 @@ def check_lens(gm, texts):
 
 def check_attention(gm, texts):
     """(d) the adapter's attention recompute equals the model's eager attention weights, all rows and the last row alone."""
+    implementation = gm.hf_model.config._attn_implementation
     gm.hf_model.set_attn_implementation("eager")
     try:
         batch = gm.encode(gm.batch(texts))
@@ -155,21 +184,32 @@ def check_attention(gm, texts):
                 rows = real[:, None, :, None].expand_as(full)
                 torch.testing.assert_close(full[rows], expected[rows], atol=1e-5, rtol=1e-4, msg=f"{site.name}: all rows")
     finally:
-        gm.hf_model.set_attn_implementation("sdpa")
+        gm.hf_model.set_attn_implementation(implementation)
 
 
 def check_residual(gm, texts):
-    """(e) each sublayer adds its output to the residual, and each layer's resid_post = resid_pre + the sum of its sublayer outputs."""
+    """(e) each sublayer adds its output to the residual, and each layer's resid_post = resid_pre + the sum of its sublayer outputs.
+
+    In a post-LayerNorm family the LayerNorm after each sublayer (`adapter.post_norm`)
+    maps its resid_post to the next sublayer's resid_pre, and the last one's to the block's resid_post.
+    """
     sites = _all_sites(gm)
     values = run(gm, gm.batch(texts), reads=sites).values
     for side in gm.adapter.sides:
         for layer in range(gm.n_layers(side)):
             kinds = gm.adapter.kinds(side)
-            total = values[Site(side, layer, "", "resid_pre")] + sum(values[Site(side, layer, k)] for k in kinds)
-            torch.testing.assert_close(values[Site(side, layer, "", "resid_post")], total, atol=1e-5, rtol=1e-5, msg=f"{side} layer {layer}")
             for k in kinds:
                 pre, out, post = (values[Site(side, layer, k, f)] for f in ("resid_pre", "out", "resid_post"))
                 torch.testing.assert_close(post, pre + out, atol=1e-5, rtol=1e-5, msg=f"{side} layer {layer} {k}")
+            if gm.adapter.post_norm(Site(side, layer, kinds[0])) is None:
+                total = values[Site(side, layer, "", "resid_pre")] + sum(values[Site(side, layer, k)] for k in kinds)
+                torch.testing.assert_close(values[Site(side, layer, "", "resid_post")], total, atol=1e-5, rtol=1e-5, msg=f"{side} layer {layer}")
+                continue
+            nexts = [Site(side, layer, k, "resid_pre") for k in kinds[1:]] + [Site(side, layer, "", "resid_post")]
+            with torch.no_grad():
+                for k, following in zip(kinds, nexts):
+                    normed = gm.adapter.post_norm(Site(side, layer, k))(values[Site(side, layer, k, "resid_post")])
+                    torch.testing.assert_close(values[following], normed, atol=1e-5, rtol=1e-5, msg=f"{side} layer {layer} {k}: post-LayerNorm")
 
 
 def check_batching(gm, texts):
@@ -198,7 +238,10 @@ def test_sides_kinds_and_counts_come_from_the_adapter_and_config(family):
     assert gm.adapter.query_reading_kind in gm.adapter.kinds("decoder")
     assert gm.adapter.auto_class.from_config(gm.hf_model.config).__class__ is type(gm.hf_model)
     n = gm.adapter.n_layers("decoder")
-    assert n == (gm.hf_model.config.num_decoder_layers if gm.adapter.has("encoder") else gm.hf_model.config.num_hidden_layers)
+    # Counted by the model's own forward pass (one hidden state per block input, plus the output), not read off a config key.
+    with torch.no_grad():
+        out = gm.hf_model(**gm.model_inputs(gm.batch(["a"])), output_hidden_states=True)
+    assert n == len(out.decoder_hidden_states if gm.adapter.has("encoder") else out.hidden_states) - 1
     with pytest.raises(GenIRError, match=f"has {n} layers"):
         gm.adapter.hook(Site("decoder", n, "mlp"))
 

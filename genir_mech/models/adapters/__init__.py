@@ -21,6 +21,12 @@ from .t5 import T5Adapter
 
 ADAPTERS: list[type[Adapter]] = [T5Adapter, LlamaAdapter]
 
+# Encoder-decoder families of issue 14 (post-LayerNorm BART and BERT2BERT, sandwich-norm T5Gemma).
+from .bart import BartAdapter  # noqa: E402
+from .bert2bert import Bert2BertAdapter  # noqa: E402
+
+ADAPTERS += [BartAdapter, Bert2BertAdapter]
+
 
 def adapter_class(config, name: str = "") -> type[Adapter]:
     """The adapter family of a HuggingFace config; GenIRError naming the model when none fits."""
@@ -43,3 +49,4 @@ def adapter_for(model: nn.Module) -> Adapter:
 
 
 __all__ = ["ADAPTERS", "Adapter", "Attention", "Hook", "LlamaAdapter", "T5Adapter", "adapter_class", "adapter_for", "module_at"]
+__all__ += ["BartAdapter", "Bert2BertAdapter"]

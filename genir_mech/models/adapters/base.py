@@ -11,6 +11,7 @@ its output scaling, its attention recipe and its norm linearisation.
 """
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -47,7 +48,15 @@ def module_at(root, path: str):
     """Resolve 'decoder.block.2.layer.1' on a torch module or an nnsight envoy alike."""
     node = root
     for part in path.split("."):
-        node = node[int(part)] if part.isdigit() else getattr(node, part)
+        if part.isdigit():
+            node = node[int(part)]
+            continue
+        # nnsight serves `.output`/`.input` on every envoy, so a submodule of that name
+        # (BERT's `attention.output`) is mounted under its OVERLOAD_PREFIX ("E_output").
+        prefix = getattr(type(node), "OVERLOAD_PREFIX", None)
+        if prefix and inspect.isdatadescriptor(getattr(type(node), part, None)):
+            part = prefix + part
+        node = getattr(node, part)
     return node
 
 
@@ -188,6 +197,13 @@ class Adapter(ABC):
     def attention_value_weight(self, site: Site) -> torch.Tensor:
         """W_V as an (H_kv*d_head, d_model) matrix."""
         return self.attention(site, None).w_v
+
+    def post_norm(self, site: Site) -> nn.Module | None:
+        """The LayerNorm a post-LayerNorm family (BART, BERT) applies to this sublayer's resid_post; None in pre-norm families.
+
+        See models/adapters/post_norm.py for what a contribution and the lens mean then.
+        """
+        return None
 
     @abstractmethod
     def linearised_norm(self, site: Site, resid_pre: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:

@@ -69,6 +69,8 @@ class T5Adapter(Adapter):
         # transformers 5 names the flag scale_decoder_outputs; older configs
         # imply it by tied embeddings (T5 scales by d_model^-0.5 when tied).
         scale = getattr(self.config, "scale_decoder_outputs", None)
+        if self.config.model_type == "mt5":
+            scale = False  # transformers 5's mT5 never rescales, and its config forces tie_word_embeddings=True
         if scale is None:
             scale = getattr(self.config, "tie_word_embeddings", True)
         return self.config.d_model ** -0.5 if scale else 1.0
