@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 from tokenizers import AddedToken
-from transformers import AutoTokenizer, T5ForConditionalGeneration
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, T5ForConditionalGeneration
 
 from ..data.corpus import RetrievalDataset
 from ..data.loaders import load_dataset
@@ -40,7 +40,10 @@ from ..retrieval import evaluate
 from .architecture import T5Shape
 from .loop import LoopConfig, TrainLoop, collate, seed_everything
 from .objectives import dsi_examples, span_examples
+from .minilm import build_minilm_bert2bert, minilm_path
 from .tokenizer import build_tokenizer
+
+INITS = ("minilm",)  # pretrained initialisations of `genir-mech train --init`
 
 
 
@@ -57,6 +60,7 @@ class TrainRequest:
     shape: T5Shape = field(default_factory=T5Shape)
     loop: LoopConfig = field(default_factory=LoopConfig)
     overwrite: bool = False  # replace a finished checkpoint, or start over a run trained with other arguments
+    init: str | None = None  # "minilm": BERT2BERT from the packaged all-MiniLM-L6-v2 (training/minilm.py) instead of a T5
 
 
 BUDGET = ("epochs", "patience", "max_minutes")  # may grow between runs into one out: that continues the same training
@@ -91,6 +95,8 @@ def check_request(req: TrainRequest) -> None:
     out = Path(req.out)
     if out.exists() and not out.is_dir():
         raise GenIRError(f"out {out} (CLI: --out): exists and is not a directory")
+    if req.init:
+        check_init(req)
     if req.base:
         config = Path(req.base) / "config.json"
         if not config.exists():
@@ -106,6 +112,16 @@ def check_request(req: TrainRequest) -> None:
             raise GenIRError(f"base {req.base} (CLI: --base) is {shape} {kind or 'unknown'} model; train continues encoder-decoder T5 checkpoints only")
 
 
+def check_init(req: TrainRequest) -> None:
+    """A pretrained initialisation (--init) replaces --base, --tokenizer and the T5 shape, and its package must be installed."""
+    if req.init not in INITS:
+        raise GenIRError(f"init (CLI: --init) must be one of {', '.join(INITS)}, got {req.init!r}")
+    clash = [flag for flag, value in (("--base", req.base), ("--tokenizer", req.tokenizer)) if value]
+    if clash or req.objective != "dsi":
+        raise GenIRError(f"--init {req.init} builds its own model and tokenizer for DSI fine-tuning; drop {', '.join(clash) or '--objective span'}")
+    minilm_path()  # the optional extra: one line with the install command when it is missing
+
+
 def run_arguments(req: TrainRequest, dataset: RetrievalDataset, removed: list[str]) -> dict:
     """What makes two runs into one out the same training: everything but the budget, plus the data's hash."""
     loop = asdict(req.loop)
@@ -114,6 +130,7 @@ def run_arguments(req: TrainRequest, dataset: RetrievalDataset, removed: list[st
         "removed_documents": list(removed), "indexing_ratio": req.indexing_ratio if req.objective == "dsi" else None,
         "shape": req.shape.asdict() if not req.base else None, **{k: v for k, v in loop.items() if k not in BUDGET},
         "budget": {k: loop[k] for k in BUDGET},
+        **({"init": req.init} if req.init else {}),  # absent for T5 runs, so their older records still match
     }
 
 
@@ -132,6 +149,7 @@ def _saved_arguments(out: Path) -> dict | None:
         "objective": card.objective, "base": card.base, "tokenizer": card.tokenizer, "data": card.data, "data_hash": card.data_hash,
         "removed_documents": card.removed_documents, "indexing_ratio": card.extra.get("indexing_ratio"), "shape": card.extra.get("shape"),
         **{k: v for k, v in loop.items() if k not in BUDGET}, "budget": {k: loop.get(k) for k in BUDGET},
+        **({"init": card.extra["init"]} if card.extra.get("init") else {}),
     }
 
 
@@ -201,7 +219,9 @@ def train_model(req: TrainRequest) -> dict:
         shutil.rmtree(out / "resume", ignore_errors=True)  # a request without state: killed in its first epoch
     with written_atomically(out / REQUEST) as tmp:
         tmp.write_text(json.dumps(wanted, indent=1))
-    if req.base:
+    if req.init:
+        model, tokenizer = build_minilm_bert2bert(dataset)
+    elif req.base:
         tokenizer = AutoTokenizer.from_pretrained(req.base)
         model = T5ForConditionalGeneration.from_pretrained(req.base)
     elif req.tokenizer:
@@ -236,7 +256,7 @@ def train_model(req: TrainRequest) -> dict:
             lambda: evaluate(_as_genir(model, tokenizer, scheme, out), train_data, "validation")[0]["hits@1"],
             save_best,
         )
-    best = _as_genir(T5ForConditionalGeneration.from_pretrained(out).eval(), tokenizer, scheme, out)
+    best = _as_genir(AutoModelForSeq2SeqLM.from_pretrained(out).eval(), tokenizer, scheme, out)
     metrics = {}
     if req.objective == "dsi":
         for split in ("validation", "test"):
@@ -256,7 +276,8 @@ def train_model(req: TrainRequest) -> dict:
     )
     card.extra = {
         "indexing_ratio": req.indexing_ratio if req.objective == "dsi" else None,
-        "shape": req.shape.asdict() if not req.base else None,
+        "shape": req.shape.asdict() if not (req.base or req.init) else None,
+        "init": req.init,
         "loop": asdict(req.loop),
         "parameters": sum(p.numel() for p in best.hf_model.parameters()),
         "train_seconds": result["train_seconds"],

