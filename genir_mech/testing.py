@@ -30,6 +30,9 @@ from transformers import (
     Qwen2ForCausalLM,
     T5Config,
     T5ForConditionalGeneration,
+    T5GemmaConfig,
+    T5GemmaForConditionalGeneration,
+    T5GemmaModuleConfig,
 )
 
 from .data.synthetic import SyntheticConfig, generate_corpus
@@ -185,6 +188,40 @@ def tiny_bert2bert_genir(encoder_layers: int = 2, decoder_layers: int = 3, d_mod
             if param.ndim == 1 and name.endswith(".bias"):
                 param.normal_(0.0, 0.2)  # biases start at zero: make them matter
     return _tiny(model, tok, f"tiny-bert2bert-{encoder_layers}x{decoder_layers}")
+
+
+def tiny_t5gemma_genir(encoder_layers: int = 2, decoder_layers: int = 3, d_model: int = 32, num_heads: int = 4, num_kv_heads: int = 2,
+                       sliding_window: int = 3, n_docs: int = 20, seed: int = 0) -> GenIRModel:
+    """A random tiny T5Gemma GenIR model (sandwich RMSNorms, RoPE, GQA, GeGLU, soft-capping, sliding windows) on the toy tokenizer.
+
+    Example:
+        >>> gm = tiny_t5gemma_genir()
+        >>> gm.adapter.family, gm.adapter.n_kv_heads          # ('t5gemma', 2)
+
+    The sliding window (3 tokens, alternate layers) is shorter than the toy
+    queries and the soft caps are low, so both shape attention in tests;
+    weights are drawn with std 0.3 so attention is far from uniform.
+    """
+    tok, _ = toy_tokenizer(n_docs, seed)
+    torch.manual_seed(seed)
+
+    def side(layers):
+        return T5GemmaModuleConfig(
+            vocab_size=len(tok), hidden_size=d_model, intermediate_size=2 * d_model, num_hidden_layers=layers, num_attention_heads=num_heads,
+            num_key_value_heads=num_kv_heads, head_dim=d_model // num_heads, query_pre_attn_scalar=d_model // num_heads, sliding_window=sliding_window,
+            attn_logit_softcapping=2.0, final_logit_softcapping=5.0, max_position_embeddings=128,
+            pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id,
+        )
+
+    config = T5GemmaConfig(encoder=side(encoder_layers), decoder=side(decoder_layers), vocab_size=len(tok), dropout_rate=0.0, attention_dropout=0.0)
+    model = T5GemmaForConditionalGeneration(config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.ndim == 2:
+                param.normal_(0.0, 0.3)
+            elif name.endswith("layernorm.weight") or name.endswith("norm.weight"):
+                param.normal_(0.0, 0.3)  # Gemma norms scale by (1 + w) with w = 0 at init: make them matter
+    return _tiny(model, tok, f"tiny-t5gemma-{encoder_layers}x{decoder_layers}")
 
 
 def toy_queries(gm: GenIRModel, n: int, seed: int = 0) -> list[str]:

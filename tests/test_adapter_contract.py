@@ -17,7 +17,7 @@ from genir_mech.analyses.encoder_swap import swapped_logits
 from genir_mech.analyses.logit_lens import logit_lens
 from genir_mech.analyses.reading import reading
 from genir_mech.errors import GenIRError
-from genir_mech.models.adapters import BartAdapter, Bert2BertAdapter, LlamaAdapter, T5Adapter, module_at
+from genir_mech.models.adapters import Adapter, BartAdapter, Bert2BertAdapter, Hook, LlamaAdapter, T5Adapter, T5GemmaAdapter, module_at
 from genir_mech.models.components import ATTENTION_KINDS, FACETS, Site
 from genir_mech.models.execution import run
 from genir_mech.models.genir_model import GenIRModel
@@ -32,6 +32,7 @@ from genir_mech.testing import (
     tiny_genir,
     tiny_llama_genir,
     tiny_mt5_genir,
+    tiny_t5gemma_genir,
     toy_queries,
     toy_tokenizer,
 )
@@ -65,6 +66,12 @@ FAMILIES.update({
         "decoder.layers.2.mlp": "decoder.bert.encoder.layer.2.output.dense",
         "decoder.layers.2.resid_post": "decoder.bert.encoder.layer.2.output.LayerNorm",
         "encoder.layers.1.self_attn": "encoder.encoder.layer.1.attention.output.dense",
+    }),
+    "t5gemma": (lambda: tiny_t5gemma_genir(encoder_layers=2, decoder_layers=3), {
+        "decoder.layers.1.cross_attn": "model.decoder.layers.1.post_cross_attn_layernorm",
+        "decoder.layers.1.cross_attn.heads": "model.decoder.layers.1.cross_attn.o_proj",
+        "decoder.layers.1.self_attn.resid_post": "model.decoder.layers.1.pre_cross_attn_layernorm",
+        "encoder.layers.1.mlp": "model.encoder.layers.1.post_feedforward_layernorm",
     }),
 })
 
@@ -292,7 +299,56 @@ class Unscaled(T5Adapter):
         return 1.0
 
 
+class NoFinalLogitsBias(BartAdapter):
+    """Projects with BART's LM head alone, forgetting final_logits_bias."""
+
+    def unembed(self, normed):
+        return self.model.lm_head(normed)
+
+
+class ResidPostAfterTheLayerNorm(BartAdapter):
+    """Reads a post-LN sublayer's resid_post at its LayerNorm's output instead of its input."""
+
+    def hook(self, site):
+        hook = super().hook(site)
+        return Hook(hook.path, "output") if site.kind and site.facet == "resid_post" else hook
+
+
+class NoHeadTransform(Bert2BertAdapter):
+    """Unembeds with BERT's output matrix alone, skipping the LM head's transform (dense, GELU, LayerNorm)."""
+
+    def unembed(self, normed):
+        return self.model.decoder.cls.predictions.decoder(normed)
+
+
+class NoSlidingWindow(T5GemmaAdapter):
+    def attention(self, site, batch):
+        attn = super().attention(site, batch)
+        attn.window = None
+        return attn
+
+
+class NoSoftCap(T5GemmaAdapter):
+    def attention(self, site, batch):
+        attn = super().attention(site, batch)
+        attn.softcap = None
+        return attn
+
+
+class HeadsWithoutPostNorm(T5GemmaAdapter):
+    """Splits the output projection by head but forgets the post-attention norm that follows it."""
+
+    def head_contributions(self, site, heads_input):
+        return Adapter.head_contributions(self, site, heads_input)
+
+
 @pytest.mark.parametrize("family_name, broken, check", [
+    ("bart", NoFinalLogitsBias, check_lens),
+    ("bart", ResidPostAfterTheLayerNorm, check_residual),
+    ("bert2bert", NoHeadTransform, check_lens),
+    ("t5gemma", NoSlidingWindow, check_attention),
+    ("t5gemma", NoSoftCap, check_attention),
+    ("t5gemma", HeadsWithoutPostNorm, check_heads_sum),
     ("llama", RightPadded, check_batching),
     ("llama", NoRope, check_attention),
     ("llama", WrongGroups, check_attention),

@@ -10,7 +10,8 @@ the documents. Probes (`facet`):
 
 - `resid_pre` of layer 0 (the decoder input embedding) and `resid_post` of every
   sublayer: the residual after each self-attention, cross-attention and MLP
-  (the MLP's is the residual after the whole layer);
+  (the MLP's is the residual after the whole layer; in a post-LayerNorm model,
+  BART or BERT, it is projected through the LayerNorm that follows it);
 - `out`: every component output on its own;
 - `head`: the contribution of every head of the attention that reads the
   query (`gm.adapter.query_reading_kind`: cross-attention in encoder-decoders,
@@ -80,7 +81,11 @@ def _probe_vectors(gm, values: dict, probes: list[Probe]) -> torch.Tensor:
             vectors.append(gm.adapter.head_contributions(Site("decoder", p.layer, p.component), values[site][:, -1]))
             continue
         site = Site("decoder", 0, "", "resid_pre") if p.component == "embedding" else Site("decoder", p.layer, p.component, p.facet)
-        vectors.append(values[site][:, -1].unsqueeze(1))
+        vector = values[site][:, -1]
+        norm = gm.adapter.post_norm(site) if p.facet == "resid_post" else None
+        if norm is not None:  # a post-LayerNorm model reads its residual through the LayerNorm that follows it (adapters/post_norm.py)
+            vector = norm(vector)
+        vectors.append(vector.unsqueeze(1))
     return torch.cat(vectors, dim=1)
 
 

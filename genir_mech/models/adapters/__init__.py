@@ -24,8 +24,9 @@ ADAPTERS: list[type[Adapter]] = [T5Adapter, LlamaAdapter]
 # Encoder-decoder families of issue 14 (post-LayerNorm BART and BERT2BERT, sandwich-norm T5Gemma).
 from .bart import BartAdapter  # noqa: E402
 from .bert2bert import Bert2BertAdapter  # noqa: E402
+from .t5gemma import T5GemmaAdapter  # noqa: E402
 
-ADAPTERS += [BartAdapter, Bert2BertAdapter]
+ADAPTERS += [BartAdapter, Bert2BertAdapter, T5GemmaAdapter]
 
 
 def adapter_class(config, name: str = "") -> type[Adapter]:
@@ -49,4 +50,4 @@ def adapter_for(model: nn.Module) -> Adapter:
 
 
 __all__ = ["ADAPTERS", "Adapter", "Attention", "Hook", "LlamaAdapter", "T5Adapter", "adapter_class", "adapter_for", "module_at"]
-__all__ += ["BartAdapter", "Bert2BertAdapter"]
+__all__ += ["BartAdapter", "Bert2BertAdapter", "T5GemmaAdapter"]

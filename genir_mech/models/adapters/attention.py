@@ -8,8 +8,8 @@
 The key source is the residual entering the sublayer for self-attention and
 the encoder output for cross-attention (`attn.keys_from_residual` says
 which). Families differ only in small hooks that a subclass overrides:
-`_rotate` (RoPE on queries and keys) and `_position_bias` (T5's relative
-position bias). Attribution (AtP* QK fix) and component reading use this
+`_rotate` (RoPE on queries and keys), `_position_bias` (T5's relative
+position bias, sliding windows) and `_soft_cap` (Gemma's score capping). Attribution (AtP* QK fix) and component reading use this
 object, so neither knows which family it is looking at.
 """
 from __future__ import annotations
@@ -97,13 +97,17 @@ class Attention:
         """Additive (H or 1, Tq, T) bias on the scores; none by default."""
         return None
 
+    def _soft_cap(self, scores: torch.Tensor) -> torch.Tensor:
+        """Scaled scores squashed before the bias and masks (Gemma's tanh soft-capping); unchanged by default."""
+        return scores
+
     # -- scores and weights ----------------------------------------------------------------------------
     def scores(self, query: torch.Tensor, keys: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
         """Pre-softmax scores (..., H, Tq, T): scaled q.k, position bias, padding and causal masks."""
         width = keys.shape[-2]
         # Positions place the query rows among the keys; only self-attention (causal mask, bias, RoPE) uses them.
         positions = torch.arange(query.shape[-2], device=keys.device) if positions is None else query_positions(width, positions, keys.device)
-        scores = (query @ keys.transpose(-1, -2)) * self.scale
+        scores = self._soft_cap((query @ keys.transpose(-1, -2)) * self.scale)
         bias = self._position_bias(positions, width)
         if bias is not None:
             scores = scores + bias

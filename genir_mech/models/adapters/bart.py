@@ -20,8 +20,8 @@ from __future__ import annotations
 from transformers import AutoModelForSeq2SeqLM
 
 from ...errors import GenIRError
-from .base import module_at
-from .post_norm import PostNormAdapter, same_across_sides
+from .base import module_at, same_across_sides
+from .post_norm import PostNormAdapter
 
 
 class BartAdapter(PostNormAdapter):

@@ -66,6 +66,13 @@ def rms_linearised(norm: nn.Module, resid_pre: torch.Tensor, parts: torch.Tensor
     return norm.weight * (parts * inv_rms.unsqueeze(-2)).to(norm.weight.dtype)
 
 
+def same_across_sides(adapter: Adapter, what: str, encoder_value, decoder_value):
+    """One value for both sides, or a GenIRError naming the model (genir_mech counts heads and width once per model)."""
+    if encoder_value != decoder_value:
+        raise GenIRError(f"{adapter.name}: the encoder has {what} {encoder_value} but the decoder {decoder_value}; genir_mech needs them equal")
+    return decoder_value
+
+
 class Adapter(ABC):
     """What genir_mech knows about one architecture family; `gm.adapter` of every loaded model.
 

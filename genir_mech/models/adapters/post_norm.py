@@ -16,11 +16,13 @@ the sum is then normalised: x_next = LN(x + f(x)). genir_mech's definition
   that LayerNorm, the next sublayer's `resid_pre` and the block's
   `resid_post` are its output (the block's resid_post is the layer output,
   which HuggingFace records as the next hidden state);
-- the logit lens projects a vector with the LM head alone (`final_norm` is
-  the identity, as these models normalise inside the last layer and have no
-  final norm): lens(block resid_post of the last layer) == the logits exactly.
-  No LayerNorm is folded into the lens: projecting a pre-LayerNorm
-  `resid_post` or a lone `out` shows its direction unnormalised.
+- the logit lens (`project`) is the LM head alone (`final_norm` is the
+  identity: these models normalise inside the last layer and have no final
+  norm), so lens(block resid_post of the last layer) == the logits exactly
+  (the load-time self-check). A residual is read through the LayerNorm that
+  follows it: the logit-lens analysis projects post_norm(resid_post) for
+  every sublayer's resid_post, so its last probe is the model's own
+  ranking; component outputs and heads are projected unnormalised.
 
 Per-head outputs (the output projection's input, split by head) sum to the
 sublayer output minus the output projection's bias, which belongs to no head
@@ -150,11 +152,4 @@ class PostNormAdapter(Adapter):
 
     def _mlp_in(self, side: str, layer: int) -> nn.Linear:
         raise NotImplementedError
-
-
-def same_across_sides(adapter: Adapter, what: str, encoder_value, decoder_value):
-    """One value for both sides, or a GenIRError naming the model (genir_mech counts heads and width once per model)."""
-    if encoder_value != decoder_value:
-        raise GenIRError(f"{adapter.name}: the encoder has {what} {encoder_value} but the decoder {decoder_value}; genir_mech needs them equal")
-    return decoder_value
 
