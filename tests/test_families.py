@@ -17,6 +17,7 @@ from genir_mech.analyses.contributions import contributions
 from genir_mech.analyses.logit_lens import logit_lens
 from genir_mech.analyses.reading import reading
 from genir_mech.errors import GenIRError
+from genir_mech.models.loading import load_genir
 from genir_mech.patching.engine import head_sweep
 from genir_mech.patching.metrics import logit_diff
 from genir_mech.patching.pairs import QueryPair, dataset_pairs, tokenize_pairs
@@ -33,6 +34,15 @@ def family(request):
     texts = toy_queries(gm, 6)
     top = gm.docids.scores(gm.logits(gm.batch(texts))).argmax(1)
     return request.param, gm, texts, [gm.docids.doc_ids[i] for i in top]
+
+
+def test_a_saved_model_loads_by_path_and_passes_the_self_check(family, tmp_path):
+    name, gm, texts, _ = family
+    gm.hf_model.save_pretrained(tmp_path)
+    gm.tokenizer.save_pretrained(tmp_path)
+    loaded = load_genir(str(tmp_path))  # the config picks the family; the lens self-check runs on load
+    assert loaded.adapter.family == gm.adapter.family and type(loaded.hf_model) is type(gm.hf_model)
+    np.testing.assert_allclose(loaded.logits(loaded.batch(texts)).numpy(), gm.logits(gm.batch(texts)).numpy(), atol=1e-5)
 
 
 def test_contributions_cover_every_component(family):

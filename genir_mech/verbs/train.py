@@ -53,4 +53,4 @@ def handler(args):
     return card
 
 
-VERB = Verb("pretrain (span corruption) or DSI-fine-tune a small T5 on a corpus; resumable", add_arguments, handler)
+VERB = Verb("pretrain (span corruption) or DSI-fine-tune a small T5 (--init minilm: a BERT2BERT from the packaged MiniLM) on a corpus; resumable", add_arguments, handler)
