@@ -63,15 +63,19 @@ def tiny_genir(encoder_layers: int = 2, decoder_layers: int = 4, d_model: int = 
         >>> gm = tiny_genir(decoder_layers=3)
         >>> gm.adapter.family, gm.n_layers("decoder"), len(gm.docids)    # ('t5', 3, 20)
     """
+    return _tiny_t5(T5Config, T5ForConditionalGeneration, encoder_layers, decoder_layers, d_model, num_heads, n_docs, seed, feed_forward_proj="relu", tie_word_embeddings=True)
+
+
+def _tiny_t5(config_cls, model_cls, encoder_layers, decoder_layers, d_model, num_heads, n_docs, seed, **variant) -> GenIRModel:
+    """A tiny model of the T5 family (T5, mT5) on the toy tokenizer; `variant` holds what differs (MLP kind, tied output)."""
     tok, _ = toy_tokenizer(n_docs, seed)
     torch.manual_seed(seed)
-    config = T5Config(
+    config = config_cls(
         vocab_size=len(tok), d_model=d_model, d_kv=d_model // num_heads, d_ff=2 * d_model, num_layers=encoder_layers,
-        num_decoder_layers=decoder_layers, num_heads=num_heads, dropout_rate=0.0, feed_forward_proj="relu",
-        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id, tie_word_embeddings=True,
+        num_decoder_layers=decoder_layers, num_heads=num_heads, dropout_rate=0.0,
+        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id, **variant,
     )
-    model = T5ForConditionalGeneration(config).eval()
-    return GenIRModel(model, tok, AtomicDocids.detect(tok), adapter_for(model), f"tiny-t5-{encoder_layers}x{decoder_layers}", f"tiny-t5-{encoder_layers}x{decoder_layers}")
+    return _tiny(model_cls(config), tok, f"tiny-{config.model_type}-{encoder_layers}x{decoder_layers}")
 
 
 def tiny_llama_genir(layers: int = 3, d_model: int = 32, num_heads: int = 4, num_kv_heads: int = 2, n_docs: int = 20, seed: int = 0, model_type: str = "llama") -> GenIRModel:
@@ -123,14 +127,7 @@ def tiny_mt5_genir(encoder_layers: int = 2, decoder_layers: int = 3, d_model: in
         >>> gm = tiny_mt5_genir()
         >>> gm.adapter.family, gm.hf_model.config.model_type      # ('t5', 'mt5')
     """
-    tok, _ = toy_tokenizer(n_docs, seed)
-    torch.manual_seed(seed)
-    config = MT5Config(
-        vocab_size=len(tok), d_model=d_model, d_kv=d_model // num_heads, d_ff=2 * d_model, num_layers=encoder_layers,
-        num_decoder_layers=decoder_layers, num_heads=num_heads, dropout_rate=0.0, feed_forward_proj="gated-gelu",
-        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id, tie_word_embeddings=False,
-    )
-    return _tiny(MT5ForConditionalGeneration(config), tok, f"tiny-mt5-{encoder_layers}x{decoder_layers}")
+    return _tiny_t5(MT5Config, MT5ForConditionalGeneration, encoder_layers, decoder_layers, d_model, num_heads, n_docs, seed, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
 
 
 def tiny_bart_genir(encoder_layers: int = 2, decoder_layers: int = 3, d_model: int = 32, num_heads: int = 4, n_docs: int = 20, seed: int = 0) -> GenIRModel:

@@ -17,8 +17,6 @@ which belongs to no head.
 """
 from __future__ import annotations
 
-from transformers import AutoModelForSeq2SeqLM
-
 from ...errors import GenIRError
 from .base import module_at, same_across_sides
 from .post_norm import PostNormAdapter
@@ -29,9 +27,6 @@ class BartAdapter(PostNormAdapter):
 
     family = "bart"
     MODEL_TYPES = ("bart",)
-    sides = ("encoder", "decoder")
-    SUBLAYERS = {"encoder": ("self_attn", "mlp"), "decoder": ("self_attn", "cross_attn", "mlp")}
-    auto_class = AutoModelForSeq2SeqLM
     _OUT_PROJ = {"self_attn": "self_attn.out_proj", "cross_attn": "encoder_attn.out_proj", "mlp": "fc2"}
     _POST_NORM = {"self_attn": "self_attn_layer_norm", "cross_attn": "encoder_attn_layer_norm", "mlp": "final_layer_norm"}
     _Q_K_V = {"self_attn": ("self_attn", "q_proj", "k_proj", "v_proj"), "cross_attn": ("encoder_attn", "q_proj", "k_proj", "v_proj")}

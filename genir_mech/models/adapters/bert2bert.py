@@ -18,8 +18,6 @@ layer's output equals the logits.
 """
 from __future__ import annotations
 
-from transformers import AutoModelForSeq2SeqLM
-
 from ...errors import GenIRError
 from .base import module_at, same_across_sides
 from .post_norm import PostNormAdapter
@@ -32,9 +30,6 @@ class Bert2BertAdapter(PostNormAdapter):
 
     family = "bert2bert"
     MODEL_TYPES = ("encoder-decoder",)
-    sides = ("encoder", "decoder")
-    SUBLAYERS = {"encoder": ("self_attn", "mlp"), "decoder": ("self_attn", "cross_attn", "mlp")}
-    auto_class = AutoModelForSeq2SeqLM
     _OUT_PROJ = {"self_attn": "attention.output.dense", "cross_attn": "crossattention.output.dense", "mlp": "output.dense"}
     _POST_NORM = {"self_attn": "attention.output.LayerNorm", "cross_attn": "crossattention.output.LayerNorm", "mlp": "output.LayerNorm"}
     _Q_K_V = {"self_attn": ("attention.self", "query", "key", "value"), "cross_attn": ("crossattention.self", "query", "key", "value")}

@@ -33,6 +33,7 @@ LayerNorms between components is not linearised here.
 from __future__ import annotations
 
 from torch import nn
+from transformers import AutoModelForSeq2SeqLM
 
 from ...errors import GenIRError
 from ..components import FACETS, Site
@@ -53,6 +54,9 @@ class PostNormAdapter(Adapter):
     _OUT_PROJ: dict[str, str] = {}
     _POST_NORM: dict[str, str] = {}
     _Q_K_V: dict[str, tuple[str, str, str, str]] = {}
+    sides = ("encoder", "decoder")
+    SUBLAYERS = {"encoder": ("self_attn", "mlp"), "decoder": ("self_attn", "cross_attn", "mlp")}
+    auto_class = AutoModelForSeq2SeqLM
     padding_side = "right"
     query_reading_kind = "cross_attn"
     # The encoder-decoder forward signature (input_ids or encoder_outputs, attention_mask,
