@@ -10,13 +10,15 @@ indexing ratio) cut into batches of the default size. Each takes `--steps`
 AdamW steps (forward, backward, clip, step) after one warm-up step; the
 median step time gives seconds per epoch, and the ratio to the T5 in the
 same run estimates the BERT2BERT's training time from the T5's measured one
-(checkpoints/README.md). It needs the optional extra `minilm`.
+(checkpoints/README.md). It also reports the pruned model's size as it would
+be committed (`save_float16`). It needs the optional extra `minilm`.
 """
 from __future__ import annotations
 
 import argparse
 import platform
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from genir_mech.docids import AtomicDocids
 from genir_mech.provenance import package_versions
 from genir_mech.training.architecture import T5Shape
 from genir_mech.training.loop import LoopConfig, collate
-from genir_mech.training.minilm import build_minilm_bert2bert, corpus_texts
+from genir_mech.training.minilm import build_minilm_bert2bert, corpus_texts, save_float16
 from genir_mech.training.objectives import dsi_examples
 from genir_mech.training.tokenizer import build_tokenizer
 
@@ -65,6 +67,8 @@ def main():
     t5_tok = build_tokenizer(corpus_texts(dataset), dataset.documents)
     t5 = T5Shape().build(t5_tok)
     bert, bert_tok = build_minilm_bert2bert(dataset)
+    with tempfile.TemporaryDirectory() as tmp:
+        stored = save_float16(bert, bert_tok, tmp)
     rows = []
     for name, model, tok in (("t5 (dsi-synth shape)", t5, t5_tok), ("bert2bert-minilm", bert, bert_tok)):
         seconds, per_epoch = step_seconds(model, tok, dataset, loop, args.steps)
@@ -77,7 +81,9 @@ def main():
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     lines += [f"| {n} | {p:,} | {v:,} | {s:.2f} | {e} | {s * e / 60:.1f} | {s / base:.1f} |" for n, p, v, s, e in rows]
-    lines += ["", f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s), shared with other jobs.",
+    lines += ["", f"bert2bert-minilm stored with float16 weights (`save_float16`): {stored / 2**20:.1f} MiB "
+              f"({len(bert_tok) - len(dataset.documents):,} of MiniLM's 30,522 WordPiece tokens kept, {len(dataset.documents):,} docid tokens added).",
+              "", f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s), shared with other jobs.",
               f"Versions: {package_versions()}", f"Command: python bench/bench_minilm_training.py --steps {args.steps} --threads {args.threads}"]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -123,8 +123,8 @@ def save_float16(model: EncoderDecoderModel, tokenizer, out: str | Path) -> int:
     Half the size on disk (a checkpoint small enough to commit); analyses still run in float32.
     """
     out = Path(out)
-    model.to(torch.float16).save_pretrained(out)
-    model.to(torch.float32)
+    # A float16 copy of the weights is written; `model` itself stays float32 (a round trip through .half() would round it).
+    model.save_pretrained(out, state_dict={k: v.to(torch.float16) if v.is_floating_point() else v for k, v in model.state_dict().items()})
     tokenizer.save_pretrained(out)
     config_file = out / "config.json"
     config = json.loads(config_file.read_text())
