@@ -282,6 +282,9 @@ def linearised(gm: GenIRModel, uniform_attention: bool = True) -> GenIRModel:
     if uniform_attention:
         for side in gm.adapter.sides:
             for site in gm.adapter.components(side, ATTENTION_KINDS):
-                gm.adapter.attention_weights(site)[0].zero_()
+                attn = gm.adapter.attention(site, None)
+                attn.w_q.zero_()
+                if attn.b_q is not None:  # a query bias (BART, BERT, Qwen2) would still make the scores depend on the keys
+                    attn.b_q.zero_()
     # Modules were swapped, so the nnsight wrapper is rebuilt around the new tree.
     return GenIRModel(model, gm.tokenizer, gm.docids, adapter_for(model), f"{gm.name}-linear", gm.path)

@@ -18,11 +18,21 @@ from genir_mech.analyses.logit_lens import logit_lens
 from genir_mech.analyses.reading import reading
 from genir_mech.errors import GenIRError
 from genir_mech.models.loading import load_genir
-from genir_mech.patching.engine import head_sweep
+from genir_mech.patching.attribution import NODE_KEYS, attribute, attribution_nodes
+from genir_mech.patching.engine import head_sweep, sweep
 from genir_mech.patching.metrics import logit_diff
 from genir_mech.patching.pairs import QueryPair, dataset_pairs, tokenize_pairs
 from genir_mech.stage_definition import StageDefinition
-from genir_mech.testing import planted_cross_attention, tiny_bart_genir, tiny_bert2bert_genir, tiny_mt5_genir, tiny_t5gemma_genir, toy_queries, toy_tokenizer
+from genir_mech.testing import (
+    linearised,
+    planted_cross_attention,
+    tiny_bart_genir,
+    tiny_bert2bert_genir,
+    tiny_mt5_genir,
+    tiny_t5gemma_genir,
+    toy_queries,
+    toy_tokenizer,
+)
 
 N_DOCS = 20
 FACTORIES = {"bart": tiny_bart_genir, "bert2bert": tiny_bert2bert_genir, "mt5": tiny_mt5_genir, "t5gemma": tiny_t5gemma_genir}
@@ -97,3 +107,27 @@ def test_component_reading_refuses_a_post_layernorm_model(name):
     gm = FACTORIES[name](n_docs=N_DOCS)
     with pytest.raises(GenIRError, match="post-LayerNorm"):
         reading(gm, toy_queries(gm, 2))
+
+
+@pytest.mark.parametrize("name", ["bart", "bert2bert"])
+def test_attribution_patching_is_exact_on_a_linearised_post_layernorm_model(name):
+    # The adapter lists every LayerNorm and activation (linearisable_modules); with them gone and queries zeroed
+    # (weights and biases), the model is affine and AtP's first-order estimate must equal exact patching.
+    gm = linearised(FACTORIES[name](encoder_layers=2, decoder_layers=2, n_docs=N_DOCS), uniform_attention=True)
+    batch = tokenize_pairs(gm, dataset_pairs(toy_tokenizer(N_DOCS, 0)[1])[:4])
+    nodes = attribution_nodes(gm, batch.width)
+    estimate = attribute(gm, batch, nodes=nodes, qk_fix=False)
+    exact = sweep(gm, batch, nodes, metrics={"logit_diff": logit_diff})
+    exact["exact"] = exact["value"] - exact["corrupted"]
+    merged = estimate.merge(exact[["pair_id", *NODE_KEYS, "exact"]], on=["pair_id", *NODE_KEYS], validate="many_to_one")
+    scale = merged["exact"].abs().max()
+    assert len(merged) == len(estimate) and scale > 0.1
+    np.testing.assert_allclose(merged["estimate"], merged["exact"], atol=1e-4 * scale)
+
+
+def test_attribution_patching_runs_on_every_family(family):
+    # BERT2BERT and T5Gemma embed decoder tokens with their own matrix: AtP must let gradients reach both.
+    name, gm, _, _ = family
+    batch = tokenize_pairs(gm, dataset_pairs(toy_tokenizer(N_DOCS, 0)[1])[:3])
+    table = attribute(gm, batch, nodes=attribution_nodes(gm, batch.width))
+    assert set(table.method) == {"atp", "atp_qk"} and np.isfinite(table["estimate"]).all() and (table["estimate"] != 0).any()

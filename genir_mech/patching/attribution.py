@@ -138,15 +138,24 @@ def _weights_frozen_but_embeddings(gm):
     """
     params = list(gm.hf_model.parameters())
     before = [p.requires_grad for p in params]
-    embeddings = gm.hf_model.get_input_embeddings().weight
+    embeddings = _input_embedding_weights(gm.hf_model)
     try:
         for p in params:
-            p.requires_grad_(p is embeddings)
+            p.requires_grad_(any(p is e for e in embeddings))
         yield
     finally:
         for p, flag in zip(params, before):
             p.requires_grad_(flag)
-        embeddings.grad = None
+        for e in embeddings:
+            e.grad = None
+
+
+def _input_embedding_weights(model) -> list:
+    """The encoder's input embedding and, where the decoder has its own (BERT2BERT, T5Gemma), the decoder's."""
+    weights = [model.get_input_embeddings().weight]
+    decoder = model.get_decoder() if model.config.is_encoder_decoder else None
+    own = decoder.get_input_embeddings().weight if decoder is not None else None
+    return weights + ([own] if own is not None and own is not weights[0] else [])
 
 
 def _attribute_pair_batch(gm, batch: PairBatch, nodes: list[PatchSpec], direction: str, metric: Metric, qk_fix: bool) -> dict:
