@@ -124,7 +124,13 @@ def save_float16(model: EncoderDecoderModel, tokenizer, out: str | Path) -> int:
     """
     out = Path(out)
     # A float16 copy of the weights is written; `model` itself stays float32 (a round trip through .half() would round it).
-    model.save_pretrained(out, state_dict={k: v.to(torch.float16) if v.is_floating_point() else v for k, v in model.state_dict().items()})
+    # A tied weight (the LM head is the decoder's embedding) is written once; loading ties it again.
+    half, seen = {}, set()
+    for key, value in model.state_dict().items():
+        if value.data_ptr() not in seen:
+            seen.add(value.data_ptr())
+            half[key] = value.to(torch.float16) if value.is_floating_point() else value
+    model.save_pretrained(out, state_dict=half)
     tokenizer.save_pretrained(out)
     config_file = out / "config.json"
     config = json.loads(config_file.read_text())
