@@ -49,7 +49,7 @@ def circuit_on(inputs: Inputs, config: CircuitConfig, *, progress: bool = True) 
     queries = dataset.split(config.eval_split)
     if not queries:
         raise GenIRError(f"eval_split {config.eval_split!r} has no queries (splits: {', '.join(dataset.splits)})")
-    texts, docs = [q.text for q in queries], [dataset.relevant(q.query_id) for q in queries]
+    texts, docs = [q.text for q in queries], [dataset.qrels[q.query_id] for q in queries]  # every relevant document counts
     df = evaluate_circuits(gm, texts, docs, {name: circuit}, mean_texts=inputs.texts, batch_size=config.batch_size,
                            rows_per_forward=config.rows_per_forward, progress=progress)
     record = {**config_record(config), "stages": stages.to_json(), "circuit": config.circuit or "paper"}

@@ -242,7 +242,7 @@ def train_model(req: TrainRequest) -> dict:
         for split in ("validation", "test"):
             metrics[split] = evaluate(best, train_data, split)[0]
         if removed:
-            gone = RetrievalDataset(dataset.documents, [q for q in dataset.queries if dataset.relevant(q.query_id) in set(removed)], dataset.qrels)
+            gone = RetrievalDataset(dataset.documents, [q for q in dataset.queries if dataset.qrels.get(q.query_id, set()) & set(removed)], dataset.grades)
             metrics["removed_documents_test"] = evaluate(best, gone, "test")[0]
     card = ModelCard(
         objective=req.objective,
