@@ -155,3 +155,58 @@ def test_query_truncation_length_and_warning(model_and_order):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         evaluate(gm, ds, "test")
+
+
+@pytest.fixture()
+def local_ir_dataset(tmp_path, monkeypatch, model_and_order):
+    """An ir_datasets dataset registered from local files (TSV documents and queries, TREC qrels): no download."""
+    import ir_datasets
+    from ir_datasets.datasets.base import Dataset
+    from ir_datasets.formats import TrecQrels, TsvDocs, TsvQueries
+    from ir_datasets.util import LocalDownload
+
+    gm, _, order = model_and_order
+    monkeypatch.setenv("IR_DATASETS_HOME", str(tmp_path / "irds_home"))
+    (tmp_path / "docs.tsv").write_text("".join(f"{d}\tdocument {d}\n" for d in gm.docids.doc_ids))
+    (tmp_path / "queries.tsv").write_text("".join(f"q{i}\t{t}\n" for i, t in enumerate(TEXTS)) + "q-unjudged\tnobody judged this\n")
+    grades = {f"q{i}": {o[0]: 1, o[4]: 2, o[1]: 0} for i, o in enumerate(order)}
+    (tmp_path / "qrels.txt").write_text("".join(f"{q} 0 {d} {g}\n" for q, j in grades.items() for d, g in j.items()))
+    dataset_id = f"genir-mech-local-{tmp_path.name}/dev"
+    ir_datasets.registry.register(dataset_id, Dataset(
+        TsvDocs(LocalDownload(tmp_path / "docs.tsv")), TsvQueries(LocalDownload(tmp_path / "queries.tsv")),
+        TrecQrels(LocalDownload(tmp_path / "qrels.txt"), {0: "not relevant", 1: "relevant", 2: "highly relevant"})))
+    return dataset_id, grades
+
+
+def test_ir_datasets_local_dataset_loads_and_evaluates_from_the_cli(local_ir_dataset, model_and_order, tmp_path, capsys):
+    from genir_mech.cli import main
+    from genir_mech.data.loaders import load_dataset
+
+    dataset_id, grades = local_ir_dataset
+    ds = load_dataset(f"ir_datasets:{dataset_id}")
+    assert ds.splits == ["validation"] and ds.grades == grades and len(ds.documents) == len(model_and_order[0].docids.doc_ids)
+    assert "q-unjudged" not in {q.query_id for q in ds.queries} and ds.meta == {"generator": "ir_datasets", "id": dataset_id}
+    gm, scores, _ = model_and_order
+    ckpt = tmp_path / "ckpt"
+    gm.hf_model.save_pretrained(ckpt)
+    gm.tokenizer.save_pretrained(ckpt)
+    run = tmp_path / "run.txt"
+    # the only split is validation: eval (default test) uses it and says so
+    assert main(["eval", "--model", str(ckpt), "--data", f"ir_datasets:{dataset_id}", "--out", str(tmp_path / "eval"),
+                 "--metrics", "Success@1,nDCG@10,mrr", "--trec-run", str(run), "--run-depth", "7", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    expected = direct(scores, gm, grades, ("Success@1", "nDCG@10", "RR"))
+    assert summary["split"] == "validation" and summary["Success@1"] == 1.0 and summary["mrr"] == summary["RR"] == 1.0
+    assert summary["nDCG@10"] == pytest.approx(expected["nDCG@10"])
+    assert len(run.read_text().splitlines()) == 7 * len(TEXTS)
+    # a TREC qrels file replaces the judgements
+    qrels = tmp_path / "other-qrels.txt"
+    qrels.write_text("q0 0 nothing-here 1\n")
+    assert main(["eval", "--model", str(ckpt), "--data", f"ir_datasets:{dataset_id}", "--out", str(tmp_path / "eval2"), "--qrels", str(qrels)]) == 2
+    assert "document 'nothing-here'" in capsys.readouterr().err
+
+
+def test_ir_datasets_unknown_id_is_one_line(tmp_path):
+    from genir_mech.data.loaders import load_dataset
+    with pytest.raises(GenIRError, match="not a dataset id ir_datasets knows"):
+        load_dataset("ir_datasets:no-such-dataset/at-all")

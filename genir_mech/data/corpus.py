@@ -105,6 +105,9 @@ class RetrievalDataset:
         unknown = sorted(set(grades) - {q.query_id for q in self.queries})
         if unknown:
             raise GenIRError(f"{source or 'qrels'}: query {unknown[0]!r} is not a query of the data ({len(unknown)} unknown in all)")
+        absent = sorted({d for judged in grades.values() for d in judged} - set(self.documents))
+        if absent:
+            raise GenIRError(f"{source or 'qrels'}: document {absent[0]!r} is not in the corpus ({len(absent)} unknown in all)")
         return RetrievalDataset(self.documents, [q for q in self.queries if q.query_id in grades], dict(grades), self.pairs,
                                 {**self.meta, "qrels": source})
 

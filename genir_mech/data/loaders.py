@@ -3,6 +3,7 @@
     ds = load_beir("path/to/nq10k")            # corpus.jsonl, queries.jsonl, qrels/*.tsv
     ds = load_dsi_jsonl("docs.jsonl", "queries.jsonl")   # DSI/NQ-style JSONL
     ds = load_dataset("synthetic:n_docs=1000,seed=0")     # or a path to either format
+    ds = load_dataset("ir_datasets:msmarco-passage/dev/small")   # the ir_datasets catalogue (data.ir_datasets_source)
 
 Every malformed line raises a `GenIRError` naming the file and line number:
 bad JSON or UTF-8, a missing field, a query text that is empty or not a
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from ..errors import GenIRError
 from .corpus import Query, RetrievalDataset
+from .ir_datasets_source import PREFIX as IR_DATASETS_PREFIX, load_ir_dataset
 from .synthetic import SyntheticConfig, generate_corpus
 
 
@@ -229,17 +231,19 @@ def parse_synthetic_spec(spec: str) -> SyntheticConfig:
 
 
 def load_dataset(spec: str | dict) -> RetrievalDataset:
-    """Resolve a data spec: `synthetic:...`, a synthetic config dict, a BEIR dir, or a dir with DSI JSONL."""
+    """Resolve a data spec: `synthetic:...`, `ir_datasets:<id>`, a synthetic config dict, a BEIR dir, or a dir with DSI JSONL."""
     if isinstance(spec, dict):
         return generate_corpus(SyntheticConfig(**spec))
     if spec.startswith("synthetic"):
         return generate_corpus(parse_synthetic_spec(spec))
+    if spec.startswith(IR_DATASETS_PREFIX):
+        return load_ir_dataset(spec[len(IR_DATASETS_PREFIX):])
     path = Path(spec)
     if (path / "corpus.jsonl").exists():
         return load_beir(path)
     if (path / "documents.jsonl").exists():
         return load_dsi_jsonl(path / "documents.jsonl", path / "queries.jsonl")
-    raise GenIRError(f"{spec}: not a data spec; expected 'synthetic:...', a BEIR directory (corpus.jsonl) or a directory with documents.jsonl + queries.jsonl")
+    raise GenIRError(f"{spec}: not a data spec; expected 'synthetic:...', 'ir_datasets:<id>', a BEIR directory (corpus.jsonl) or a directory with documents.jsonl + queries.jsonl")
 
 
 def save_dsi_jsonl(ds: RetrievalDataset, root: str | Path) -> None:

@@ -118,13 +118,14 @@ def judgements(dataset: RetrievalDataset, query_ids: list[str]) -> list[ir_measu
 
 
 def evaluate(gm, dataset: RetrievalDataset, split: str | None = "test", batch_size: int = 256,
-             measures: str | tuple[str, ...] = DEFAULT_MEASURES, ranking: Ranking | None = None) -> tuple[dict, pd.DataFrame]:
+             measures: str | tuple[str, ...] = DEFAULT_MEASURES, ranking: Ranking | None = None, depth: int = RUN_DEPTH) -> tuple[dict, pd.DataFrame]:
     """ir_measures metrics over `split` on the full graded qrels, plus a per-query table with ranks and correctness.
 
         metrics, per_query = evaluate(gm, dataset, "test")
         metrics["Success@1"] == metrics["hits@1"], per_query[per_query.correct].query_id
 
-    `split=None` picks the split that exists (validation, test, train in that order); metrics["split"] says which.
+    `split=None` picks the split that exists (test, validation, train in that order); metrics["split"] says which.
+    Measures read the top `depth` documents per query (`ranking`: a `rank_texts` result of this split, to reuse one).
     Per-query columns: query_id, query, relevant_doc (the best-ranked relevant document: the target analyses follow),
     n_relevant, top_doc (the model's first document), rank (of relevant_doc among documents), vocab_rank (of its docid
     token in the vocabulary), correct (top_doc is relevant, i.e. rank == 1), and one column per measure.
@@ -138,7 +139,9 @@ def evaluate(gm, dataset: RetrievalDataset, split: str | None = "test", batch_si
     targets = [ranking.doc_ids[c] for c in target_cols.tolist()]
     vocab_rank = rank_of(ranking.logits, torch.tensor([gm.docids.token_id(d) for d in targets]))
     measure_objs = parse_measures(measures)
-    run = ranking.scored_docs()
+    if ranking.query_ids != ids:
+        raise GenIRError(f"the ranking given does not hold the queries of split {split!r} in order")
+    run = ranking.scored_docs(depth)
     qrels = judgements(dataset, ids)
     agg = ir_measures.calc_aggregate(measure_objs, qrels, run)
     metrics = {str(m): float(agg[m]) for m in measure_objs}
