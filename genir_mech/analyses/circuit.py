@@ -37,8 +37,17 @@ CIRCUIT_METHODS = ("zero", "mean")
 
 def paper_circuit(gm, stages: StageDefinition) -> Intervention:
     """The paper's circuit for any stage definition: zero every self-attention and the first
-    stage's cross-attention, mean-ablate the MLPs of the first two stages."""
+    stage's cross-attention, mean-ablate the MLPs of the first two stages.
+
+    It is defined for the paper's three stages (priming, bridging, interaction), and needs at least three:
+    with fewer, the first two stages cover the whole decoder and the "circuit" would remove every MLP (and, with
+    one stage, every component), so a GenIRError says so instead of reporting that as a result.
+    """
     stages.check(gm.n_layers("decoder"))
+    if len(stages.stages) < 3:
+        raise GenIRError(f"the paper's circuit needs at least 3 stages (it keeps the cross-attention after the first and the MLPs after the "
+                         f"first two); the stage definition has {len(stages.stages)} ({', '.join(stages.names())}). "
+                         "Give a circuit of your own (CLI: --circuit, e.g. zero=self_attn@all)")
     first = list(stages.stages[0].layers)
     first_two = [l for s in stages.stages[:2] for l in s.layers]
     zero = [Site("decoder", l, "self_attn") for l in range(gm.n_layers("decoder"))] + [Site("decoder", l, "cross_attn") for l in first]

@@ -87,7 +87,8 @@ PRODUCTS = [
     Product("circuit", ("circuit",), lambda f, o, s, m: decoder.plot_circuit(f["circuit"], o / FIGURES / "circuit.png", title=f"{m}: minimal circuit")),
     Product("table4", ("circuit",), lambda f, o, s, m: _display(tables.circuit_table(f["circuit"]), o, "table4_circuit",
                                                                 "Minimal circuit: Hits@1/5/10 (%) of the intact model and of the circuit, the circuit relative to the intact model (%), and components kept.")),
-    Product("stages", ("stage_layer_means", "boundary_stability"), lambda f, o, s, m: plot_stages(f["stage_layer_means"], f["boundary_stability"], s, o / FIGURES / "stages.png", title=f"{m}: decoder stages"), needs_stages=True),
+    # boundary_stability is empty for a one-layer decoder (no boundary to place); the profile is still drawn
+    Product("stages", ("stage_layer_means",), lambda f, o, s, m: plot_stages(f["stage_layer_means"], f.get("boundary_stability", pd.DataFrame(columns=["boundary", "selected", "frequency", "frequency_within_1"])), s, o / FIGURES / "stages.png", title=f"{m}: decoder stages"), needs_stages=True),
     Product("swap", ("swap_removed_docs_per_query", "swap_vanilla_per_query"), lambda f, o, s, m: plot_swap(f.get("swap_removed_docs_per_query"), f.get("swap_vanilla_per_query"), o / FIGURES / "swap.png", title=f"{m}: encoder swap"), any_of=True),
     Product("table2_swap_removed_docs", ("swap_removed_docs",), lambda f, o, s, m: _swap_display(f["swap_removed_docs"], "removed", o, m)),
     Product("table2_swap_vanilla", ("swap_vanilla",), lambda f, o, s, m: _swap_display(f["swap_vanilla"], "vanilla", o, m)),
