@@ -49,7 +49,7 @@ def tiny_genir(encoder_layers: int = 2, decoder_layers: int = 4, d_model: int = 
     torch.manual_seed(seed)
     config = T5Config(
         vocab_size=len(tok), d_model=d_model, d_kv=d_model // num_heads, d_ff=2 * d_model, num_layers=encoder_layers,
-        num_decoder_layers=decoder_layers, num_heads=num_heads, dropout_rate=0.0, feed_forward_proj="relu",
+        num_decoder_layers=decoder_layers, num_heads=num_heads, dropout_rate=0.0, feed_forward_proj="relu" if relu else "gated-gelu",
         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id, tie_word_embeddings=True,
     )
     model = T5ForConditionalGeneration(config).eval()

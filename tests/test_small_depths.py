@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -17,8 +15,7 @@ from genir_mech.retrieval import scorer_for
 from genir_mech.stage_definition import StageDefinition, StageWarning
 from genir_mech.testing import tiny_genir, toy_queries
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_stages import layer_ablation_table, synthetic_contributions  # noqa: E402
+from test_stages import layer_ablation_table, synthetic_contributions
 
 DEPTHS = (1, 2, 3, 24)
 

@@ -117,7 +117,7 @@ def ablation_matrix(ablation: pd.DataFrame | None, layers: tuple[int, ...], kind
     """(layer, ablated kind) fraction of queries leaving rank 1 under single-layer ablation, and the ablated kinds; (None, []) without a table."""
     if ablation is None or ablation.empty:
         return None, []
-    sub = ablation[(ablation["metric"] == ABLATION_METRIC) & (ablation["layer"] >= 0)]
+    sub = ablation[(ablation["metric"] == ABLATION_METRIC) & ablation["layer"].notna()]
     if "method" in sub.columns:
         sub = sub[sub["method"] == method]
     if sub.empty:

@@ -146,7 +146,7 @@ def read_result(path: Path) -> tuple[pd.DataFrame, dict]:
 
 def draw_patch_summary(name: str, summary: pd.DataFrame, target: str | None, out: str | Path, title: str) -> dict[str, str]:
     """Heatmap of the normalised logit-diff effect: the target's layout, or one per node family for a saved sweep of specs."""
-    effect = summary[(summary.metric == "logit_diff") & (summary.value == "normalised")]
+    effect = summary[(summary.metric == "logit_diff") & (summary.quantity == "normalised")]
     label = "normalised logit-diff effect"
     if effect.empty:
         return {}
@@ -161,7 +161,7 @@ def attribution_method(config: dict) -> str:
 
 
 def draw_attribution_summary(summary: pd.DataFrame, method: str, out: str | Path, title: str) -> dict[str, str]:
-    shown = summary[(summary.method == method) & (summary.value == "estimate")]
+    shown = summary[(summary.method == method) & (summary.quantity == "estimate")]
     made = plot_node_families(shown, Path(out) / FIGURES, "attribution", title=title, label=f"{method}: estimated logit-diff change")
     return {f"attribution_{k}": str(v) for k, v in made.items()}
 
@@ -202,6 +202,8 @@ def redraw(results_dir: str | Path, out_dir: str | Path | None = None) -> dict[s
     sweeps = []
     for path in sorted(results_dir.rglob("*_summary.csv")):
         summary, record = read_result(path)
+        if "quantity" not in summary.columns and "value" in summary.columns:
+            summary = summary.rename(columns={"value": "quantity"})  # written before the label column got its own name
         if "direction" in (record.get("config") or {}):  # written by the patch or attribute pipeline
             sweeps.append((path.stem[: -len("_summary")], summary, record, path))
     if not frames and not sweeps:
