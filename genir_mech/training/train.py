@@ -35,6 +35,7 @@ from ..errors import GenIRError
 from ..provenance import package_versions, written_atomically
 from ..models.adapters import adapter_for
 from ..models.genir_model import GenIRModel
+from ..models.loading import quiet_weight_loading
 from ..models.model_card import ModelCard
 from ..retrieval import evaluate
 from .architecture import T5Shape
@@ -202,8 +203,9 @@ def train_model(req: TrainRequest) -> dict:
     with written_atomically(out / REQUEST) as tmp:
         tmp.write_text(json.dumps(wanted, indent=1))
     if req.base:
-        tokenizer = AutoTokenizer.from_pretrained(req.base)
-        model = T5ForConditionalGeneration.from_pretrained(req.base)
+        with quiet_weight_loading():
+            tokenizer = AutoTokenizer.from_pretrained(req.base)
+            model = T5ForConditionalGeneration.from_pretrained(req.base)
     elif req.tokenizer:
         tokenizer = AutoTokenizer.from_pretrained(req.tokenizer)
         missing = [docid_token(d) for d in dataset.documents if docid_token(d) not in tokenizer.get_vocab()]
@@ -236,7 +238,8 @@ def train_model(req: TrainRequest) -> dict:
             lambda: evaluate(_as_genir(model, tokenizer, scheme, out), train_data, "validation")[0]["hits@1"],
             save_best,
         )
-    best = _as_genir(T5ForConditionalGeneration.from_pretrained(out).eval(), tokenizer, scheme, out)
+    with quiet_weight_loading():
+        best = _as_genir(T5ForConditionalGeneration.from_pretrained(out).eval(), tokenizer, scheme, out)
     metrics = {}
     if req.objective == "dsi":
         for split in ("validation", "test"):

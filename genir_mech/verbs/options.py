@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import os
 import re
 from pathlib import Path
@@ -27,6 +28,7 @@ PACKAGE = Path(__file__).resolve().parents[1]
 
 # -- names and defaults the library defines, read without importing it ------------------------------------
 
+@functools.lru_cache(maxsize=None)  # several verbs read the same module: parse it once per process (--help stays fast)
 def _module_tree(module: str) -> ast.Module:
     path = PACKAGE.joinpath(*module.split(".")).with_suffix(".py")
     return ast.parse(path.read_text(encoding="utf-8"), str(path))
