@@ -39,7 +39,6 @@ def version_text() -> str:
     """`genir-mech --version`: the suite's version and those of the libraries its results depend on (read from package metadata, nothing imported)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from . import __version__
     from .verbs.options import library_constant
 
     def installed(name: str) -> str:
@@ -49,7 +48,7 @@ def version_text() -> str:
             return "not installed"
 
     libraries = [p for p in library_constant("provenance", "PACKAGES") if p != "genir_mech"]
-    return f"genir-mech {__version__} (python {sys.version.split()[0]}; " + ", ".join(f"{p} {installed(p)}" for p in libraries) + ")"
+    return f"genir-mech {library_constant('__init__', '__version__')} (python {sys.version.split()[0]}; " + ", ".join(f"{p} {installed(p)}" for p in libraries) + ")"
 
 
 class VersionAction(argparse.Action):
