@@ -57,10 +57,10 @@ def test_localiser_runs_at_every_depth(n_layers):
         assert found.matches_paper
 
 
-@pytest.mark.parametrize("n_layers", (1, 2, 3))
-def test_stage_pipeline_on_shallow_models(n_layers, tmp_path):
+@pytest.mark.parametrize("n_layers", DEPTHS)
+def test_stage_pipeline_at_every_depth(n_layers, tmp_path):
     gm = tiny_genir(decoder_layers=n_layers, d_model=16, num_heads=2)
-    summary = run_stages(gm, ranked_first_dataset(gm), tmp_path, StagesConfig(bootstrap=5), progress=False)
+    summary = run_stages(gm, ranked_first_dataset(gm, 4 if n_layers > 3 else 8), tmp_path, StagesConfig(bootstrap=3), progress=False)
     definition = StageDefinition.load(summary["stage_definition"])
     assert covers_every_layer_once(definition, n_layers)
     assert summary["boundary_stability"] == {} or n_layers > 1
