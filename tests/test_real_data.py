@@ -114,7 +114,7 @@ def test_trec_qrels_and_run_files(tmp_path, model_and_order):
     gm, scores, order = model_and_order
     ds = dataset_with(gm, {f"q{i}": {o[0]: 1} for i, o in enumerate(order)})
     qrels = tmp_path / "qrels.txt"
-    qrels.write_text("".join(f"q{i} 0 {o[1]} 2\nq{i} 0 {o[0]} 0\n" for i, o in enumerate(order[:4])))
+    qrels.write_text("".join(f"q{i} 0 {o[1]} 2\nq{i} 0 {o[0]} 0\n" for i, o in enumerate(order[:4])) + f"q4 0 {order[4][0]} 0\n")
     judged = ds.with_qrels(read_trec_qrels(qrels), str(qrels))
     assert [q.query_id for q in judged.queries] == ["q0", "q1", "q2", "q3"] and judged.grades["q0"] == {order[0][1]: 2, order[0][0]: 0}
     metrics, per_query = evaluate(gm, judged, "test")
@@ -125,7 +125,9 @@ def test_trec_qrels_and_run_files(tmp_path, model_and_order):
     run = ranking.write_trec_run(tmp_path / "run.txt", depth=5)
     lines = run.read_text().splitlines()
     assert len(lines) == 4 * 5 and lines[0].split()[:4] == ["q0", "Q0", order[0][0], "1"]
-    from_file = ir_measures.calc_aggregate(parse_measures("RR,nDCG@10"), ir_measures.read_trec_qrels(str(qrels)), ir_measures.read_trec_run(str(run)))
+    # q4 is judged only non-relevant: left out of the evaluated queries, so left out of the direct computation too
+    file_qrels = [q for q in ir_measures.read_trec_qrels(str(qrels)) if q.query_id != "q4"]
+    from_file = ir_measures.calc_aggregate(parse_measures("RR,nDCG@10"), file_qrels, ir_measures.read_trec_run(str(run)))
     assert from_file[ir_measures.RR] == pytest.approx(metrics["RR"])
     bad = tmp_path / "bad.txt"
     bad.write_text("q0 0 d1 1\nq1 0 d2\n")

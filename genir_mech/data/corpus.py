@@ -101,15 +101,18 @@ class RetrievalDataset:
         return any(g != 1 for judged in self.grades.values() for g in judged.values())
 
     def with_qrels(self, grades: dict[str, dict[str, int]], source: str = "") -> "RetrievalDataset":
-        """A copy whose judgements are `grades` (e.g. a TREC qrels file); its queries are those the judgements name."""
+        """A copy whose judgements are `grades` (e.g. a TREC qrels file); its queries are those with a relevant document in them."""
         unknown = sorted(set(grades) - {q.query_id for q in self.queries})
         if unknown:
             raise GenIRError(f"{source or 'qrels'}: query {unknown[0]!r} is not a query of the data ({len(unknown)} unknown in all)")
         absent = sorted({d for judged in grades.values() for d in judged} - set(self.documents))
         if absent:
             raise GenIRError(f"{source or 'qrels'}: document {absent[0]!r} is not in the corpus ({len(absent)} unknown in all)")
-        return RetrievalDataset(self.documents, [q for q in self.queries if q.query_id in grades], dict(grades), self.pairs,
-                                {**self.meta, "qrels": source})
+        # a query judged only non-relevant has nothing to find: left out, as the loaders leave it out
+        judged = [q for q in self.queries if any(g > 0 for g in grades.get(q.query_id, {}).values())]
+        if not judged:
+            raise GenIRError(f"{source or 'qrels'}: no query has a relevant document (grade > 0)")
+        return RetrievalDataset(self.documents, judged, dict(grades), self.pairs, {**self.meta, "qrels": source})
 
     def resolve_split(self, split: str | None, preferred: tuple[str, ...] = ("validation", "test", "train")) -> str:
         """The split to use: `split` when given (GenIRError if it has no queries), else the first of `preferred` that has
