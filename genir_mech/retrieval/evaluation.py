@@ -134,13 +134,13 @@ def evaluate(gm, dataset: RetrievalDataset, split: str | None = "test", batch_si
     queries = dataset.split(split)
     ids = [q.query_id for q in queries]
     ranking = ranking or rank_texts(gm, [q.text for q in queries], ids, batch_size)
+    if ranking.query_ids != ids:
+        raise GenIRError(f"the ranking given does not hold the queries of split {split!r} in order")
     scorer = scorer_for(gm)
     ranks, target_cols = best_relevant_ranks(ranking.doc_scores, [scorer.columns(sorted(dataset.relevant_docs(i))) for i in ids])
     targets = [ranking.doc_ids[c] for c in target_cols.tolist()]
     vocab_rank = rank_of(ranking.logits, torch.tensor([gm.docids.token_id(d) for d in targets]))
     measure_objs = parse_measures(measures)
-    if ranking.query_ids != ids:
-        raise GenIRError(f"the ranking given does not hold the queries of split {split!r} in order")
     run = ranking.scored_docs(depth)
     qrels = judgements(dataset, ids)
     agg = ir_measures.calc_aggregate(measure_objs, qrels, run)
