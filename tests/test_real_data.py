@@ -74,6 +74,15 @@ def test_correct_queries_follow_the_first_ranked_relevant_document(model_and_ord
         ds.relevant("q1")
 
 
+def test_best_relevant_rank_ties():
+    from genir_mech.retrieval import best_relevant_ranks
+    scores = torch.tensor([[3.0, 3.0, 1.0, 0.0],    # two relevant documents tied first: rank 1
+                           [3.0, 2.0, 2.0, 0.0],    # relevant tied with a non-relevant one: the tie counts against it
+                           [0.0, 1.0, 5.0, 5.0]])   # best relevant behind two non-relevant
+    ranks, cols = best_relevant_ranks(scores, [torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([0, 1])])
+    assert ranks.tolist() == [1, 3, 3] and cols.tolist() == [0, 2, 1]
+
+
 def test_single_relevant_data_keeps_its_hash_and_api():
     from genir_mech.data.synthetic import SyntheticConfig, generate_corpus
     ds = generate_corpus(SyntheticConfig(n_docs=20, seed=0))

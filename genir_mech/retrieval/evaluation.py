@@ -97,19 +97,24 @@ def rank_texts(gm, texts: list[str], query_ids: list[str] | None = None, batch_s
 
 
 def best_relevant_ranks(scores: torch.Tensor, columns: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row of `scores`: the rank of its best-ranked relevant column (ties count against it) and that column.
+    """Per row of `scores`: the rank of its best-ranked relevant column and that column.
 
-    `columns[i]` holds the score columns of row i's relevant documents.
+    `columns[i]` holds the score columns of row i's relevant documents. The rank is 1 + the number of
+    non-relevant columns scoring at least as high: a tie with a non-relevant document counts against the
+    relevant one (as in `rank_of`), a tie between relevant documents does not, so rank 1 <=> the first
+    document is relevant.
     """
     rows = torch.cat([torch.full((len(c),), i, dtype=torch.long) for i, c in enumerate(columns)])
     flat = torch.cat(columns)
     ranks = rank_of(scores[rows], flat)
     best_rank = torch.full((len(columns),), torch.iinfo(torch.long).max, dtype=torch.long).scatter_reduce(0, rows, ranks, "amin")
-    # the column achieving it: the first of a row's relevant columns whose rank is the row's best
     is_best = ranks == best_rank[rows]
+    # relevant columns tied with the best one share its rank_of value; rank_of counted them against it
+    tied = torch.zeros(len(columns), dtype=torch.long).scatter_add(0, rows, is_best.long())
+    # the column achieving it: the first of a row's relevant columns at the best rank
     first = torch.full((len(columns),), len(flat), dtype=torch.long).scatter_reduce(
         0, rows[is_best], torch.arange(len(flat))[is_best], "amin")
-    return best_rank, flat[first]
+    return best_rank - tied + 1, flat[first]
 
 
 def judgements(dataset: RetrievalDataset, query_ids: list[str]) -> list[ir_measures.Qrel]:
