@@ -221,3 +221,13 @@ def test_ir_datasets_unknown_id_is_one_line(tmp_path):
     from genir_mech.data.loaders import load_dataset
     with pytest.raises(GenIRError, match="not a dataset id ir_datasets knows"):
         load_dataset("ir_datasets:no-such-dataset/at-all")
+
+
+def test_encoder_swap_uses_the_same_correct_queries_on_multi_relevant_data(model_and_order):
+    from genir_mech.analyses.encoder_swap import vanilla_encoder_experiment
+    gm, _, order = model_and_order
+    grades = {"q0": {order[0][1]: 1, order[0][2]: 1}, **{f"q{i}": {o[3]: 1, o[0]: 2} for i, o in enumerate(order) if i}}
+    summary, per_query = vanilla_encoder_experiment(gm, gm, dataset_with(gm, grades, "validation"), "validation")
+    own = per_query[per_query.condition == per_query.condition.iloc[0]]
+    assert list(own.query_id) == [f"q{i}" for i in range(1, len(TEXTS))] and list(own.relevant_doc) == [o[0] for o in order[1:]]
+    assert (per_query["rank"] == 1).all()  # A's own encoder, A's own decoder (here the same model): the first document
