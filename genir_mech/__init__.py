@@ -36,7 +36,9 @@ _API = {
     "SyntheticConfig": "data.synthetic", "generate_corpus": "data.synthetic",
     "StageDefinition": "stage_definition", "GenIRError": "errors",
     # retrieval
-    "evaluate": "retrieval", "correct_queries": "retrieval", "rank_texts": "retrieval", "scorer_for": "retrieval",
+    "read_trec_qrels": "data.trec", "load_ir_dataset": "data.ir_datasets_source",
+    "evaluate": "retrieval", "correct_queries": "retrieval", "correct_query_targets": "retrieval", "rank_texts": "retrieval",
+    "scorer_for": "retrieval", "parse_measures": "retrieval",
     "rank_of": "retrieval", "rank_summary": "retrieval", "RetrievalScorer": "retrieval",
     # interventions
     "InterventionSpec": "interventions", "Intervention": "interventions", "InterventionExecutor": "interventions",

@@ -35,9 +35,38 @@ class OneLineParser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: error: {message}")
 
 
+def version_text() -> str:
+    """`genir-mech --version`: the suite's version and those of the libraries its results depend on (read from package metadata, nothing imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .verbs.options import library_constant
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    libraries = [p for p in library_constant("provenance", "PACKAGES") if p != "genir_mech"]
+    return f"genir-mech {library_constant('__init__', '__version__')} (python {sys.version.split()[0]}; " + ", ".join(f"{p} {installed(p)}" for p in libraries) + ")"
+
+
+class VersionAction(argparse.Action):
+    """--version: prints `version_text()` unwrapped (one line, for bug reports), computed only when asked."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the genir-mech version and the versions of the libraries results depend on, and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `genir-mech` argument parser: one sub-command per verb."""
     parser = OneLineParser(prog="genir-mech", description="Mechanistic analysis of generative IR models.")
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for name, verb in VERBS.items():
         p = sub.add_parser(name, help=verb.help, description=verb.help)

@@ -26,7 +26,7 @@ import pandas as pd
 
 from .results_directory import check_complete, hash_file, published
 
-PACKAGES = ("genir_mech", "torch", "transformers", "nnsight", "numpy", "pandas", "ir_measures")
+PACKAGES = ("genir_mech", "torch", "transformers", "nnsight", "numpy", "pandas", "ir_measures", "ir_datasets")
 
 
 def package_versions() -> dict[str, str]:

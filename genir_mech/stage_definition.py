@@ -123,7 +123,16 @@ class StageDefinition:
 
     @classmethod
     def even_thirds(cls, n_layers: int) -> "StageDefinition":
-        """A neutral default when no localisation has been run: three equal contiguous groups."""
+        """A neutral default when no localisation has been run: three equal contiguous groups.
+
+        A decoder of fewer than three layers cannot hold three stages: it gets one stage per layer (1 layer:
+        `all`; 2 layers: `first`, `last`), never an empty stage (which would be reported as a 0% effect).
+        """
+        if n_layers < 1:
+            raise GenIRError(f"a decoder of {n_layers} layers has no stages")
+        if n_layers < 3:
+            names = ("all",) if n_layers == 1 else ("first", "last")
+            return cls(tuple(Stage(n, (i,)) for i, n in enumerate(names)), f"one stage per layer ({n_layers}-layer decoder; no localisation run)")
         cuts = [round(n_layers * k / 3) for k in range(4)]
         names = ("priming", "bridging", "interaction")
         return cls(tuple(Stage(n, tuple(range(cuts[i], cuts[i + 1]))) for i, n in enumerate(names)), "even thirds (no localisation run)")
@@ -136,8 +145,9 @@ class StageDefinition:
         if stages is None and not fallback:
             return None
         if stages is None:
+            fallback_desc = "three even thirds of the decoder layers" if n_layers >= 3 else f"one stage per layer of the {n_layers}-layer decoder"
             warnings.warn(
-                "no stage definition given; using three even thirds of the decoder layers. Localise this model's stages "
+                f"no stage definition given; using {fallback_desc}. Localise this model's stages "
                 "(pipelines.stages.run_stages; CLI: genir-mech stages) and pass its stages.json.",
                 StageWarning,
                 stacklevel=2,

@@ -63,7 +63,7 @@ def tiny_genir(encoder_layers: int = 2, decoder_layers: int = 4, d_model: int = 
         >>> gm = tiny_genir(decoder_layers=3)
         >>> gm.adapter.family, gm.n_layers("decoder"), len(gm.docids)    # ('t5', 3, 20)
     """
-    return _tiny_t5(T5Config, T5ForConditionalGeneration, encoder_layers, decoder_layers, d_model, num_heads, n_docs, seed, feed_forward_proj="relu", tie_word_embeddings=True)
+    return _tiny_t5(T5Config, T5ForConditionalGeneration, encoder_layers, decoder_layers, d_model, num_heads, n_docs, seed, feed_forward_proj="relu" if relu else "gated-gelu", tie_word_embeddings=True)
 
 
 def _tiny_t5(config_cls, model_cls, encoder_layers, decoder_layers, d_model, num_heads, n_docs, seed, **variant) -> GenIRModel:

@@ -323,6 +323,10 @@ def test_option_names_read_from_source_match_the_library():
     assert library_constant("analyses.change_point", "DEFAULT_PENALTY") == change_point.DEFAULT_PENALTY
     assert library_constant("analyses.change_point", "DEFAULT_RESOLUTION") == change_point.DEFAULT_RESOLUTION
     assert library_constant("analyses.stage_localisation", "NamingRules.cheap_ablation") == stage_localisation.NamingRules.cheap_ablation
+    from genir_mech import provenance
+    from genir_mech.models import genir_model
+    assert library_constant("models.genir_model", "MAX_QUERY_TOKENS") == genir_model.MAX_QUERY_TOKENS
+    assert library_constant("provenance", "PACKAGES") == provenance.PACKAGES
     assert dataclass_defaults("training.architecture", "T5Shape") == vars(T5Shape())
     assert dataclass_defaults("training.loop", "LoopConfig") == vars(LoopConfig())
 

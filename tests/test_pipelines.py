@@ -70,6 +70,22 @@ CASES = {
 }
 
 
+INDEX_COLUMNS = ("layer", "head", "position", "source_layer", "reader_layer", "first_layer", "last_layer", "boundary")
+
+
+def assert_one_meaning_per_column(folder: Path) -> None:
+    """Across every table: `value` is a number, and a layer, head or position that does not apply is empty, never -1."""
+    import pandas as pd
+
+    for path in folder.rglob("*.csv"):
+        df = pd.read_csv(path)
+        if "value" in df.columns:
+            assert pd.api.types.is_numeric_dtype(df["value"]), f"{path.name}: value holds labels {sorted(set(df['value']))[:3]}"
+        for col in INDEX_COLUMNS:
+            if col in df.columns:
+                assert (df[col].dropna() >= 0).all(), f"{path.name}: {col} holds a negative sentinel"
+
+
 @pytest.mark.parametrize("experiment", sorted(CASES))
 def test_pipeline_writes_tables_with_provenance_and_draws_its_figures(experiment, gm, dataset, pair_data, tmp_path):
     run, tables, figures = CASES[experiment]
@@ -80,6 +96,7 @@ def test_pipeline_writes_tables_with_provenance_and_draws_its_figures(experiment
         assert record["model"] == gm.path and record["rows"] > 0 and record["config"], name
         assert (tmp_path / f"{name}.csv").stat().st_size > 0
     assert set(figures) <= set(summary["figures"]), summary["figures"]
+    assert_one_meaning_per_column(tmp_path)
     for key in figures:
         path = summary["figures"][key]
         assert path.startswith(str(tmp_path)) and Path(path).stat().st_size > (1000 if path.endswith(".png") else 0), key

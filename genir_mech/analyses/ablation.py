@@ -197,7 +197,7 @@ def layer_ablation(
     progress: bool = False,
 ) -> pd.DataFrame:
     """One component in one layer at a time. Columns: layer, component, method, metric, value, n_queries
-    (the intact model has layer -1, component and method `intact`)."""
+    (the intact model has no layer (empty), component and method `intact`)."""
     kinds = kinds or gm.adapter.kinds("decoder")
     _check_kinds(gm, kinds)
     methods = [method] if isinstance(method, str) else list(method)
@@ -209,5 +209,6 @@ def layer_ablation(
         for m in methods
     ]
     df = evaluate_ablations(gm, texts, relevant_docs, ablations, other, mean_texts, batch_size, rows_per_forward, progress)
-    df["layer"] = df["layer"].where(df["method"] != "intact", -1).astype(int)
+    # "not applicable" is empty in every table (no layer, no head, no position), never a sentinel like -1
+    df["layer"] = df["layer"].where(df["method"] != "intact").astype("Int64")
     return df

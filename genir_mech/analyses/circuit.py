@@ -17,10 +17,11 @@ value. All circuits and the intact model run in the same batched passes.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from ..errors import GenIRError
 from ..interventions import Intervention, InterventionSpec, validate_interventions
@@ -36,8 +37,17 @@ CIRCUIT_METHODS = ("zero", "mean")
 
 def paper_circuit(gm, stages: StageDefinition) -> Intervention:
     """The paper's circuit for any stage definition: zero every self-attention and the first
-    stage's cross-attention, mean-ablate the MLPs of the first two stages."""
+    stage's cross-attention, mean-ablate the MLPs of the first two stages.
+
+    It is defined for the paper's three stages (priming, bridging, interaction), and needs at least three:
+    with fewer, the first two stages cover the whole decoder and the "circuit" would remove every MLP (and, with
+    one stage, every component), so a GenIRError says so instead of reporting that as a result.
+    """
     stages.check(gm.n_layers("decoder"))
+    if len(stages.stages) < 3:
+        raise GenIRError(f"the paper's circuit needs at least 3 stages (it keeps the cross-attention after the first and the MLPs after the "
+                         f"first two); the stage definition has {len(stages.stages)} ({', '.join(stages.names())}). "
+                         "Give a circuit of your own (CLI: --circuit, e.g. zero=self_attn@all)")
     first = list(stages.stages[0].layers)
     first_two = [l for s in stages.stages[:2] for l in s.layers]
     zero = [Site("decoder", l, "self_attn") for l in range(gm.n_layers("decoder"))] + [Site("decoder", l, "cross_attn") for l in first]
@@ -122,22 +132,36 @@ def components_kept(gm, circuit: Intervention) -> tuple[int, int]:
 def evaluate_circuits(
     gm,
     texts: list[str],
-    relevant_docs: list[str],
+    relevant_docs: Sequence[str | Collection[str]],
     circuits: dict[str, Intervention],
     mean_texts: Sequence[str] | None = None,
     batch_size: int = 64,
     rows_per_forward: int = 4096,
     progress: bool = False,
 ) -> pd.DataFrame:
-    """Hits@1/5/10 of the intact model and of each circuit on the given queries (see the module docstring)."""
+    """Hits@1/5/10 of the intact model and of each circuit on the given queries (see the module docstring).
+
+    `relevant_docs[i]` is query i's relevant document, or the collection of all of them: a query with several is
+    ranked by its best-ranked relevant document (Success@k, as in retrieval.evaluate).
+    """
     if not circuits:
         raise GenIRError("no circuit to evaluate")
+    if len(texts) != len(relevant_docs):
+        raise GenIRError(f"{len(texts)} queries but {len(relevant_docs)} relevant-document entries")
+    groups = [[d] if isinstance(d, str) else sorted(d) for d in relevant_docs]
+    if any(not g for g in groups):
+        raise GenIRError("a query has no relevant document")
+    # one row per (query, relevant document); a query's rank is the best of its rows
+    owner = torch.tensor([i for i, g in enumerate(groups) for _ in g])
+    flat_texts, flat_docs = [texts[i] for i in owner.tolist()], [d for g in groups for d in g]
     mean_sites = list(dict.fromkeys(s for c in circuits.values() for s, m in c.replace if m == "mean"))
     if mean_sites and not mean_texts:
         raise GenIRError("mean-ablated circuit components need reference queries (mean_texts: the correct validation queries)")
     means = component_means(gm, list(mean_texts), mean_sites, batch_size) if mean_sites else None
     ablations = [Intervention(())] + list(circuits.values())
-    ranks = ablation_ranks(gm, texts, relevant_docs, ablations, means=means, batch_size=batch_size, rows_per_forward=rows_per_forward, progress=progress).doc_rank
+    flat = ablation_ranks(gm, flat_texts, flat_docs, ablations, means=means, batch_size=batch_size, rows_per_forward=rows_per_forward, progress=progress).doc_rank
+    ranks = torch.full((flat.shape[0], len(groups)), torch.iinfo(flat.dtype).max, dtype=flat.dtype).scatter_reduce(
+        1, owner.expand(flat.shape[0], -1), flat, "amin")
     rows = []
     for i, name in enumerate(circuits, start=1):
         for k in HITS_AT:

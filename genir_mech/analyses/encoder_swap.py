@@ -30,7 +30,7 @@ import torch
 from ..errors import GenIRError
 from ..models.execution import QueryBatch
 from ..models.model_card import ModelCard
-from ..retrieval import correct_queries, rank_of, rank_summary, scorer_for
+from ..retrieval import correct_query_targets, rank_of, rank_summary, rank_texts, scorer_for
 from .query_batches import query_batches
 
 A_ALONE, B_ALONE, SWAPPED = "A alone", "B alone", "A decoder + B encoder"
@@ -112,12 +112,13 @@ def _frames(label: dict, conditions: dict[str, Condition]) -> tuple[pd.DataFrame
     return summary, per_query
 
 
-def _ranked_first_by(a, queries: list, dataset, batch_size: int) -> tuple[list, list[str], list[str]]:
-    """The queries (with relevant documents and texts) whose relevant document A ranks first."""
-    docs = [dataset.relevant(q.query_id) for q in queries]
+def _ranked_first_by(a, queries: list, dataset, batch_size: int, among: set[str] | None = None) -> tuple[list, list[str], list[str]]:
+    """The queries A gets right (its first document is relevant, and one of `among` when given), with that document and their texts."""
     texts = [q.text for q in queries]
-    keep = (own_ranks(a, texts, docs, batch_size) == 1).nonzero().flatten().tolist()
-    return [queries[i] for i in keep], [docs[i] for i in keep], [texts[i] for i in keep]
+    ranking = rank_texts(a, texts, [q.query_id for q in queries], batch_size)
+    top = [ranking.doc_ids[j] for j in ranking.doc_scores.argmax(dim=1).tolist()]
+    keep = [i for i, (q, d) in enumerate(zip(queries, top)) if d in dataset.qrels.get(q.query_id, ()) and (among is None or d in among)]
+    return [queries[i] for i in keep], [top[i] for i in keep], [texts[i] for i in keep]
 
 
 def removed_documents(gm) -> list[str]:
@@ -157,10 +158,10 @@ def removed_docs_experiment(
         if unknown:
             raise GenIRError(f"{b.path}: removed documents {unknown[:5]} are not in the dataset; give the data the models were trained on (CLI: --data)")
         held_out = [q for s in splits for q in dataset.split(s)]
-        candidates = [q for q in held_out if dataset.relevant(q.query_id) in removed]
+        candidates = [q for q in held_out if dataset.qrels.get(q.query_id, set()) & removed]
         if not candidates:
             raise GenIRError(f"{b.path}: no {'/'.join(splits)} queries for its {len(removed)} removed documents; try more splits (splits=, CLI: --splits)")
-        queries, docs, texts = _ranked_first_by(a, candidates, dataset, batch_size)
+        queries, docs, texts = _ranked_first_by(a, candidates, dataset, batch_size, among=removed)
         if not queries:
             raise GenIRError(f"{a.path} ranks none of the {len(candidates)} queries of {b.path}'s removed documents first; nothing to swap")
         conditions = {
@@ -168,9 +169,9 @@ def removed_docs_experiment(
             B_ALONE: (queries, docs, own_ranks(b, texts, docs, batch_size)),
             SWAPPED: (queries, docs, swapped_ranks(a, b, texts, docs, batch_size)),
         }
-        seen_candidates = [q for q in held_out if dataset.relevant(q.query_id) not in removed]
+        seen_candidates = [q for q in held_out if dataset.qrels.get(q.query_id, set()) - removed]
         if seen_control and seen_candidates:
-            seen_q, seen_d, seen_t = _ranked_first_by(a, seen_candidates, dataset, batch_size)
+            seen_q, seen_d, seen_t = _ranked_first_by(a, seen_candidates, dataset, batch_size, among=set(dataset.documents) - removed)
             if seen_q:
                 conditions[SEEN_CONTROL] = (seen_q, seen_d, swapped_ranks(a, b, seen_t, seen_d, batch_size))
         label = {"variant": b.name, "splits": ",".join(splits)}
@@ -191,10 +192,11 @@ def removed_docs_experiment(
 def vanilla_encoder_experiment(a, vanilla, dataset, split: str = "validation", batch_size: int = 64) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Experiment 2: A's decoder on a never-fine-tuned encoder, over A's correct queries of `split`."""
     check_swappable(a, vanilla)
-    queries = correct_queries(a, dataset, split, batch_size)
+    targets = correct_query_targets(a, dataset, split, batch_size)  # the document A ranks first, which is relevant
+    queries = [q for q in dataset.split(split) if q.query_id in targets]
     if not queries:
         raise GenIRError(f"{a.path} has no correct {split} queries; experiment 2 has nothing to measure")
-    docs = [dataset.relevant(q.query_id) for q in queries]
+    docs = [targets[q.query_id] for q in queries]
     texts = [q.text for q in queries]
     conditions = {
         A_ALONE: (queries, docs, own_ranks(a, texts, docs, batch_size)),

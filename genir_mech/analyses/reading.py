@@ -9,14 +9,17 @@ sublayer norm's statistics frozen (`adapter.linearised_norm`) the read is
 linear in those parts, so each part gets an exact share:
 
 - MLP neuron i (only active ones, pre-activation > 0): W_in[i] . norm(c_out);
+- gated MLP neuron i (gated-GELU T5 v1.1 / Flan-T5: h_i = act(W_gate[i] . x) *
+  W_in[i] . x), with its gate value g_i = act(W_gate[i] . norm(resid)) frozen
+  like the norm statistics: g_i * sign(h_i) * W_in[i] . norm(c_out), so the
+  parts sum to |h_i|; a neuron is active when h_i != 0;
 - cross-attention head h: (norm(c_out) W_Q^h) . k^h, with k^h the key at the
   encoder position the head attends to most (argmax of the scores the
   adapter's attention recompute gives, masks and position bias included).
 
-It needs an encoder and cross-attention (`gm.adapter.require`), and an
-ungated MLP.
+It needs an encoder and cross-attention (`gm.adapter.require`).
 
-The scores of all parts sum to the neuron's pre-activation or to the head's
+The scores of all parts sum to the neuron's pre-activation (gated: |h_i|) or to the head's
 top attention score. Metrics, pooled over queries and units of a reader layer:
 `top_source_share` (% of units whose largest score comes from the source) and
 `positive_score_share` (% of the summed positive scores that the source gives).
@@ -42,11 +45,18 @@ def _sources(gm) -> list[tuple[int, str]]:
 
 
 def mlp_read_scores(gm, layer: int, resid_pre: torch.Tensor, parts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, S, d_ff) score of each part for each neuron, and the (B, d_ff) mask of active neurons."""
+    """(B, S, d_ff) score of each part for each neuron, and the (B, d_ff) mask of active neurons (module docstring: gated MLPs)."""
     site = Site("decoder", layer, "mlp")
     normed = gm.adapter.linearised_norm(site, resid_pre, parts)
     scores = normed @ gm.adapter.mlp_in_weight("decoder", layer).T
-    return scores, scores.sum(1) > 0  # ReLU: a neuron is active when its pre-activation is positive
+    gate = gm.adapter.mlp_gate("decoder", layer)
+    if gate is None:
+        return scores, scores.sum(1) > 0  # ReLU: a neuron is active when its pre-activation is positive
+    weight, act = gate
+    g = act(gm.adapter.sublayer_norm(site)(resid_pre) @ weight.T)  # (B, d_ff), computed from the whole residual
+    hidden = g * scores.sum(1)
+    scores = scores * (g * hidden.sign())[:, None, :]
+    return scores, hidden != 0
 
 
 def cross_attention_read_scores(gm, layer: int, resid_pre: torch.Tensor, parts: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,16 +118,17 @@ def reading(gm, texts: list[str], batch_size: int = 64, progress: bool = False) 
     reader, source = df.pop("reader"), df.pop("source")
     df.insert(0, "reader_layer", [readers[i].layer for i in reader])
     df.insert(1, "reader_component", [readers[i].kind for i in reader])
-    df.insert(2, "source_layer", [sources[i][0] for i in source])
+    # the embedding has no layer: empty, as "not applicable" is in every table
+    df.insert(2, "source_layer", pd.array([sources[i][0] if sources[i] != EMBEDDING else None for i in source], dtype="Int64"))
     df.insert(3, "source_component", [sources[i][1] for i in source])
     # A source after its reader cannot be read: drop those structural zeros.
-    later = [sources.index((r.layer, r.kind)) <= s for r, s in zip((readers[i] for i in reader), source)]
+    later = [sources.index((r.layer, r.kind)) <= s for r, s in zip((readers[i] for i in reader), source.tolist())]
     return df[~pd.Series(later, index=df.index)].reset_index(drop=True)
 
 
 def reading_by_stage(df: pd.DataFrame, stages: StageDefinition) -> pd.DataFrame:
     """Fig. 5 bars: shares by reader stage x type and source stage x type (reader layers weighted equally)."""
-    stage_of = lambda layer: "embedding" if layer < 0 else (stages.stage_of(int(layer)) or "unstaged")  # noqa: E731
+    stage_of = lambda layer: "embedding" if pd.isna(layer) else (stages.stage_of(int(layer)) or "unstaged")  # noqa: E731
     out = df.assign(reader_stage=df.reader_layer.map(stage_of), source_stage=df.source_layer.map(stage_of))
     reader, source = ["reader_stage", "reader_component"], ["source_stage", "source_component", "metric"]
     total = out.groupby(reader + source, as_index=False).value.sum()

@@ -117,7 +117,7 @@ def ablation_matrix(ablation: pd.DataFrame | None, layers: tuple[int, ...], kind
     """(layer, ablated kind) fraction of queries leaving rank 1 under single-layer ablation, and the ablated kinds; (None, []) without a table."""
     if ablation is None or ablation.empty:
         return None, []
-    sub = ablation[(ablation["metric"] == ABLATION_METRIC) & (ablation["layer"] >= 0)]
+    sub = ablation[(ablation["metric"] == ABLATION_METRIC) & ablation["layer"].notna()]
     if "method" in sub.columns:
         sub = sub[sub["method"] == method]
     if sub.empty:
@@ -304,9 +304,11 @@ def localise_stages(
         n_stages[seg_b.n_stages] += 1
     chosen = set(seg.boundaries)
     share = (lambda c: c / bootstrap) if bootstrap else (lambda c: float("nan"))
+    # explicit columns: a one-layer decoder has no possible boundary, and the table must still read as one
     stability = pd.DataFrame(
-        [{"boundary": b, "selected": b in chosen, "frequency": share(exact[b]), "frequency_within_1": share(near[b])} for b in range(1, n_layers)]
-    )
+        [{"boundary": b, "selected": b in chosen, "frequency": share(exact[b]), "frequency_within_1": share(near[b])} for b in range(1, n_layers)],
+        columns=["boundary", "selected", "frequency", "frequency_within_1"],
+    ).astype({"boundary": int, "selected": bool})
     dist = pd.DataFrame(sorted(((k, v / bootstrap) for k, v in n_stages.items())), columns=["n_stages", "frequency"])
 
     names_x = feature_names(qp.kinds, ablated)
@@ -316,6 +318,9 @@ def localise_stages(
         + [{"layer": l, "component": k, "metric": "layer_ablation", "value": float(abl[l, j])} for l in range(n_layers) for j, k in enumerate(ablated)]
     )
     notes = _notes(names, seg, abl is not None or stage_costs is not None)
+    if n_layers < len(PAPER_STAGES):
+        notes.append(f"The decoder has {n_layers} layer{'s' if n_layers > 1 else ''}: fewer than the paper's {len(PAPER_STAGES)} stages, "
+                     f"so at most {n_layers} stage{'s' if n_layers > 1 else ''} can be found.")
     return StageLocalisation(definition, seg, profile, layer_means, evidence, stability, dist, nq, bootstrap, notes)
 
 

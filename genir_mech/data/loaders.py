@@ -3,6 +3,7 @@
     ds = load_beir("path/to/nq10k")            # corpus.jsonl, queries.jsonl, qrels/*.tsv
     ds = load_dsi_jsonl("docs.jsonl", "queries.jsonl")   # DSI/NQ-style JSONL
     ds = load_dataset("synthetic:n_docs=1000,seed=0")     # or a path to either format
+    ds = load_dataset("ir_datasets:msmarco-passage/dev/small")   # the ir_datasets catalogue (data.ir_datasets_source)
 
 Every malformed line raises a `GenIRError` naming the file and line number:
 bad JSON or UTF-8, a missing field, a query text that is empty or not a
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from ..errors import GenIRError
 from .corpus import Query, RetrievalDataset
+from .ir_datasets_source import PREFIX as IR_DATASETS_PREFIX, load_ir_dataset
 from .synthetic import SyntheticConfig, generate_corpus
 
 
@@ -69,7 +71,11 @@ def _text(path: Path, lineno: int, row: dict, key: str = "text", what: str = "qu
 
 
 def load_beir(root: str | Path, splits: tuple[str, ...] = ("train", "dev", "validation", "test")) -> RetrievalDataset:
-    """Load a BEIR-format directory. The BEIR split `dev` becomes `validation`."""
+    """Load a BEIR-format directory. The BEIR split `dev` becomes `validation`.
+
+    Every judgement is kept with its grade (score); a query is loaded when at
+    least one document is relevant to it (score > 0).
+    """
     root = Path(root)
     corpus_path, queries_path = root / "corpus.jsonl", root / "queries.jsonl"
     documents = {}
@@ -85,7 +91,7 @@ def load_beir(root: str | Path, splits: tuple[str, ...] = ("train", "dev", "vali
                              "query ids must be unique")
         texts[qid] = text
         first_line.setdefault(qid, lineno)
-    queries, qrels, split_of = [], {}, {}
+    queries, qrels, split_of, judged_not_relevant = [], {}, {}, []
     qrel_dir = root / "qrels"
     if not qrel_dir.is_dir():
         raise GenIRError(f"{qrel_dir}: qrels directory not found")
@@ -102,10 +108,12 @@ def load_beir(root: str | Path, splits: tuple[str, ...] = ("train", "dev", "vali
                 raise GenIRError(f"{path}, line {lineno}: expected query-id, corpus-id, score")
             qid, did, score = row[0], row[1], row[2]
             try:
-                if int(float(score)) <= 0:
-                    continue
+                grade = int(float(score))
             except ValueError:
                 raise GenIRError(f"{path}, line {lineno}: score {score!r} is not a number") from None
+            if grade <= 0:
+                judged_not_relevant.append((qid, did, grade))
+                continue
             if qid not in texts:
                 raise GenIRError(f"{path}, line {lineno}: query {qid!r} not in queries.jsonl")
             if did not in documents:
@@ -117,7 +125,11 @@ def load_beir(root: str | Path, splits: tuple[str, ...] = ("train", "dev", "vali
             if qid not in qrels:
                 queries.append(Query(qid, texts[qid], name))
                 split_of[qid] = (name, path, lineno)
-            qrels.setdefault(qid, set()).add(did)
+            qrels.setdefault(qid, {})[did] = grade
+    for qid, did, grade in judged_not_relevant:
+        # kept for the graded metrics (nDCG's judged documents); a query judged only non-relevant has nothing to find
+        if qid in qrels:
+            qrels[qid].setdefault(did, grade)
     if not queries:
         raise GenIRError(f"{qrel_dir}: no judged queries in any of {', '.join(s + '.tsv' for s in splits)}")
     return RetrievalDataset(documents, queries, qrels, meta={"generator": "beir", "path": str(root)})
@@ -131,7 +143,8 @@ def load_dsi_jsonl(documents_path: str | Path, queries_path: str | Path, pairs_p
 
     documents: one `{"doc_id": ..., "text": ...}` per line.
     queries:   one `{"query_id"?: ..., "text": ..., "doc_id": ..., "split"?: ...}` per line
-    (the `{"text", "text_id"}` pairs of public DSI code are accepted too).
+    (the `{"text", "text_id"}` pairs of public DSI code are accepted too); a query with several or graded
+    relevant documents gives `"relevance": {doc_id: grade, ...}` instead of `doc_id` (grade 0: judged not relevant).
     pairs:     one `{"pair_id"?, "clean", "corrupted", "clean_doc", "corrupted_doc", ...}` per line; by default
     the pairs.jsonl beside queries_path when there is one (what `save_dsi_jsonl` writes), so a round trip keeps them.
     """
@@ -142,14 +155,10 @@ def load_dsi_jsonl(documents_path: str | Path, queries_path: str | Path, pairs_p
         if key is None:
             raise GenIRError(f"{documents_path}, line {lineno}: missing field doc_id (or text_id)")
         documents[str(key)] = _text(documents_path, lineno, d, what="document text", allow_empty=True)
-    queries, qrels, seen = [], {}, {}  # seen: query id -> (split, document, line)
+    queries, qrels, seen = [], {}, {}  # seen: query id -> (split, document(s), line)
     for lineno, q in _read_jsonl(queries_path, ("text",)):
-        did = q.get("doc_id", q.get("text_id"))
-        if did is None:
-            raise GenIRError(f"{queries_path}, line {lineno}: missing field doc_id (or text_id)")
-        did = str(did)
-        if did not in documents:
-            raise GenIRError(f"{queries_path}, line {lineno}: unknown document {did!r}")
+        judged = _judgements(queries_path, lineno, q, documents)
+        did = ", ".join(sorted(judged)) if len(judged) > 1 else next(iter(judged))
         qid, split = str(q.get("query_id", f"q{lineno}")), str(q.get("split", "test"))
         if qid in seen:
             # One id in one split would be scored twice (ir_measures keeps one, the vocabulary path both), and one id
@@ -157,16 +166,39 @@ def load_dsi_jsonl(documents_path: str | Path, queries_path: str | Path, pairs_p
             # with the same document is how the synthetic generator names train and test queries (t<doc>-<template>):
             # each split is evaluated on its own, so that stays allowed.
             first_split, first_doc, first_line = seen[qid]
-            if first_split == split or first_doc != did:
+            if first_split == split or qrels[qid] != judged:
                 why = f"in the same split {split!r}" if first_split == split else f"with document {first_doc!r}, here {did!r}"
                 raise GenIRError(f"{queries_path}, line {lineno}: query id {qid!r} already given on line {first_line} ({why}); query ids must be unique")
         seen.setdefault(qid, (split, did, lineno))
         queries.append(Query(qid, _text(queries_path, lineno, q), split))
-        qrels[qid] = {did}
+        qrels[qid] = judged
     if pairs_path is None and (queries_path.parent / "pairs.jsonl").exists():
         pairs_path = queries_path.parent / "pairs.jsonl"
     pairs = _read_pairs(Path(pairs_path), documents) if pairs_path is not None else []
     return RetrievalDataset(documents, queries, qrels, pairs, meta={"generator": "dsi-jsonl", "path": str(queries_path)})
+
+
+def _judgements(path: Path, lineno: int, row: dict, documents: dict[str, str]) -> dict[str, int]:
+    """{doc: grade} of one query line: `doc_id` (or `text_id`) with grade 1, or a `relevance` object of graded documents."""
+    if "relevance" in row:
+        rel = row["relevance"]
+        if not isinstance(rel, dict) or not rel:
+            raise GenIRError(f"{path}, line {lineno}: relevance must be a non-empty object {{doc_id: grade}}")
+        try:
+            judged = {str(d): int(g) for d, g in rel.items()}
+        except (TypeError, ValueError):
+            raise GenIRError(f"{path}, line {lineno}: relevance grades must be integers") from None
+        if not any(g > 0 for g in judged.values()):
+            raise GenIRError(f"{path}, line {lineno}: relevance names no relevant document (grade > 0)")
+    else:
+        did = row.get("doc_id", row.get("text_id"))
+        if did is None:
+            raise GenIRError(f"{path}, line {lineno}: missing field doc_id (or text_id, or relevance)")
+        judged = {str(did): 1}
+    unknown = [d for d in judged if d not in documents]
+    if unknown:
+        raise GenIRError(f"{path}, line {lineno}: unknown document {unknown[0]!r}")
+    return judged
 
 
 def _read_pairs(path: Path, documents: dict[str, str]) -> list[dict]:
@@ -199,17 +231,19 @@ def parse_synthetic_spec(spec: str) -> SyntheticConfig:
 
 
 def load_dataset(spec: str | dict) -> RetrievalDataset:
-    """Resolve a data spec: `synthetic:...`, a synthetic config dict, a BEIR dir, or a dir with DSI JSONL."""
+    """Resolve a data spec: `synthetic:...`, `ir_datasets:<id>`, a synthetic config dict, a BEIR dir, or a dir with DSI JSONL."""
     if isinstance(spec, dict):
         return generate_corpus(SyntheticConfig(**spec))
     if spec.startswith("synthetic"):
         return generate_corpus(parse_synthetic_spec(spec))
+    if spec.startswith(IR_DATASETS_PREFIX):
+        return load_ir_dataset(spec[len(IR_DATASETS_PREFIX):])
     path = Path(spec)
     if (path / "corpus.jsonl").exists():
         return load_beir(path)
     if (path / "documents.jsonl").exists():
         return load_dsi_jsonl(path / "documents.jsonl", path / "queries.jsonl")
-    raise GenIRError(f"{spec}: not a data spec; expected 'synthetic:...', a BEIR directory (corpus.jsonl) or a directory with documents.jsonl + queries.jsonl")
+    raise GenIRError(f"{spec}: not a data spec; expected 'synthetic:...', 'ir_datasets:<id>', a BEIR directory (corpus.jsonl) or a directory with documents.jsonl + queries.jsonl")
 
 
 def save_dsi_jsonl(ds: RetrievalDataset, root: str | Path) -> None:
@@ -221,7 +255,9 @@ def save_dsi_jsonl(ds: RetrievalDataset, root: str | Path) -> None:
             fh.write(json.dumps({"doc_id": did, "text": text}) + "\n")
     with (root / "queries.jsonl").open("w") as fh:
         for q in ds.queries:
-            fh.write(json.dumps({"query_id": q.query_id, "text": q.text, "doc_id": ds.relevant(q.query_id), "split": q.split}) + "\n")
+            judged = ds.grades[q.query_id]
+            target = {"doc_id": next(iter(judged))} if list(judged.values()) == [1] else {"relevance": judged}
+            fh.write(json.dumps({"query_id": q.query_id, "text": q.text, **target, "split": q.split}) + "\n")
     if ds.pairs:
         with (root / "pairs.jsonl").open("w") as fh:
             for p in ds.pairs:

@@ -51,6 +51,8 @@ class GenIRModel:
     # A retrieval.RetrievalScorer chosen at load time; None means the atomic scorer of `docids`
     # (retrieval.scorer_for resolves it, so models never import the layer above them).
     scorer: object = field(default=None)
+    # Queries are cut to this many tokens by `batch` (CLI: --max-query-tokens); `n_truncated` counts the ones that are.
+    max_query_tokens: int = MAX_QUERY_TOKENS
 
     def __post_init__(self):
         self.hf_model.eval()
@@ -80,14 +82,14 @@ class GenIRModel:
                 raise GenIRError(f"texts[{i}] must be a string, got {type(text).__name__} {text!r}")
             if not text.strip():
                 raise GenIRError(f"texts[{i}] is an empty query: nothing to rank")
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=MAX_QUERY_TOKENS, return_tensors="pt",
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_query_tokens, return_tensors="pt",
                              padding_side=self.adapter.padding_side)
         return QueryBatch(enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device))
 
     def n_truncated(self, texts: list[str]) -> int:
-        """How many of `texts` are longer than the MAX_QUERY_TOKENS that `batch` keeps (their ends are cut)."""
+        """How many of `texts` are longer than the `max_query_tokens` that `batch` keeps (their ends are cut)."""
         lengths = self.tokenizer(list(texts), truncation=False)["input_ids"]
-        return sum(len(ids) > MAX_QUERY_TOKENS for ids in lengths)
+        return sum(len(ids) > self.max_query_tokens for ids in lengths)
 
     def check_finite(self, values: torch.Tensor, what: str = "logits") -> torch.Tensor:
         """`values`, unless any is NaN or infinite: then a GenIRError naming the model (a NaN ranks like a score and yields plausible metrics)."""

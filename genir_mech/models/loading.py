@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import struct
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -64,23 +65,34 @@ def load_genir(path_or_id: str, docid_pattern: str | None = None, device: str = 
     except OSError as exc:
         raise GenIRError(f"{path_or_id}: cannot load the config ({str(exc).splitlines()[0]})") from None
     family = adapter_class(config, str(path_or_id))
-    # transformers 5 draws a "Loading weights" bar on stderr for every load, even of a tiny model; it would
-    # interleave with the one-line errors and warnings the CLI promises (the bar setting is restored after)
-    bar = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
     try:
-        model = family.auto_class.from_pretrained(path_or_id).to(device).eval()
-        tokenizer = AutoTokenizer.from_pretrained(path_or_id)
+        with quiet_weight_loading():
+            model = family.auto_class.from_pretrained(path_or_id).to(device).eval()
+            tokenizer = AutoTokenizer.from_pretrained(path_or_id)
     except (OSError, ValueError) as exc:
         raise GenIRError(f"{path_or_id}: cannot load the model or tokenizer ({str(exc).splitlines()[0]})") from None
-    finally:
-        if bar:
-            hf_logging.enable_progress_bar()
     check_finite_parameters(model, str(path_or_id))
     gm = GenIRModel(model, tokenizer, AtomicDocids.detect(tokenizer, docid_pattern), family(model), local.name or path_or_id, str(path_or_id))
     if self_check:
         check_logit_lens(gm)
     return gm
+
+
+@contextmanager
+def quiet_weight_loading():
+    """No "Loading weights" bar inside the block (the setting is restored after): every `from_pretrained` of the suite goes through here.
+
+    transformers 5 draws that bar on stderr for every load, even of a tiny model; a verb or pipeline that loads
+    several checkpoints, or one per step (training resumes, sweeps, the demo), would repeat it and interleave it
+    with the one-line errors and warnings the CLI promises. Our own tqdm bars say what is being done.
+    """
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
 
 
 def check_safetensors(path: Path) -> None:

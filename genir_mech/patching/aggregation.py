@@ -48,7 +48,7 @@ def aggregate(
     ci: float = 0.95,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """One row per patch (and per metric or method): mean of `value` over pairs, ci_low, ci_high, n_pairs.
+    """One row per patch (and per metric or method): `quantity` (the column averaged), its mean over pairs, ci_low, ci_high, n_pairs.
 
     `metric` selects the metric of a sweep table (None keeps them all, one
     group each); attribution tables are grouped by their `method` instead.
@@ -70,7 +70,8 @@ def aggregate(
     for col in ("layer", "head", "position"):
         if col in out.columns:
             out[col] = out[col].astype("Int64")
-    out["value"] = value
+    # which per-pair column was averaged; `value` is a number in every table, so the label has its own name
+    out["quantity"] = value
     out["mean"], out["ci_low"], out["ci_high"] = mean, low, high
     out["n_pairs"] = (~np.isnan(matrix)).sum(1)
     return out

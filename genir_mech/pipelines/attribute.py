@@ -38,7 +38,7 @@ class AttributeConfig(PairConfig):
 
 def top_estimates(summary: pd.DataFrame, method: str, n: int = 8) -> list[dict]:
     """The `n` nodes with the largest mean |estimate| of `method`."""
-    shown = summary[(summary.method == method) & (summary.value == "estimate")]
+    shown = summary[(summary.method == method) & (summary.quantity == "estimate")]
     top = shown.reindex(shown["mean"].dropna().abs().sort_values(ascending=False).index).head(n)
     return [{"node": node_label(r), "estimate": round(float(r.mean), 4), "ci": [round(float(r.ci_low), 4), round(float(r.ci_high), 4)]} for r in top.itertuples()]
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..analyses.circuit import evaluate_circuits, paper_circuit, parse_circuit
-from ..errors import GenIRError
 from ..stage_definition import StageDefinition
 from ..results_directory import atomic
 from .inputs import Inputs, QueryConfig, config_record
@@ -27,7 +26,7 @@ class CircuitConfig(QueryConfig):
     """Parameters of `run_circuit`, each with its default; recorded in every table's provenance."""
     stages: StageDefinition | str | Path | None = None  # None: even thirds, with a warning
     circuit: str | None = None  # method=kind@where;... or a JSON file; None: the paper's circuit for the stages
-    eval_split: str = "test"
+    eval_split: str | None = None  # None: test if the data has it, else the split it has
     rows_per_forward: int = 4096
 
 
@@ -46,19 +45,19 @@ def circuit_on(inputs: Inputs, config: CircuitConfig, *, progress: bool = True) 
     stages = StageDefinition.resolve(config.stages, gm.n_layers("decoder"))
     circuit = parse_circuit(gm, config.circuit, stages) if config.circuit else paper_circuit(gm, stages)
     name = "custom" if config.circuit else "paper"
-    queries = dataset.split(config.eval_split)
-    if not queries:
-        raise GenIRError(f"eval_split {config.eval_split!r} has no queries (splits: {', '.join(dataset.splits)})")
-    texts, docs = [q.text for q in queries], [dataset.relevant(q.query_id) for q in queries]
+    eval_split = dataset.resolve_split(config.eval_split, ("test", "validation", "train"))
+    queries = dataset.split(eval_split)
+    texts, docs = [q.text for q in queries], [dataset.qrels[q.query_id] for q in queries]  # every relevant document counts
     df = evaluate_circuits(gm, texts, docs, {name: circuit}, mean_texts=inputs.texts, batch_size=config.batch_size,
                            rows_per_forward=config.rows_per_forward, progress=progress)
     record = {**config_record(config), "stages": stages.to_json(), "circuit": config.circuit or "paper"}
-    path = inputs.write(df, "circuit", record, eval_split=config.eval_split,
+    path = inputs.write(df, "circuit", record, eval_split=eval_split,
                         removed={m: [s.name for s, how in circuit.replace if how == m] for m in ("zero", "mean")})
     table = df.pivot_table(index="metric", columns="configuration", values="value", sort=False)
     return {
         "table": str(path),
         "n_eval_queries": len(texts),
+        "eval_split": eval_split,
         **{f"{c}_{m}": float(v) for (m, c), v in table.stack().items()},
         "figures": draw({"circuit": df}, inputs.out, stages, gm.name),
     }

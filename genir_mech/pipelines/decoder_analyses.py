@@ -66,7 +66,7 @@ def run_decoder_analyses(model, data, out, config: DecoderAnalysesConfig | None 
     step("logit_lens", lambda: lens_on(inputs, LensConfig(**queries, top_k=config.top_k, examples=config.examples, stages=stages), progress=progress))
     ablation = AblateConfig(**queries, stages=stages, methods=methods, per_layer=True, rows_per_forward=config.rows_per_forward)
     step("ablation", lambda: ablate_on(inputs, ablation, other=other, progress=progress))
-    if data.split(config.eval_split):
+    if data.split(config.eval_split) and len(stages.stages) >= 3:  # the paper's circuit needs three stages (analyses.circuit.paper_circuit)
         step("circuit", lambda: circuit_on(inputs, CircuitConfig(**queries, stages=stages, eval_split=config.eval_split, rows_per_forward=config.rows_per_forward), progress=progress))
     step("reading", lambda: read_on(inputs, ReadConfig(**queries, stages=stages), progress=progress))
     report = write_report(inputs.out, gm, stages, len(inputs.queries), made, timings)

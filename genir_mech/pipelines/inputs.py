@@ -26,14 +26,18 @@ from ..data.corpus import RetrievalDataset
 from ..errors import GenIRError
 from ..patching.pairs import ALIGNMENTS, PairBatch, QueryPair, dataset_pairs, keep_correct, tokenize_pairs, with_model_docs
 from ..provenance import provenance, write_table
-from ..retrieval import correct_queries
+from ..retrieval import correct_query_targets
 
 
 @dataclass
 class QueryConfig:
-    """Which queries an analysis aggregates over: the model's correct queries of `split`, at most `max_queries` (seeded sample)."""
+    """Which queries an analysis aggregates over: the model's correct queries of `split`, at most `max_queries` (seeded sample).
 
-    split: str = "validation"
+    `split=None`: validation when the data has it, else the split it has (test, then train), with a warning naming it.
+    A correct query is one whose first-ranked document is relevant (retrieval.evaluation: the definition).
+    """
+
+    split: str | None = None
     max_queries: int | None = None
     seed: int = 0
     batch_size: int = 64
@@ -73,6 +77,8 @@ class Inputs:
     out: Path
     seed: int = 0
     queries: list = field(default_factory=list)
+    targets: dict[str, str] = field(default_factory=dict)  # query id -> the document the analysis follows (retrieval.correct_query_targets)
+    split: str | None = None  # the split the queries came from (resolved: the one that exists when none was named)
     pairs: PairBatch | None = None
     pairs_table: pd.DataFrame | None = None
     started: float = field(default_factory=time.time)
@@ -87,11 +93,12 @@ class Inputs:
 
     @property
     def relevant_docs(self) -> list[str]:
-        return [self.dataset.relevant(q.query_id) for q in self.queries]
+        """The document each query's analysis follows: its relevant document the model ranks first."""
+        return [self.targets[q.query_id] if q.query_id in self.targets else self.dataset.relevant(q.query_id) for q in self.queries]
 
     def write(self, df: pd.DataFrame, name: str, config: dict, **extra) -> Path:
         """`out/<name>.csv` with its provenance: model, data, config, seed, wall time, and how many queries or pairs."""
-        counts = {"n_pairs": len(self.pairs)} if self.pairs is not None else {"n_queries": len(self.queries)}
+        counts = {"n_pairs": len(self.pairs)} if self.pairs is not None else {"n_queries": len(self.queries), "split": self.split}
         record = provenance(model=self.model.path, data=self.dataset, config=config, seed=self.seed, started=self.started, **counts, **extra)
         return write_table(df, self.out / name, record)
 
@@ -101,10 +108,12 @@ class Inputs:
         if dataset is None:
             raise GenIRError("no data given: pass a RetrievalDataset (CLI: --data, or a checkpoint whose model card names its data)")
         started = time.time()
-        queries = sample_queries(correct_queries(model, dataset, config.split, config.batch_size), config.max_queries, config.seed)
+        split = dataset.resolve_split(config.split)
+        targets = correct_query_targets(model, dataset, config.split, config.batch_size)
+        queries = sample_queries([q for q in dataset.split(split) if q.query_id in targets], config.max_queries, config.seed)
         if len(queries) < at_least:
-            raise GenIRError(f"{model.path}: {len(queries)} correct queries in split {config.split!r}; this analysis needs at least {at_least}")
-        return cls(model, dataset, Path(out), config.seed, queries=queries, started=started)
+            raise GenIRError(f"{model.path}: {len(queries)} correct queries in split {split!r}; this analysis needs at least {at_least}")
+        return cls(model, dataset, Path(out), config.seed, queries=queries, targets=targets, split=split, started=started)
 
     @classmethod
     def for_pairs(cls, model, data: RetrievalDataset | list[QueryPair], out: str | Path, config: PairConfig) -> "Inputs":

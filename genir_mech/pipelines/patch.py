@@ -53,7 +53,7 @@ def node_label(row) -> str:
 def top_effects(summary: pd.DataFrame, direction: str, n: int = 5) -> list[dict]:
     """The `n` patches that move the normalised logit-diff effect furthest from the run patched into
     (0, the corrupted run, when denoising; 1, the clean run, when noising)."""
-    effect = summary[(summary.metric == "logit_diff") & (summary.value == "normalised")]
+    effect = summary[(summary.metric == "logit_diff") & (summary.quantity == "normalised")]
     moved = (effect["mean"] - (0.0 if direction == "denoise" else 1.0)).dropna().abs()
     top = effect.reindex(moved.sort_values(ascending=False).index).head(n)
     return [{"patch": node_label(r), "normalised_effect": round(float(r.mean), 4), "ci": [round(float(r.ci_low), 4), round(float(r.ci_high), 4)]} for r in top.itertuples()]

@@ -87,7 +87,8 @@ PRODUCTS = [
     Product("circuit", ("circuit",), lambda f, o, s, m: decoder.plot_circuit(f["circuit"], o / FIGURES / "circuit.png", title=f"{m}: minimal circuit")),
     Product("table4", ("circuit",), lambda f, o, s, m: _display(tables.circuit_table(f["circuit"]), o, "table4_circuit",
                                                                 "Minimal circuit: Hits@1/5/10 (%) of the intact model and of the circuit, the circuit relative to the intact model (%), and components kept.")),
-    Product("stages", ("stage_layer_means", "boundary_stability"), lambda f, o, s, m: plot_stages(f["stage_layer_means"], f["boundary_stability"], s, o / FIGURES / "stages.png", title=f"{m}: decoder stages"), needs_stages=True),
+    # boundary_stability is empty for a one-layer decoder (no boundary to place); the profile is still drawn
+    Product("stages", ("stage_layer_means",), lambda f, o, s, m: plot_stages(f["stage_layer_means"], f.get("boundary_stability", pd.DataFrame(columns=["boundary", "selected", "frequency", "frequency_within_1"])), s, o / FIGURES / "stages.png", title=f"{m}: decoder stages"), needs_stages=True),
     Product("swap", ("swap_removed_docs_per_query", "swap_vanilla_per_query"), lambda f, o, s, m: plot_swap(f.get("swap_removed_docs_per_query"), f.get("swap_vanilla_per_query"), o / FIGURES / "swap.png", title=f"{m}: encoder swap"), any_of=True),
     Product("table2_swap_removed_docs", ("swap_removed_docs",), lambda f, o, s, m: _swap_display(f["swap_removed_docs"], "removed", o, m)),
     Product("table2_swap_vanilla", ("swap_vanilla",), lambda f, o, s, m: _swap_display(f["swap_vanilla"], "vanilla", o, m)),
@@ -145,7 +146,7 @@ def read_result(path: Path) -> tuple[pd.DataFrame, dict]:
 
 def draw_patch_summary(name: str, summary: pd.DataFrame, target: str | None, out: str | Path, title: str) -> dict[str, str]:
     """Heatmap of the normalised logit-diff effect: the target's layout, or one per node family for a saved sweep of specs."""
-    effect = summary[(summary.metric == "logit_diff") & (summary.value == "normalised")]
+    effect = summary[(summary.metric == "logit_diff") & (summary.quantity == "normalised")]
     label = "normalised logit-diff effect"
     if effect.empty:
         return {}
@@ -160,7 +161,7 @@ def attribution_method(config: dict) -> str:
 
 
 def draw_attribution_summary(summary: pd.DataFrame, method: str, out: str | Path, title: str) -> dict[str, str]:
-    shown = summary[(summary.method == method) & (summary.value == "estimate")]
+    shown = summary[(summary.method == method) & (summary.quantity == "estimate")]
     made = plot_node_families(shown, Path(out) / FIGURES, "attribution", title=title, label=f"{method}: estimated logit-diff change")
     return {f"attribution_{k}": str(v) for k, v in made.items()}
 
@@ -201,6 +202,8 @@ def redraw(results_dir: str | Path, out_dir: str | Path | None = None) -> dict[s
     sweeps = []
     for path in sorted(results_dir.rglob("*_summary.csv")):
         summary, record = read_result(path)
+        if "quantity" not in summary.columns and "value" in summary.columns:
+            summary = summary.rename(columns={"value": "quantity"})  # written before the label column got its own name
         if "direction" in (record.get("config") or {}):  # written by the patch or attribute pipeline
             sweeps.append((path.stem[: -len("_summary")], summary, record, path))
     if not frames and not sweeps:

@@ -9,11 +9,13 @@ scoring: the one scorer interface every analysis uses (atomic docids today;
 multi-token and in-context scorers plug in here); ranks: the one set of rank
 metrics; evaluation: ranking a split and scoring it with ir_measures.
 """
-from .evaluation import Ranking, correct_queries, evaluate, rank_texts
+from .evaluation import Ranking, best_relevant_ranks, correct_queries, correct_query_targets, evaluate, judgements, rank_texts
+from .measures import ALIASES, DEFAULT_MEASURES, parse_measures
 from .ranks import RANK_THRESHOLDS, beyond_rank_percent, hits_at, rank_of, rank_summary
 from .scoring import AtomicScorer, RetrievalScorer, scorer_for
 
 __all__ = [
-    "Ranking", "correct_queries", "evaluate", "rank_texts", "RANK_THRESHOLDS", "beyond_rank_percent", "hits_at", "rank_of",
+    "Ranking", "best_relevant_ranks", "correct_queries", "correct_query_targets", "evaluate", "judgements", "rank_texts",
+    "ALIASES", "DEFAULT_MEASURES", "parse_measures", "RANK_THRESHOLDS", "beyond_rank_percent", "hits_at", "rank_of",
     "rank_summary", "AtomicScorer", "RetrievalScorer", "scorer_for",
 ]

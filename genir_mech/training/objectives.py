@@ -55,9 +55,11 @@ def dsi_examples(dataset: RetrievalDataset, tokenizer, scheme: AtomicDocids, epo
     indexed about equally often.
     """
     rng = random.Random(seed * 100_003 + epoch)
+    # a query with several relevant documents is one example per document (sorted: the order must not depend on hashing)
     retrieval = [
-        (tokenizer(q.text, truncation=True, max_length=64)["input_ids"], scheme.target_ids(dataset.relevant(q.query_id)))
+        (tokenizer(q.text, truncation=True, max_length=64)["input_ids"], scheme.target_ids(d))
         for q in dataset.split("train")
+        for d in sorted(dataset.qrels.get(q.query_id, ()))
     ]
     docs = sorted(dataset.documents)
     n_index = max(len(docs), round(indexing_ratio * len(retrieval))) if docs else 0

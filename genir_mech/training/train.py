@@ -35,6 +35,7 @@ from ..errors import GenIRError
 from ..provenance import package_versions, written_atomically
 from ..models.adapters import adapter_for
 from ..models.genir_model import GenIRModel
+from ..models.loading import quiet_weight_loading
 from ..models.model_card import ModelCard
 from ..retrieval import evaluate
 from .architecture import T5Shape
@@ -220,10 +221,12 @@ def train_model(req: TrainRequest) -> dict:
     with written_atomically(out / REQUEST) as tmp:
         tmp.write_text(json.dumps(wanted, indent=1))
     if req.init:
-        model, tokenizer = build_minilm_bert2bert(dataset)
+        with quiet_weight_loading():
+            model, tokenizer = build_minilm_bert2bert(dataset)
     elif req.base:
-        tokenizer = AutoTokenizer.from_pretrained(req.base)
-        model = T5ForConditionalGeneration.from_pretrained(req.base)
+        with quiet_weight_loading():
+            tokenizer = AutoTokenizer.from_pretrained(req.base)
+            model = T5ForConditionalGeneration.from_pretrained(req.base)
     elif req.tokenizer:
         tokenizer = AutoTokenizer.from_pretrained(req.tokenizer)
         missing = [docid_token(d) for d in dataset.documents if docid_token(d) not in tokenizer.get_vocab()]
@@ -256,13 +259,14 @@ def train_model(req: TrainRequest) -> dict:
             lambda: evaluate(_as_genir(model, tokenizer, scheme, out), train_data, "validation")[0]["hits@1"],
             save_best,
         )
-    best = _as_genir(AutoModelForSeq2SeqLM.from_pretrained(out).eval(), tokenizer, scheme, out)
+    with quiet_weight_loading():
+        best = _as_genir(AutoModelForSeq2SeqLM.from_pretrained(out).eval(), tokenizer, scheme, out)
     metrics = {}
     if req.objective == "dsi":
         for split in ("validation", "test"):
             metrics[split] = evaluate(best, train_data, split)[0]
         if removed:
-            gone = RetrievalDataset(dataset.documents, [q for q in dataset.queries if dataset.relevant(q.query_id) in set(removed)], dataset.qrels)
+            gone = RetrievalDataset(dataset.documents, [q for q in dataset.queries if dataset.qrels.get(q.query_id, set()) & set(removed)], dataset.grades)
             metrics["removed_documents_test"] = evaluate(best, gone, "test")[0]
     card = ModelCard(
         objective=req.objective,

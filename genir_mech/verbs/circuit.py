@@ -25,7 +25,8 @@ def add_arguments(p):
         help="components to remove: method=kind@where;... (where: all, stage names or layer ranges joined by +), an intervention "
         "file (.json/.yaml with zero/mean specs), or the older JSON {\"zero\": [site names], \"mean\": [...]}; default: the paper's circuit for the stages",
     )
-    p.add_argument("--eval-split", default="test", help="query split the circuit is scored on, all its queries (default test); means come from --split's correct queries")
+    p.add_argument("--eval-split", help="query split the circuit is scored on, all its queries (default test when the data has it, else the "
+                                        "split it has); means come from --split's correct queries")
     rows_argument(p, 4096, "(ablation, query) rows per forward pass")
     output_arguments(p, "circuit")
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import os
 import re
 from pathlib import Path
@@ -27,6 +28,7 @@ PACKAGE = Path(__file__).resolve().parents[1]
 
 # -- names and defaults the library defines, read without importing it ------------------------------------
 
+@functools.lru_cache(maxsize=None)  # several verbs read the same module: parse it once per process (--help stays fast)
 def _module_tree(module: str) -> ast.Module:
     path = PACKAGE.joinpath(*module.split(".")).with_suffix(".py")
     return ast.parse(path.read_text(encoding="utf-8"), str(path))
@@ -178,12 +180,19 @@ def existing_file(text: str) -> str:
 
 
 def data_spec(text: str) -> str:
-    """A data spec: `synthetic:...` (its options checked now) or a directory that must exist."""
+    """A data spec: `synthetic:...` (its options checked now), `ir_datasets:<id>` (the library installed), or a directory that must exist."""
+    if text.startswith("ir_datasets:"):
+        import importlib.util
+        if not text.split(":", 1)[1]:
+            raise argparse.ArgumentTypeError("ir_datasets: names no dataset; e.g. ir_datasets:msmarco-passage/dev/small")
+        if importlib.util.find_spec("ir_datasets") is None:
+            raise argparse.ArgumentTypeError(f"{text}: ir_datasets is not installed (pip install ir_datasets)")
+        return text
     if text.startswith("synthetic"):
         from ..data.loaders import parse_synthetic_spec  # light: json, csv and the pure-Python generator
         return _checked(text, lambda: parse_synthetic_spec(text))
     if not Path(text).expanduser().is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: no such data directory (or a spec 'synthetic:n_docs=N,...')")
+        raise argparse.ArgumentTypeError(f"{text}: no such data directory (or a spec 'synthetic:n_docs=N,...' or 'ir_datasets:<id>')")
     return text
 
 
@@ -204,15 +213,33 @@ def output_directory(text: str) -> str:
 
 # -- option groups -----------------------------------------------------------------------------------------
 
+def measure_list(text: str) -> tuple[str, ...]:
+    """Comma-separated ir_measures names (or the aliases hits@1, mrr, ...), each parsed now."""
+    from ..retrieval.measures import parse_measures  # light: ir_measures only
+    names = split_list(text)
+    _checked(text, lambda: parse_measures(names))
+    return names
+
+
 def model_arguments(p, what: str = "checkpoint directory or hub id", data: bool = True) -> None:
     p.add_argument("--model", required=True, type=checkpoint, help=what)
     if data:
-        p.add_argument("--data", type=data_spec, help="data spec (default: the data named in the checkpoint's model_card.json)")
+        p.add_argument("--data", type=data_spec,
+                       help="data: a BEIR directory, a directory of DSI JSONL, synthetic:n_docs=N,..., or ir_datasets:<id> "
+                            "(default: the data named in the checkpoint's model_card.json)")
     p.add_argument("--docid-pattern", type=docid_regex, help="regex with one group matching docid tokens (default @DOC_ID_(.+?)@)")
+    default = library_constant("models.genir_model", "MAX_QUERY_TOKENS")
+    p.add_argument("--max-query-tokens", type=positive_int, default=default,
+                   help=f"queries longer than this many tokens are cut, with a warning counting them (default {default})")
+
+
+def split_argument(p, preferred: str, what: str) -> None:
+    """--split; without it the preferred split when the data has it, else the split it has (said in a warning or the summary)."""
+    p.add_argument("--split", help=f"{what} (default {preferred} when the data has it, else the split it has, e.g. a BEIR set's test)")
 
 
 def query_arguments(p, split: str = "validation", batch_size: int = 64, sample: bool = True) -> None:
-    p.add_argument("--split", default=split, help=f"analyse the model's correct queries of this split (default {split})")
+    split_argument(p, split, "analyse the model's correct queries of this split")
     if sample:
         p.add_argument("--max-queries", type=positive_int, help="a seeded random sample of at most N correct queries (default all)")
         p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the query sample and bootstraps (default 0)")
@@ -273,7 +300,9 @@ def split_list(text: str | None) -> tuple[str, ...] | None:
 
 def load_model(args, path: str | None = None, self_check: bool = True):
     from ..models.loading import load_genir  # torch, transformers, nnsight: only once the arguments are valid
-    return load_genir(path or args.model, docid_pattern=getattr(args, "docid_pattern", None), self_check=self_check)
+    gm = load_genir(path or args.model, docid_pattern=getattr(args, "docid_pattern", None), self_check=self_check)
+    gm.max_query_tokens = getattr(args, "max_query_tokens", None) or gm.max_query_tokens
+    return gm
 
 
 def load_data(args, gm):

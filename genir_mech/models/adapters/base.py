@@ -190,7 +190,11 @@ class Adapter(ABC):
 
     @abstractmethod
     def mlp_in_weight(self, side: str, layer: int) -> torch.Tensor:
-        """(d_ff, d_model) input weight of the MLP (rows are neurons)."""
+        """(d_ff, d_model) linear input weight of the MLP (rows are neurons); of a gated MLP, the projection the gate multiplies."""
+
+    def mlp_gate(self, side: str, layer: int) -> tuple[torch.Tensor, nn.Module] | None:
+        """(gate weight (d_ff, d_model), activation) of a gated MLP, act(gate . x) * (in . x); None for an ungated MLP."""
+        return None
 
     @abstractmethod
     def attention(self, site: Site, batch) -> Attention:

@@ -148,9 +148,12 @@ class T5Adapter(Adapter):
 
     def mlp_in_weight(self, side, layer):
         ff = module_at(self.model, f"{self._sublayer_path(side, layer, 'mlp')}.DenseReluDense")
-        if not hasattr(ff, "wi"):
-            raise GenIRError(f"{self.name}: gated MLPs (wi_0/wi_1) are not supported by component reading yet")
-        return ff.wi.weight
+        # gated-GELU T5 (v1.1, Flan-T5): hidden = act(wi_0 x) * wi_1 x; wi_1 is the linear input, wi_0 the gate (mlp_gate)
+        return ff.wi.weight if hasattr(ff, "wi") else ff.wi_1.weight
+
+    def mlp_gate(self, side, layer):
+        ff = module_at(self.model, f"{self._sublayer_path(side, layer, 'mlp')}.DenseReluDense")
+        return (ff.wi_0.weight, ff.act) if hasattr(ff, "wi_0") else None
 
     def attention(self, site, batch):
         self.validate(site)
