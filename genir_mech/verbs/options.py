@@ -202,13 +202,30 @@ def output_directory(text: str) -> str:
     return text
 
 
+DTYPE_NAMES = ("float32", "bfloat16", "float16")  # models.loading.DTYPES maps them to torch dtypes
+
+
+def device_name(text: str) -> str:
+    """cpu, cuda, cuda:N or mps (whether the device exists is checked when the model loads)."""
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device; use cpu, cuda or cuda:N")
+    return text
+
+
 # -- option groups -----------------------------------------------------------------------------------------
+
+def device_arguments(p) -> None:
+    """--device and --dtype, passed to load_genir for every model the verb loads."""
+    p.add_argument("--device", type=device_name, default="cpu", help="where the model runs: cpu (default), cuda, cuda:N")
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="weights and activations: float32 (default), bfloat16, float16")
+
 
 def model_arguments(p, what: str = "checkpoint directory or hub id", data: bool = True) -> None:
     p.add_argument("--model", required=True, type=checkpoint, help=what)
     if data:
         p.add_argument("--data", type=data_spec, help="data spec (default: the data named in the checkpoint's model_card.json)")
     p.add_argument("--docid-pattern", type=docid_regex, help="regex with one group matching docid tokens (default @DOC_ID_(.+?)@)")
+    device_arguments(p)
 
 
 def query_arguments(p, split: str = "validation", batch_size: int = 64, sample: bool = True) -> None:
@@ -273,7 +290,8 @@ def split_list(text: str | None) -> tuple[str, ...] | None:
 
 def load_model(args, path: str | None = None, self_check: bool = True):
     from ..models.loading import load_genir  # torch, transformers, nnsight: only once the arguments are valid
-    return load_genir(path or args.model, docid_pattern=getattr(args, "docid_pattern", None), self_check=self_check)
+    return load_genir(path or args.model, docid_pattern=getattr(args, "docid_pattern", None), self_check=self_check,
+                      device=getattr(args, "device", "cpu"), dtype=getattr(args, "dtype", "float32"))
 
 
 def load_data(args, gm):
