@@ -211,8 +211,9 @@ def _argument(source: str, where: str, check, value: str) -> None:
         raise GenIRError(f"{source}: {where}: {exc}; fix: correct the path") from None
 
 
-def load_config(path: str | Path, out: str | Path | None = None) -> SweepConfig:
-    """Read and validate a sweep config (structure, values, files, model shapes); `out` overrides the file's `out`."""
+def load_config(path: str | Path, out: str | Path | None = None, edit=None) -> SweepConfig:
+    """Read and validate a sweep config (structure, values, files, model shapes); `out` overrides the file's `out`,
+    and `edit(raw) -> raw` may change the file's content before validation (e.g. the demo's command-line options)."""
     source = str(path)
     path = Path(path)
     if not path.is_file():
@@ -223,6 +224,8 @@ def load_config(path: str | Path, out: str | Path | None = None) -> SweepConfig:
         raise GenIRError(f"{source}: not valid YAML ({' '.join(str(exc).split())})") from None
     if not isinstance(raw, dict):
         raise GenIRError(f"{source}: expected a mapping with out, models and experiments at the top level")
+    if edit is not None:
+        raw = edit(raw)
     if out is not None:
         raw = {**raw, "out": str(out)}
     try:

@@ -36,7 +36,7 @@ class _Worker:
 
     def __init__(self, config: SweepConfig, cwd: str):
         os.chdir(cwd)  # relative checkpoint, data and output paths mean what they mean to the driver
-        from .runner import UnitRunner
+        from .execute import UnitRunner
         self.runner = UnitRunner(config)
 
     def run(self, unit: Unit):
