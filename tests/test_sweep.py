@@ -119,7 +119,7 @@ forking = pytest.mark.skipif(not os.environ.get(CLEAN), reason="forks: run in a 
 def test_forking_sweep_tests_in_a_clean_process():
     """Runs the kill, lock and Ray tests below in a fresh interpreter that has done nothing else (see the module docstring)."""
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", __file__, "-k", "sigkill or second_sweep or ray"],
-                          env={**os.environ, CLEAN: "1", "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=900)
+                          env={**os.environ, CLEAN: "1", "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=1800)
     print(proc.stdout[-4000:])
     assert proc.returncode == 0 and ("3 passed" in proc.stdout or "2 passed, 1 skipped" in proc.stdout), proc.stdout[-4000:] + proc.stderr[-2000:]
 
