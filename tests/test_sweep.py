@@ -2,7 +2,9 @@
 to byte-identical tables, one sweep per output folder (a lock), and a local Ray with 2 workers giving the local tables.
 
 The sweep is a small paper-like one on the embedded checkpoint (stages -> contributions, lens, ablation, reading on the
-located stages; patching over two targets; attribution with exact verification of its top nodes). The forking tests run
+located stages; patching over two targets; attribution with exact verification of its top nodes), on a slice of the
+checkpoint's own corpus (all 1,000 documents, the first VALIDATION_QUERIES validation queries and PAIRS pairs, written as
+DSI JSONL), so that ranking the split, the fixed cost of each fresh sweep, takes a second rather than half a minute. The forking tests run
 in a fresh interpreter (see tests/test_interruption.py: forking a pytest process that earlier tests left with threads can
 hang), and fork `genir_mech.cli.main` children from it, so each resume costs no imports. The number of kills is
 GENIR_SWEEP_KILLS (default 3) and the config GENIR_SWEEP_CONFIG (default the small one below); the issue's 10 kills
@@ -39,11 +41,23 @@ SMALL = {
         {"run": "attribute", "n_pairs": 4, "n_boot": 10, "verify_top_k": 2},
     ],
 }
+VALIDATION_QUERIES, PAIRS = 120, 24
 pytestmark = pytest.mark.skipif(not (CHECKPOINT / "config.json").exists(), reason="the embedded checkpoints are not in this checkout")
 
 
+def corpus_slice(root: Path) -> Path:
+    """The checkpoint's corpus with only its first VALIDATION_QUERIES validation queries and PAIRS pairs, as DSI JSONL."""
+    from genir_mech.data.corpus import RetrievalDataset
+    from genir_mech.data.loaders import load_dataset, save_dsi_jsonl
+    full = load_dataset(json.loads((CHECKPOINT / "model_card.json").read_text())["data"])
+    kept = full.split("validation")[:VALIDATION_QUERIES]
+    save_dsi_jsonl(RetrievalDataset(full.documents, kept, {q.query_id: full.qrels[q.query_id] for q in kept}, full.pairs[:PAIRS]), root)
+    return root
+
+
 def write_config(path: Path, out: Path, **changes) -> Path:
-    config = {**SMALL, "out": str(out), **changes}
+    data = path.parent / "data"
+    config = {**SMALL, "out": str(out), "data": str(data if data.is_dir() else corpus_slice(data)), **changes}
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -87,7 +101,7 @@ def test_a_config_mistake_is_one_line_naming_the_key_and_nothing_is_written(what
     line = one_error_line(capsys)
     for part in expected:
         assert part in line, (what, line)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"], "a refused config wrote something"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "sweep.yaml"], "a refused config wrote something"
 
 
 def test_a_head_index_beyond_the_model_in_a_spec_file_is_refused(tmp_path, capsys):
@@ -107,7 +121,7 @@ def test_dry_run_prints_units_and_costs_and_writes_nothing(tmp_path, capsys):
     for unit in ("dsi/stages", "dsi/ablate", "dsi/patch/component", "dsi/patch/head", "dsi/attribute"):
         assert unit in text
     assert "8 units, 8 to run" in text and "forward rows" in text
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "sweep.yaml"]
 
 
 # -- kill -9 and resume, two sweeps at once, Ray ------------------------------------------------------------------
@@ -150,7 +164,7 @@ def unit_tables(out: Path) -> dict[str, str]:
     return {f"{uid}/{rel}": e["sha256"] for uid, unit in manifest["units"].items() for rel, e in unit["files"].items() if rel.endswith((".csv", ".parquet"))}
 
 
-def check_nothing_false_is_complete(out: Path) -> str:
+def check_nothing_false_is_complete(out: Path) -> tuple[int, int, str]:
     """After a kill: every recorded unit verifies on disk, every unit folder is complete or absent, SWEEP.json only if all are."""
     from genir_mech.results_directory import read_record
     from genir_mech.sweep.runner import UnitStore
@@ -170,7 +184,7 @@ def check_nothing_false_is_complete(out: Path) -> str:
     if (out / "SWEEP.json").exists():
         assert recorded == len(units), "SWEEP.json present while units are missing"
     partials = sorted(p.name for p in out.rglob("*.partial-*"))
-    return f"{recorded}/{len(units)} units recorded" + (f", partial folders {partials}" if partials else "")
+    return recorded, len(units), f"{recorded}/{len(units)} units recorded" + (f", partial folders {partials}" if partials else "")
 
 
 def config_for_kills(tmp_path: Path, name: str, out: Path) -> Path:
@@ -204,25 +218,32 @@ def test_sigkill_at_random_moments_then_resume_gives_identical_tables(reference,
     kills = int(os.environ.get("GENIR_SWEEP_KILLS", "3"))
     seed = int(os.environ.get("GENIR_SWEEP_SEED", str(int(time.time()) % 100000)))
     rng = random.Random(seed)
-    outcomes = [f"seed {seed}, reference run {seconds:.1f} s"]
+    outcomes, progress = [f"seed {seed}, reference run {seconds:.1f} s"], []
     for k in range(kills):
-        moment = rng.uniform(0.05, 0.6) * seconds  # each resume continues from the units already finished
+        # stratified: the k-th kill falls in the k-th slice of the reference run, so the kills meet different units
+        # (each resume starts after the units already finished, so a later moment lands further into the sweep)
+        moment = rng.uniform(k / kills, (k + 1) / kills) * 0.9 * seconds
         pid = fork_cli(["sweep", str(config), "--quiet"], tmp_path / f"kill{k}.log")
-        start = time.monotonic()
-        while time.monotonic() - start < moment and os.waitpid(pid, os.WNOHANG) == (0, 0):
+        start, ended = time.monotonic(), False
+        while time.monotonic() - start < moment and not ended:
+            ended = os.waitpid(pid, os.WNOHANG) != (0, 0)  # reaped when it has finished by itself
             time.sleep(0.005)
-        try:
+        if ended:
+            state = f"finished before {moment:.2f} s"
+        else:
             os.kill(pid, 9)
             os.waitpid(pid, 0)
             state = f"killed at {moment:.2f} s"
-        except ChildProcessError:
-            state = f"finished before {moment:.2f} s"
-        outcomes.append(f"{state}: {check_nothing_false_is_complete(out)}")
+        done, total, text = check_nothing_false_is_complete(out)
+        progress.append((done, total))
+        outcomes.append(f"{state}: {text}")
     pid = fork_cli(["sweep", str(config), "--quiet"], tmp_path / "final.log")
     assert wait(pid) == 0, (tmp_path / "final.log").read_text()[-3000:]
     outcomes.append("resumed to the end")
     print("\n".join(outcomes))
     record_property("kill_points", json.dumps(outcomes))
+    if kills >= 3:  # some kill must have met a sweep with units done and units left (the interesting case)
+        assert any(0 < done < total for done, total in progress), outcomes
     a, b = unit_tables(out), unit_tables(ref_out)
     assert set(a) == set(b)
     assert [t for t in a if a[t] != b[t]] == [], "tables differ from the uninterrupted run"
