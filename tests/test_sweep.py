@@ -280,3 +280,54 @@ def test_ray_with_two_workers_gives_the_local_tables(reference, tmp_path):
     assert wait(pid) == 0, (tmp_path / "ray.log").read_text()[-3000:]
     a, b = unit_tables(out), unit_tables(ref_out)
     assert set(a) == set(b) and [t for t in a if a[t] != b[t]] == [], "Ray's tables differ from the local backend's"
+
+
+# -- storage, provenance, device and precision --------------------------------------------------------------------
+
+
+def test_long_tables_are_parquet_short_ones_csv_and_both_read_back(tmp_path, capsys):
+    import pandas as pd
+
+    from genir_mech.provenance import PARQUET_ROWS, read_table, write_table
+    from genir_mech.results_directory import atomic
+
+    long = pd.DataFrame({"query_id": [f"q{i}" for i in range(PARQUET_ROWS + 1)], "layer": 3, "head": pd.array([None] * (PARQUET_ROWS + 1), dtype="Int64"),
+                         "value": [i / 7 for i in range(PARQUET_ROWS + 1)]})
+
+    @atomic
+    def run(model, data, out):
+        return {"long": str(write_table(data, Path(out) / "lens", {"model": model})), "short": str(write_table(data.head(5), Path(out) / "summary", {}))}
+
+    made = run("m", long, tmp_path / "res")
+    assert made["long"].endswith("lens.parquet") and made["short"].endswith("summary.csv")
+    frame, record = read_table(tmp_path / "res" / "lens")
+    pd.testing.assert_frame_equal(frame, long)
+    assert record["table"] == "lens.parquet"
+    # a rerun writing the same table short replaces the Parquet file: one table, one format
+    run("m", long.head(3), tmp_path / "res")
+    assert not (tmp_path / "res" / "lens.parquet").exists() and len(read_table(tmp_path / "res" / "lens")[0]) == 3
+    capsys.readouterr()
+    assert main(["show", str(tmp_path / "res" / "summary"), "--rows", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "q1" in out and "0.285714" not in out and "[3 rows x 4 columns" in out  # two rows shown of the rerun's three
+
+
+def test_the_command_line_and_sweep_config_are_in_the_provenance(tmp_path):
+    from genir_mech.provenance import provenance, run_context
+    with run_context(command=["genir-mech", "sweep", "x.yaml"], sweep={"unit": "dsi/lens"}):
+        record = provenance(model=str(CHECKPOINT))
+    assert record["command"] == ["genir-mech", "sweep", "x.yaml"] and record["sweep"] == {"unit": "dsi/lens"}
+    assert record["model_revision"] is None and "code_commit" in record  # a local checkpoint has no hub revision
+    assert "command" not in provenance()
+
+
+def test_dtype_and_device_reach_the_loaded_model():
+    import torch
+
+    from genir_mech.errors import GenIRError
+    from genir_mech.models.loading import load_genir
+    gm = load_genir(str(CHECKPOINT), dtype="bfloat16")  # the self-check passes at bfloat16's tolerance
+    assert next(gm.hf_model.parameters()).dtype == torch.bfloat16
+    if not torch.cuda.is_available():
+        with pytest.raises(GenIRError, match="no CUDA GPU is available"):
+            load_genir(str(CHECKPOINT), device="cuda")
