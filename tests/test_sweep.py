@@ -331,3 +331,22 @@ def test_dtype_and_device_reach_the_loaded_model():
     if not torch.cuda.is_available():
         with pytest.raises(GenIRError, match="no CUDA GPU is available"):
             load_genir(str(CHECKPOINT), device="cuda")
+
+
+def test_the_demo_is_the_paper_example_with_its_options(tmp_path):
+    from argparse import Namespace
+
+    from genir_mech.sweep import load_config
+    from genir_mech.sweep.units import plan
+    from genir_mech.verbs.demo import EXAMPLE, paper_example
+    rd1 = str(ROOT / "checkpoints" / "dsi-synth-rd1")
+    args = Namespace(model=str(CHECKPOINT), base=str(ROOT / "checkpoints" / "t5-synth-base"), variants=[rd1], max_queries=16, n_pairs=5,
+                     device="cpu", dtype="bfloat16")
+    config = load_config(EXAMPLE, out=tmp_path / "demo", edit=paper_example(args))
+    units = {u.id: u for u in plan(config)}
+    runs = [u.experiment.run for u in units.values()]
+    assert runs == ["eval", "stages", "contributions", "lens", "ablate", "circuit", "read", "swap", "patch", "patch", "attribute"]
+    assert {u.params.get("max_queries") for u in units.values() if "max_queries" in u.params} == {16}
+    assert {u.params["n_pairs"] for u in units.values() if u.experiment.run in ("patch", "attribute")} == {5}
+    assert units["dsi/swap"].params["encoders"] == ["variant1", "base"] and config.models["variant1"].path == rd1
+    assert config.model_dtype("dsi") == "bfloat16" and not (tmp_path / "demo").exists()
