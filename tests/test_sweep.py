@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from genir_mech.cli import main
+from test_interruption import fork_cli  # noqa: E402  (tests/ is on sys.path: one forking helper)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "checkpoints" / "dsi-synth"
@@ -136,22 +137,6 @@ def test_forking_sweep_tests_in_a_clean_process():
                           env={**os.environ, CLEAN: "1", "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=1800)
     print(proc.stdout[-4000:])
     assert proc.returncode == 0 and ("3 passed" in proc.stdout or "2 passed, 1 skipped" in proc.stdout), proc.stdout[-4000:] + proc.stderr[-2000:]
-
-
-def fork_cli(argv, log: Path) -> int:
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            sys.stdout = sys.stderr = open(log, "w", buffering=1)
-            code = main(argv)
-        except BaseException:
-            import traceback
-            traceback.print_exc()
-        finally:
-            sys.stderr.flush()
-            os._exit(code)
-    return pid
 
 
 def wait(pid: int) -> int:
