@@ -204,10 +204,13 @@ def test_sigkill_at_random_moments_then_resume_gives_identical_tables(reference,
     seed = int(os.environ.get("GENIR_SWEEP_SEED", str(int(time.time()) % 100000)))
     rng = random.Random(seed)
     outcomes, progress = [f"seed {seed}, reference run {seconds:.1f} s"], []
+    per_unit = {uid: u["seconds"] for uid, u in json.loads((ref_out / "SWEEP.json").read_text())["units"].items()}
+    startup = max(seconds - sum(per_unit.values()), 0.0)  # validation, model load: paid by every run
     for k in range(kills):
-        # stratified: the k-th kill falls in the k-th slice of the reference run, so the kills meet different units
-        # (each resume starts after the units already finished, so a later moment lands further into the sweep)
-        moment = rng.uniform(k / kills, (k + 1) / kills) * 0.9 * seconds
+        # a moment within what is left to do (the reference's time for the units not yet recorded), so every kill lands
+        # in a running sweep, and each run after a kill is a resume of the one before
+        left = startup + sum(t for uid, t in per_unit.items() if not (out / ".sweep" / "units" / (uid.replace("/", "__") + ".json")).exists())
+        moment = rng.uniform(0.02, 0.98) * left
         pid = fork_cli(["sweep", str(config), "--quiet"], tmp_path / f"kill{k}.log")
         start, ended = time.monotonic(), False
         while time.monotonic() - start < moment and not ended:
