@@ -204,24 +204,34 @@ def test_sigkill_at_random_moments_then_resume_gives_identical_tables(reference,
     seed = int(os.environ.get("GENIR_SWEEP_SEED", str(int(time.time()) % 100000)))
     rng = random.Random(seed)
     outcomes, progress = [f"seed {seed}, reference run {seconds:.1f} s"], []
-    per_unit = {uid: u["seconds"] for uid, u in json.loads((ref_out / "SWEEP.json").read_text())["units"].items()}
-    startup = max(seconds - sum(per_unit.values()), 0.0)  # validation, model load: paid by every run
+    per_unit = {uid: u["seconds"] for uid, u in json.loads((ref_out / "SWEEP.json").read_text())["units"].items()}  # run order
+    order = list(per_unit)
+
+    def recorded() -> int:
+        return len(list((out / ".sweep" / "units").glob("*.json"))) if (out / ".sweep" / "units").is_dir() else 0
+
     for k in range(kills):
-        # a moment within what is left to do (the reference's time for the units not yet recorded), so every kill lands
-        # in a running sweep, and each run after a kill is a resume of the one before
-        left = startup + sum(t for uid, t in per_unit.items() if not (out / ".sweep" / "units" / (uid.replace("/", "__") + ".json")).exists())
-        moment = rng.uniform(0.02, 0.98) * left
+        # a random moment of what is left: wait until a random number of the remaining units are recorded, then a random
+        # share of the next unit's reference time; each run after a kill is a resume of the one before
+        target = rng.randrange(min(recorded(), len(order) - 1), len(order))
+        delay = rng.uniform(0.0, 0.9) * per_unit[order[target]]
         pid = fork_cli(["sweep", str(config), "--quiet"], tmp_path / f"kill{k}.log")
-        start, ended = time.monotonic(), False
-        while time.monotonic() - start < moment and not ended:
+        start, reached, ended = time.monotonic(), None, False
+        while not ended:
+            now = time.monotonic()
+            if reached is None and recorded() >= target:
+                reached = now
+            if reached is not None and now - reached >= delay:
+                break
             ended = os.waitpid(pid, os.WNOHANG) != (0, 0)  # reaped when it has finished by itself
             time.sleep(0.005)
+        moment = time.monotonic() - start
         if ended:
             state = f"finished before {moment:.2f} s"
         else:
             os.kill(pid, 9)
             os.waitpid(pid, 0)
-            state = f"killed at {moment:.2f} s"
+            state = f"killed at {moment:.2f} s ({delay:.2f} s into {order[target]})"
         done, total, text = check_nothing_false_is_complete(out)
         progress.append((done, total))
         outcomes.append(f"{state}: {text}")
