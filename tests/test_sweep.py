@@ -211,9 +211,12 @@ def test_sigkill_at_random_moments_then_resume_gives_identical_tables(reference,
         return len(list((out / ".sweep" / "units").glob("*.json"))) if (out / ".sweep" / "units").is_dir() else 0
 
     for k in range(kills):
-        # a random moment of what is left: wait until a random number of the remaining units are recorded, then a random
+        # a random moment of what is left: wait until a random number (up to `step`) more units are recorded, then a random
         # share of the next unit's reference time; each run after a kill is a resume of the one before
-        target = rng.randrange(min(recorded(), len(order) - 1), len(order))
+        step = -(-len(order) // kills)  # kills spread over the whole sweep: each advances at most `step` units
+        target = min(recorded() + rng.randrange(0, step + 1), len(order) - 1)
+        if k == kills - 1 and not any(0 < d < t for d, t in progress):
+            target = max(target, 1)  # at least one kill between units done and units left
         delay = rng.uniform(0.0, 0.9) * per_unit[order[target]]
         pid = fork_cli(["sweep", str(config), "--quiet"], tmp_path / f"kill{k}.log")
         start, reached, ended = time.monotonic(), None, False
