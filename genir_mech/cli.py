@@ -15,12 +15,12 @@ import sys
 import warnings
 
 from .errors import GenIRError
-from .verbs import ablate, attribute, circuit, contributions, data, demo, evaluate, figures, lens, patch, read, stages, swap, train
+from .verbs import ablate, attribute, circuit, contributions, data, demo, evaluate, figures, lens, patch, read, show, stages, swap, sweep, train
 
 VERBS = {
     "demo": demo.VERB, "data": data.VERB, "train": train.VERB, "eval": evaluate.VERB, "stages": stages.VERB, "swap": swap.VERB,
     "contributions": contributions.VERB, "lens": lens.VERB, "ablate": ablate.VERB, "circuit": circuit.VERB, "read": read.VERB, "figures": figures.VERB,
-    "patch": patch.VERB, "attribute": attribute.VERB,
+    "patch": patch.VERB, "attribute": attribute.VERB, "sweep": sweep.VERB, "show": show.VERB,
 }
 
 
@@ -83,10 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
 
+    from .provenance import run_context  # pandas: only once the arguments are valid
+
     def one_line(message, category, filename, lineno, file=None, line=None):
         print(f"genir-mech {args.verb}: warning: {message}", file=file or sys.stderr)
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), run_context(command=["genir-mech", *(sys.argv[1:] if argv is None else argv)]):
         warnings.showwarning = one_line
         try:
             result = args.handler(args)

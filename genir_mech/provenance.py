@@ -2,9 +2,13 @@
 
     write_table(df, out_dir / "contributions", provenance(model=..., data=ds, config=cfg, seed=0, started=t0))
 
-Every table genir_mech writes is a tidy CSV with a `<name>.provenance.json`
-beside it: model path and hash, data hash, config, seed, package versions and
-wall time. This is the one result writer; analyses do not write files themselves.
+Every table genir_mech writes is tidy, with a `<name>.provenance.json` beside
+it: model path, hash and hub revision, data hash, config, seed, package
+versions, the git commit of the code, the command line and sweep config that
+ran it (`run_context`), and wall time. Tables of at most PARQUET_ROWS rows are
+CSV, to be read by eye (summaries); longer ones are Parquet (a 256-query logit
+lens is 22 MB of CSV). `read_table` and `table_file` find whichever exists, so
+readers never care. This is the one result writer; analyses do not write files themselves.
 Each file is written under a temporary name and renamed into place (`written_atomically`),
 so a killed process never leaves a truncated table; a whole run is published at
 once by results_directory. `read_table` refuses a table that is not part of a
@@ -12,13 +16,16 @@ complete result (results_directory.check_complete).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import platform
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -27,6 +34,49 @@ import pandas as pd
 from .results_directory import check_complete, hash_file, published
 
 PACKAGES = ("genir_mech", "torch", "transformers", "nnsight", "numpy", "pandas", "ir_measures", "ir_datasets")
+PARQUET_ROWS = 10_000  # longer tables are written as Parquet, shorter ones as CSV (readable by eye)
+TABLE_SUFFIXES = (".parquet", ".csv")
+
+# Fields every record of the current run gets (the command line, a sweep's config and unit): set by the CLI and the sweep.
+_CONTEXT: ContextVar[dict] = ContextVar("genir_provenance_context", default={})
+
+
+@contextmanager
+def run_context(**fields) -> Iterator[None]:
+    """Within the block, every provenance record also holds `fields` (e.g. command=[...], sweep={...})."""
+    token = _CONTEXT.set({**_CONTEXT.get(), **fields})
+    try:
+        yield
+    finally:
+        _CONTEXT.reset(token)
+
+
+@functools.lru_cache(maxsize=1)
+def code_commit() -> str | None:
+    """The git commit of the genir_mech source tree, with "+dirty" when it has uncommitted changes; None outside a git checkout."""
+    root = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "."], capture_output=True, text=True, timeout=10)
+        return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@functools.lru_cache(maxsize=32)
+def hub_revision(model: str) -> str | None:
+    """The commit of a hub model's files in the local hub cache (None for a local checkpoint or an uncached id)."""
+    if Path(model).exists():
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        found = try_to_load_from_cache(model, "config.json")
+    except Exception:  # an id the hub library refuses: no revision to record
+        return None
+    parts = Path(found).parts if isinstance(found, str) else ()
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts else None
 
 
 def package_versions() -> dict[str, str]:
@@ -55,11 +105,14 @@ def provenance(*, model: str | None = None, data=None, config: dict | None = Non
     record = {
         "model": str(model) if model else None,
         "model_hash": model_hash(model) if model else None,
+        "model_revision": hub_revision(str(model)) if model else None,
         "data_hash": data.data_hash() if data is not None else None,
         "data": getattr(data, "meta", None),
         "config": config or {},
         "seed": seed,
         "versions": package_versions(),
+        "code_commit": code_commit(),
+        **_CONTEXT.get(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if started is not None:
@@ -81,24 +134,43 @@ def written_atomically(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def write_table(df: pd.DataFrame, path: str | Path, record: dict) -> Path:
-    """Write `df` as `<path>.csv` and its provenance as `<path>.provenance.json`; returns the CSV path."""
+def _stem(path: str | Path) -> Path:
     path = Path(path)
-    csv_path = path.with_suffix(".csv")
-    with written_atomically(csv_path) as tmp:
-        df.to_csv(tmp, index=False)
+    return path.with_suffix("") if path.suffix in TABLE_SUFFIXES else path
+
+
+def write_table(df: pd.DataFrame, path: str | Path, record: dict) -> Path:
+    """Write `df` as `<path>.csv` (at most PARQUET_ROWS rows) or `<path>.parquet`, and its provenance as
+    `<path>.provenance.json`; returns the table's path."""
+    path = _stem(path)
+    table = path.with_name(path.name + (".parquet" if len(df) > PARQUET_ROWS else ".csv"))
+    with written_atomically(table) as tmp:
+        if table.suffix == ".parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_csv(tmp, index=False)
     # the record names the final locations, not the staging folder the run writes into
-    record = published({**record, "table": csv_path.name, "rows": len(df), "columns": list(df.columns)})
-    with written_atomically(path.with_suffix(".provenance.json")) as tmp:
+    record = published({**record, "table": table.name, "rows": len(df), "columns": list(df.columns)})
+    with written_atomically(path.with_name(path.name + ".provenance.json")) as tmp:
         tmp.write_text(json.dumps(record, indent=2, default=str))
-    return csv_path
+    return table
+
+
+def table_file(path: str | Path) -> Path | None:
+    """The file of a table named `path` (with or without suffix): `<path>.parquet` or `<path>.csv`, whichever exists."""
+    path = _stem(path)
+    for suffix in TABLE_SUFFIXES:
+        candidate = path.with_name(path.name + suffix)
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def read_table(path: str | Path) -> tuple[pd.DataFrame, dict]:
-    """A result table and its provenance; refuses one that is not part of a complete result."""
-    path = Path(path)
-    csv_path = path.with_suffix(".csv")
-    check_complete(csv_path)
-    prov_path = path.with_suffix(".provenance.json")
+    """A result table (CSV or Parquet, whichever exists) and its provenance; refuses one that is not part of a complete result."""
+    stem = _stem(path)
+    table = table_file(stem) or stem.with_name(stem.name + ".csv")  # a missing table is reported by check_complete / pandas
+    check_complete(table)
+    prov_path = stem.with_name(stem.name + ".provenance.json")
     record = json.loads(prov_path.read_text()) if prov_path.exists() else {}
-    return pd.read_csv(csv_path), record
+    return (pd.read_parquet(table) if table.suffix == ".parquet" else pd.read_csv(table)), record

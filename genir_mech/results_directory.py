@@ -77,6 +77,14 @@ def _files(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != RECORD)
 
 
+def _table_stem(rel: str) -> str | None:
+    """`a/lens` for `a/lens.csv` or `a/lens.parquet` (one table in either format); None for other files."""
+    for suffix in (".csv", ".parquet"):
+        if rel.endswith(suffix):
+            return rel[: -len(suffix)]
+    return None
+
+
 def read_record(out: str | Path) -> dict | None:
     """The completion record of a results folder, None when it has none."""
     path = Path(out) / RECORD
@@ -251,9 +259,10 @@ class Transaction:
             # Build the merged folder in staging (hard links: no copies, and the old files are never modified in place),
             # then swap it in with two renames; a kill between them leaves <out>.replaced-<pid>, restored by the next run.
             # Every old file is kept (files added by hand after completion too, though they stay unlisted).
+            replaced = {_table_stem(rel) for rel in new_files} - {None}
             for rel in _files(self.out):
                 src, dst = self.out / rel, self.staging / rel
-                if rel in new_files:
+                if rel in new_files or _table_stem(rel) in replaced:  # a table rewritten, perhaps now in the other format (CSV/Parquet)
                     continue
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 try:

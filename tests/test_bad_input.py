@@ -1,4 +1,4 @@
-"""Bad input through the CLI: 69 bad or hostile inputs over all 14 verbs, each refused with exit code 2 and one line.
+"""Bad input through the CLI: 74 bad or hostile inputs over all 16 verbs, each refused with exit code 2 and one line.
 
 For every case (the `CASES` table below, run in-process through `genir_mech.cli.main`):
 exit code 2, exactly one line on stderr (`genir-mech VERB: error: ...`), no
@@ -223,13 +223,20 @@ CASES = [
     ("attribute --model {ckpt} --verify-top-k -3 --out {out}", "--verify-top-k: must be an integer >= 0, got -3"),
     ("attribute --model {ckpt} --n-pairs 0 --out {out}", "--n-pairs: must be a positive integer, got 0"),
     ("attribute --model {ckpt} --verify-method bogus --out {out}", "--verify-method: invalid choice: 'bogus'"),
+    # device and precision (every verb that loads a model)
+    ("eval --model {ckpt} --device gpu0 --out {out}", "'gpu0' is not a device"),
+    ("lens --model {ckpt} --dtype float8 --out {out}", "--dtype: invalid choice: 'float8'"),
+    # sweep and show (config mistakes: tests/test_sweep.py)
+    ("sweep no/such/sweep.yaml", "no/such/sweep.yaml: no such file"),
+    ("sweep {a_file} --workers 0", "--workers: must be a positive integer, got 0"),
+    ("show no/such/table", "no/such/table: no such result file, table or folder"),
 ]
 
 
 def test_the_docstring_counts_the_cases():
-    assert f": {len(CASES)} bad or hostile inputs over all 14 verbs" in __doc__
+    assert f": {len(CASES)} bad or hostile inputs over all 16 verbs" in __doc__
     assert {c.split()[0] for c, _ in CASES} == {"demo", "data", "train", "eval", "stages", "swap", "contributions", "lens", "ablate",
-                                                 "circuit", "read", "figures", "patch", "attribute"}
+                                                 "circuit", "read", "figures", "patch", "attribute", "sweep", "show"}
 
 
 @pytest.mark.parametrize("command,expected", CASES, ids=[c for c, _ in CASES])

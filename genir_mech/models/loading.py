@@ -34,9 +34,25 @@ from .genir_model import GenIRModel
 from .model_card import ModelCard
 
 SELF_CHECK_QUERIES = ["what is the capital", "who founded it", "a"]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# the self-check's tolerance (relative to the largest logit): half precision rounds the lens and the logits differently
+SELF_CHECK_ATOL = {"float32": 1e-3, "bfloat16": 5e-2, "float16": 1e-2}
 
 
-def load_genir(path_or_id: str, docid_pattern: str | None = None, device: str = "cpu", self_check: bool = True) -> GenIRModel:
+def check_device(device: str) -> str:
+    """`device` if torch can place a model there now; a GenIRError naming what is missing otherwise."""
+    try:
+        place = torch.device(device)
+    except RuntimeError as exc:
+        raise GenIRError(f"device {device!r}: not a torch device ({exc}); use cpu, cuda or cuda:N") from None
+    if place.type == "cuda" and not torch.cuda.is_available():
+        raise GenIRError(f"device {device!r}: no CUDA GPU is available here; use --device cpu")
+    if place.type == "cuda" and place.index is not None and place.index >= torch.cuda.device_count():
+        raise GenIRError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return device
+
+
+def load_genir(path_or_id: str, docid_pattern: str | None = None, device: str = "cpu", self_check: bool = True, dtype: str = "float32") -> GenIRModel:
     """Load a GenIR checkpoint of any supported family (T5 encoder-decoder, Llama/Qwen2 decoder-only) and check it.
 
     Example:
@@ -44,12 +60,16 @@ def load_genir(path_or_id: str, docid_pattern: str | None = None, device: str = 
         >>> gm = load_genir("AnReu/DSI-large-NQ10k")                     # hub id (needs network access)
         >>> gm = load_genir(path, docid_pattern=r"<doc_(\\d+)>")         # docid tokens spelled another way
         >>> gm.adapter.family, gm.adapter.sides                          # ('llama', ('decoder',)) for a Llama checkpoint
+        >>> gm = load_genir(path, device="cuda", dtype="bfloat16")         # on a GPU, in half precision
 
     The config picks the adapter (`models.adapters.adapter_class`), and the
     adapter names the transformers Auto class that loads the weights. With
     `self_check`, the logit lens of the final residual must reproduce the
     model's logits (`check_logit_lens`), or loading fails.
     """
+    if dtype not in DTYPES:
+        raise GenIRError(f"dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    check_device(device)
     local = Path(path_or_id)
     if local.exists() and not (local / "config.json").exists():
         raise GenIRError(f"{path_or_id}: directory has no config.json; not a HuggingFace checkpoint")
@@ -67,14 +87,14 @@ def load_genir(path_or_id: str, docid_pattern: str | None = None, device: str = 
     family = adapter_class(config, str(path_or_id))
     try:
         with quiet_weight_loading():
-            model = family.auto_class.from_pretrained(path_or_id).to(device).eval()
+            model = family.auto_class.from_pretrained(path_or_id).to(device=device, dtype=DTYPES[dtype]).eval()
             tokenizer = AutoTokenizer.from_pretrained(path_or_id)
     except (OSError, ValueError) as exc:
         raise GenIRError(f"{path_or_id}: cannot load the model or tokenizer ({str(exc).splitlines()[0]})") from None
     check_finite_parameters(model, str(path_or_id))
     gm = GenIRModel(model, tokenizer, AtomicDocids.detect(tokenizer, docid_pattern), family(model), local.name or path_or_id, str(path_or_id))
     if self_check:
-        check_logit_lens(gm)
+        check_logit_lens(gm, SELF_CHECK_ATOL[dtype])
     return gm
 
 

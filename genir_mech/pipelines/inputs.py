@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +30,33 @@ from ..errors import GenIRError
 from ..patching.pairs import ALIGNMENTS, PairBatch, QueryPair, dataset_pairs, keep_correct, tokenize_pairs, with_model_docs
 from ..provenance import provenance, write_table
 from ..retrieval import correct_query_targets
+
+
+# A sweep computes the inputs several experiments share once (sweep.caches.InputCache); None: compute them here.
+_INPUT_CACHE: ContextVar[object | None] = ContextVar("genir_input_cache", default=None)
+
+
+@contextmanager
+def shared_inputs(cache) -> Iterator[None]:
+    """Within the block, correct-query lists and kept pair sets come from `cache` (an object with `correct_query_targets(model,
+    dataset, split, batch_size, compute)` and `kept_pairs(model, pairs, compute)`), which calls `compute` on a miss."""
+    token = _INPUT_CACHE.set(cache)
+    try:
+        yield
+    finally:
+        _INPUT_CACHE.reset(token)
+
+
+def _correct_query_targets(model, dataset, split: str | None, batch_size: int) -> dict[str, str]:
+    cache = _INPUT_CACHE.get()
+    if cache is None:
+        return correct_query_targets(model, dataset, split, batch_size)
+    return cache.correct_query_targets(model, dataset, split, batch_size, correct_query_targets)
+
+
+def _kept_pairs(model, pairs: list) -> tuple[list, pd.DataFrame]:
+    cache = _INPUT_CACHE.get()
+    return keep_correct(model, pairs) if cache is None else cache.kept_pairs(model, pairs, keep_correct)
 
 
 @dataclass
@@ -109,7 +139,7 @@ class Inputs:
             raise GenIRError("no data given: pass a RetrievalDataset (CLI: --data, or a checkpoint whose model card names its data)")
         started = time.time()
         split = dataset.resolve_split(config.split)
-        targets = correct_query_targets(model, dataset, config.split, config.batch_size)
+        targets = _correct_query_targets(model, dataset, config.split, config.batch_size)
         queries = sample_queries([q for q in dataset.split(split) if q.query_id in targets], config.max_queries, config.seed)
         if len(queries) < at_least:
             raise GenIRError(f"{model.path}: {len(queries)} correct queries in split {split!r}; this analysis needs at least {at_least}")
@@ -135,7 +165,7 @@ class Inputs:
             if not kept:
                 raise GenIRError("every pair's two queries have the same document; there is no logit difference to patch")
         else:
-            kept, table = keep_correct(model, pairs)
+            kept, table = _kept_pairs(model, pairs)
             if not kept:
                 raise GenIRError(f"{model.path}: none of the {len(pairs)} pairs has both documents ranked first by the model; "
                                  "set all_pairs=True to patch them anyway (CLI: --all-pairs)")

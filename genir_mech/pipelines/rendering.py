@@ -25,7 +25,7 @@ from ..figures.encoder_swap import plot_swap
 from ..figures.patching import plot_node_families, plot_patching
 from ..figures.retrieval import plot_rank_cdf
 from ..figures.stages import plot_stages
-from ..provenance import read_table
+from ..provenance import TABLE_SUFFIXES, read_table, table_file
 from ..stage_definition import StageDefinition
 
 FIGURES, TABLES = "figures", "tables"
@@ -137,7 +137,7 @@ def read_result(path: Path) -> tuple[pd.DataFrame, dict]:
     except pd.errors.EmptyDataError:
         raise GenIRError(f"{path}: empty file (0 bytes or no header); rerun the experiment that writes it") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise GenIRError(f"{path}: not a readable CSV table or provenance record ({' '.join(str(exc).split())})") from None
+        raise GenIRError(f"{path}: not a readable CSV or Parquet table or provenance record ({' '.join(str(exc).split())})") from None
     return frame, record  # a header without rows is a legitimate empty result: its products are skipped (Product.ready)
 
 
@@ -170,12 +170,13 @@ def draw_attribution_summary(summary: pd.DataFrame, method: str, out: str | Path
 
 
 def find_table(results_dir: Path, name: str) -> Path | None:
-    direct = results_dir / f"{name}.csv"
-    if direct.exists():
+    """The file of table `name` (CSV or Parquet: provenance.table_file) in `results_dir`, else the one below it, if unique."""
+    direct = table_file(results_dir / name)
+    if direct is not None:
         return direct
-    matches = sorted(results_dir.rglob(f"{name}.csv"))
+    matches = sorted(p for suffix in TABLE_SUFFIXES for p in results_dir.rglob(f"{name}{suffix}"))
     if len(matches) > 1:
-        raise GenIRError(f"{results_dir}: several {name}.csv ({', '.join(map(str, matches[:4]))}); give the results directory of one model")
+        raise GenIRError(f"{results_dir}: several {name} tables ({', '.join(map(str, matches[:4]))}); give the results directory of one model")
     return matches[0] if matches else None
 
 
@@ -200,7 +201,7 @@ def redraw(results_dir: str | Path, out_dir: str | Path | None = None) -> dict[s
             frames[name], records[name] = read_result(path)
             sources[name] = path
     sweeps = []
-    for path in sorted(results_dir.rglob("*_summary.csv")):
+    for path in sorted(p for suffix in TABLE_SUFFIXES for p in results_dir.rglob(f"*_summary{suffix}")):
         summary, record = read_result(path)
         if "quantity" not in summary.columns and "value" in summary.columns:
             summary = summary.rename(columns={"value": "quantity"})  # written before the label column got its own name

@@ -1,11 +1,20 @@
-"""`genir-mech demo`: the whole analysis on the embedded checkpoints, in a few minutes on a CPU (pipelines.demo).
+"""`genir-mech demo`: the paper example (examples/paper.yaml) as a sweep on the embedded checkpoints, then REPORT.md.
 
-    genir-mech demo --out runs/demo
+    genir-mech demo --out runs/demo                 # rerun to resume after an interruption
+    genir-mech sweep examples/paper.yaml            # the same experiments, without the report
+
+The options below replace the example's models and sizes; everything else is the example file.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
+from ..errors import GenIRError
 from . import Verb
-from .options import checkpoint, output_directory, positive_int
+from .options import checkpoint, device_arguments, output_directory, positive_int
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "paper.yaml"
+SIZES = {"max_queries": "max_queries", "n_pairs": "n_pairs"}  # demo option -> the experiment parameter it sets wherever the example sets it
 
 
 def add_arguments(p):
@@ -15,22 +24,46 @@ def add_arguments(p):
     p.add_argument("--max-queries", type=positive_int, default=256, help="correct validation queries analysed (seeded sample; default 256)")
     p.add_argument("--n-pairs", type=positive_int, default=32, help="clean/corrupted pairs for the patching sweep (default 32)")
     p.add_argument("--out", type=output_directory, default="runs/demo", help="output directory (default runs/demo)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local", help="run the example's units here (default) or on Ray")
+    device_arguments(p)
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
 
 
-def handler(args):
-    from ..models.loading import load_genir, resolve_dataset
-    from ..pipelines.demo import DemoConfig, run_demo  # torch and nnsight: only once the arguments are valid
+def paper_example(args):
+    """The edit of examples/paper.yaml that the demo's options ask for."""
+    def edit(raw: dict) -> dict:
+        raw = dict(raw)
+        variants = {f"variant{i + 1}": {"path": v} for i, v in enumerate(args.variants)}
+        raw["models"] = {"dsi": {"path": args.model}, "base": {"path": args.base, "self_check": False}, **variants}
+        raw["device"], raw["dtype"] = args.device, args.dtype
+        experiments = []
+        for exp in raw["experiments"]:
+            exp = {**exp, **{param: getattr(args, opt) for opt, param in SIZES.items() if param in exp}}
+            if exp["run"] == "swap":
+                exp["encoders"] = [*variants, "base"]
+            experiments.append(exp)
+        raw["experiments"] = experiments
+        return raw
+    return edit
 
-    # Each checkpoint is loaded once here and handed to every pipeline that needs it.
-    gm = load_genir(args.model)
-    base = load_genir(args.base, self_check=False) if args.base else None
-    variants = [load_genir(p) for p in args.variants]
-    config = DemoConfig(max_queries=args.max_queries, n_pairs=args.n_pairs)
-    summary = run_demo(gm, resolve_dataset(gm, None), args.out, config, base=base, variants=variants, progress=not args.json)
+
+def handler(args):
+    import time
+
+    from ..sweep import load_config, run_sweep  # pydantic, torch and nnsight: only once the arguments are valid
+    from ..sweep.report import paper_report
+
+    if not EXAMPLE.is_file():
+        raise GenIRError(f"{EXAMPLE}: the paper example is missing (the demo needs a source checkout of genir_mech)")
+    started = time.time()
+    config = load_config(EXAMPLE, out=args.out, edit=paper_example(args))
+    manifest = run_sweep(config, backend=args.backend, progress=not args.json)
+    report = paper_report(config, manifest)
+    summary = {"report": str(report), "sweep": str(Path(args.out) / "SWEEP.json"), "seconds": round(time.time() - started, 1),
+               "timings": {uid: u["seconds"] for uid, u in manifest["units"].items()}}
     if not args.json:
-        print(f"report: {summary['report']} ({summary['seconds']} s)")
+        print(f"report: {report} ({summary['seconds']} s)")
     return summary
 
 
-VERB = Verb("run the whole pipeline on the embedded checkpoints and write figures, tables and a Markdown report", add_arguments, handler)
+VERB = Verb("run the paper example (examples/paper.yaml) on the embedded checkpoints as a resumable sweep and write figures, tables and a Markdown report", add_arguments, handler)

@@ -211,6 +211,16 @@ def output_directory(text: str) -> str:
     return text
 
 
+DTYPE_NAMES = ("float32", "bfloat16", "float16")  # models.loading.DTYPES maps them to torch dtypes
+
+
+def device_name(text: str) -> str:
+    """cpu, cuda, cuda:N or mps (whether the device exists is checked when the model loads)."""
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device; use cpu, cuda or cuda:N")
+    return text
+
+
 # -- option groups -----------------------------------------------------------------------------------------
 
 def measure_list(text: str) -> tuple[str, ...]:
@@ -219,6 +229,12 @@ def measure_list(text: str) -> tuple[str, ...]:
     names = split_list(text)
     _checked(text, lambda: parse_measures(names))
     return names
+
+
+def device_arguments(p) -> None:
+    """--device and --dtype, passed to load_genir for every model the verb loads."""
+    p.add_argument("--device", type=device_name, default="cpu", help="where the model runs: cpu (default), cuda, cuda:N")
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="weights and activations: float32 (default), bfloat16, float16")
 
 
 def model_arguments(p, what: str = "checkpoint directory or hub id", data: bool = True) -> None:
@@ -231,6 +247,7 @@ def model_arguments(p, what: str = "checkpoint directory or hub id", data: bool 
     default = library_constant("models.genir_model", "MAX_QUERY_TOKENS")
     p.add_argument("--max-query-tokens", type=positive_int, default=default,
                    help=f"queries longer than this many tokens are cut, with a warning counting them (default {default})")
+    device_arguments(p)
 
 
 def split_argument(p, preferred: str, what: str) -> None:
@@ -300,7 +317,8 @@ def split_list(text: str | None) -> tuple[str, ...] | None:
 
 def load_model(args, path: str | None = None, self_check: bool = True):
     from ..models.loading import load_genir  # torch, transformers, nnsight: only once the arguments are valid
-    gm = load_genir(path or args.model, docid_pattern=getattr(args, "docid_pattern", None), self_check=self_check)
+    gm = load_genir(path or args.model, docid_pattern=getattr(args, "docid_pattern", None), self_check=self_check,
+                    device=getattr(args, "device", "cpu"), dtype=getattr(args, "dtype", "float32"))
     gm.max_query_tokens = getattr(args, "max_query_tokens", None) or gm.max_query_tokens
     return gm
 

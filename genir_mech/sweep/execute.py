@@ -1,0 +1,73 @@
+"""Running one unit in a process: its pipeline on models loaded once, with the sweep's shared inputs and provenance.
+
+    runner = UnitRunner(config)          # one per process (the local backend's, or one per Ray worker)
+    summary, seconds = runner.run(unit)  # writes the unit's results folder atomically (results_directory)
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+from ..provenance import run_context
+from .caches import InputCache, ModelPool
+from .config import SweepConfig, pipeline_configs
+from .units import Unit
+
+STATE = ".sweep"  # the sweep's own files under <out>: unit records, the input cache
+
+
+def _pipelines() -> dict[str, Callable]:
+    from ..pipelines.ablate import run_ablate
+    from ..pipelines.attribute import run_attribute
+    from ..pipelines.circuit import run_circuit
+    from ..pipelines.contributions import run_contributions
+    from ..pipelines.evaluate import run_eval
+    from ..pipelines.lens import run_lens
+    from ..pipelines.patch import run_patch
+    from ..pipelines.read import run_read
+    from ..pipelines.stages import run_stages
+    from ..pipelines.swap import run_swap
+    return {"eval": run_eval, "contributions": run_contributions, "lens": run_lens, "stages": run_stages, "ablate": run_ablate,
+            "circuit": run_circuit, "read": run_read, "swap": run_swap, "patch": run_patch, "attribute": run_attribute}
+
+
+NO_PROGRESS_ARGUMENT = ("eval", "swap")  # pipelines that draw no progress bars of their own
+
+
+class UnitRunner:
+    """Runs units in one process: models loaded once (ModelPool), shared inputs cached on disk (InputCache)."""
+
+    def __init__(self, config: SweepConfig):
+        self.config = config
+        if config.threads:
+            import torch
+            torch.set_num_threads(config.threads)
+        self.pool = ModelPool(config)
+        self.cache = InputCache(config.out / STATE / "cache")
+
+    def run(self, unit: Unit) -> tuple[dict, float]:
+        """Run `unit` into its folder; returns its summary and wall time."""
+        from ..pipelines.inputs import shared_inputs
+        started = time.time()
+        run, params = unit.experiment.run, dict(unit.params)
+        other, encoders, pairs_file = params.pop("other", None), params.pop("encoders", None), params.pop("pairs", None)
+        stages = params.get("stages")
+        if isinstance(stages, str) and stages.startswith("@"):
+            params["stages"] = str(self.config.out / unit.model / stages[1:] / "stages.json")
+        settings = pipeline_configs()[run](**params)
+        gm, data = self.pool.model(unit.model), self.pool.data(unit.model)
+        kwargs: dict = {} if run in NO_PROGRESS_ARGUMENT else {"progress": False}
+        if other:
+            kwargs["other"] = self.pool.model(other)
+        if run == "swap":
+            kwargs["encoders"] = [self.pool.model(e) for e in encoders or ()]
+        if pairs_file:
+            from ..patching.pairs import read_pairs
+            data = read_pairs(pairs_file, data)
+        context = {"sweep": {"config": self.config.source, "unit": unit.id, "key": unit.key, "settings": self.config.raw}}
+        with shared_inputs(self.cache), run_context(**context):
+            summary = _pipelines()[run](gm, data, unit.folder(self.config.out), settings, **kwargs)
+        return json.loads(json.dumps(summary, default=str)), round(time.time() - started, 3)
+
+
