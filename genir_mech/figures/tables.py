@@ -20,9 +20,9 @@ RANK_COLUMNS = ["rank>1", "rank>5", "rank>10", "rank>100"]
 
 
 def latex_escape(text: str) -> str:
-    """Text safe for LaTeX: the ten special characters escaped, SentencePiece's word mark as a visible space."""
+    """Text safe for LaTeX: the ten special characters escaped, < > and SentencePiece's word mark made printable in the default fonts."""
     special = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-               "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\u2581": r"\textvisiblespace{}"}
+               "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\u2581": r"\_", "<": r"\textless{}", ">": r"\textgreater{}"}
     return "".join(special.get(c, c) for c in str(text))
 
 
@@ -33,7 +33,8 @@ def latex_table(table: pd.DataFrame, caption: str, label: str, index: bool = Tru
     a repeated index value is printed once, on its first row.
     """
     body = table.to_latex(index=index, escape=True, float_format="%.2f", multirow=False, multicolumn_format="c", na_rep="--")
-    body = body.replace("\u2581", r"\textvisiblespace{}")
+    # the default (OT1) fonts have no < > and no SentencePiece word mark
+    body = body.replace("\u2581", r"\_").replace("<", r"\textless{}").replace(">", r"\textgreater{}")
     return ("\\begin{table}[htbp]\n\\centering\\small\n"
             f"\\caption{{{latex_escape(caption)}}}\\label{{{label}}}\n"
             "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"

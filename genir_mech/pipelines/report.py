@@ -27,6 +27,12 @@ def _pct(x: float) -> str:
     return f"{x:.1f}"
 
 
+def model_facts(gm) -> dict[str, str]:
+    """The model's shape: layers per side, heads, docids."""
+    return {"ModelEncoderLayers": str(gm.n_layers("encoder")) if "encoder" in gm.adapter.sides else "0", "ModelDecoderLayers": str(gm.n_layers("decoder")),
+            "ModelHeads": str(gm.adapter.n_heads), "ModelDocids": f"{len(gm.docids):,}"}
+
+
 def _retrieval_facts(metrics: dict) -> dict[str, str]:
     facts = {"RetrievalQueries": f"{int(metrics.get('n_queries', 0)):,}"}
     for key, name in (("hits@1", "HitsOne"), ("hits@5", "HitsFive"), ("hits@10", "HitsTen"), ("mrr", "MRR")):
@@ -115,6 +121,8 @@ def _swap_facts(out: Path) -> dict[str, str]:
         swapped = removed[removed.condition == "A decoder + B encoder"].pivot_table(index="variant", columns="metric", values="value")
         parts = [f"{int(r['hits@1_count'])}/{int(r['n_queries'])}" for _, r in swapped.iterrows()]
         facts["SwapRemovedHits"] = " and ".join(parts)
+        alone = removed[removed.condition == "A alone"].pivot_table(index="variant", columns="metric", values="value")
+        facts["SwapRemovedDocs"] = " and ".join(str(int(n)) for n in alone["n_documents"]) if "n_documents" in alone else "?"
         facts["SwapRemovedMRR"] = " and ".join(f"{r['mrr']:.2f}" for _, r in swapped.iterrows())
     vanilla = _table(out / "swap", "swap_vanilla")
     if vanilla is not None and not vanilla.empty:
@@ -151,7 +159,7 @@ def demo_facts(out: str | Path, metrics: dict, found: dict, patching: dict) -> d
 
 def write_macros(facts: dict[str, str], path: str | Path, prefix: str = "gm") -> Path:
     """`\\newcommand{\\gmRetrievalHitsOne}{0.890}` for every fact (names: letters only, as LaTeX needs)."""
-    lines = ["% Written by genir_mech.pipelines.report from the result tables; do not edit (rerun `make paper`)."]
+    lines = ["% Written by genir_mech.pipelines (report.py, benchmarks.py) from result tables; do not edit: rerun `make paper`."]
     for name, value in facts.items():
         if not re.fullmatch(r"[A-Za-z]+", name):
             raise ValueError(f"macro name {name!r} must be letters only")
@@ -183,7 +191,7 @@ def _table_md(figures: dict, key: str) -> list[str]:
 def write_report(out: Path, gm, metrics: dict, found: dict, swap: dict, patching: dict, figures: dict, timings: dict) -> Path:
     """`<out>/REPORT.md` (findings in sentences, then each figure and table under its caption) and `<out>/numbers.tex`."""
     out = Path(out)
-    f = demo_facts(out, metrics, found, patching)
+    f = {**model_facts(gm), **demo_facts(out, metrics, found, patching)}
     g = lambda name, default="?": f.get(name, default)  # noqa: E731
     lines = [
         f"# genir_mech demo: {gm.name}",
@@ -236,7 +244,7 @@ def write_report(out: Path, gm, metrics: dict, found: dict, swap: dict, patching
     lines += _figure(figures, "decoder_fig5", out, "Fig. 5: what the MLP neurons and cross-attention heads of each stage read (share of units whose top source is each earlier component).")
     lines += ["## Encoder swap", ""]
     if "SwapRemovedHits" in f:
-        lines += [f"A's decoder on the encoder output of a variant trained without 10 documents ranks {g('SwapRemovedHits')} of those documents' "
+        lines += [f"A's decoder on the encoder output of a variant trained without {g('SwapRemovedDocs')} documents ranks {g('SwapRemovedHits')} of those documents' "
                   f"queries first (MRR {g('SwapRemovedMRR')}).", ""]
     if "SwapVanillaMeanRank" in f:
         lines += [f"On the vanilla pretrained encoder's output, A's decoder puts the relevant document at mean rank {g('SwapVanillaMeanRank')} "
