@@ -178,7 +178,7 @@ def _rel(path, out: Path) -> str:
 def _figure(figures: dict, key: str, out: Path, caption: str) -> list[str]:
     if key not in figures:
         return []
-    return [caption, "", f"![{caption.split('.')[0]}]({_rel(figures[key], out)})", ""]
+    return [caption, "", f"![{Path(figures[key]).stem}]({_rel(figures[key], out)})", ""]
 
 
 def _table_md(figures: dict, key: str) -> list[str]:
