@@ -156,13 +156,19 @@ def plot_ablation(df: pd.DataFrame, path=None, stages: StageDefinition | None = 
                 tick.set_bbox({"facecolor": stage_colour(tick.get_text()), "edgecolor": "none", "pad": 1.5})
             ax.set_title(f"{method} ablation", fontsize=9)
             ax.set_xlabel("stage (all its layers ablated together)")
-            ax.set_ylabel(_threshold_label(metric))
-            if ax is not axes[0, -1]:
-                drop_legend(ax)
-        legend_outside(axes[0, -1], title="component ablated")
-        if title:
-            fig.suptitle(title)
+        _finish_panels(fig, axes, _threshold_label(metric), "component ablated", title)
     return saved(fig, path)
+
+
+def _finish_panels(fig, axes, ylabel: str, legend_title: str, title: str) -> None:
+    """One y label per panel, one legend beside the last panel, the figure title."""
+    for ax in axes[0]:
+        ax.set_ylabel(ylabel)
+        if ax is not axes[0, -1]:
+            drop_legend(ax)
+    legend_outside(axes[0, -1], title=legend_title)
+    if title:
+        fig.suptitle(title)
 
 
 def plot_layer_ablation(df: pd.DataFrame, path=None, stages: StageDefinition | None = None, metric: str = "rank>1", title: str = ""):
@@ -179,12 +185,7 @@ def plot_layer_ablation(df: pd.DataFrame, path=None, stages: StageDefinition | N
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_title(f"{method} ablation of one layer", fontsize=9, pad=14)
             ax.set_xlabel("decoder layer")
-            ax.set_ylabel(_threshold_label(metric))
-            if ax is not axes[0, -1]:
-                drop_legend(ax)
-        legend_outside(axes[0, -1], title="component ablated")
-        if title:
-            fig.suptitle(title)
+        _finish_panels(fig, axes, _threshold_label(metric), "component ablated", title)
     return saved(fig, path)
 
 

@@ -175,7 +175,7 @@ def _rel(path, out: Path) -> str:
     return str(path.relative_to(out)) if path.is_relative_to(out) else str(path)
 
 
-def _figure(figures: dict, key: str, out: Path, caption: str) -> list[str]:
+def _captioned_figure(figures: dict, key: str, out: Path, caption: str) -> list[str]:
     if key not in figures:
         return []
     return [caption, "", f"![{Path(figures[key]).stem}]({_rel(figures[key], out)})", ""]
@@ -204,7 +204,7 @@ def write_report(out: Path, gm, metrics: dict, found: dict, swap: dict, patching
         f"On {g('RetrievalQueries')} test queries the model ranks the relevant document first for a share of {g('RetrievalHitsOne')} "
         f"(Hits@1), within the top 10 for {g('RetrievalHitsTen')}, with an MRR of {g('RetrievalMRR')}.",
         "",
-        *_figure(figures, "retrieval_retrieval_ranks", out, "Share of queries whose relevant document lies within each rank (log scale)."),
+        *_captioned_figure(figures, "retrieval_retrieval_ranks", out, "Share of queries whose relevant document lies within each rank (log scale)."),
         "## Stages (located automatically)",
         "",
         f"Change-point segmentation of the per-layer profile over {g('StagesQueries')} correct queries finds {g('StagesFound')} stage(s): "
@@ -214,7 +214,7 @@ def write_report(out: Path, gm, metrics: dict, found: dict, swap: dict, patching
         found.get("report", "").strip() if found else "",
         "```",
         "",
-        *_figure(figures, "stages_stages", out, "Per-layer contribution ratio, cosine with the residual stream and single-layer ablation effect, "
+        *_captioned_figure(figures, "stages_stages", out, "Per-layer contribution ratio, cosine with the residual stream and single-layer ablation effect, "
                  "with the located stages shaded and the bootstrap frequency of a boundary before each layer."),
         "## Decoder analyses with the located stages",
         "",
@@ -223,25 +223,25 @@ def write_report(out: Path, gm, metrics: dict, found: dict, swap: dict, patching
         lines += [f"Cross-attention's contribution ratio goes from {g('CrossRatioFirst')} at layer 0 to {g('CrossRatioLast')} at layer {g('LastLayer')}, "
                   f"the MLPs' from {g('MLPRatioFirst')} to {g('MLPRatioLast')}; the MLPs' cosine with the residual stream goes from "
                   f"{g('MLPCosFirst')} to {g('MLPCosLast')}.", ""]
-    lines += _figure(figures, "decoder_fig3", out, "Fig. 3: each component's share of its layer's update (top) and its cosine with the residual stream (bottom).")
+    lines += _captioned_figure(figures, "decoder_fig3", out, "Fig. 3: each component's share of its layer's update (top) and its cosine with the residual stream (bottom).")
     if "LensDocidShareMin" in f:
         lines += [("The relevant docid reaches median rank 1 in the residual stream after layer "
                    f"{g('LensFirstRankOneLayer')}'s cross-attention. " if "LensFirstRankOneLayer" in f else "")
                   + f"{g('LensDocidShareMin')}-{g('LensDocidShareMax')}% of each layer's cross-attention top-10 tokens are docids.", ""]
-    lines += _figure(figures, "decoder_fig4", out, "Fig. 4: logit lens. Rank of the relevant docid, docid and other tokens in the residual stream (left) and in each component's output (right).")
+    lines += _captioned_figure(figures, "decoder_fig4", out, "Fig. 4: logit lens. Rank of the relevant docid, docid and other tokens in the residual stream (left) and in each component's output (right).")
     lines += _table_md(figures, "decoder_table5")
     if "AblateCrossMin" in f:
         lines += [f"Zeroing or mean-ablating cross-attention in a whole stage sends {g('AblateCrossMin')}-{g('AblateCrossMax')}% of the "
                   f"{g('AblateQueries')} correct queries off rank 1; the MLPs {g('AblateMLPMin', '-')}-{g('AblateMLPMax', '-')}%, self-attention "
                   f"{g('AblateSelfMin', '-')}-{g('AblateSelfMax', '-')}%. No single layer's component moves more than {g('LayerAblateMax')}%.", ""]
-    lines += _figure(figures, "decoder_ablation", out, "Stage ablations: % of correct queries whose relevant document leaves rank 1.")
+    lines += _captioned_figure(figures, "decoder_ablation", out, "Stage ablations: % of correct queries whose relevant document leaves rank 1.")
     lines += _table_md(figures, "decoder_table3")
-    lines += _figure(figures, "decoder_layer_ablation", out, "Single-layer ablations: % of correct queries whose relevant document leaves rank 1.")
+    lines += _captioned_figure(figures, "decoder_layer_ablation", out, "Single-layer ablations: % of correct queries whose relevant document leaves rank 1.")
     if "CircuitHitsOne" in f:
         lines += [f"The paper's minimal circuit keeps Hits@1 at {g('CircuitHitsOne')}% against {g('CircuitIntactHitsOne')}% for the intact model.", ""]
-    lines += _figure(figures, "decoder_circuit", out, "Minimal circuit: Hits@k of the intact model and of the circuit.")
+    lines += _captioned_figure(figures, "decoder_circuit", out, "Minimal circuit: Hits@k of the intact model and of the circuit.")
     lines += _table_md(figures, "decoder_table4")
-    lines += _figure(figures, "decoder_fig5", out, "Fig. 5: what the MLP neurons and cross-attention heads of each stage read (share of units whose top source is each earlier component).")
+    lines += _captioned_figure(figures, "decoder_fig5", out, "Fig. 5: what the MLP neurons and cross-attention heads of each stage read (share of units whose top source is each earlier component).")
     lines += ["## Encoder swap", ""]
     if "SwapRemovedHits" in f:
         lines += [f"A's decoder on the encoder output of a variant trained without {g('SwapRemovedDocs')} documents ranks {g('SwapRemovedHits')} of those documents' "
@@ -249,21 +249,21 @@ def write_report(out: Path, gm, metrics: dict, found: dict, swap: dict, patching
     if "SwapVanillaMeanRank" in f:
         lines += [f"On the vanilla pretrained encoder's output, A's decoder puts the relevant document at mean rank {g('SwapVanillaMeanRank')} "
                   f"over {g('SwapVanillaQueries')} queries, within rank 10 for {g('SwapVanillaWithinTen')}%.", ""]
-    lines += _figure(figures, "swap_swap", out, "Encoder swap: Hits@1 per condition on the removed documents (left) and rank distribution with the vanilla encoder (right).")
+    lines += _captioned_figure(figures, "swap_swap", out, "Encoder swap: Hits@1 per condition on the removed documents (left) and rank distribution with the vanilla encoder (right).")
     lines += _table_md(figures, "swap_table2_swap_removed_docs") + _table_md(figures, "swap_table2_swap_vanilla")
     lines += ["## Patching", ""]
     if "PatchTopComponent" in f:
         lines += [f"Over {g('PatchPairs')} clean/corrupted pairs, patching `{g('PatchTopComponent')}` from the clean run restores the largest share of "
                   f"the logit difference among decoder components ({g('PatchTopComponentEffect')})"
                   + (f"; the largest single head is `{g('PatchTopHead')}` ({g('PatchTopHeadEffect')})." if "PatchTopHead" in f else "."), ""]
-    lines += _figure(figures, "component_component", out, "Activation patching of each decoder component: restored share of the logit difference.")
-    lines += _figure(figures, "head_head", out, "Activation patching of each attention head: restored share of the logit difference.")
+    lines += _captioned_figure(figures, "component_component", out, "Activation patching of each decoder component: restored share of the logit difference.")
+    lines += _captioned_figure(figures, "head_head", out, "Activation patching of each attention head: restored share of the logit difference.")
     if "AtPSpearman" in f:
         lines += [f"Attribution patching (AtP*) ranks its top candidates like exact patching does: Spearman {g('AtPSpearman')}.", ""]
     for family, caption in (("heads", "AtP* estimate per attention head."), ("components", "AtP* estimate per decoder component."),
                             ("encoder_positions", "AtP* estimate per encoder output position (labelled with the most common token there)."),
                             ("encoder_layer_positions", "AtP* estimate per encoder layer and position."), ("resid", "AtP* estimate per decoder residual stream.")):
-        lines += _figure(figures, f"attribution_attribution_{family}", out, caption)
+        lines += _captioned_figure(figures, f"attribution_attribution_{family}", out, caption)
     lines += ["## Time per step", "", "| step | seconds |", "| --- | ---: |"] + [f"| {k} | {v} |" for k, v in timings.items()]
     path = out / "REPORT.md"
     with written_atomically(path) as tmp:
