@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test setup bench
+.PHONY: demo test setup bench notebooks paper tex
 
 $(BIN)/genir-mech: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,3 +25,16 @@ test: setup
 
 bench: setup
 	for f in bench/bench_*.py; do $(BIN)/python $$f || exit 1; done
+
+# Executes notebooks/NN_*.ipynb under a Jupyter kernel and saves them with their outputs (what GitHub shows).
+notebooks: setup
+	$(BIN)/pip install -q -e '.[notebooks]'
+	$(BIN)/python notebooks/execute.py
+
+# A LaTeX engine from Debian packages (texlive-latex-base + texlive-latex-recommended), unless pdflatex is there.
+tex:
+	bash paper/install_tex.sh
+
+# Regenerates paper/results/ (demo + benchmark tables) and builds paper/main.pdf.
+paper: setup tex
+	BIN=$(BIN) bash paper/build.sh

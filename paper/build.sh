@@ -1,9 +1,25 @@
 #!/usr/bin/env bash
-# Regenerates every figure and table of paper/ from the embedded checkpoints:
-# the demo (genir_mech.pipelines.demo: retrieval, stages, decoder analyses, encoder swap, patching) plus the benchmarks.
+# `make paper`: regenerates every result of paper/main.tex from the embedded checkpoints and compiles paper/main.pdf.
+#   1. `genir-mech demo --out paper/results`: retrieval, stages, decoder analyses, encoder swap, patching; REPORT.md and
+#      numbers.tex (the \gm{...} numbers), figures as PDF and tables as LaTeX.
+#   2. the benchmark tables and \bench{...} numbers from bench/results/*.md (BENCH=1 reruns the benchmarks first: ~30 min).
+#   3. pdflatex twice (references); a \gm or \bench number the pipelines did not write fails the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mkdir -p paper/results/bench
-genir-mech demo --out paper/results --max-queries 1000 --n-pairs 64
-python bench/bench_table3.py --model checkpoints/dsi-synth --out paper/results/bench/table3.md
-python bench/bench_patching.py --model checkpoints/dsi-synth --out paper/results/bench/patching.md
+BIN=${BIN:-.venv/bin}
+"$BIN/genir-mech" demo --out paper/results
+if [ "${BENCH:-0}" = "1" ]; then
+  "$BIN/python" bench/bench_table3.py --model checkpoints/dsi-synth --threads 1
+  "$BIN/python" bench/bench_patching.py --model checkpoints/dsi-synth
+fi
+"$BIN/python" -m genir_mech.pipelines.benchmarks bench/results paper/results/bench
+cd paper
+for pass in 1 2; do
+  pdflatex -interaction=nonstopmode -halt-on-error main.tex > main.build.log || { tail -40 main.build.log; exit 1; }
+done
+if grep -q -E "genir_mech Warning: (no number|missing result)" main.log; then
+  grep -E "genir_mech Warning: (no number|missing result)" main.log >&2
+  echo "paper/build.sh: the pipelines did not write the numbers or results above" >&2
+  exit 1
+fi
+echo "paper/main.pdf: $(grep -o 'Output written on main.pdf ([0-9]* pages' main.log | grep -o '[0-9]* pages')"

@@ -134,4 +134,5 @@ def test_planted_bridging_layers_are_recovered(n_layers, d_model, heads, planted
     # the definition round-trips through the format the ablation verbs read
     path = found.definition.save(tmp_path / "stages.json")
     assert StageDefinition.load(path).check(n_layers).layers("bridging") == planted
-    assert plot_stages(found.layer_means, found.stability, found.definition, tmp_path / "stages.png").stat().st_size > 0
+    fig = plot_stages(found.layer_means, found.stability, found.definition, tmp_path / "stages.png")
+    assert fig.axes and all((tmp_path / f"stages.{fmt}").stat().st_size > 0 for fmt in ("png", "pdf"))

@@ -1,6 +1,6 @@
 """Figure: the encoder-swap experiments side by side.
 
-    plot_swap(removed_per_query, vanilla_per_query, "runs/swap/dsi-synth/swap.png")
+    fig = plot_swap(removed_per_query, vanilla_per_query, "runs/swap/dsi-synth/swap.png")   # returns the Figure; saves PNG + PDF
 
 Left: Hits@1 per removed-documents variant for A alone, B alone and A's
 decoder on B's encoder (bars annotated with counts). Right: cumulative share of
@@ -9,13 +9,11 @@ the vanilla model alone and A's decoder on the vanilla encoder.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-import matplotlib.pyplot as plt
-
-from .saving import save_figure
 import numpy as np
 import pandas as pd
+
+from .saving import saved
+from .style import legend_outside, new_figure, themed
 
 
 def _hits_bars(ax, per_query: pd.DataFrame) -> None:
@@ -33,7 +31,7 @@ def _hits_bars(ax, per_query: pd.DataFrame) -> None:
     ax.set_ylim(0, 112)
     ax.set_ylabel("Hits@1 (% of queries)")
     ax.set_title("removed documents (B never saw them)", fontsize=9)
-    ax.legend(fontsize=7, loc="upper right")
+    legend_outside(ax, title="condition")
 
 
 def _rank_cdf(ax, per_query: pd.DataFrame) -> None:
@@ -46,15 +44,16 @@ def _rank_cdf(ax, per_query: pd.DataFrame) -> None:
     ax.set_xlabel("rank of the relevant document")
     ax.set_ylabel("% of A's correct queries within rank")
     ax.set_title("vanilla encoder", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    legend_outside(ax, title="condition (encoder from)")
 
 
-def plot_swap(removed_per_query: pd.DataFrame | None, vanilla_per_query: pd.DataFrame | None, path: str | Path, title: str = "") -> Path:
+def plot_swap(removed_per_query: pd.DataFrame | None, vanilla_per_query: pd.DataFrame | None, path=None, title: str = ""):
     """Encoder-swap figure: Hits@1 per condition and the rank distribution of each swap, from the per-query tables."""
     panels = [(f, d) for f, d in ((_hits_bars, removed_per_query), (_rank_cdf, vanilla_per_query)) if d is not None and not d.empty]
-    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5.5 * max(1, len(panels)), 3.6), squeeze=False)
-    for ax, (draw, data) in zip(axes[0], panels):
-        draw(ax, data)
-    if title:
-        fig.suptitle(title)
-    return save_figure(fig, path)
+    with themed("ticks"):
+        fig, axes = new_figure(1, max(1, len(panels)), figsize=(7.5 * max(1, len(panels)), 3.6))
+        for ax, (draw, data) in zip(axes[0], panels):
+            draw(ax, data)
+        if title:
+            fig.suptitle(title)
+    return saved(fig, path)

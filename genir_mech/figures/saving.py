@@ -1,20 +1,28 @@
-"""The one place figures are written to disk (same layout, resolution and clean-up for every plot)."""
+"""The one place figures are written to disk: PNG for screens and Markdown, PDF for papers, same layout for both."""
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
 from ..provenance import written_atomically
+
+FORMATS = ("png", "pdf")
 
 
 def save_figure(fig, path) -> Path:
-    """Save a figure as PNG (creating the folder) and close it, so long sweeps do not leak figures."""
-    path = Path(path)
-    fig.tight_layout()
-    try:
-        with written_atomically(path) as tmp:  # a killed process leaves no truncated PNG under the final name
-            fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=150, bbox_inches="tight")
-    finally:
-        plt.close(fig)
+    """Save `fig` as `<path>.png` and `<path>.pdf` (creating the folder); returns the PNG path.
+
+    The figure stays open for display (figures here are made without pyplot,
+    so nothing accumulates in pyplot's registry).
+    """
+    path = Path(path).with_suffix(".png")
+    for fmt in FORMATS:
+        with written_atomically(path.with_suffix(f".{fmt}")) as tmp:  # a killed process leaves no truncated file under the final name
+            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
     return path
+
+
+def saved(fig, path):
+    """`fig`, saved first when `path` is given: what every plot_* function returns."""
+    if path is not None:
+        save_figure(fig, path)
+    return fig

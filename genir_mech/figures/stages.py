@@ -1,27 +1,26 @@
 """Figure: the localised decoder stages drawn over the per-layer contribution profile.
 
-    plot_stages(layer_means, stability, definition, "runs/stages/dsi-synth/figures/stages.png", title="dsi-synth")
+    fig = plot_stages(layer_means, stability, definition, "runs/stages/dsi-synth/figures/stages.png", title="dsi-synth")
 
 `layer_means` is the tidy per-layer table a stage localisation writes
 (layer, component, metric, value: means over queries), `stability` its
 boundary table (boundary, selected, frequency). Panels share the layer axis:
-contribution ratio per component type, cosine with the residual stream, and
-(when measured) the single-layer ablation effect. Each stage is a shaded band
-labelled with its name; each selected boundary is a dashed line labelled with
-its bootstrap stability.
+contribution ratio per component type, cosine with the residual stream,
+(when measured) the single-layer ablation effect, and the bootstrap frequency
+of a boundary before each layer. Each stage is a band in its colour, named at
+the top; each boundary between two stages is a dashed line labelled with its
+bootstrap stability. A single stage is said so in the figure.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from ..stage_definition import StageDefinition
-from .saving import save_figure
+from .saving import saved
+from .style import component_colour, legend_outside, new_figure, readable, shade_stages, themed
 
-PANELS = {"ratio": "contribution ratio", "cos_residual": "cos(output, residual)", "layer_ablation": "queries leaving rank 1\n(single-layer ablation)"}
+PANELS = {"ratio": "contribution ratio", "cos_residual": "cosine with\nthe residual stream", "layer_ablation": "% of queries leaving\nrank 1 (one layer\nmean-ablated)"}
 
 
 def selected_boundaries(stability: pd.DataFrame) -> dict[int, float]:
@@ -30,34 +29,48 @@ def selected_boundaries(stability: pd.DataFrame) -> dict[int, float]:
     return {int(b): float(f) for b, f in zip(chosen["boundary"], chosen["frequency"])}
 
 
-def plot_stages(layer_means: pd.DataFrame, stability: pd.DataFrame, definition: StageDefinition, path: str | Path, title: str = "") -> Path:
-    """Per-layer features with the located stages shaded, from the tables a stage localisation writes."""
+def definition_boundaries(definition: StageDefinition) -> list[int]:
+    """The first layer of every stage after the first: where the definition puts a boundary."""
+    starts = sorted(min(s.layers) for s in definition.stages if s.layers)
+    return starts[1:]
+
+
+def plot_stages(layer_means: pd.DataFrame, stability: pd.DataFrame, definition: StageDefinition, path=None, title: str = ""):
+    """Per-layer features with the located stages shaded and their boundaries drawn, from the tables a stage localisation writes."""
     means = layer_means
     panels = [m for m in PANELS if m in set(means["metric"])]
     n_layers = int(means["layer"].max()) + 1
-    fig, axes = plt.subplots(len(panels), 1, figsize=(max(6.0, 0.35 * n_layers + 3), 2.4 * len(panels)), sharex=True, squeeze=False)
-    colours = plt.get_cmap("Pastel1")
-    boundaries = selected_boundaries(stability)
-    for ax, metric in zip(axes[:, 0], panels):
-        sub = means[means["metric"] == metric]
-        for component, rows in sub.groupby("component", sort=False):
-            ax.plot(rows["layer"], rows["value"], marker="o", ms=3, label=component)
-        for i, stage in enumerate(definition.stages):
-            ax.axvspan(min(stage.layers) - 0.5, max(stage.layers) + 0.5, color=colours(i % 9), alpha=0.5, lw=0)
+    frequency = {int(b): float(f) for b, f in zip(stability["boundary"], stability["frequency"])}
+    boundaries = definition_boundaries(definition)
+    with themed():
+        fig, axes = new_figure(len(panels) + 1, 1, figsize=(max(6.5, 0.4 * n_layers + 4), 2.1 * len(panels) + 1.8), sharex=True,
+                               height_ratios=[2.0] * len(panels) + [1.0])
+        for ax, metric in zip(axes[:-1, 0], panels):
+            sub = means[means["metric"] == metric]
+            scale = 100.0 if metric == "layer_ablation" else 1.0  # the table holds a fraction of queries; the axis says %
+            for component, rows in sub.groupby("component", sort=False):
+                ax.plot(rows["layer"], scale * rows["value"], marker="o", ms=3, color=component_colour(component), label=component)
+            shade_stages(ax, definition, label=ax is axes[0, 0])
+            for b in boundaries:
+                ax.axvline(b - 0.5, color="k", ls="--", lw=1.0)
+            if metric == "cos_residual":
+                ax.axhline(0, color="grey", lw=0.5)
+            ax.set_ylabel(PANELS[metric], fontsize=8)
+        legend_outside(axes[0, 0], title="component")
+        strip = axes[-1, 0]
+        layers = sorted(frequency)
+        strip.bar([b - 0.5 for b in layers], [100 * frequency[b] for b in layers], width=0.3, color="0.4")
         for b in boundaries:
-            ax.axvline(b - 0.5, color="k", ls="--", lw=0.8)
-        if metric == "cos_residual":
-            ax.axhline(0, color="grey", lw=0.5)
-        ax.set_ylabel(PANELS[metric])
-    top = axes[0, 0]
-    for stage in definition.stages:
-        top.text((min(stage.layers) + max(stage.layers)) / 2, 1.02, stage.name, transform=top.get_xaxis_transform(), ha="center", va="bottom", fontsize=8)
-    bottom = axes[-1, 0]
-    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
-    for b, freq in boundaries.items():
-        bottom.text(b - 0.5, -0.32, f"{freq:.0%}", transform=bottom.get_xaxis_transform(), ha="center", va="top", fontsize=7)
-    top.legend(fontsize=7, loc="upper right")
-    bottom.set_xlabel("decoder layer (dashed: stage boundaries, with bootstrap stability)")
-    if title:
-        fig.suptitle(title, y=1.0)
-    return save_figure(fig, path)
+            strip.axvline(b - 0.5, color="k", ls="--", lw=1.0)
+            strip.text(b - 0.5, 1.02, f"{frequency.get(b, 0.0):.0%}", transform=strip.get_xaxis_transform(), ha="center", va="bottom", fontsize=7)
+        if not boundaries:
+            strip.text(0.5, 0.5, f"one stage ({readable(definition.stages[0].name) if definition.stages else '-'}): no boundary selected",
+                       transform=strip.transAxes, ha="center", va="center", fontsize=8, color="0.3")
+        strip.set_ylim(0, 105)
+        strip.set_ylabel("bootstrap %\nboundary here", fontsize=8)
+        strip.xaxis.set_major_locator(MaxNLocator(integer=True))
+        strip.set_xlim(-0.6, n_layers - 0.4)
+        strip.set_xlabel("decoder layer (dashed: stage boundaries; bars: how often a bootstrap resample put a boundary before that layer)")
+        if title:
+            fig.suptitle(title)
+    return saved(fig, path)

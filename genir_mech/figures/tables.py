@@ -19,15 +19,37 @@ from ..stage_definition import StageDefinition
 RANK_COLUMNS = ["rank>1", "rank>5", "rank>10", "rank>100"]
 
 
+def latex_escape(text: str) -> str:
+    """Text safe for LaTeX: the ten special characters escaped, < > and SentencePiece's word mark made printable in the default fonts."""
+    special = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+               "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\u2581": r"\_", "<": r"\textless{}", ">": r"\textgreater{}"}
+    return "".join(special.get(c, c) for c in str(text))
+
+
+def latex_table(table: pd.DataFrame, caption: str, label: str, index: bool = True) -> str:
+    """A float with an escaped caption and a label, shrunk to the line width only when wider.
+
+    Needs booktabs and graphicx (texlive-latex-base and -recommended), not multirow:
+    a repeated index value is printed once, on its first row.
+    """
+    body = table.to_latex(index=index, escape=True, float_format="%.2f", multirow=False, multicolumn_format="c", na_rep="--")
+    # the default (OT1) fonts have no < > and no SentencePiece word mark
+    body = body.replace("\u2581", r"\_").replace("<", r"\textless{}").replace(">", r"\textgreater{}")
+    return ("\\begin{table}[htbp]\n\\centering\\small\n"
+            f"\\caption{{{latex_escape(caption)}}}\\label{{{label}}}\n"
+            "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"
+            f"{body.rstrip()}\n}}\n\\end{{table}}\n")
+
+
 def write_display(table: pd.DataFrame, path, caption: str, index: bool = True) -> list[Path]:
-    """Write a display table as Markdown and LaTeX with its caption; returns both paths."""
+    """Write a display table as Markdown and LaTeX (`tab:<file name>`) with its caption; returns both paths."""
     path = Path(path)
     table = table.round(2)
     md, tex = path.with_suffix(".md"), path.with_suffix(".tex")
     with written_atomically(md) as tmp:
         tmp.write_text(f"{caption}\n\n{_flat(table, index).to_markdown(index=False)}\n")
     with written_atomically(tex) as tmp:
-        tmp.write_text(table.to_latex(index=index, caption=caption, escape=True, float_format="%.2f"))
+        tmp.write_text(latex_table(table, caption, f"tab:{path.stem}", index=index))
     return [md, tex]
 
 

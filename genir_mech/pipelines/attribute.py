@@ -19,9 +19,9 @@ from ..errors import GenIRError
 from ..patching.aggregation import aggregate
 from ..patching.attribution import METHODS, attribute, verify_top_k
 from ..results_directory import atomic
-from .inputs import Inputs, PairConfig, config_record
+from .inputs import Inputs, PairConfig, config_record, position_token_table
 from .patch import node_label
-from .rendering import attribution_method, draw_attribution_summary
+from .rendering import attribution_method, draw_attribution_summary, patching_context, position_tokens
 
 
 @dataclass
@@ -64,7 +64,8 @@ def run_attribute(model, data, out, config: AttributeConfig | None = None, *, pr
         "per_pair": str(per_pair), "summary": str(summary_path), "n_pairs": len(batch), "direction": config.direction, "method": method,
         "n_nodes": int(table.groupby(["site", "head", "position"], dropna=False).ngroups), "pairs": inputs.pair_counts(),
         "top": top_estimates(summary, method),
-        "figures": draw_attribution_summary(summary, method, inputs.out, f"{gm.name}: {method} ({config.direction}, {len(batch)} pairs)"),
+        "figures": draw_attribution_summary(summary, method, inputs.out, patching_context(gm.name, config.direction, len(batch)),
+                                              position_tokens(position_token_table(batch))),
     }
     if config.verify_top_k:
         check, rho = verify_top_k(gm, batch, table, config.verify_top_k, method=method, rows_per_forward=config.rows_per_forward,

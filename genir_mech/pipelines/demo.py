@@ -12,7 +12,6 @@ subfolder, then `<out>/REPORT.md`. Every model is loaded once, by the caller.
 """
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from .attribute import AttributeConfig, run_attribute
 from .decoder_analyses import DecoderAnalysesConfig, run_decoder_analyses
 from .evaluate import EvalConfig, run_eval
 from .patch import PatchConfig, run_patch
+from .report import write_report
 from .stages import StagesConfig, run_stages
 from .swap import SwapConfig, run_swap
 
@@ -78,49 +78,3 @@ def run_demo(model, data, out, config: DemoConfig | None = None, *, base=None, v
     summary = {"report": str(report), "metrics": {k: v for k, v in metrics.items() if k != "figures"}, "stages": found["stages"],
                "seconds": round(time.time() - started, 1), "timings": timings}
     return summary
-
-
-def _markdown(records: list[dict]) -> str:
-    keys = list(records[0]) if records else []
-    return "\n".join(["| " + " | ".join(keys) + " |", "| " + " | ".join("---" for _ in keys) + " |"] + ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in records])
-
-
-def write_report(out: Path, gm, metrics: dict, found: dict, swap: dict, patching: dict, figures: dict, timings: dict) -> Path:
-    lines = [
-        f"# genir_mech demo: {gm.name}",
-        "",
-        f"Model `{gm.path}`: {gm.n_layers('encoder')} encoder and {gm.n_layers('decoder')} decoder layers, {gm.adapter.n_heads} heads, {len(gm.docids)} docids.",
-        "",
-        "## Retrieval (test split, held-out templates)",
-        "",
-        "| " + " | ".join(metrics) + " |",
-        "| " + " | ".join("---" for _ in metrics) + " |",
-        "| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in metrics.values()) + " |",
-        "",
-        "## Stages (located automatically)",
-        "",
-        "```",
-        found["report"],
-        "```",
-        "",
-        "## Encoder swap",
-        "",
-    ]
-    for key, title in (("removed_docs", "Documents the encoder's model never saw (paper Table 2)"), ("vanilla", "Vanilla pretrained encoder")):
-        if key in swap:
-            lines += [f"{title}:", "", _markdown(swap[key]), ""]
-    lines += ["## Outputs", ""]
-    for name, path in sorted(figures.items()):
-        rel = Path(path).relative_to(out) if Path(path).is_relative_to(out) else Path(path)
-        lines.append(f"- {name}: [{rel}]({rel})" + (f"\n\n  ![{name}]({rel})" if str(path).endswith(".png") else ""))
-    lines += ["", "## Patching", ""]
-    for target, result in patching.items():
-        if "spearman" in result:
-            lines.append(f"- {target}: Spearman rank correlation of {result['method']} with exact patching on its top candidates: {result['spearman']:.3f}")
-        else:
-            lines.append(f"- {target}: largest normalised effects `{json.dumps(result.get('top', []), default=str)[:600]}`")
-    lines += ["", "## Time per step (s)", ""] + [f"- {k}: {v}" for k, v in timings.items()]
-    path = out / "REPORT.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    return path

@@ -98,6 +98,16 @@ def config_record(config) -> dict:
     return record
 
 
+def position_token_table(batch: PairBatch) -> pd.DataFrame:
+    """Per aligned query position: the clean token most pairs have there and the share of pairs that have it (to label position axes)."""
+    rows = []
+    for position in range(batch.width):
+        tokens = pd.Series([t[position] for t in batch.clean_tokens if position < len(t)])
+        counts = tokens.value_counts()
+        rows.append({"position": position, "token": counts.index[0], "share": round(float(counts.iloc[0] / len(tokens)), 4)})
+    return pd.DataFrame(rows, columns=["position", "token", "share"])
+
+
 @dataclass
 class Inputs:
     """A loaded model, its data, the queries or pairs chosen, and where this run writes."""
@@ -173,6 +183,7 @@ class Inputs:
         table["used"] = table["pair_id"].isin({p.pair_id for p in kept})
         inputs = cls(model, dataset, Path(out), config.seed, pairs=tokenize_pairs(model, kept, config.align), pairs_table=table, started=started)
         inputs.write(table, "pairs", config_record(config), n_candidates=len(pairs))
+        inputs.write(position_token_table(inputs.pairs), "position_tokens", config_record(config))
         return inputs
 
     def pair_counts(self) -> dict:

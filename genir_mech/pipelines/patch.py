@@ -24,8 +24,8 @@ from ..patching.aggregation import aggregate
 from ..patching.engine import sweep
 from ..patching.specs import TARGETS, load_specs, save_specs, target_specs
 from ..results_directory import atomic
-from .inputs import Inputs, PairConfig, config_record
-from .rendering import draw_patch_summary
+from .inputs import Inputs, PairConfig, config_record, position_token_table
+from .rendering import draw_patch_summary, patching_context, position_tokens
 
 
 @dataclass
@@ -80,9 +80,9 @@ def run_patch(model, data, out, config: PatchConfig | None = None, *, progress: 
     per_pair = inputs.write(table, f"{name}_per_pair", record)
     summary = summarise(table, config.n_boot, config.seed)
     summary_path = inputs.write(summary, f"{name}_summary", record)
-    title = f"{gm.name}: {name} patching ({config.direction}, {len(batch)} pairs)"
+    context, tokens = patching_context(gm.name, config.direction, len(batch)), position_tokens(position_token_table(batch))
     return {
         "per_pair": str(per_pair), "summary": str(summary_path), "n_pairs": len(batch), "n_patches": len(specs), "direction": config.direction,
         "pairs": inputs.pair_counts(), "top": top_effects(summary, config.direction),
-        "figures": draw_patch_summary(name, summary, config.target, inputs.out, title),
+        "figures": draw_patch_summary(name, summary, config.target, inputs.out, context, tokens),
     }

@@ -22,13 +22,19 @@ from ..analyses.reading import reading_by_stage
 from ..errors import GenIRError
 from ..figures import decoder, tables
 from ..figures.encoder_swap import plot_swap
-from ..figures.patching import plot_node_families, plot_patching
+from ..figures.patching import TARGET_FAMILIES, family_title, plot_node_families, plot_patching
 from ..figures.retrieval import plot_rank_cdf
+from ..figures.saving import save_figure
+from ..figures.style import readable
 from ..figures.stages import plot_stages
 from ..provenance import TABLE_SUFFIXES, read_table, table_file
 from ..stage_definition import StageDefinition
 
 FIGURES, TABLES = "figures", "tables"
+
+
+def _figure(fig, out: Path, name: str) -> Path:
+    return save_figure(fig, out / FIGURES / f"{name}.png")
 
 
 def _display(table: pd.DataFrame, out: Path, name: str, caption: str, index: bool = True) -> Path:
@@ -69,27 +75,27 @@ class Product:
 
 
 PRODUCTS = [
-    Product("retrieval_ranks", ("per_query",), lambda f, o, s, m: plot_rank_cdf(f["per_query"], o / FIGURES / "retrieval_ranks.png", title=f"{m}: rank of the relevant document")),
-    Product("fig3", ("contributions",), lambda f, o, s, m: decoder.plot_contributions(f["contributions"], o / FIGURES / "fig3_contributions.png", s, title=f"{m}: component contributions")),
-    Product("fig4", ("lens",), lambda f, o, s, m: decoder.plot_lens(f["lens"], o / FIGURES / "fig4_logit_lens.png", s, title=f"{m}: vocabulary projection")),
+    Product("retrieval_ranks", ("per_query",), lambda f, o, s, m: _figure(plot_rank_cdf(f["per_query"], title=f"{m}: rank of the relevant document"), o, "retrieval_ranks")),
+    Product("fig3", ("contributions",), lambda f, o, s, m: _figure(decoder.plot_contributions(f["contributions"], None, s, title=f"{m}: component contributions"), o, "fig3_contributions")),
+    Product("fig4", ("lens",), lambda f, o, s, m: _figure(decoder.plot_lens(f["lens"], None, s, title=f"{m}: logit lens (rank in the vocabulary projection)"), o, "fig4_logit_lens")),
     Product("table5", ("lens",), lambda f, o, s, m: _display(tables.docid_share_table(f["lens"], s), o, "table5_docid_share",
                                                              "Share (%) of docid tokens among the top-k tokens of the cross-attention output projection (mean over correct queries).")),
     Product("table6", ("lens_heads",), lambda f, o, s, m: _display(tables.head_tokens_table(f["lens_heads"], s), o, "table6_head_tokens",
                                                                    "Top tokens of the cross-attention heads" + (f" of stage {s.stages[min(1, len(s.stages) - 1)].name!r}" if s else "")
                                                                    + " (logit lens of each head's output).")),
-    Product("fig5", ("reading_by_stage",), lambda f, o, s, m: decoder.plot_reading(f["reading_by_stage"], o / FIGURES / "fig5_reading.png", stages=s, title=f"{m}: what each component reads")),
-    Product("ablation", ("ablation",), lambda f, o, s, m: decoder.plot_ablation(f["ablation"], o / FIGURES / "ablation.png", s, title=f"{m}: stage ablations")),
+    Product("fig5", ("reading_by_stage",), lambda f, o, s, m: _figure(decoder.plot_reading(f["reading_by_stage"], None, stages=s, title=f"{m}: what each component reads"), o, "fig5_reading")),
+    Product("ablation", ("ablation",), lambda f, o, s, m: _figure(decoder.plot_ablation(f["ablation"], None, s, title=f"{m}: stage ablations"), o, "ablation")),
     Product("table3", ("ablation",), lambda f, o, s, m: _display(tables.ablation_table(f["ablation"], s), o, "table3_ablation",
                                                                  "Stage ablations: % of correct queries whose relevant document leaves rank 1 (rank>1) or falls below rank 5, 10, 100 (ranked among docids).")),
-    Product("layer_ablation", ("layer_ablation",), lambda f, o, s, m: decoder.plot_layer_ablation(f["layer_ablation"], o / FIGURES / "layer_ablation.png", s, title=f"{m}: single-layer ablations")),
+    Product("layer_ablation", ("layer_ablation",), lambda f, o, s, m: _figure(decoder.plot_layer_ablation(f["layer_ablation"], None, s, title=f"{m}: single-layer ablations"), o, "layer_ablation")),
     Product("table3_per_layer", ("layer_ablation",), lambda f, o, s, m: _display(tables.layer_ablation_table(f["layer_ablation"]), o, "table3_per_layer",
                                                                                  "Single-layer ablations: % of correct queries whose relevant document leaves rank 1.")),
-    Product("circuit", ("circuit",), lambda f, o, s, m: decoder.plot_circuit(f["circuit"], o / FIGURES / "circuit.png", title=f"{m}: minimal circuit")),
+    Product("circuit", ("circuit",), lambda f, o, s, m: _figure(decoder.plot_circuit(f["circuit"], title=f"{m}: minimal circuit"), o, "circuit")),
     Product("table4", ("circuit",), lambda f, o, s, m: _display(tables.circuit_table(f["circuit"]), o, "table4_circuit",
                                                                 "Minimal circuit: Hits@1/5/10 (%) of the intact model and of the circuit, the circuit relative to the intact model (%), and components kept.")),
     # boundary_stability is empty for a one-layer decoder (no boundary to place); the profile is still drawn
-    Product("stages", ("stage_layer_means",), lambda f, o, s, m: plot_stages(f["stage_layer_means"], f.get("boundary_stability", pd.DataFrame(columns=["boundary", "selected", "frequency", "frequency_within_1"])), s, o / FIGURES / "stages.png", title=f"{m}: decoder stages"), needs_stages=True),
-    Product("swap", ("swap_removed_docs_per_query", "swap_vanilla_per_query"), lambda f, o, s, m: plot_swap(f.get("swap_removed_docs_per_query"), f.get("swap_vanilla_per_query"), o / FIGURES / "swap.png", title=f"{m}: encoder swap"), any_of=True),
+    Product("stages", ("stage_layer_means",), lambda f, o, s, m: _figure(plot_stages(f["stage_layer_means"], f.get("boundary_stability", pd.DataFrame(columns=["boundary", "selected", "frequency", "frequency_within_1"])), s, title=f"{m}: decoder stages"), o, "stages"), needs_stages=True),
+    Product("swap", ("swap_removed_docs_per_query", "swap_vanilla_per_query"), lambda f, o, s, m: _figure(plot_swap(f.get("swap_removed_docs_per_query"), f.get("swap_vanilla_per_query"), title=f"{m}: encoder swap"), o, "swap"), any_of=True),
     Product("table2_swap_removed_docs", ("swap_removed_docs",), lambda f, o, s, m: _swap_display(f["swap_removed_docs"], "removed", o, m)),
     Product("table2_swap_vanilla", ("swap_vanilla",), lambda f, o, s, m: _swap_display(f["swap_vanilla"], "vanilla", o, m)),
 ]
@@ -144,15 +150,25 @@ def read_result(path: Path) -> tuple[pd.DataFrame, dict]:
 # -- patching and attribution: one summary table per sweep, named after its target or spec file ----------
 
 
-def draw_patch_summary(name: str, summary: pd.DataFrame, target: str | None, out: str | Path, title: str) -> dict[str, str]:
+def position_tokens(table: pd.DataFrame | None) -> dict[int, str] | None:
+    """Position -> the clean query token most pairs have there (from a run's position_tokens table)."""
+    if table is None or table.empty:
+        return None
+    return {int(p): str(t) for p, t in zip(table["position"], table["token"])}
+
+
+def draw_patch_summary(name: str, summary: pd.DataFrame, target: str | None, out: str | Path, context: str,
+                       tokens: dict[int, str] | None = None) -> dict[str, str]:
     """Heatmap of the normalised logit-diff effect: the target's layout, or one per node family for a saved sweep of specs."""
     effect = summary[(summary.metric == "logit_diff") & (summary.quantity == "normalised")]
-    label = "normalised logit-diff effect"
+    what, label = "restored share of the logit difference (exact patching)", "normalised logit-difference effect"
     if effect.empty:
         return {}
     if target:
-        return {name: str(plot_patching(effect, Path(out) / FIGURES / f"{name}.png", target, label=label, title=title))}
-    return {f"{name}_{k}": str(v) for k, v in plot_node_families(effect, Path(out) / FIGURES, name, title=title, label=label).items()}
+        title = family_title(context, what, TARGET_FAMILIES.get(target, target))
+        return {name: str(_figure(plot_patching(effect, target, title=title, label=label, tokens=tokens), Path(out), name))}
+    made = plot_node_families(effect, Path(out) / FIGURES, name, context=context, what=what, label=label, tokens=tokens)
+    return {f"{name}_{k}": str(v) for k, v in made.items()}
 
 
 def attribution_method(config: dict) -> str:
@@ -160,9 +176,15 @@ def attribution_method(config: dict) -> str:
     return config.get("verify_method") or ("atp_qk" if config.get("qk_fix", True) else "atp")
 
 
-def draw_attribution_summary(summary: pd.DataFrame, method: str, out: str | Path, title: str) -> dict[str, str]:
+ESTIMATE_NAMES = {"atp": "AtP", "atp_qk": "AtP*"}
+
+
+def draw_attribution_summary(summary: pd.DataFrame, method: str, out: str | Path, context: str, tokens: dict[int, str] | None = None) -> dict[str, str]:
+    """One heatmap per node family of the attribution estimate, titled by the estimate and the nodes it covers."""
     shown = summary[(summary.method == method) & (summary.quantity == "estimate")]
-    made = plot_node_families(shown, Path(out) / FIGURES, "attribution", title=title, label=f"{method}: estimated logit-diff change")
+    name = ESTIMATE_NAMES.get(method, method)
+    made = plot_node_families(shown, Path(out) / FIGURES, "attribution", context=context, what=f"{name} estimate of the change in logit difference",
+                              label=f"{name}: estimated logit-difference change", tokens=tokens)
     return {f"attribution_{k}": str(v) for k, v in made.items()}
 
 
@@ -178,6 +200,17 @@ def find_table(results_dir: Path, name: str) -> Path | None:
     if len(matches) > 1:
         raise GenIRError(f"{results_dir}: several {name} tables ({', '.join(map(str, matches[:4]))}); give the results directory of one model")
     return matches[0] if matches else None
+
+
+def patching_context(model: str, direction: str, n_pairs) -> str:
+    """`dsi-synth, clean into corrupted, 32 pairs`: the start of every patching title."""
+    return f"{model}, {readable(direction)}, {n_pairs} pairs"
+
+
+def _table_beside(summary_path: Path, name: str) -> pd.DataFrame | None:
+    """The table `name` written by the same run as `summary_path` (same folder), if any."""
+    path = summary_path.with_name(f"{name}.csv")
+    return read_result(path)[0] if path.exists() else None
 
 
 def recorded_stages(records: dict[str, dict]) -> StageDefinition | None:
@@ -215,11 +248,11 @@ def redraw(results_dir: str | Path, out_dir: str | Path | None = None) -> dict[s
     made = draw(frames, out, recorded_stages(records), model, sources)
     for name, summary, record, path in sweeps:
         config = record["config"]
-        title = f"{model}: {name} ({config['direction']}, {record.get('n_pairs', '?')} pairs)"
+        context = patching_context(model, config["direction"], record.get("n_pairs", "?"))
+        tokens = position_tokens(_table_beside(path, "position_tokens"))
         with _wrong_shape({name: path}, (name,)):
             if name == "attribution":
-                method = attribution_method(config)
-                made.update(draw_attribution_summary(summary, method, out, f"{model}: {method} ({config['direction']}, {record.get('n_pairs', '?')} pairs)"))
+                made.update(draw_attribution_summary(summary, attribution_method(config), out, context, tokens))
             else:
-                made.update(draw_patch_summary(name, summary, config.get("target"), out, title))
+                made.update(draw_patch_summary(name, summary, config.get("target"), out, context, tokens))
     return made

@@ -1,4 +1,4 @@
-"""REPORT.md of the paper example: the demo's report (pipelines.demo.write_report) from a finished sweep's unit summaries.
+"""REPORT.md of the paper example: the demo's report (pipelines.report.write_report) from a finished sweep's unit summaries.
 
     manifest = run_sweep(load_config("examples/paper.yaml"))
     paper_report(config, manifest)         # -> <out>/REPORT.md
@@ -18,7 +18,7 @@ from .config import SweepConfig
 
 def paper_report(config: SweepConfig, manifest: dict, model: str | None = None) -> Path:
     """Write `<out>/REPORT.md` for `model` (default: the first model) from the units of a finished sweep."""
-    from ..pipelines.demo import write_report
+    from ..pipelines.report import write_report
     model = model or next(iter(config.models))
     units = {uid.split("/", 1)[1]: u for uid, u in manifest["units"].items() if uid.split("/", 1)[0] == model}
     by_run: dict[str, list] = {}
