@@ -2,6 +2,7 @@
 
     gm = tiny_genir(decoder_layers=4)                                   # random tiny T5 with docid tokens
     gm = tiny_llama_genir(layers=3)                                     # random tiny decoder-only Llama (GQA)
+    gm = tiny_gpt2_genir(layers=3)                                      # random tiny GPT-2 (Conv1D, learned positions)
     gm = planted_cross_attention(tiny_genir(decoder_layers=8), layers=[3, 4])
     texts = toy_queries(gm, 16)
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import random
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, T5Config, T5ForConditionalGeneration
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, T5Config, T5ForConditionalGeneration
 
 from .data.synthetic import SyntheticConfig, generate_corpus
 from .docids import AtomicDocids
@@ -89,6 +90,39 @@ def tiny_llama_genir(layers: int = 3, d_model: int = 32, num_heads: int = 4, num
             elif param.ndim == 1 and model_type == "qwen2" and param.abs().max() == 0:
                 param.normal_(0.0, 0.3)  # q/k/v biases start at zero: make them matter
     name = f"tiny-{model_type}-{layers}"
+    return GenIRModel(model, tok, AtomicDocids.detect(tok), adapter_for(model), name, name)
+
+
+def tiny_gpt2_genir(layers: int = 3, d_model: int = 32, num_heads: int = 4, n_docs: int = 20, seed: int = 0, n_positions: int = 128) -> GenIRModel:
+    """A random tiny GPT-2 GenIR model (LayerNorm with bias, learned positions, fused Conv1D attention, GELU MLP) on the toy tokenizer.
+
+    Example:
+        >>> gm = tiny_gpt2_genir()
+        >>> gm.adapter.family, gm.adapter.n_heads     # ('gpt2', 4)
+
+    Weights and biases are re-drawn larger than HF's initialisation, as in
+    `tiny_llama_genir`; the attention output bias stays zero, so per-head
+    contributions still sum to the sublayer output (a bias belongs to no head).
+    """
+    tok, _ = toy_tokenizer(n_docs, seed)
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=len(tok), n_embd=d_model, n_layer=layers, n_head=num_heads, n_positions=n_positions, n_inner=2 * d_model,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.eos_token_id, tie_word_embeddings=True,
+    )
+    model = GPT2LMHeadModel(config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.ndim == 2:
+                param.normal_(0.0, 0.3)
+            elif name.endswith("attn.c_proj.bias"):
+                param.zero_()
+            elif name.endswith(".weight"):  # LayerNorm gains
+                param.normal_(1.0, 0.1)
+            else:
+                param.normal_(0.0, 0.3)
+    name = f"tiny-gpt2-{layers}"
     return GenIRModel(model, tok, AtomicDocids.detect(tok), adapter_for(model), name, name)
 
 

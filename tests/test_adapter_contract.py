@@ -25,7 +25,7 @@ from genir_mech.models.loading import check_logit_lens
 from genir_mech.patching.engine import head_sweep
 from genir_mech.patching.metrics import logit_diff
 from genir_mech.patching.pairs import QueryPair, dataset_pairs, tokenize_pairs
-from genir_mech.testing import planted_cross_attention, tiny_genir, tiny_llama_genir, toy_queries, toy_tokenizer
+from genir_mech.testing import planted_cross_attention, tiny_genir, tiny_gpt2_genir, tiny_llama_genir, toy_queries, toy_tokenizer
 
 # family -> (tiny model factory, a few site -> module path pins written by hand, not derived from the adapter)
 FAMILIES = {
@@ -40,7 +40,14 @@ FAMILIES = {
         "decoder.layers.2.mlp": "model.layers.2.mlp",
         "decoder.layers.0.self_attn.heads": "model.layers.0.self_attn.o_proj",
         "decoder.layers.1.resid_post": "model.layers.1",
-    }),    "qwen2": (lambda: tiny_llama_genir(layers=2, model_type="qwen2"), {"decoder.layers.1.self_attn.heads": "model.layers.1.self_attn.o_proj"}),
+    }),
+    "qwen2": (lambda: tiny_llama_genir(layers=2, model_type="qwen2"), {"decoder.layers.1.self_attn.heads": "model.layers.1.self_attn.o_proj"}),
+    "gpt2": (lambda: tiny_gpt2_genir(layers=3), {
+        "decoder.layers.1.self_attn": "transformer.h.1.attn",
+        "decoder.layers.2.mlp": "transformer.h.2.mlp",
+        "decoder.layers.0.self_attn.heads": "transformer.h.0.attn.c_proj",
+        "decoder.layers.1.mlp.resid_pre": "transformer.h.1.ln_2",
+    }),
 }
 
 
