@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it (one place to look each up)
 _API = {
     # models
-    "load_genir": "models.loading", "resolve_dataset": "models.loading", "GenIRModel": "models.genir_model",
+    "load_genir": "models.loading", "load_lm": "models.loading", "resolve_dataset": "models.loading", "GenIRModel": "models.genir_model",
     "ModelCard": "models.model_card", "Site": "models.components", "QueryBatch": "models.execution",
     "RunResult": "models.execution", "run": "models.execution", "adapter_for": "models.adapters",
     # data
