@@ -1,6 +1,6 @@
 """The retrieval score of every attention head (Wu et al. 2024) over needle-in-a-haystack trials, batched.
 
-    trials = [NeedleTrial("t0", prompt, needle, answer, context_length=512, depth=0.5), ...]
+    trials = niah_trials(NiahConfig(lengths=(256, 512)))       # genir_mech.data.niah, or load_niah(path)
     result = retrieval_scores(lm, trials, batch_size=16)
     result.scores          # tidy: layer, head, retrieval_score, n_successful, is_retrieval_head
     result.trials          # tidy: trial_id, context_length, depth, generated, rouge1_recall, success
@@ -13,7 +13,7 @@ ROUGE-1 recall > 0.5), and it is a retrieval head at >= 0.1.
 
 Unlike the reference code: trials run in batches (left-padded, one KV-cached
 decoding loop), layer and head counts come from the config, the needle span
-is located by character offsets and checked (a needle that tokenizes
+is located by character offsets and checked (data.niah.needle_token_span) (a needle that tokenizes
 differently inside the haystack is refused, not silently mis-scored), and
 when no trial succeeds the scores are NaN with a warning rather than an
 empty table or zeros.
@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 
 from ..errors import GenIRError
 from .decoding import greedy_decode
-from .prompts import pad_offsets, prompt_batch, token_span
+from ..data.niah import NiahTrial, needle_token_span
+from .prompts import pad_offsets, prompt_batch
 
 RETRIEVAL_THRESHOLD = 0.1  # Wu et al.: a retrieval head scores at least 0.1
 SUCCESS_RECALL = 0.5  # a trial counts when the answer's ROUGE-1 recall exceeds this
@@ -38,24 +39,6 @@ SUCCESS_RECALL = 0.5  # a trial counts when the answer's ROUGE-1 recall exceeds 
 
 class NoSuccessfulTrialWarning(UserWarning):
     """No needle-in-a-haystack trial was answered: retrieval scores are undefined (NaN)."""
-
-
-@dataclass(frozen=True)
-class NeedleTrial:
-    """One needle-in-a-haystack prompt: the needle (verbatim in the prompt), the expected answer, its grid cell."""
-
-    trial_id: str
-    prompt: str
-    needle: str
-    answer: str
-    context_length: int = 0
-    depth: float = 0.0
-
-    @classmethod
-    def from_record(cls, record: dict) -> "NeedleTrial":
-        """A trial from a niah.jsonl line (trial_id, prompt, needle, answer, context_length, depth)."""
-        return cls(str(record["trial_id"]), record["prompt"], record["needle"], str(record["answer"]),
-                   int(record.get("context_length", 0)), float(record.get("depth", 0.0)))
 
 
 @dataclass
@@ -98,7 +81,7 @@ def rouge1_recall(answer: str, generated: str) -> float:
     return hits / len(want)
 
 
-def answer_budget(tokenizer, trials: list[NeedleTrial], extra: int = 2) -> int:
+def answer_budget(tokenizer, trials: list[NiahTrial], extra: int = 2) -> int:
     """Tokens to generate: the longest answer in tokens plus `extra` (room for the end-of-sequence token)."""
     return max(len(tokenizer(t.answer, add_special_tokens=False)["input_ids"]) for t in trials) + extra
 
@@ -117,7 +100,7 @@ def step_hits(top_positions: torch.Tensor, live: torch.Tensor, tokens: torch.Ten
     return hit.sum(1)
 
 
-def retrieval_scores(gm, trials: list[NeedleTrial], batch_size: int = 16, attention: str = "auto", max_new_tokens: int | None = None,
+def retrieval_scores(gm, trials: list[NiahTrial], batch_size: int = 16, attention: str = "auto", max_new_tokens: int | None = None,
                      progress: bool = True) -> RetrievalScores:
     """Score every head of `gm` on `trials` (see the module docstring); `attention`: auto, recompute or eager."""
     if not trials:
@@ -130,7 +113,7 @@ def retrieval_scores(gm, trials: list[NeedleTrial], batch_size: int = 16, attent
     bar = tqdm(total=len(trials), desc="retrieval score", unit="trial", disable=not progress, leave=False)
     for start in range(0, len(order), batch_size):
         chunk = [trials[i] for i in order[start:start + batch_size]]
-        spans = torch.tensor([token_span(gm.tokenizer, t.prompt, t.needle, what=f"needle of trial {t.trial_id}") for t in chunk])
+        spans = torch.tensor([needle_token_span(gm.tokenizer, t, add_special_tokens=False) for t in chunk])
         batch = prompt_batch(gm, [t.prompt for t in chunk], reserve=budget, names=[t.trial_id for t in chunk])
         spans = (spans + pad_offsets(batch).cpu()[:, None]).to(gm.device)
         out = greedy_decode(gm, batch, budget, attention=attention)
