@@ -57,7 +57,7 @@ class RetrievalScores:
     def ranked_heads(self) -> list[tuple[int, int]]:
         """(layer, head) by decreasing retrieval score (NaN last)."""
         order = self.scores.sort_values(["retrieval_score", "layer", "head"], ascending=[False, True, True], na_position="last")
-        return list(zip(order.layer.astype(int), order.head.astype(int)))
+        return [(int(l), int(h)) for l, h in zip(order["layer"], order["head"])]
 
 
 def words(text: str) -> list[str]:
