@@ -27,7 +27,7 @@ PLANTED = (1, 2)  # (layer, head) of the planted head
 
 
 def _vocab(gm):
-    return [w for w in gm.tokenizer.get_vocab() if w.isalpha() and len(w) > 3][:200]
+    return sorted(w for w in gm.tokenizer.get_vocab() if w.isalpha() and len(w) > 3)[:200]
 
 
 def _copy_model(name):
@@ -41,14 +41,14 @@ def _copy_model(name):
     return gm, vocab
 
 
-def _needle_trials(vocab, n=8, seed=0):
+def _needle_trials(vocab, n=12, seed=0):
     rng, marked, trials = random.Random(seed), vocab[0], []
     for i in range(n):
-        hay = [rng.choice(vocab[1:]) for _ in range(60)]
+        hay = [rng.choice(vocab[1:]) for _ in range(100)]
         needle = " ".join([rng.choice(vocab[1:]), marked, rng.choice(vocab[1:])])
-        at = rng.randrange(5, 55)
+        at = rng.randrange(5, 95)
         prompt = " ".join(hay[:at] + [needle] + hay[at:])
-        trials.append(NiahTrial(f"t{i}", 60, at / 60, prompt, marked, needle, "q"))
+        trials.append(NiahTrial(f"t{i}", 100, at / 100, prompt, marked, needle, "q"))
     return trials
 
 
