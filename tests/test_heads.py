@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 import tempfile
-import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -204,3 +204,41 @@ def test_no_successful_trial_warns_and_gives_nan_scores_not_an_empty_table():
         result = retrieval_scores(gm, trials, progress=False)
     assert len(result.scores) == gm.n_layers() * gm.adapter.n_heads and result.scores.retrieval_score.isna().all()
     assert not result.scores.is_retrieval_head.any()
+
+
+# -- the verb: bad input is one line, exit code 2 ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_lm_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-lm")
+    gm = tiny_llama_genir(layers=1)
+    gm.hf_model.save_pretrained(folder)
+    gm.tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _one_line_error(argv, capsys):
+    from genir_mech.cli import main
+
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "Traceback" not in "".join(err), err
+    return err[0]
+
+
+def test_heads_verb_refuses_bad_arguments_and_inputs_in_one_line(tiny_lm_folder, tmp_path, capsys):
+    from genir_mech.data.incontext import InContextConfig, incontext_examples, save_incontext
+
+    assert "--lengths" in _one_line_error(["heads", "detect", "--model", str(tiny_lm_folder), "--lengths", "0,128"], capsys)
+    assert "--depths" in _one_line_error(["heads", "detect", "--model", str(tiny_lm_folder), "--depths", "0,2"], capsys)
+    assert "encoder-decoder" in _one_line_error(["heads", "detect", "--model", str(Path(__file__).resolve().parents[1] / "checkpoints" / "dsi-synth"), "--out", str(tmp_path / "a")], capsys)
+    line = _one_line_error(["heads", "detect", "--model", str(tiny_lm_folder), "--lengths", "512", "--depths", "0.5", "--trials-per-cell", "1",
+                            "--out", str(tmp_path / "b")], capsys)
+    assert "exceed the 128 positions" in line
+    data = tmp_path / "data"
+    data.mkdir()
+    assert "incontext.jsonl: missing" in _one_line_error(["heads", "qr-retrieve", "--model", str(tiny_lm_folder), "--data", str(data), "--out", str(tmp_path / "c")], capsys)
+    save_incontext([e for e in incontext_examples(InContextConfig(n_detection=1, n_test=2, n_docs=2)) if e.split == "test"], data / "incontext.jsonl")
+    assert "labelled (detection) split is empty" in _one_line_error(["heads", "qr-retrieve", "--model", str(tiny_lm_folder), "--data", str(data), "--out", str(tmp_path / "d")], capsys)
+    assert not list(tmp_path.rglob("*.csv"))
