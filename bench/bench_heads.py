@@ -51,7 +51,7 @@ def batch1_loop(gm, trials, budget) -> torch.Tensor:
             ids = torch.tensor([prompt_token_ids(gm.tokenizer, trial.prompt)])
             start, end = needle_token_span(gm.tokenizer, trial, add_special_tokens=False)
             out = model(input_ids=ids, use_cache=True)
-            cache, sequence = out.past_key_values, ids[0].tolist()
+            cache, sequence = out.cache, ids[0].tolist()
             for _ in range(budget):
                 token = int(out.logits[0, -1].argmax())
                 for layer in range(n_layers):
@@ -63,7 +63,7 @@ def batch1_loop(gm, trials, budget) -> torch.Tensor:
                     break
                 sequence.append(token)
                 out = model(input_ids=torch.tensor([[token]]), cache=cache, use_cache=True)
-                cache = out.past_key_values
+                cache = out.cache
     finally:
         model.set_attn_implementation(before)
         for h in handles:

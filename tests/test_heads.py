@@ -121,7 +121,7 @@ def test_masking_a_head_removes_exactly_its_output(name):
     gm = FACTORIES[name]()
     batch = prompt_batch(gm, toy_queries(gm, 4))
     plain = greedy_decode(gm, batch, 4)
-    tokens, _ = masked_greedy_decode(gm, batch, 4, head_mask([]))
+    tokens = masked_greedy_decode(gm, batch, 4, head_mask([])).tokens
     assert torch.equal(tokens, plain.tokens)  # the engine with nothing masked is the model
     layer, head, d = 1, 1, gm.adapter.d_head
     module = module_at(gm.hf_model, gm.adapter.hook(Site("decoder", layer, "self_attn", "heads")).path)
@@ -136,7 +136,7 @@ def test_masking_a_head_removes_exactly_its_output(name):
         by_hand = greedy_decode(gm, batch, 4)
     finally:
         handle.remove()
-    masked, _ = masked_greedy_decode(gm, batch, 4, head_mask([(layer, head)]))
+    masked = masked_greedy_decode(gm, batch, 4, head_mask([(layer, head)])).tokens
     assert torch.equal(masked, by_hand.tokens)
     assert not torch.equal(masked, plain.tokens)
 
@@ -147,8 +147,8 @@ def test_masking_the_planted_copying_head_breaks_niah(name):
     trials = _needle_trials(vocab, n=4)
     batch = prompt_batch(gm, [t.prompt for t in trials])
     marked = gm.tokenizer.convert_tokens_to_ids(vocab[0])
-    intact, _ = masked_greedy_decode(gm, batch, 2, head_mask([]))
-    top, _ = masked_greedy_decode(gm, batch, 2, head_mask([PLANTED]))
+    intact = masked_greedy_decode(gm, batch, 2, head_mask([])).tokens
+    top = masked_greedy_decode(gm, batch, 2, head_mask([PLANTED])).tokens
     assert (intact[:, 0] == marked).all() and (top[:, 0] != marked).all()
 
 

@@ -23,6 +23,7 @@ the largest weight (the most-attended position, in padded coordinates).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -38,16 +39,48 @@ ATTENTION_PATHS = ("recompute", "eager")
 
 @dataclass
 class Decoded:
-    """Greedy continuations of a batch: tokens (B, steps), which steps are live, and optionally the argmax key per head."""
+    """Greedy continuations of a batch: tokens (B, steps), which steps are live, and optionally the argmax key per head.
 
-    tokens: torch.Tensor  # (B, steps); after a row's end-of-sequence token, padding
-    live: torch.Tensor  # (B, steps) bool: the step produced a real token (the end-of-sequence token included)
-    top_positions: torch.Tensor | None = None  # (B, steps, L, H) column of the most-attended key, padded coordinates
+    Built step by step with `step(logits)`, which returns the next input tokens, or None once every row has ended.
+    """
+
+    eos: int
+    pad: int
+    done: torch.Tensor  # (B,) bool: the row has produced its end-of-sequence token
+    steps: list = dataclasses.field(default_factory=list)  # (token, live) per step
+    tops: list = dataclasses.field(default_factory=list)  # (B, L, H) per step
+
+    @classmethod
+    def start(cls, tokenizer, rows: int, device) -> "Decoded":
+        """An empty continuation of `rows` prompts."""
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        return cls(tokenizer.eos_token_id, pad, torch.zeros(rows, dtype=torch.bool, device=device))
+
+    def step(self, logits: torch.Tensor) -> torch.Tensor | None:
+        """Take the greedy token of each row from (B, vocab) logits (padding after a row's end); the (B, 1) next inputs, or None when all rows ended."""
+        token = torch.where(self.done, torch.full_like(logits[:, 0], self.pad, dtype=torch.long), logits.argmax(-1))
+        self.steps.append((token, ~self.done))
+        self.done = self.done | (token == self.eos)
+        return None if bool(self.done.all()) else token[:, None]
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        """(B, steps) generated tokens; padding after a row's end-of-sequence token."""
+        return torch.stack([t for t, _ in self.steps], 1)
+
+    @property
+    def live(self) -> torch.Tensor:
+        """(B, steps) bool: the step produced a real token (the end-of-sequence token included)."""
+        return torch.stack([l for _, l in self.steps], 1)
+
+    @property
+    def top_positions(self) -> torch.Tensor | None:
+        """(B, steps, L, H) column of each head's most-attended key per step (padded coordinates); None when not recorded."""
+        return torch.stack(self.tops, 1) if self.tops else None
 
     def texts(self, tokenizer) -> list[str]:
         """The generated text of each row, without padding and the end-of-sequence token."""
-        eos = tokenizer.eos_token_id
-        return [tokenizer.decode([t for t, ok in zip(row.tolist(), live.tolist()) if ok and t != eos]) for row, live in zip(self.tokens, self.live)]
+        return [tokenizer.decode([t for t, ok in zip(row.tolist(), live.tolist()) if ok and t != self.eos]) for row, live in zip(self.tokens, self.live)]
 
 
 def eager_available(gm) -> bool:
@@ -152,8 +185,6 @@ def greedy_decode(gm, batch: QueryBatch, max_new_tokens: int, attention: str | N
     if "encoder" in gm.adapter.sides:
         raise GenIRError(f"{gm.path}: greedy decoding of prompts needs a decoder-only model")
     model = gm.hf_model
-    eos = gm.tokenizer.eos_token_id
-    pad = gm.tokenizer.pad_token_id if gm.tokenizer.pad_token_id is not None else 0
     ids, mask = batch.input_ids, batch.attention_mask
     path = None if attention is None else resolve_attention_path(gm, attention)
     implementation = model.config._attn_implementation
@@ -161,10 +192,9 @@ def greedy_decode(gm, batch: QueryBatch, max_new_tokens: int, attention: str | N
     if ids.shape[1] > 1:
         prefix = mask[:, :-1]
         out = model(input_ids=ids[:, :-1], attention_mask=prefix, position_ids=position_ids(prefix), use_cache=True)
-        cache = out.past_key_values
+        cache = out.cache
     current = ids[:, -1:]
-    done = torch.zeros(len(ids), dtype=torch.bool, device=ids.device)
-    tokens, live, tops = [], [], []
+    decoded = Decoded.start(gm.tokenizer, len(ids), ids.device)
     recorder = _StepRecorder(gm, path) if path else None
     if path == "eager":
         model.set_attn_implementation("eager")
@@ -172,21 +202,16 @@ def greedy_decode(gm, batch: QueryBatch, max_new_tokens: int, attention: str | N
         for _ in range(max_new_tokens):
             positions = position_ids(mask)[:, -1:]
             out = model(input_ids=current, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
-            cache = out.past_key_values
+            cache = out.cache
             if recorder is not None:
-                tops.append(recorder.top_positions(mask, cache))
-            nxt = out.logits[:, -1].argmax(-1)
-            live.append(~done)
-            nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
-            tokens.append(nxt)
-            done = done | (nxt == eos)
-            if bool(done.all()):
+                decoded.tops.append(recorder.top_positions(mask, cache))
+            current = decoded.step(out.logits[:, -1])
+            if current is None:
                 break
-            current = nxt[:, None]
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
     finally:
         if recorder is not None:
             recorder.remove()
         if path == "eager":
             model.set_attn_implementation(implementation)
-    return Decoded(torch.stack(tokens, 1), torch.stack(live, 1), torch.stack(tops, 1) if tops else None)
+    return decoded

@@ -1,7 +1,7 @@
 """Head masking that removes heads, through the one intervention engine, and NIAH accuracy under it.
 
     group = head_mask([(2, 1), (3, 0)], condition="top-k")      # zero those heads' outputs (before the output projection)
-    tokens, live = masked_greedy_decode(lm, batch, 6, group)      # greedy decoding with the heads removed at every position
+    out = masked_greedy_decode(lm, batch, 6, group)               # greedy decoding with the heads removed at every position
     table = masked_niah(lm, trials, {"top-k": top, "random-k": draws}, batch_size=8)
 
 A masked head's slice of the attention output (the input of the output
@@ -23,6 +23,7 @@ from ..data.niah import NiahTrial
 from ..errors import GenIRError
 from ..interventions import Intervention, InterventionExecutor, InterventionSpec
 from ..models.execution import QueryBatch
+from .decoding import Decoded
 from .prompts import prompt_batch
 from .retrieval_score import SUCCESS_RECALL, answer_budget, rouge1_recall
 
@@ -43,34 +44,21 @@ def random_heads(candidates: list[Head], k: int, draws: int, seed: int = 0) -> l
 
 
 @torch.no_grad()
-def masked_greedy_decode(gm, batch: QueryBatch, max_new_tokens: int, intervention: Intervention, rows_per_forward: int = 64):
-    """Greedy decoding with `intervention` applied to every forward pass: (tokens (B, steps), live (B, steps))."""
+def masked_greedy_decode(gm, batch: QueryBatch, max_new_tokens: int, intervention: Intervention, rows_per_forward: int = 64) -> Decoded:
+    """Greedy decoding with `intervention` applied to every forward pass (prompt included); see `decoding.Decoded`."""
     executor = InterventionExecutor(gm, [intervention], rows_per_forward=rows_per_forward)
-    eos = gm.tokenizer.eos_token_id
-    pad = gm.tokenizer.pad_token_id if gm.tokenizer.pad_token_id is not None else 0
     ids, mask = batch.input_ids, batch.attention_mask
-    done = torch.zeros(len(ids), dtype=torch.bool, device=ids.device)
-    tokens, live = [], []
+    decoded = Decoded.start(gm.tokenizer, len(ids), ids.device)
     for _ in range(max_new_tokens):
         logits = torch.empty(len(ids), gm.hf_model.config.vocab_size, device=ids.device)
         for out in executor.row_logits(QueryBatch(ids, mask)):
             logits[out.item.to(ids.device)] = out.logits.float()
-        nxt = logits.argmax(-1)
-        live.append(~done)
-        nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
-        tokens.append(nxt)
-        done = done | (nxt == eos)
-        if bool(done.all()):
+        nxt = decoded.step(logits)
+        if nxt is None:
             break
-        ids = torch.cat([ids, nxt[:, None]], 1)
+        ids = torch.cat([ids, nxt], 1)
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-    return torch.stack(tokens, 1), torch.stack(live, 1)
-
-
-def decoded_texts(tokenizer, tokens: torch.Tensor, live: torch.Tensor) -> list[str]:
-    """Generated text per row, padding and end-of-sequence left out."""
-    eos = tokenizer.eos_token_id
-    return [tokenizer.decode([t for t, ok in zip(r.tolist(), l.tolist()) if ok and t != eos]) for r, l in zip(tokens, live)]
+    return decoded
 
 
 def masked_niah(gm, trials: list[NiahTrial], conditions: dict[str, list[list[Head]]], batch_size: int = 8, progress: bool = True) -> pd.DataFrame:
@@ -87,8 +75,8 @@ def masked_niah(gm, trials: list[NiahTrial], conditions: dict[str, list[list[Hea
         for start in range(0, len(order), batch_size):
             chunk = [trials[i] for i in order[start:start + batch_size]]
             batch = prompt_batch(gm, [t.prompt for t in chunk], reserve=budget, names=[t.trial_id for t in chunk])
-            tokens, live = masked_greedy_decode(gm, batch, budget, group, rows_per_forward=batch_size)
-            for trial, text in zip(chunk, decoded_texts(gm.tokenizer, tokens, live)):
+            decoded = masked_greedy_decode(gm, batch, budget, group, rows_per_forward=batch_size)
+            for trial, text in zip(chunk, decoded.texts(gm.tokenizer)):
                 recall = rouge1_recall(trial.answer, text)
                 rows.append({"condition": name, "draw": draw, "n_masked": len(heads), "heads": " ".join(f"L{l}H{h}" for l, h in heads),
                              "trial_id": trial.trial_id, "context_length": trial.context_length, "depth": trial.depth,
