@@ -117,6 +117,17 @@ def _load(path_or_id: str, device: str, self_check: bool, docid_pattern: str | N
     return gm
 
 
+def load_tokenizer(path_or_id: str):
+    """The tokenizer of a checkpoint directory or hub id alone (e.g. to count a model's tokens without loading it)."""
+    local = Path(path_or_id)
+    if not local.exists() and (path_or_id.startswith((".", "/")) or path_or_id.count("/") != 1 or local.parent.is_dir()):
+        raise GenIRError(f"{path_or_id}: no such tokenizer directory (and not a hub id of the form owner/name)")
+    try:
+        return AutoTokenizer.from_pretrained(path_or_id)
+    except (OSError, ValueError) as exc:
+        raise GenIRError(f"{path_or_id}: cannot load the tokenizer ({str(exc).splitlines()[0]})") from None
+
+
 def check_safetensors(path: Path) -> None:
     """Raise unless `path` is a complete safetensors file: its header parses and its data is as long as the header says.
 

@@ -59,10 +59,10 @@ class T5Shape:
 @dataclass(frozen=True)
 class LlamaShape:
     """Shape of a from-scratch decoder-only Llama (RMSNorm, RoPE, grouped-query attention, gated SiLU MLP)."""
-    d_model: int = 128
-    d_ff: int = 512
-    num_heads: int = 8
-    num_kv_heads: int = 4
+    d_model: int = 64
+    d_ff: int = 128
+    num_heads: int = 4
+    num_kv_heads: int = 2
     layers: int = 4
     max_positions: int = 1024
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import asdict, dataclass
+from types import SimpleNamespace
 
 import torch
 
@@ -31,10 +32,10 @@ TRAIN_DEPTHS = tuple(i / 10 for i in range(11))
 @dataclass(frozen=True)
 class LMTask:
     """The mixture a decoder-only model is trained on: NIAH context lengths, in-context document counts, epoch size."""
-    niah_lengths: tuple[int, ...] = (128, 256, 512)
-    incontext_docs: tuple[int, ...] = (4, 8, 16)
-    examples_per_epoch: int = 1024
-    incontext_share: float = 0.5  # share of in-context retrieval examples; the rest are NIAH trials
+    niah_lengths: tuple[int, ...] = (64, 128, 256, 512)
+    incontext_docs: tuple[int, ...] = (2, 4, 8, 16)
+    examples_per_epoch: int = 512
+    incontext_share: float = 0.4  # share of in-context retrieval examples; the rest are NIAH trials
 
     def __post_init__(self):
         object.__setattr__(self, "niah_lengths", tuple(int(n) for n in self.niah_lengths))
@@ -96,6 +97,25 @@ def lm_examples(task: LMTask, tokenizer, corpus: SyntheticConfig, epoch: int, se
         raise GenIRError(f"training examples of {longest} tokens exceed the model's {max_positions} positions; "
                          "lower --niah-lengths / --incontext-docs or raise --max-positions")
     return examples
+
+
+class AnswerLoss(torch.nn.Module):
+    """Wraps a causal LM for training: the cross-entropy of the answer tokens, computing logits only where labels are set.
+
+    Same loss as the HF model's own (labels shifted by one, -100 ignored), without projecting every prompt
+    position onto the vocabulary: the prompts are hundreds of tokens and the answers three or four.
+    """
+
+    def __init__(self, lm):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, input_ids, attention_mask, labels):
+        hidden = self.lm.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        targets = labels[:, 1:]
+        rows, cols = (targets != -100).nonzero(as_tuple=True)
+        logits = self.lm.lm_head(hidden[rows, cols])
+        return SimpleNamespace(loss=torch.nn.functional.cross_entropy(logits, targets[rows, cols]))
 
 
 @torch.no_grad()

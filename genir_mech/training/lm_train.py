@@ -25,7 +25,7 @@ from ..data.corpus import RetrievalDataset
 from ..data.synthetic import SyntheticConfig
 from ..models.model_card import ModelCard
 from ..provenance import written_atomically
-from .lm_objectives import LMTask, answer_correct, lm_examples, task_prompts
+from .lm_objectives import AnswerLoss, LMTask, answer_correct, lm_examples, task_prompts
 from .loop import TrainLoop
 from .tokenizer import build_lm_tokenizer
 from .train import TrainRequest, best_saver, training_record
@@ -113,7 +113,7 @@ def train_lm(req: TrainRequest, dataset: RetrievalDataset, out: Path) -> dict:
         correct = answer_correct(model, tokenizer, [p for p, _ in held_out], [a for _, a in held_out])
         return sum(correct) / len(correct)
 
-    loop = TrainLoop(model, req.loop, out, pad_id=tokenizer.pad_token_id, length_buckets=LENGTH_BUCKETS)
+    loop = TrainLoop(AnswerLoss(model), req.loop, out, pad_id=tokenizer.pad_token_id, length_buckets=LENGTH_BUCKETS)
     result = loop.fit(lambda e: lm_examples(task, tokenizer, corpus, e, req.loop.seed, req.shape.max_positions), validate,
                       best_saver(model, tokenizer, out))
     best = AutoModelForCausalLM.from_pretrained(out).eval()

@@ -6,9 +6,8 @@ anything else is refused unless --overwrite is given.
 from __future__ import annotations
 
 from . import Verb
-import argparse
-
-from .options import data_spec, dataclass_defaults, fraction, non_negative_float, non_negative_int, positive_float, positive_int
+from .options import (data_spec, dataclass_defaults, fraction, non_negative_float, non_negative_int, number_list, positive_float,
+                      positive_int)
 
 # Shape and loop defaults are read from training/architecture.py and training/loop.py without importing them
 # (transformers and torch), so a bad number fails while parsing; tests/test_bad_input.py checks they match.
@@ -24,14 +23,6 @@ NUMBER_TYPES = {"seed": non_negative_int, "warmup_steps": non_negative_int, "dro
 
 def number_type(name: str, default):
     return NUMBER_TYPES.get(name) or (positive_int if isinstance(default, int) else positive_float)
-
-
-def length_list(text: str) -> tuple[int, ...]:
-    """Comma-separated positive integers (context lengths, document counts)."""
-    values = tuple(positive_int(part) for part in text.split(",") if part.strip())
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
-    return values
 
 
 def add_arguments(p):
@@ -51,8 +42,8 @@ def add_arguments(p):
         said = " / ".join(f"{d} ({what})" for d, what in ((t5, "T5"), (lm, "niah")) if d is not None)
         p.add_argument(f"--{name.replace('_', '-')}", type=number_type(name, t5 if t5 is not None else lm), default=None,
                        help=f"model shape (from scratch only); default {said}")
-    p.add_argument("--niah-lengths", type=length_list, default=TASK_DEFAULTS["niah_lengths"], help=f"niah: NIAH context lengths trained on; default {TASK_DEFAULTS['niah_lengths']}")
-    p.add_argument("--incontext-docs", type=length_list, default=TASK_DEFAULTS["incontext_docs"], help=f"niah: documents per in-context prompt; default {TASK_DEFAULTS['incontext_docs']}")
+    p.add_argument("--niah-lengths", type=number_list(positive_int, "positive integers"), default=TASK_DEFAULTS["niah_lengths"], help=f"niah: NIAH context lengths trained on; default {TASK_DEFAULTS['niah_lengths']}")
+    p.add_argument("--incontext-docs", type=number_list(positive_int, "positive integers"), default=TASK_DEFAULTS["incontext_docs"], help=f"niah: documents per in-context prompt; default {TASK_DEFAULTS['incontext_docs']}")
     p.add_argument("--examples-per-epoch", type=positive_int, default=TASK_DEFAULTS["examples_per_epoch"], help=f"niah: fresh examples drawn per epoch; default {TASK_DEFAULTS['examples_per_epoch']}")
     p.add_argument("--incontext-share", type=fraction, default=TASK_DEFAULTS["incontext_share"], help=f"niah: share of in-context retrieval examples; default {TASK_DEFAULTS['incontext_share']}")
     for name, default in LOOP_DEFAULTS.items():
