@@ -5,9 +5,10 @@
 - genir_mech: `heads.retrieval_scores`, trials batched (left-padded), one
   KV-cached greedy decoding loop, each step's attention row per head
   recomputed from the saved query row and the cached keys (no T x T);
-- batch-1 loop (the reference code's approach): one trial at a time, eager
-  attention with every layer's weights captured by plain PyTorch forward
-  hooks (the prompt's full T x T included), and the head's top-1 position
+- batch-1 loop (the reference code's approach): one trial at a time, the
+  prompt but its last token prefilled with the model's default attention,
+  then every decoding step under eager attention with each layer's weights
+  captured by plain PyTorch forward hooks, and the head's top-1 position
   checked in a Python loop over layers and heads at every step;
 - floor: the same batched greedy decoding without any attention capture.
 
@@ -44,15 +45,19 @@ def batch1_loop(gm, trials, budget) -> torch.Tensor:
         module = module_at(model, gm.adapter.hook(Site("decoder", layer, "self_attn")).path)
         handles.append(module.register_forward_hook(lambda mod, args, out, layer=layer: captured.__setitem__(layer, out[1])))
     before = model.config._attn_implementation
-    model.set_attn_implementation("eager")
     scores = torch.zeros(len(trials), n_layers, n_heads)
     try:
         for t, trial in enumerate(trials):
             ids = torch.tensor([prompt_token_ids(gm.tokenizer, trial.prompt)])
             start, end = needle_token_span(gm.tokenizer, trial, add_special_tokens=False)
-            out = model(input_ids=ids, use_cache=True)
-            cache, sequence = out.cache, ids[0].tolist()
+            # As the reference: prefill all but the last prompt token with the fast attention, then decode with eager weights.
+            model.set_attn_implementation(before)
+            cache = model(input_ids=ids[:, :-1], use_cache=True).cache
+            model.set_attn_implementation("eager")
+            token, sequence = ids[0, -1].item(), ids[0].tolist()
             for _ in range(budget):
+                out = model(input_ids=torch.tensor([[token]]), cache=cache, use_cache=True)
+                cache = out.cache
                 token = int(out.logits[0, -1].argmax())
                 for layer in range(n_layers):
                     for head in range(n_heads):
@@ -62,8 +67,6 @@ def batch1_loop(gm, trials, budget) -> torch.Tensor:
                 if token == eos:
                     break
                 sequence.append(token)
-                out = model(input_ids=torch.tensor([[token]]), cache=cache, use_cache=True)
-                cache = out.cache
     finally:
         model.set_attn_implementation(before)
         for h in handles:

@@ -191,7 +191,7 @@ def greedy_decode(gm, batch: QueryBatch, max_new_tokens: int, attention: str | N
     cache = None
     if ids.shape[1] > 1:
         prefix = mask[:, :-1]
-        out = model(input_ids=ids[:, :-1], attention_mask=prefix, position_ids=position_ids(prefix), use_cache=True)
+        out = model(input_ids=ids[:, :-1], attention_mask=prefix, position_ids=position_ids(prefix), use_cache=True, logits_to_keep=1)
         cache = out.cache
     current = ids[:, -1:]
     decoded = Decoded.start(gm.tokenizer, len(ids), ids.device)
