@@ -242,3 +242,24 @@ def test_heads_verb_refuses_bad_arguments_and_inputs_in_one_line(tiny_lm_folder,
     save_incontext([e for e in incontext_examples(InContextConfig(n_detection=1, n_test=2, n_docs=2)) if e.split == "test"], data / "incontext.jsonl")
     assert "labelled (detection) split is empty" in _one_line_error(["heads", "qr-retrieve", "--model", str(tiny_lm_folder), "--data", str(data), "--out", str(tmp_path / "d")], capsys)
     assert not list(tmp_path.rglob("*.csv"))
+
+
+def test_the_detect_pipeline_writes_tables_figures_and_a_summary_on_the_planted_model(tmp_path):
+    from genir_mech.data.incontext import save_incontext
+    from genir_mech.data.niah import save_niah
+    from genir_mech.pipelines.heads import HeadsConfig, run_heads_detect
+
+    gm, vocab = _copy_model("llama")
+    data = tmp_path / "data"
+    data.mkdir()
+    save_niah(_needle_trials(vocab, n=6), data / "niah.jsonl")
+    save_incontext(_qr_examples(vocab, n=4), data / "incontext.jsonl")
+    out = tmp_path / "out"
+    summary = run_heads_detect(gm, str(data), out, HeadsConfig(batch_size=3, random_draws=2), progress=False)
+    assert summary["niah_accuracy"] == 1.0 and summary["n_heads"] == 8 and summary["n_retrieval_heads"] == 1 and summary["top_k"] == 1
+    assert summary["masked_heads"] == ["L1H2"] and summary["masked_top_k_accuracy"] == 0.0 and summary["unmasked_accuracy"] == 1.0
+    assert 0.0 <= summary["masked_random_k_accuracy"] <= 1.0 and len(summary["masked_random_k_accuracy_per_draw"]) == 2
+    for name in ("retrieval_scores.csv", "niah_trials.csv", "masking.csv", "qr_heads.csv", "COMPLETE.json", "figures/masking_heatmaps.png",
+                 "figures/retrieval_scores.png", "figures/qr_scores.png"):
+        assert (out / name).is_file(), name
+    assert "model_hash" in (out / "retrieval_scores.provenance.json").read_text()

@@ -50,7 +50,7 @@ class HeadsConfig:
     trials_per_cell: int = 2
     top_k: int | None = None  # heads masked; default: the number of retrieval heads (at least 1)
     random_draws: int = 3  # random non-retrieval head sets of the same size
-    qr_top_k: int = 16  # QR heads selected (capped at the model's heads)
+    qr_top_k: int | None = None  # QR heads selected; default min(16, max(2, heads // 4)): QRHead's 16 of 1024 would be none of a small model
     n_detection: int = 32  # labelled in-context examples for QR head detection (generated data)
     n_test: int = 64  # held-out in-context examples for the QR-retriever (generated data)
     n_docs: int = 16  # documents per in-context example (generated data)
@@ -107,6 +107,11 @@ class _Writer:
         return write_table(df, self.out / name, record)
 
 
+def qr_top_k(config: HeadsConfig, n_heads: int) -> int:
+    """QR heads to select: the configured number, else min(16, max(2, n_heads // 4)), at most n_heads."""
+    return min(n_heads, config.qr_top_k or min(16, max(2, n_heads // 4)))
+
+
 @atomic
 def run_heads_detect(model, data, out, config: HeadsConfig | None = None, *, progress: bool = True) -> dict:
     """Retrieval scores, top-k vs random-k masking and QRHead scores of a decoder-only model; returns a JSON-able summary."""
@@ -127,7 +132,8 @@ def run_heads_detect(model, data, out, config: HeadsConfig | None = None, *, pro
     summary = {"model": gm.path, "niah_accuracy": scores.accuracy, "n_trials": len(trials), "n_heads": n_heads,
                "n_retrieval_heads": len(retrieval), "retrieval_head_fraction": len(retrieval) / n_heads,
                "top_retrieval_heads": [{"layer": int(l), "head": int(h), "score": float(s)} for l, h, s in
-                                       scores.scores.sort_values("retrieval_score", ascending=False).head(5)[["layer", "head", "retrieval_score"]].itertuples(index=False)]}
+                                       scores.scores.dropna(subset=["retrieval_score"]).sort_values("retrieval_score", ascending=False)
+                                       .head(5)[["layer", "head", "retrieval_score"]].itertuples(index=False)]}
     figures = {}
     if scores.scores.retrieval_score.notna().any():  # all NaN when no trial succeeded (warned above)
         figures["retrieval_scores"] = str(plot_head_scores(scores.scores, Path(out) / "figures" / "retrieval_scores.png", title=f"{gm.name}: retrieval score"))
@@ -148,7 +154,7 @@ def run_heads_detect(model, data, out, config: HeadsConfig | None = None, *, pro
     else:
         summary.update({"top_k": 0, "masked_top_k_accuracy": None, "masked_random_k_accuracy": None})
     if detection:
-        qr = detect_qr_heads(qr_token_scores(gm, detection, batch_size=config.batch_size, progress=progress), detection, top_k=config.qr_top_k)
+        qr = detect_qr_heads(qr_token_scores(gm, detection, batch_size=config.batch_size, progress=progress), detection, top_k=qr_top_k(config, gm.n_layers() * gm.adapter.n_heads))
         write(qr, "qr_heads")
         figures["qr_scores"] = str(plot_head_scores(qr, Path(out) / "figures" / "qr_scores.png", value="qr_score", title=f"{gm.name}: QRHead score"))
         summary["n_qr_heads"] = int(qr.selected.sum())
@@ -168,7 +174,7 @@ def run_qr_retrieve(model, data, out, config: HeadsConfig | None = None, *, prog
     if not test:
         raise GenIRError("the held-out (test) split is empty: nothing to evaluate the QR-retriever on")
     write = _Writer(gm, out, config, _data_hash(detection) + "-" + _data_hash(test))
-    qr = detect_qr_heads(qr_token_scores(gm, detection, batch_size=config.batch_size, progress=progress), detection, top_k=config.qr_top_k)
+    qr = detect_qr_heads(qr_token_scores(gm, detection, batch_size=config.batch_size, progress=progress), detection, top_k=qr_top_k(config, gm.n_layers() * gm.adapter.n_heads))
     write(qr, "qr_heads")
     heads = [(int(l), int(h)) for l, h in qr[qr.selected][["layer", "head"]].itertuples(index=False)]
     scored = qr_token_scores(gm, test, batch_size=config.batch_size, progress=progress)

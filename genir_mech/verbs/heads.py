@@ -54,7 +54,7 @@ def add_arguments(p):
     p.add_argument("--trials-per-cell", type=positive_int, default=2, help="NIAH trials per length x depth cell (default 2)")
     p.add_argument("--top-k", type=positive_int, help="heads masked (default: the number of retrieval heads)")
     p.add_argument("--random-draws", type=positive_int, default=3, help="random non-retrieval head sets (default 3)")
-    p.add_argument("--qr-top-k", type=positive_int, default=16, help="QR heads selected (default 16)")
+    p.add_argument("--qr-top-k", type=positive_int, help="QR heads selected (default min(16, max(2, heads // 4)))")
     p.add_argument("--n-detection", type=positive_int, default=32, help="labelled in-context examples of generated data (default 32)")
     p.add_argument("--n-test", type=positive_int, default=64, help="held-out in-context examples of generated data (default 64)")
     p.add_argument("--n-docs", type=positive_int, default=16, help="documents per in-context example of generated data (default 16)")
