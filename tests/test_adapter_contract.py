@@ -17,7 +17,7 @@ from genir_mech.analyses.encoder_swap import swapped_logits
 from genir_mech.analyses.logit_lens import logit_lens
 from genir_mech.analyses.reading import reading
 from genir_mech.errors import GenIRError
-from genir_mech.models.adapters import LlamaAdapter, T5Adapter, module_at
+from genir_mech.models.adapters import GPT2Adapter, LlamaAdapter, T5Adapter, module_at
 from genir_mech.models.components import ATTENTION_KINDS, FACETS, Site
 from genir_mech.models.execution import run
 from genir_mech.models.genir_model import GenIRModel
@@ -241,6 +241,15 @@ class WrongGroups(LlamaAdapter):
         return attn
 
 
+class GPT2WithoutPositionIds(GPT2Adapter):
+    """Leaves GPT-2's position ids to HF, which counts them from the padded start: learned positions then shift with left padding."""
+
+    def model_inputs(self, batch):
+        inputs = super().model_inputs(batch)
+        inputs.pop("position_ids")
+        return inputs
+
+
 class MlpOutIsResidual(T5Adapter):
     """Reads a decoder MLP's output at its wrapper module (T5LayerFF), which returns the residual, not the MLP output."""
 
@@ -260,6 +269,7 @@ class Unscaled(T5Adapter):
     ("llama", RightPadded, check_batching),
     ("llama", NoRope, check_attention),
     ("llama", WrongGroups, check_attention),
+    ("gpt2", GPT2WithoutPositionIds, check_batching),
     ("t5", MlpOutIsResidual, check_residual),
     ("t5", Unscaled, check_lens),
 ])
