@@ -263,3 +263,6 @@ def test_the_detect_pipeline_writes_tables_figures_and_a_summary_on_the_planted_
                  "figures/retrieval_scores.png", "figures/qr_scores.png"):
         assert (out / name).is_file(), name
     assert "model_hash" in (out / "retrieval_scores.provenance.json").read_text()
+    from genir_mech.pipelines.rendering import redraw
+
+    assert {"retrieval_scores", "qr_scores", "masking_heatmaps"} <= set(redraw(out, tmp_path / "redrawn"))

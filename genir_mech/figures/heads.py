@@ -8,6 +8,7 @@ qr_heads.csv, masking.csv), nothing else.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -20,8 +21,10 @@ from .saving import save_figure
 def plot_head_scores(scores: pd.DataFrame, path: str | Path, value: str = "retrieval_score", title: str = "") -> Path:
     """Heatmap of one per-head score (rows: layers, columns: heads)."""
     grid = scores.pivot(index="layer", columns="head", values=value)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * grid.shape[1], 0.8 + 0.4 * grid.shape[0]))
-    sns.heatmap(grid, ax=ax, cmap="viridis", annot=grid.shape[1] <= 16, fmt=".2f", annot_kws={"fontsize": 6}, cbar_kws={"label": value})
+    fig, ax = plt.subplots(figsize=(1.6 + 0.5 * grid.shape[1], 1.0 + 0.4 * grid.shape[0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all NaN when no trial succeeded: an empty map, already warned about
+        sns.heatmap(grid, ax=ax, cmap="viridis", annot=grid.shape[1] <= 16, fmt=".2f", annot_kws={"fontsize": 6}, cbar_kws={"label": value})
     ax.set_title(title or value, fontsize=9)
     return save_figure(fig, path)
 

@@ -9,7 +9,8 @@
 (per trial: generated answer, ROUGE-1 recall), masking.csv (per trial and
 condition: no heads, the top-k retrieval heads, k random non-retrieval heads
 per draw), qr_heads.csv (QRHead scores on the detection split) and figures:
-retrieval_scores.png, qr_scores.png, masking_heatmaps.png.
+retrieval_scores.png, qr_scores.png, masking_heatmaps.png
+(`genir-mech figures <out>` redraws them from the tables).
 `run_qr_retrieve` selects QR heads on the detection split and ranks the
 held-out split's in-context documents with them, next to BM25 and the
 model's own answer: qr_heads.csv, qr_metrics.csv (method, metric, value),
@@ -31,13 +32,13 @@ import pandas as pd
 from ..data.incontext import InContextConfig, incontext_examples, incontext_qrels, load_incontext
 from ..data.niah import NiahConfig, load_niah, niah_trials
 from ..errors import GenIRError
-from ..figures.heads import plot_head_scores, plot_masking_heatmaps
 from ..heads.masking import masked_niah, random_heads
 from ..heads.qr import answer_rankings, bm25_rankings, detect_qr_heads, evaluate_rankings, qr_rankings, qr_token_scores
 from ..heads.retrieval_score import retrieval_scores
 from ..provenance import provenance, write_table
 from ..results_directory import atomic
 from .inputs import config_record
+from .rendering import draw
 
 
 @dataclass
@@ -134,9 +135,7 @@ def run_heads_detect(model, data, out, config: HeadsConfig | None = None, *, pro
                "top_retrieval_heads": [{"layer": int(l), "head": int(h), "score": float(s)} for l, h, s in
                                        scores.scores.dropna(subset=["retrieval_score"]).sort_values("retrieval_score", ascending=False)
                                        .head(5)[["layer", "head", "retrieval_score"]].itertuples(index=False)]}
-    figures = {}
-    if scores.scores.retrieval_score.notna().any():  # all NaN when no trial succeeded (warned above)
-        figures["retrieval_scores"] = str(plot_head_scores(scores.scores, Path(out) / "figures" / "retrieval_scores.png", title=f"{gm.name}: retrieval score"))
+    frames = {"retrieval_scores": scores.scores}
     if scores.accuracy > 0:
         k = config.top_k or max(1, len(retrieval))
         ranked = scores.ranked_heads()
@@ -145,7 +144,7 @@ def run_heads_detect(model, data, out, config: HeadsConfig | None = None, *, pro
         draws = random_heads(others, k, config.random_draws, seed=config.seed)
         masked = masked_niah(gm, trials, {"none": [[]], "top-k": [top], "random-k": draws}, batch_size=config.batch_size, progress=progress)
         write(masked, "masking")
-        figures["masking_heatmaps"] = str(plot_masking_heatmaps(masked, Path(out) / "figures" / "masking_heatmaps.png", title=f"{gm.name}: NIAH accuracy under masking"))
+        frames["masking"] = masked
         by = masked.groupby("condition")["success"].mean()
         per_draw = masked[masked.condition == "random-k"].groupby("draw")["success"].mean()
         summary.update({"top_k": k, "masked_heads": [f"L{l}H{h}" for l, h in top], "unmasked_accuracy": float(by["none"]),
@@ -156,10 +155,10 @@ def run_heads_detect(model, data, out, config: HeadsConfig | None = None, *, pro
     if detection:
         qr = detect_qr_heads(qr_token_scores(gm, detection, batch_size=config.batch_size, progress=progress), detection, top_k=qr_top_k(config, gm.n_layers() * gm.adapter.n_heads))
         write(qr, "qr_heads")
-        figures["qr_scores"] = str(plot_head_scores(qr, Path(out) / "figures" / "qr_scores.png", value="qr_score", title=f"{gm.name}: QRHead score"))
+        frames["qr_heads"] = qr
         summary["n_qr_heads"] = int(qr.selected.sum())
         summary["qr_retrieval_overlap"] = len({(int(a), int(b)) for a, b in qr[qr.selected][["layer", "head"]].itertuples(index=False)} & set(retrieval))
-    summary["figures"] = figures
+    summary["figures"] = draw(frames, out, None, gm.name)
     return summary
 
 
@@ -188,4 +187,4 @@ def run_qr_retrieve(model, data, out, config: HeadsConfig | None = None, *, prog
     answered = sum(generated[e.example_id] == e.answer for e in test) / len(test)
     return {"model": gm.path, "n_detection": len(detection), "n_test": len(test), "qr_heads": [f"L{l}H{h}" for l, h in heads],
             **{m: by[m] for m in ("qr", "bm25", "answer")}, "answer_accuracy": answered,
-            "figures": {"qr_scores": str(plot_head_scores(qr, Path(out) / "figures" / "qr_scores.png", value="qr_score", title=f"{gm.name}: QRHead score"))}}
+            "figures": draw({"qr_heads": qr}, out, None, gm.name)}
