@@ -19,7 +19,7 @@ from genir_mech.heads.qr import detect_qr_heads, evaluate_rankings, qr_rankings,
 from genir_mech.heads.retrieval_score import NoSuccessfulTrialWarning, retrieval_scores
 from genir_mech.models.adapters import module_at
 from genir_mech.models.components import Site
-from genir_mech.models.loading import check_logit_lens, load_lm
+from genir_mech.models.loading import check_logit_lens, load_genir, load_lm
 from genir_mech.testing import mark_tokens, plant_attention_head, tiny_gpt2_genir, tiny_llama_genir, toy_queries
 
 FACTORIES = {"llama": lambda: tiny_llama_genir(layers=2, num_kv_heads=4), "gpt2": lambda: tiny_gpt2_genir(layers=2)}
@@ -158,10 +158,10 @@ def test_decoder_only_checkpoints_load_by_path_with_the_lens_self_check(factory)
     with tempfile.TemporaryDirectory() as folder:
         gm.hf_model.save_pretrained(folder)
         gm.tokenizer.save_pretrained(folder)
-        lm = load_lm(folder)
-        assert lm.adapter.family == gm.adapter.family and check_logit_lens(lm) < 1e-4
         batch = gm.batch(toy_queries(gm, 3))
-        torch.testing.assert_close(lm.logits(batch), gm.logits(batch))
+        for loaded in (load_lm(folder), load_genir(folder)):  # as a language model, and as a GenIR model (its tokenizer has docids)
+            assert loaded.adapter.family == gm.adapter.family and check_logit_lens(loaded) < 1e-4
+            torch.testing.assert_close(loaded.logits(batch), gm.logits(batch))
 
 
 # -- bad input ---------------------------------------------------------------------------------------
