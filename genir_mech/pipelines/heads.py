@@ -49,7 +49,7 @@ class HeadsConfig:
     lengths: tuple[int, ...] = (128, 256, 512)  # NIAH context lengths (generated data)
     depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # NIAH needle depths (generated data)
     trials_per_cell: int = 2
-    top_k: int | None = None  # heads masked; default: the number of retrieval heads (at least 1)
+    top_k: int | None = None  # heads masked; default: the number of retrieval heads (at least 1, at most the other heads)
     random_draws: int = 3  # random non-retrieval head sets of the same size
     qr_top_k: int | None = None  # QR heads selected; default min(16, max(2, heads // 4)): QRHead's 16 of 1024 would be none of a small model
     n_detection: int = 32  # labelled in-context examples for QR head detection (generated data)
@@ -137,7 +137,8 @@ def run_heads_detect(model, data, out, config: HeadsConfig | None = None, *, pro
                                        .head(5)[["layer", "head", "retrieval_score"]].itertuples(index=False)]}
     frames = {"retrieval_scores": scores.scores}
     if scores.accuracy > 0:
-        k = config.top_k or max(1, len(retrieval))
+        # default: every retrieval head, but no more than there are other heads to draw the random sets from
+        k = config.top_k or max(1, min(len(retrieval), n_heads - len(retrieval)))
         ranked = scores.ranked_heads()
         top = ranked[:k]
         others = [h for h in ranked if h not in set(retrieval) and h not in set(top)]
