@@ -46,13 +46,18 @@ class RetrievalScores:
     """Per-head retrieval scores and per-trial outcomes of one sweep."""
 
     scores: pd.DataFrame  # layer, head, retrieval_score, n_successful, is_retrieval_head
-    trials: pd.DataFrame  # trial_id, context_length, depth, generated, rouge1_recall, success
+    trials: pd.DataFrame  # trial_id, context_length, depth, answer, generated, rouge1_recall, success, exact_match
     per_trial: torch.Tensor  # (trials, L, H) each trial's score (successful or not)
 
     @property
     def accuracy(self) -> float:
-        """Fraction of trials answered (ROUGE-1 recall > 0.5)."""
+        """Fraction of trials answered (ROUGE-1 recall > 0.5), the reference's criterion."""
         return float(self.trials.success.mean()) if len(self.trials) else float("nan")
+
+    @property
+    def exact_match(self) -> float:
+        """Fraction of trials whose generated words are exactly the answer's."""
+        return float(self.trials.exact_match.mean()) if len(self.trials) else float("nan")
 
     def ranked_heads(self) -> list[tuple[int, int]]:
         """(layer, head) by decreasing retrieval score (NaN last)."""
@@ -124,7 +129,8 @@ def retrieval_scores(gm, trials: list[NiahTrial], batch_size: int = 16, attentio
             per_trial[index] = score
             recall = rouge1_recall(trial.answer, text)
             rows.append({"trial_id": trial.trial_id, "context_length": trial.context_length, "depth": trial.depth, "answer": trial.answer,
-                         "generated": text, "rouge1_recall": recall, "success": recall > SUCCESS_RECALL, "_index": index})
+                         "generated": text, "rouge1_recall": recall, "success": recall > SUCCESS_RECALL,
+                         "exact_match": words(text) == words(trial.answer), "_index": index})
         bar.update(len(chunk))
     bar.close()
     table = pd.DataFrame(rows).sort_values("_index").drop(columns="_index").reset_index(drop=True)
