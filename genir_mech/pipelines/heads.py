@@ -130,7 +130,9 @@ def run_heads_detect(model, data, out, config: HeadsConfig | None = None, *, pro
     write(scores.trials, "niah_trials")
     retrieval = [h for h, ok in zip(scores.ranked_heads(), scores.scores.set_index(["layer", "head"]).loc[scores.ranked_heads(), "is_retrieval_head"]) if ok]
     n_heads = len(scores.scores)
-    summary = {"model": gm.path, "niah_accuracy": scores.accuracy, "niah_exact_match": scores.exact_match, "n_trials": len(trials), "n_heads": n_heads,
+    summary = {"model": gm.path, "niah_accuracy": scores.accuracy, "niah_exact_match": scores.exact_match,
+               "niah_accuracy_by_length": {int(k): float(v) for k, v in scores.trials.groupby("context_length")["success"].mean().items()},
+               "n_trials": len(trials), "n_heads": n_heads,
                "n_retrieval_heads": len(retrieval), "retrieval_head_fraction": len(retrieval) / n_heads,
                "top_retrieval_heads": [{"layer": int(l), "head": int(h), "score": float(s)} for l, h, s in
                                        scores.scores.dropna(subset=["retrieval_score"]).sort_values("retrieval_score", ascending=False)
