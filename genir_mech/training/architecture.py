@@ -65,6 +65,7 @@ class LlamaShape:
     num_kv_heads: int = 2
     layers: int = 4
     max_positions: int = 1024
+    tie_embeddings: bool = True  # copying a context token to the output is then the identity map through the OV circuit
 
     def check(self) -> "LlamaShape":
         """Refuse shapes that cannot be built, naming the flag."""
@@ -83,7 +84,7 @@ class LlamaShape:
             vocab_size=len(tokenizer), hidden_size=self.d_model, intermediate_size=self.d_ff, num_hidden_layers=self.layers,
             num_attention_heads=self.num_heads, num_key_value_heads=self.num_kv_heads, max_position_embeddings=self.max_positions,
             rms_norm_eps=1e-6, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
-            tie_word_embeddings=False, attention_dropout=0.0,
+            tie_word_embeddings=self.tie_embeddings, attention_dropout=0.0,
         )
 
     def build(self, tokenizer) -> LlamaForCausalLM:

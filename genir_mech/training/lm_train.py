@@ -28,7 +28,7 @@ from ..provenance import written_atomically
 from .lm_objectives import AnswerLoss, LMTask, answer_correct, lm_examples, task_prompts
 from .loop import TrainLoop
 from .tokenizer import build_lm_tokenizer
-from .train import TrainRequest, best_saver, training_record
+from .saving import best_saver, training_record
 
 VALIDATION_EXAMPLES = 64
 EVAL_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -101,8 +101,8 @@ def accuracy_table(niah: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def train_lm(req: TrainRequest, dataset: RetrievalDataset, out: Path) -> dict:
-    """Train (or resume) a decoder-only retrieval LM into `out`, evaluate it on held-out needles, write its card."""
+def train_lm(req, dataset: RetrievalDataset, out: Path) -> dict:
+    """Train (or resume) a decoder-only retrieval LM into `out` as a train.TrainRequest `req` asks, evaluate it on held-out needles, write its card."""
     task = req.task or LMTask()
     corpus = corpus_config(dataset)
     tokenizer = lm_tokenizer(corpus)

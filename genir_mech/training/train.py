@@ -22,10 +22,8 @@ Rerunning a finished run's exact command does nothing.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -37,7 +35,7 @@ from ..data.corpus import RetrievalDataset
 from ..data.loaders import load_dataset
 from ..docids import AtomicDocids, doc_order_key, docid_token
 from ..errors import GenIRError
-from ..provenance import package_versions, written_atomically
+from ..provenance import written_atomically
 from ..models.adapters import adapter_for
 from ..models.genir_model import GenIRModel
 from ..models.model_card import ModelCard
@@ -46,6 +44,7 @@ from .architecture import LlamaShape, T5Shape
 from .lm_objectives import LMTask
 from .loop import LoopConfig, TrainLoop, collate, seed_everything
 from .objectives import dsi_examples, span_examples
+from .saving import best_saver, training_record
 from .tokenizer import build_tokenizer
 
 
@@ -198,32 +197,6 @@ def _span_validation(model, tokenizer, texts: list[str], seed: int) -> float:
     batch = collate(span_examples(texts, tokenizer, epoch=-1, seed=seed), tokenizer.pad_token_id)
     with torch.no_grad():
         return -float(model(**batch).loss)
-
-
-def best_saver(model, tokenizer, out: Path):
-    """A function saving the current weights and tokenizer into `out`, each file renamed into place (never truncated)."""
-    def save_best():
-        tmp = out / f".best.tmp-{os.getpid()}"
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        for f in tmp.iterdir():
-            os.replace(f, out / f.name)
-        tmp.rmdir()
-    return save_best
-
-
-def training_record(req: TrainRequest, result: dict, parameters: int) -> dict:
-    """The card's record of how a run trained: shape, loop, size, time, history and versions."""
-    return {
-        "shape": req.shape.asdict() if not req.base else None,
-        "loop": asdict(req.loop),
-        "parameters": parameters,
-        "train_seconds": result["train_seconds"],
-        "best_validation": result["best_validation"],
-        "history": result["history"],
-        "versions": package_versions(),
-        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
 
 
 def _as_genir(model, tokenizer, scheme, out: Path) -> GenIRModel:

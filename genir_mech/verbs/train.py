@@ -6,6 +6,8 @@ anything else is refused unless --overwrite is given.
 from __future__ import annotations
 
 from . import Verb
+import argparse
+
 from .options import (data_spec, dataclass_defaults, fraction, non_negative_float, non_negative_int, number_list, positive_float,
                       positive_int)
 
@@ -21,7 +23,17 @@ NUMBER_TYPES = {"seed": non_negative_int, "warmup_steps": non_negative_int, "dro
                 "max_minutes": non_negative_float}
 
 
+def yes_no(text: str) -> bool:
+    """A switch given as yes/no (true/false, 1/0)."""
+    value = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected yes or no, got {text!r}")
+    return value
+
+
 def number_type(name: str, default):
+    if isinstance(default, bool):
+        return yes_no
     return NUMBER_TYPES.get(name) or (positive_int if isinstance(default, int) else positive_float)
 
 
