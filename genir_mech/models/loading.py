@@ -2,6 +2,7 @@
 
     gm = load_genir("checkpoints/dsi-synth")
     gm = load_genir("AnReu/DSI-large-NQ10k")       # hub id: needs network access to the hub
+    lm = load_lm("checkpoints/lm-niah")             # decoder-only language model, no docids needed
 
 The adapter family comes from the config, so T5 (encoder-decoder) and
 Llama/Qwen2 (decoder-only) checkpoints load through one function. On load,
@@ -53,7 +54,7 @@ def check_device(device: str) -> str:
 
 
 def load_genir(path_or_id: str, docid_pattern: str | None = None, device: str = "cpu", self_check: bool = True, dtype: str = "float32") -> GenIRModel:
-    """Load a GenIR checkpoint of any supported family (T5 encoder-decoder, Llama/Qwen2 decoder-only) and check it.
+    """Load a GenIR checkpoint of any supported family (T5, mT5, BART, BERT2BERT, T5Gemma encoder-decoder; Llama/Qwen2/GPT-2 decoder-only) and check it.
 
     Example:
         >>> gm = load_genir("checkpoints/dsi-synth")                     # local directory with config.json
@@ -67,6 +68,28 @@ def load_genir(path_or_id: str, docid_pattern: str | None = None, device: str = 
     `self_check`, the logit lens of the final residual must reproduce the
     model's logits (`check_logit_lens`), or loading fails.
     """
+    return _load(path_or_id, device, self_check, dtype, docid_pattern=docid_pattern, docids_required=True)
+
+
+def load_lm(path_or_id: str, device: str = "cpu", self_check: bool = True, dtype: str = "float32") -> GenIRModel:
+    """Load a decoder-only language model (Llama, Qwen2, GPT-2; no docid tokens needed) by path or hub id, self-checked.
+
+    Example:
+        >>> lm = load_lm("checkpoints/lm-niah")                          # a local checkpoint
+        >>> lm = load_lm("Qwen/Qwen2.5-0.5B-Instruct")                    # hub id (needs network access to the hub)
+        >>> lm.adapter.family, lm.docids                                 # ('qwen2', None) unless it has docid tokens
+
+    The decoder-only sibling of `load_genir`, for analyses of language models
+    (retrieval heads): the same adapter lookup, finite-weight check and logit-lens
+    self-check; docids are detected when the tokenizer has them and None
+    otherwise. A tokenizer without a padding token (Llama-3) pads with its
+    end-of-sequence token; padding is masked, so the choice does not matter.
+    An encoder-decoder checkpoint is refused (use `load_genir`).
+    """
+    return _load(path_or_id, device, self_check, dtype, docid_pattern=None, docids_required=False)
+
+
+def _load(path_or_id: str, device: str, self_check: bool, dtype: str, docid_pattern: str | None, docids_required: bool) -> GenIRModel:
     if dtype not in DTYPES:
         raise GenIRError(f"dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     check_device(device)
@@ -85,6 +108,8 @@ def load_genir(path_or_id: str, docid_pattern: str | None = None, device: str = 
     except OSError as exc:
         raise GenIRError(f"{path_or_id}: cannot load the config ({str(exc).splitlines()[0]})") from None
     family = adapter_class(config, str(path_or_id))
+    if not docids_required and "encoder" in family.sides:
+        raise GenIRError(f"{path_or_id}: a {family.family} model is encoder-decoder; language-model analyses need a decoder-only model (load it with load_genir)")
     try:
         with quiet_weight_loading():
             model = family.auto_class.from_pretrained(path_or_id).to(device=device, dtype=DTYPES[dtype]).eval()
@@ -92,7 +117,16 @@ def load_genir(path_or_id: str, docid_pattern: str | None = None, device: str = 
     except (OSError, ValueError) as exc:
         raise GenIRError(f"{path_or_id}: cannot load the model or tokenizer ({str(exc).splitlines()[0]})") from None
     check_finite_parameters(model, str(path_or_id))
-    gm = GenIRModel(model, tokenizer, AtomicDocids.detect(tokenizer, docid_pattern), family(model), local.name or path_or_id, str(path_or_id))
+    if docids_required:
+        docids = AtomicDocids.detect(tokenizer, docid_pattern)
+    else:
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        try:
+            docids = AtomicDocids.detect(tokenizer)
+        except GenIRError:
+            docids = None
+    gm = GenIRModel(model, tokenizer, docids, family(model), local.name or path_or_id, str(path_or_id))
     if self_check:
         check_logit_lens(gm, SELF_CHECK_ATOL[dtype])
     return gm
@@ -113,6 +147,18 @@ def quiet_weight_loading():
     finally:
         if bar:
             hf_logging.enable_progress_bar()
+
+
+def load_tokenizer(path_or_id: str):
+    """The tokenizer of a checkpoint directory or hub id alone (e.g. to count a model's tokens without loading it)."""
+    local = Path(path_or_id)
+    if not local.exists() and (path_or_id.startswith((".", "/")) or path_or_id.count("/") != 1 or local.parent.is_dir()):
+        raise GenIRError(f"{path_or_id}: no such tokenizer directory (and not a hub id of the form owner/name)")
+    try:
+        with quiet_weight_loading():
+            return AutoTokenizer.from_pretrained(path_or_id)
+    except (OSError, ValueError) as exc:
+        raise GenIRError(f"{path_or_id}: cannot load the tokenizer ({str(exc).splitlines()[0]})") from None
 
 
 def check_safetensors(path: Path) -> None:

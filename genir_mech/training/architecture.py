@@ -1,9 +1,9 @@
-"""Shapes of the small T5 models genir_mech trains from scratch."""
+"""Shapes of the small models genir_mech trains from scratch: T5 (encoder-decoder) and Llama (decoder-only)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from transformers import T5Config, T5ForConditionalGeneration
+from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
 
 from ..errors import GenIRError
 
@@ -50,6 +50,46 @@ class T5Shape:
     def build(self, tokenizer) -> T5ForConditionalGeneration:
         """A freshly initialised T5ForConditionalGeneration of this shape."""
         return T5ForConditionalGeneration(self.to_config(tokenizer))
+
+    def asdict(self) -> dict:
+        """The shape as a dict (recorded in the model card)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LlamaShape:
+    """Shape of a from-scratch decoder-only Llama (RMSNorm, RoPE, grouped-query attention, gated SiLU MLP)."""
+    d_model: int = 64
+    d_ff: int = 128
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    layers: int = 4
+    max_positions: int = 1024
+    tie_embeddings: bool = True  # copying a context token to the output is then the identity map through the OV circuit
+
+    def check(self) -> "LlamaShape":
+        """Refuse shapes that cannot be built, naming the flag."""
+        for name in ("d_model", "d_ff", "num_heads", "num_kv_heads", "layers", "max_positions"):
+            if getattr(self, name) < 1:
+                raise GenIRError(f"{name} must be at least 1, got {getattr(self, name)} (CLI: --{name.replace('_', '-')})")
+        if self.d_model % self.num_heads:
+            raise GenIRError(f"d_model {self.d_model} is not divisible by num_heads {self.num_heads} (CLI: --d-model, --num-heads)")
+        if self.num_heads % self.num_kv_heads:
+            raise GenIRError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads} (CLI: --num-heads, --num-kv-heads)")
+        return self
+
+    def to_config(self, tokenizer) -> LlamaConfig:
+        """The HF LlamaConfig of this shape for `tokenizer`'s vocabulary and special tokens."""
+        return LlamaConfig(
+            vocab_size=len(tokenizer), hidden_size=self.d_model, intermediate_size=self.d_ff, num_hidden_layers=self.layers,
+            num_attention_heads=self.num_heads, num_key_value_heads=self.num_kv_heads, max_position_embeddings=self.max_positions,
+            rms_norm_eps=1e-6, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
+            tie_word_embeddings=self.tie_embeddings, attention_dropout=0.0,
+        )
+
+    def build(self, tokenizer) -> LlamaForCausalLM:
+        """A freshly initialised LlamaForCausalLM of this shape."""
+        return LlamaForCausalLM(self.to_config(tokenizer))
 
     def asdict(self) -> dict:
         """The shape as a dict (recorded in the model card)."""

@@ -79,8 +79,11 @@ class TrainLoop:
     loop = TrainLoop(model, LoopConfig(epochs=3), "runs/train/x", pad_id=0)
     result = loop.fit(make_examples, validate, save_best)   # rerun after a kill: resumes
     """
-    def __init__(self, model, config: LoopConfig, out_dir: str | Path, pad_id: int = 0):
+    def __init__(self, model, config: LoopConfig, out_dir: str | Path, pad_id: int = 0, length_buckets: int = 0):
         self.model, self.config, self.out_dir, self.pad_id = model, config, Path(out_dir), pad_id
+        # > 0: batches are drawn from windows of `length_buckets` batches sorted by length, so examples of very
+        # different lengths (128- and 512-token contexts) are not padded to the longest of a random batch
+        self.length_buckets = length_buckets
         self.resume_path = self.out_dir / "resume" / "state.pt"
         self.history: list[dict] = []
 
@@ -93,6 +96,19 @@ class TrainLoop:
             return max(0.05, 1.0 - (step - warm) / max(1, total_steps - warm))
 
         return factor
+
+    def _batches(self, examples: list[Example], rng: random.Random) -> list[list[int]]:
+        """Example indices of each batch of an epoch, in a seeded random order (length-bucketed if asked)."""
+        size = self.config.batch_size
+        order = rng.sample(range(len(examples)), len(examples))
+        if not self.length_buckets:
+            return [order[i : i + size] for i in range(0, len(order), size)]
+        window = size * self.length_buckets
+        batches = []
+        for w in range(0, len(order), window):
+            chunk = sorted(order[w : w + window], key=lambda i: len(examples[i][0]))
+            batches += [chunk[i : i + size] for i in range(0, len(chunk), size)]
+        return rng.sample(batches, len(batches))
 
     def fit(self, make_examples: Callable[[int], list[Example]], validate: Callable[[], float], save_best: Callable[[], None]) -> dict:
         """Train until the epoch budget, the patience or the wall-time cap runs out; returns history and best score."""
@@ -123,11 +139,11 @@ class TrainLoop:
         for epoch in range(start_epoch, cfg.epochs):
             self.model.train()
             examples = make_examples(epoch)
-            order = random.Random(cfg.seed * 1000 + epoch).sample(range(len(examples)), len(examples))
+            batches = self._batches(examples, random.Random(cfg.seed * 1000 + epoch))
             losses = []
-            bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
-            for start in bar:
-                batch = collate([examples[i] for i in order[start : start + cfg.batch_size]], self.pad_id)
+            bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+            for rows in bar:
+                batch = collate([examples[i] for i in rows], self.pad_id)
                 loss = self.model(**batch).loss
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

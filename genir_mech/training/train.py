@@ -1,7 +1,12 @@
-"""`genir-mech train`: span-corruption pretraining and DSI fine-tuning of small T5 models.
+"""`genir-mech train`: span-corruption pretraining and DSI fine-tuning of small T5 models, and decoder-only retrieval LMs.
 
     train_model(TrainRequest(data="synthetic:n_docs=1000", out="checkpoints/t5-synth-base", objective="span"))
     train_model(TrainRequest(data=..., out="checkpoints/dsi-synth", objective="dsi", base="checkpoints/t5-synth-base"))
+    train_model(TrainRequest(data=..., out="checkpoints/lm-niah", objective="niah", shape=LlamaShape(), task=LMTask()))
+
+The `niah` objective (training/lm_train.py) trains a decoder-only Llama from
+scratch on needle-in-a-haystack and in-context retrieval prompts built over
+the corpus; it shares this module's resume, refusal and card machinery.
 
 The run is resumable (rerun the same command after an interruption) and ends
 with `model_card.json` beside the weights: config, data spec and hash, removed
@@ -17,10 +22,8 @@ Rerunning a finished run's exact command does nothing.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,16 +35,18 @@ from ..data.corpus import RetrievalDataset
 from ..data.loaders import load_dataset
 from ..docids import AtomicDocids, doc_order_key, docid_token
 from ..errors import GenIRError
-from ..provenance import package_versions, written_atomically
+from ..provenance import written_atomically
 from ..models.adapters import adapter_for
 from ..models.genir_model import GenIRModel
 from ..models.loading import quiet_weight_loading
 from ..models.model_card import ModelCard
 from ..retrieval import evaluate
-from .architecture import T5Shape
+from .architecture import LlamaShape, T5Shape
+from .lm_objectives import LMTask
 from .loop import LoopConfig, TrainLoop, collate, seed_everything
 from .objectives import dsi_examples, span_examples
 from .minilm import build_minilm_bert2bert, minilm_path
+from .saving import best_saver, training_record
 from .tokenizer import build_tokenizer
 
 INITS = ("minilm",)  # pretrained initialisations of `genir-mech train --init`
@@ -53,15 +58,20 @@ class TrainRequest:
     """Everything one `genir-mech train` run needs; the model card records it."""
     data: str
     out: str
-    objective: str = "dsi"  # "span" or "dsi"
+    objective: str = "dsi"  # "span", "dsi" or "niah" (decoder-only: NIAH + in-context retrieval)
     base: str | None = None
     tokenizer: str | None = None  # from-scratch runs: use this tokenizer (docid tokens are added if missing)
     remove_docs: str | None = None  # "random:N:SEED" or comma-separated doc ids
     indexing_ratio: float = 0.2
-    shape: T5Shape = field(default_factory=T5Shape)
+    shape: T5Shape | LlamaShape = field(default_factory=T5Shape)  # LlamaShape for the niah objective
     loop: LoopConfig = field(default_factory=LoopConfig)
     overwrite: bool = False  # replace a finished checkpoint, or start over a run trained with other arguments
     init: str | None = None  # "minilm": BERT2BERT from the packaged all-MiniLM-L6-v2 (training/minilm.py) instead of a T5
+    task: LMTask | None = None  # the niah objective's mixture (default LMTask())
+
+
+OBJECTIVES = ("span", "dsi", "niah")
+DECODER_ONLY_OBJECTIVES = ("niah",)
 
 
 BUDGET = ("epochs", "patience", "max_minutes")  # may grow between runs into one out: that continues the same training
@@ -87,10 +97,20 @@ def parse_removed(spec: str | None, dataset: RetrievalDataset) -> list[str]:
 
 def check_request(req: TrainRequest) -> None:
     """Every argument that needs no data or model, checked at once (one line each)."""
-    if req.objective not in {"span", "dsi"}:
-        raise GenIRError(f"objective (CLI: --objective) must be 'span' or 'dsi', got {req.objective!r}")
+    if req.objective not in OBJECTIVES:
+        raise GenIRError(f"objective (CLI: --objective) must be one of {', '.join(OBJECTIVES)}, got {req.objective!r}")
     req.loop.check()
     req.shape.check()
+    want = LlamaShape if req.objective in DECODER_ONLY_OBJECTIVES else T5Shape
+    if not isinstance(req.shape, want):
+        raise GenIRError(f"objective {req.objective} trains a {want.__name__[:-5]} model; got a {type(req.shape).__name__}")
+    if req.objective in DECODER_ONLY_OBJECTIVES:
+        (req.task or LMTask()).check()
+        if req.base or req.tokenizer or req.remove_docs:
+            given = ", ".join(f"--{n.replace('_', '-')}" for n in ("base", "tokenizer", "remove_docs") if getattr(req, n))
+            raise GenIRError(f"objective {req.objective} trains a decoder-only model from scratch on its own word-level tokenizer; {given} cannot be used with it")
+        if not req.data.startswith("synthetic"):
+            raise GenIRError(f"objective {req.objective} builds its haystacks and needles from the synthetic corpus; --data must be a 'synthetic:...' spec, got {req.data!r}")
     if req.indexing_ratio < 0:
         raise GenIRError(f"indexing_ratio must be at least 0, got {req.indexing_ratio} (CLI: --indexing-ratio)")
     out = Path(req.out)
@@ -132,6 +152,7 @@ def run_arguments(req: TrainRequest, dataset: RetrievalDataset, removed: list[st
         "shape": req.shape.asdict() if not req.base else None, **{k: v for k, v in loop.items() if k not in BUDGET},
         "budget": {k: loop[k] for k in BUDGET},
         **({"init": req.init} if req.init else {}),  # absent for T5 runs, so their older records still match
+        **({"task": (req.task or LMTask()).asdict()} if req.objective in DECODER_ONLY_OBJECTIVES else {}),
     }
 
 
@@ -151,6 +172,7 @@ def _saved_arguments(out: Path) -> dict | None:
         "removed_documents": card.removed_documents, "indexing_ratio": card.extra.get("indexing_ratio"), "shape": card.extra.get("shape"),
         **{k: v for k, v in loop.items() if k not in BUDGET}, "budget": {k: loop.get(k) for k in BUDGET},
         **({"init": card.extra["init"]} if card.extra.get("init") else {}),
+        **({"task": card.extra["task"]} if "task" in card.extra else {}),
     }
 
 
@@ -220,6 +242,9 @@ def train_model(req: TrainRequest) -> dict:
         shutil.rmtree(out / "resume", ignore_errors=True)  # a request without state: killed in its first epoch
     with written_atomically(out / REQUEST) as tmp:
         tmp.write_text(json.dumps(wanted, indent=1))
+    if req.objective in DECODER_ONLY_OBJECTIVES:
+        from .lm_train import train_lm  # it builds on this module's helpers
+        return train_lm(req, dataset, out)
     if req.init:
         with quiet_weight_loading():
             model, tokenizer = build_minilm_bert2bert(dataset)
@@ -238,15 +263,7 @@ def train_model(req: TrainRequest) -> dict:
     scheme = AtomicDocids.detect(tokenizer)
     train_data = dataset.without_documents(set(removed)) if removed else dataset
 
-    def save_best():
-        # Saved beside, then each file renamed into place: a kill never leaves truncated weights under the final names.
-        tmp = out / f".best.tmp-{os.getpid()}"
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        for f in tmp.iterdir():
-            os.replace(f, out / f.name)
-        tmp.rmdir()
-
+    save_best = best_saver(model, tokenizer, out)
     loop = TrainLoop(model, req.loop, out, pad_id=tokenizer.pad_token_id)
     if req.objective == "span":
         texts = list(train_data.documents.values()) + [q.text for q in train_data.split("train")]
@@ -280,15 +297,7 @@ def train_model(req: TrainRequest) -> dict:
     )
     card.extra = {
         "indexing_ratio": req.indexing_ratio if req.objective == "dsi" else None,
-        "shape": req.shape.asdict() if not (req.base or req.init) else None,
-        "init": req.init,
-        "loop": asdict(req.loop),
-        "parameters": sum(p.numel() for p in best.hf_model.parameters()),
-        "train_seconds": result["train_seconds"],
-        "best_validation": result["best_validation"],
-        "history": result["history"],
-        "versions": package_versions(),
-        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **training_record(req, result, sum(p.numel() for p in best.hf_model.parameters())),
     }
     card.write(out)
     return card.to_json()

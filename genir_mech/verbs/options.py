@@ -106,6 +106,17 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def number_list(kind, what: str):
+    """A type for comma-separated numbers, each checked by `kind` (e.g. positive_int, fraction); at least one."""
+    def parse(text: str) -> tuple:
+        values = tuple(kind(part.strip()) for part in text.split(",") if part.strip())
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}")
+        return values
+    parse.__name__ = what
+    return parse
+
+
 def _checked(text: str, check) -> str:
     try:
         check()
