@@ -24,4 +24,4 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	for f in bench/bench_*.py; do $(BIN)/python $$f || exit 1; done
+	PYTHON=$(abspath $(BIN))/python bench/run_all.sh

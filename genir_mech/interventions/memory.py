@@ -1,6 +1,6 @@
 """How many rows one forward pass may carry: the activation bytes of one row, and the memory budget they are cut to.
 
-    budget = default_budget()                          # a quarter of the memory available now
+    budget = default_budget()                          # --max-memory (set_budget), else a quarter of the memory available now
     rows = rows_within(gm, batch, encoded=True, max_memory=2 * 2**30)   # rows of a 2 GiB forward pass
 
 The estimate counts what a forward pass keeps alive at its peak for one row:
@@ -33,9 +33,18 @@ def available_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+_budget: int | None = None
+
+
+def set_budget(max_memory: int | None) -> None:
+    """Set the process-wide budget (the CLI's --max-memory); None: back to a share of the available memory."""
+    global _budget
+    _budget = max_memory
+
+
 def default_budget() -> int:
-    """The memory knob's default: a share of what is available now."""
-    return int(DEFAULT_SHARE * available_memory())
+    """The memory knob's default: the budget set by `set_budget`, else a share of what is available now."""
+    return _budget if _budget is not None else int(DEFAULT_SHARE * available_memory())
 
 
 def _d_ff(config, d_model: int) -> int:

@@ -26,7 +26,7 @@ def add_arguments(p):
         "file (.json/.yaml with zero/mean specs), or the older JSON {\"zero\": [site names], \"mean\": [...]}; default: the paper's circuit for the stages",
     )
     p.add_argument("--eval-split", default="test", help="query split the circuit is scored on, all its queries (default test); means come from --split's correct queries")
-    rows_argument(p, 4096, "(ablation, query) rows per forward pass")
+    rows_argument(p, "(ablation, query) rows per forward pass")
     output_arguments(p, "circuit")
 
 
