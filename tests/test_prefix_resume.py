@@ -114,3 +114,27 @@ def test_the_memory_knob_bounds_rows(gm):
     assert rows_within(gm, batch, True, max_memory=1) == 1
     executor = InterventionExecutor(gm, [Intervention.of([s], "zero") for s in gm.components("decoder")], max_memory=10 * per_row, resume=False)
     assert max(len(c) for c in executor.plan(batch)) == 10
+
+
+@pytest.mark.parametrize("verb", ["ablate", "circuit", "patch", "attribute"])
+def test_the_verbs_share_one_memory_knob(verb, capsys):
+    from genir_mech.cli import build_parser, main
+
+    args = build_parser().parse_args([verb, "--model", "checkpoints/dsi-synth", "--max-memory", "1.5GiB"])
+    assert args.max_memory == int(1.5 * 2**30) and args.rows_per_forward is None
+    assert build_parser().parse_args([verb, "--model", "checkpoints/dsi-synth", "--max-memory", "800MB"]).max_memory == 800 * 10**6
+    assert main([verb, "--model", "checkpoints/dsi-synth", "--max-memory", "lots"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--max-memory: expected a memory size such as 2GiB" in err and len(err.splitlines()) == 1
+
+
+def test_the_memory_budget_is_process_wide_until_reset(gm):
+    from genir_mech.interventions.memory import default_budget, set_budget
+
+    batch = gm.batch(toy_queries(gm, 2))
+    try:
+        set_budget(3 * row_bytes(gm, batch, encoded=True))
+        assert rows_within(gm, batch, True) == 3
+    finally:
+        set_budget(None)
+    assert default_budget() > 3 * row_bytes(gm, batch, encoded=True)
