@@ -26,8 +26,9 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 from bench_patching import METRICS, floor, pairs_for  # noqa: E402
-from common import SYNTHETIC_NAME, bench_model, describe, machine_line, parse_size, timed_interleaved  # noqa: E402
+from common import SYNTHETIC_NAME, bench_model, describe, machine_line, timed_interleaved  # noqa: E402
 
+from genir_mech.verbs.options import memory_size  # noqa: E402
 from genir_mech.interventions.memory import default_budget  # noqa: E402
 from genir_mech.patching.engine import sweep  # noqa: E402
 from genir_mech.patching.specs import target_specs  # noqa: E402
@@ -38,7 +39,7 @@ def main():
     ap.add_argument("--layers", default="8,16,24", help="encoder and decoder layers of each model, comma-separated")
     ap.add_argument("--n-pairs", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=1, help="median of this many alternated runs (after a one-patch warm-up)")
-    ap.add_argument("--max-memory", type=parse_size, help="activation memory of one pass (default: a quarter of the available memory)")
+    ap.add_argument("--max-memory", type=memory_size, help="activation memory of one pass (default: a quarter of the available memory)")
     ap.add_argument("--sweeps", default="components", help="components and/or heads (cross-attention), comma-separated")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="bench/results/depth-t5-large-shape.md")

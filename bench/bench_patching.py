@@ -47,9 +47,10 @@ from pathlib import Path  # noqa: E402
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-from common import bench_model, describe, machine_line, parse_size, timed, timed_interleaved  # noqa: E402
+from common import bench_model, describe, machine_line, timed, timed_interleaved  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
+from genir_mech.verbs.options import memory_size  # noqa: E402
 from genir_mech.interventions.memory import default_budget  # noqa: E402
 from genir_mech.interventions import source_run  # noqa: E402
 from genir_mech.models.adapters import module_at  # noqa: E402
@@ -221,7 +222,7 @@ def main():
     ap.add_argument("--model", default="checkpoints/dsi-synth", help="a checkpoint, or t5-large-shape[:layers] (random weights, built here)")
     ap.add_argument("--n-pairs", type=int, default=64)
     ap.add_argument("--rows-per-forward", type=int, help="fixed rows per pass (default: as many as --max-memory holds)")
-    ap.add_argument("--max-memory", type=parse_size, help="activation memory of one pass, e.g. 2GiB (default: a quarter of the available memory)")
+    ap.add_argument("--max-memory", type=memory_size, help="activation memory of one pass, e.g. 2GiB (default: a quarter of the available memory)")
     ap.add_argument("--repeats", type=int, default=5, help="median of this many timed runs for the batched variants (loops run once)")
     ap.add_argument("--loop-specs", type=int, help="run the loops (b), (b2), (c) on this many evenly spaced patches and scale their time")
     ap.add_argument("--all-nodes", action=argparse.BooleanOptionalAction, default=True, help="also time the exact sweep over every node AtP scores")

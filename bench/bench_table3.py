@@ -34,11 +34,12 @@ if "MALLOC_MMAP_THRESHOLD_" not in os.environ:  # before torch allocates: freed 
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
-from common import PeakRSS, bench_model, describe, machine_line, parse_size, queries_for, timed_interleaved  # noqa: E402
+from common import PeakRSS, bench_model, describe, machine_line, queries_for, timed_interleaved  # noqa: E402
 
 from genir_mech.analyses.ablation import ablation_ranks, component_means, stage_ablations  # noqa: E402
 from genir_mech.analyses.query_batches import query_batches  # noqa: E402
 from genir_mech.interventions import InterventionExecutor  # noqa: E402
+from genir_mech.verbs.options import memory_size  # noqa: E402
 from genir_mech.interventions.memory import default_budget, row_bytes  # noqa: E402
 from genir_mech.models.adapters import module_at  # noqa: E402
 from genir_mech.models.components import KINDS  # noqa: E402
@@ -102,7 +103,7 @@ def main():
     p.add_argument("--max-queries", type=int, help="sample of the validation queries (default all correct ones)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--rows-per-forward", type=int, help="fixed rows per pass (default: as many as --max-memory holds)")
-    p.add_argument("--max-memory", type=parse_size, help="activation memory of one pass, e.g. 2GiB (default: a quarter of the available memory)")
+    p.add_argument("--max-memory", type=memory_size, help="activation memory of one pass, e.g. 2GiB (default: a quarter of the available memory)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats of the batched methods (median reported)")
     p.add_argument("--warm-up", action=argparse.BooleanOptionalAction, default=True,
                    help="an untimed run of each batched method first (--no-warm-up: one query and one ablation instead, for large models)")

@@ -91,16 +91,6 @@ def queries_for(gm, dataset, n: int | None, split: str = "validation") -> tuple[
     return queries, f"{len(queries)} correct {split} queries"
 
 
-def parse_size(text: str) -> int:
-    """Bytes from '512MiB', '2GiB', '1.5GB' or a plain number of bytes."""
-    units = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "kb": 10**3, "mb": 10**6, "gb": 10**9, "b": 1}
-    lowered = text.strip().lower()
-    for unit, factor in units.items():
-        if lowered.endswith(unit):
-            return int(float(lowered[: -len(unit)]) * factor)
-    return int(float(lowered))
-
-
 class PeakRSS:
     """Peak growth of this process's resident set while the block runs (MiB), sampled from /proc/self/statm every 2 ms."""
 
