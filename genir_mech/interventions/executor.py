@@ -26,8 +26,11 @@ on the cached output, position biases included); the sites from L on are
 written by the same `run`, so the intervention graph is unchanged. Decoder
 interventions resume in the decoder; encoder-layer interventions resume in the
 encoder (the decoder then runs whole, as the encoder output changed). Rows
-are grouped by resume layer, so chunks never mix layers. By default a side
-resumes when the layers saved outweigh the one unpatched prefix pass.
+are sorted by first layer and cut into segments, each resuming from its lowest
+row's layer; the cut minimises `pass_cost` (rows x layers plus a fixed cost
+per layer and per pass, so tiny per-layer groups are merged rather than run
+as many small passes). By default a side resumes when that beats one
+segment from layer 0 plus the unpatched prefix pass.
 
 The rows are cut into chunks and handed to a `Backend` (`LocalBackend`: in
 this process, in order); a distributed backend plugs in there.
@@ -72,6 +75,21 @@ class RowLogits:
     intervention: torch.Tensor  # (rows,)
     item: torch.Tensor  # (rows,)
     logits: torch.Tensor  # (rows, vocab)
+
+
+# Cost of a forward pass in row-layers (one row through one layer), for choosing where chunks resume. Besides its rows,
+# each layer a pass runs costs about LAYER_OVERHEAD row-layers whatever its rows (reading the layer's weights, module
+# calls), and each pass PASS_OVERHEAD more (trace set-up, embeddings, unembedding): so a few rows per layer group are
+# cheaper run together from the lowest layer than as many small passes. Both were fitted to the T5-large-shape
+# component sweep on the 2-core benchmark CPU (bench/bench_patching.py), where per-layer passes of 3 rows ran 3x slower.
+LAYER_OVERHEAD = 16
+PASS_OVERHEAD = 64
+
+
+def pass_cost(rows: int, layers: int, limit: int) -> float:
+    """Row-layers of running `rows` rows through `layers` layers, `limit` rows per pass."""
+    passes = -(-rows // limit)
+    return passes * (PASS_OVERHEAD + layers * LAYER_OVERHEAD) + rows * layers
 
 
 def _decoder_length(batch: QueryBatch) -> int:
@@ -171,17 +189,38 @@ class InterventionExecutor:
         n = self.gm.adapter.n_layers(side)
         return min((s.layer if s.layer >= 0 else n for s in sites if s.side == side), default=n)
 
-    def _resumes(self, side: str, rows_by_intervention: dict[int, int], n_items: int) -> bool:
-        """Whether `side` resumes: the adapter can, and (by default) the layer-rows saved exceed the prefix pass."""
+    def _pieces(self, side: str, kept: dict[int, torch.Tensor], order: list[int], limit: int, n_items: int) -> list[tuple[list[int], int]]:
+        """Segments of `order` (interventions sorted by first layer) with the layer each resumes from: the cheapest cut by
+        `pass_cost` at layer boundaries, or one segment from layer 0 when resuming does not pay for its prefix pass (or is off)."""
         adapter = self.gm.adapter
-        if self.resume is False or adapter.block_path(side, 0) is None:
-            return False
-        saved = sum(rows * self.first_layer[i] for i, rows in rows_by_intervention.items())
+        n = adapter.n_layers(side)
+        plain = [(order, 0)]
+        by_layer: dict[int, list[int]] = defaultdict(list)
+        for i in order:
+            by_layer[self.first_layer[i]].append(i)
+        layers = sorted(by_layer)
+        if self.resume is False or adapter.block_path(side, 0) is None or layers[-1:] in ([], [0]):
+            return plain
+        rows = [sum(len(kept[i]) for i in by_layer[layer]) for layer in layers]
+        # best[b]: cheapest cost of the first b layer groups cut into segments, each resuming from its lowest layer.
+        best, cut = [0.0] + [float("inf")] * len(layers), [0] * (len(layers) + 1)
+        for b in range(1, len(layers) + 1):
+            total = 0
+            for a in range(b - 1, -1, -1):
+                total += rows[a]
+                cost = best[a] + pass_cost(total, n - layers[a], limit)
+                if cost < best[b]:
+                    best[b], cut[b] = cost, a
+        segments, b = [], len(layers)
+        while b > 0:
+            segments.append(([i for layer in layers[cut[b]:b] for i in by_layer[layer]], layers[cut[b]]))
+            b = cut[b]
+        segments.reverse()
         if self.resume:
-            return saved > 0
+            return segments
         # The prefix pass runs the side's layers once per base query (and, from the encoder, the decoder too).
-        cost = n_items * sum(adapter.n_layers(s) for s in adapter.sides[adapter.sides.index(side):])
-        return saved > cost
+        prefix = pass_cost(n_items, sum(adapter.n_layers(s) for s in adapter.sides[adapter.sides.index(side):]), limit)
+        return segments if best[-1] + prefix < pass_cost(sum(rows), n, limit) else plain
 
     @property
     def sites(self) -> list[Site]:
@@ -226,16 +265,16 @@ class InterventionExecutor:
             if not kept:
                 continue
             side = "decoder" if encoded else "encoder"
-            resumes = self._resumes(side, {i: len(q) for i, q in kept.items()}, n)
             limit = self.rows_per_forward or rows_within(self.gm, base, encoded, self.max_memory)
-            by_layer = defaultdict(list)
-            for i in group:
-                by_layer[self.first_layer[i] if resumes else 0].append(i)
-            for layer in sorted(by_layer):
-                interventions = torch.cat([torch.full((len(kept[i]),), i, dtype=torch.long) for i in by_layer[layer]])
-                queries = torch.cat([kept[i] for i in by_layer[layer]])
+            order = sorted(group, key=lambda i: self.first_layer[i])  # stable: intervention-major within a layer
+            for members, layer in self._pieces(side, kept, order, limit, n):
+                interventions = torch.cat([torch.full((len(kept[i]),), i, dtype=torch.long) for i in members])
+                queries = torch.cat([kept[i] for i in members])
+                first = torch.tensor([self.first_layer[i] for i in members]).repeat_interleave(torch.tensor([len(kept[i]) for i in members]))
                 for start in range(0, len(queries), limit):
-                    chunks.append(RowChunk(encoded, interventions[start : start + limit], queries[start : start + limit], layer))
+                    # A chunk resumes from its lowest row's layer: the layers between it and a row's own first layer recompute unpatched values.
+                    resume_layer = max(layer, int(first[start])) if layer > 0 else 0
+                    chunks.append(RowChunk(encoded, interventions[start : start + limit], queries[start : start + limit], resume_layer))
         return chunks
 
     def row_logits(self, base: QueryBatch, values: Replacements | None = None, lengths: torch.Tensor | None = None) -> Iterator[RowLogits]:
