@@ -228,6 +228,7 @@ def main():
     ap.add_argument("--all-nodes", action=argparse.BooleanOptionalAction, default=True, help="also time the exact sweep over every node AtP scores")
     ap.add_argument("--warm-up", action=argparse.BooleanOptionalAction, default=True,
                     help="a full untimed run of each batched variant first (--no-warm-up: a one-patch sweep instead, for large models)")
+    ap.add_argument("--sweeps", default="components,heads,encoder-positions", help="exact sweeps to run, comma-separated (heads is always run: AtP is timed against it)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the benchmark machine is shared)")
     ap.add_argument("--out", default="bench/results/patching.md")
     args = ap.parse_args()
@@ -235,11 +236,13 @@ def main():
     gm, dataset = bench_model(args.model)
     batch, note = pairs_for(gm, dataset, args.n_pairs)
     print(note, flush=True)
+    chosen = set(args.sweeps.split(",")) | {"heads"}
     sweeps = {
         "components": target_specs(gm, "component"),
         "cross-attention heads": target_specs(gm, "head", kinds=("cross_attn",)),
         "encoder positions": target_specs(gm, "encoder-position", encoder_positions=batch.width),
     }
+    sweeps = {name: specs for (name, specs), key in zip(sweeps.items(), ("components", "heads", "encoder-positions")) if key in chosen}
     R, M, P = args.rows_per_forward, args.max_memory or default_budget(), 64
     results = {}
     for name, specs in sweeps.items():

@@ -10,8 +10,8 @@ if [ "$scale" = all ] || [ "$scale" = small ]; then
   $PY bench/bench_patching.py --model checkpoints/dsi-synth --n-pairs 64 --loop-specs 8 --repeats 3 --out bench/results/patching.md
 fi
 if [ "$scale" = all ] || [ "$scale" = large ]; then
-  $PY bench/bench_patching.py --model t5-large-shape --n-pairs 1 --loop-specs 4 --repeats 1 --no-warm-up --no-all-nodes --out bench/results/patching-t5-large-shape.md
-  $PY bench/bench_table3.py --model t5-large-shape --max-queries 4 --repeats 1 --no-warm-up --out bench/results/table3-t5-large-shape.md
-  $PY bench/bench_depth.py --layers 8,16,24 --n-pairs 1 --sweeps heads      --out bench/results/depth-t5-large-shape.md
+  $PY bench/bench_patching.py --model t5-large-shape --n-pairs 1 --loop-specs 2 --repeats 1 --no-warm-up --no-all-nodes --sweeps heads,encoder-positions --threads 2 --out bench/results/patching-t5-large-shape.md
+  $PY bench/bench_table3.py --model t5-large-shape --max-queries 4 --repeats 1 --no-warm-up --threads 2 --out bench/results/table3-t5-large-shape.md
+  $PY bench/bench_depth.py --layers 8,16,24 --n-pairs 2 --sweeps components --threads 2 --out bench/results/depth-t5-large-shape.md
 fi
 $PY bench/update_readme.py
