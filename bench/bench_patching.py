@@ -47,7 +47,7 @@ from pathlib import Path  # noqa: E402
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-from common import bench_model, describe, machine_line, timed, timed_interleaved  # noqa: E402
+from common import bench_model, describe, machine_line, set_clock, timed, timed_interleaved  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 from genir_mech.verbs.options import memory_size  # noqa: E402
@@ -229,10 +229,13 @@ def main():
     ap.add_argument("--warm-up", action=argparse.BooleanOptionalAction, default=True,
                     help="a full untimed run of each batched variant first (--no-warm-up: a one-patch sweep instead, for large models)")
     ap.add_argument("--sweeps", default="components,heads,encoder-positions", help="exact sweeps to run, comma-separated (heads is always run: AtP is timed against it)")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="wall seconds, or this process's CPU seconds (robust to other load)")
+    ap.add_argument("--exact-only", action="store_true", help="only (a), (a0) and the floor (d): no loops, no AtP")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the benchmark machine is shared)")
     ap.add_argument("--out", default="bench/results/patching.md")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    set_clock(args.clock)
     gm, dataset = bench_model(args.model)
     batch, note = pairs_for(gm, dataset, args.n_pairs)
     print(note, flush=True)
@@ -260,6 +263,12 @@ def main():
         forwards_a = 2 * -(-len(batch) // P) + len(chunks) + (1 if any(c.resume_layer for c in chunks) else 0)
         rows.append(("(a) genir_mech batched sweep, prefix resume", forwards_a, t_a, m_a, 0.0, ""))
         rows.append(("(a0) genir_mech batched sweep, every layer", forwards_d, t_a0, m_a0, compare(ref, effects_of(table0)), ""))
+        if args.exact_only:
+            rows.append(("(d) floor: uninstrumented batched forwards, every layer", forwards_d, t_d, m_d, float("nan"), ""))
+            results[name] = {"n": n, "rows": rows, "t_a": t_a, "t_a0": t_a0, "t_b": float("nan"), "t_d": t_d, "table": table,
+                             "rows_per_pass": max(len(c) for c in chunks)}
+            print(name, [(r[0][:4], round(r[2], 3)) for r in rows], flush=True)
+            continue
         loop_specs = subset(specs, args.loop_specs)
         scale = len(specs) / len(loop_specs)
         mark = f" (x{scale:.1f}: {len(loop_specs)} of {len(specs)} patches)" if scale > 1 else ""
@@ -285,7 +294,7 @@ def main():
         + f", source activations cached per {P} pairs. Written by `bench/bench_patching.py`; all timings from one run: "
         f"median of {args.repeats} run(s) " + ("after a warm-up " if args.warm_up else "after a one-patch warm-up sweep (single runs of (b2) and AtP) ")
         + "for (a), (a0), (d), (b2) and AtP, (a), (a0) and (d) timed in alternation, a single run for the loops (b) and (c).",
-        machine_line(torch.get_num_threads()) + ".",
+        machine_line(torch.get_num_threads()) + (". Times are CPU seconds of this process (time.process_time), not wall time." if args.clock == "cpu" else "."),
         "",
     ]
     for name, res in results.items():
@@ -297,7 +306,8 @@ def main():
                          f"{'-' if diff != diff else f'{diff:.1e}'} |")
         lines += ["", f"(a) is {res['t_b'] / res['t_a']:.1f}x faster than (b) (aim: >= 10x) and takes **{res['t_a'] / res['t_d']:.2f}x the floor (d)** "
                   f"(aim: <= 0.7x on layer, component and head sweeps; without prefix resume {res['t_a0'] / res['t_d']:.2f}x).", ""]
-    lines += atp_section(gm, batch, sweeps, results, args, R, M, P)
+    if not args.exact_only:
+        lines += atp_section(gm, batch, sweeps, results, args, R, M, P)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
