@@ -304,7 +304,8 @@ def main():
         for desc, forwards, t, m, diff, mark in res["rows"]:
             lines.append(f"| {desc}{mark} | {forwards} | {t:.3f} | {res['n'] / t:,.0f} | {t / res['t_a']:.2f}x | {t / res['t_d']:.2f}x | {m:,.1f} | "
                          f"{'-' if diff != diff else f'{diff:.1e}'} |")
-        lines += ["", f"(a) is {res['t_b'] / res['t_a']:.1f}x faster than (b) (aim: >= 10x) and takes **{res['t_a'] / res['t_d']:.2f}x the floor (d)** "
+        versus_loop = "" if res["t_b"] != res["t_b"] else f"is {res['t_b'] / res['t_a']:.1f}x faster than (b) (aim: >= 10x) and "
+        lines += ["", f"(a) {versus_loop}takes **{res['t_a'] / res['t_d']:.2f}x the floor (d)** "
                   f"(aim: <= 0.7x on layer, component and head sweeps; without prefix resume {res['t_a0'] / res['t_d']:.2f}x).", ""]
     if not args.exact_only:
         lines += atp_section(gm, batch, sweeps, results, args, R, M, P)
