@@ -24,7 +24,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	for f in bench/bench_*.py; do $(BIN)/python $$f || exit 1; done
+	PYTHON=$(abspath $(BIN))/python bench/run_all.sh
 
 # Executes notebooks/NN_*.ipynb under a Jupyter kernel and saves them with their outputs (what GitHub shows).
 notebooks: setup

@@ -1,36 +1,50 @@
-"""Benchmark: the Table-3 sweep (component types x stages x {zero, mean}) with genir_mech against two baselines run in the same process.
+"""Benchmark: the Table-3 sweep (component types x stages x {zero, mean}) with genir_mech against baselines run in the same process.
 
-    python bench/bench_table3.py --model checkpoints/dsi-synth            # writes bench/results/table3.md
+    python bench/bench_table3.py --model checkpoints/dsi-synth                                  # bench/results/table3.md
+    python bench/bench_table3.py --model t5-large-shape --max-queries 4 --out bench/results/table3-t5-large-shape.md
 
 - genir_mech: `analyses.ablation.ablation_ranks` over the one intervention
   executor (`interventions.InterventionExecutor`), many ablations per forward
-  pass as rows, the encoder once per query batch, one nnsight trace per pass;
+  pass as rows, the encoder once per query batch, one nnsight trace per pass,
+  each stage's rows resumed from the unpatched prefix (prefix resume, default);
+- genir_mech without prefix resume (`resume=False`): every row runs every layer;
 - batch-1 loop: the public reference code's approach, one query and one
   ablation per forward pass (encoder included), plain PyTorch forward hooks;
-- floor: the same batched forward passes as genir_mech (encoder once per
-  batch, the same rows) without any instrumentation: what the sweep cannot beat.
+- floor: the batched forward passes genir_mech runs without prefix resume
+  (encoder once per batch, the same rows, the same chunks) with no
+  instrumentation at all: what a sweep that runs every layer cannot beat.
 
-Component means are computed once beforehand and shared by all three (not
-timed). The batch-1 loop's ranks must equal genir_mech's, or the benchmark fails.
+Component means are computed once beforehand and shared by all (not timed).
+The batch-1 loop's ranks must equal genir_mech's, or the benchmark fails.
+The batched variants are timed in alternation; peak memory is the resident-set
+growth while a variant runs, against the row budget the executor derived
+from the memory knob.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import platform
-import statistics
+import sys
 import time
-from pathlib import Path
 
-import torch
+if "MALLOC_MMAP_THRESHOLD_" not in os.environ:  # before torch allocates: freed activations leave the resident set
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = str(1 << 20)
+    os.execv(sys.executable, [sys.executable, *sys.argv])
 
-from genir_mech.analyses.ablation import ablation_ranks, component_means, stage_ablations
-from genir_mech.analyses.query_batches import query_batches, sample_queries
-from genir_mech.models.adapters import module_at
-from genir_mech.models.components import KINDS
-from genir_mech.models.loading import load_genir, resolve_dataset
-from genir_mech.retrieval import correct_queries, rank_of
-from genir_mech.stage_definition import StageDefinition
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+from common import PeakRSS, bench_model, describe, machine_line, queries_for, timed_interleaved  # noqa: E402
+
+from genir_mech.analyses.ablation import ablation_ranks, component_means, stage_ablations  # noqa: E402
+from genir_mech.analyses.query_batches import query_batches  # noqa: E402
+from genir_mech.interventions import InterventionExecutor  # noqa: E402
+from genir_mech.verbs.options import memory_size  # noqa: E402
+from genir_mech.interventions.memory import default_budget, row_bytes  # noqa: E402
+from genir_mech.models.adapters import module_at  # noqa: E402
+from genir_mech.models.components import KINDS  # noqa: E402
+from genir_mech.retrieval import rank_of  # noqa: E402
+from genir_mech.stage_definition import StageDefinition  # noqa: E402
 
 METHODS = ("zero", "mean")
 
@@ -61,7 +75,7 @@ def batch1_loop(gm, texts, doc_cols, ablations, means) -> torch.Tensor:
         try:
             for q, text in enumerate(texts):
                 enc = gm.tokenizer([text], return_tensors="pt")
-                logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], decoder_input_ids=gm.start_ids(1)).logits[:, -1]
+                logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], decoder_input_ids=gm.start_ids(1), use_cache=False).logits[:, -1]
                 ranks[c, q] = rank_of(gm.docids.scores(logits), doc_cols[q : q + 1])[0]
         finally:
             for h in handles:
@@ -70,46 +84,36 @@ def batch1_loop(gm, texts, doc_cols, ablations, means) -> torch.Tensor:
 
 
 @torch.no_grad()
-def floor(gm, texts, doc_cols, n_ablations, batch_size, rows_per_forward) -> int:
-    """The uninstrumented batched passes of the same sweep: encoder once per batch, the same fanned-out rows."""
-    per_pass = max(1, rows_per_forward // min(batch_size, len(texts)))
+def floor(gm, texts, doc_cols, ablations, batch_size, rows_per_forward, max_memory) -> int:
+    """The uninstrumented forward passes of the sweep without prefix resume: encoder once per batch, the executor's own chunks."""
+    executor = InterventionExecutor(gm, ablations, rows_per_forward, max_memory=max_memory, resume=False)
     passes = 0
     for rows, batch in query_batches(gm, texts, batch_size, encode=True):
-        n = len(batch)
-        for first in range(0, n_ablations, per_pass):
-            k = min(per_pass, n_ablations - first)
-            fanned = batch.select(torch.arange(n).repeat(k))
-            logits = gm.logits(fanned)
-            rank_of(gm.docids.scores(logits), doc_cols[rows].repeat(k))
+        for chunk in executor.plan(batch):
+            logits = gm.logits(batch.select(chunk.item))
+            rank_of(gm.docids.scores(logits), doc_cols[rows][chunk.item])
             passes += 1
     return passes
 
 
-def timed(fn, repeats):
-    times, result = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), result
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="checkpoints/dsi-synth")
+    p.add_argument("--model", default="checkpoints/dsi-synth", help="a checkpoint, or t5-large-shape[:layers] (random weights, built here)")
     p.add_argument("--stages", help="stage definition (default: three even thirds)")
-    p.add_argument("--max-queries", type=int, help="sample of the correct validation queries (default all)")
+    p.add_argument("--max-queries", type=int, help="sample of the validation queries (default all correct ones)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--rows-per-forward", type=int, default=4096)
+    p.add_argument("--rows-per-forward", type=int, help="fixed rows per pass (default: as many as --max-memory holds)")
+    p.add_argument("--max-memory", type=memory_size, help="activation memory of one pass, e.g. 2GiB (default: a quarter of the available memory)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats of the batched methods (median reported)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads for every method (default 1: small models on a shared CPU)")
+    p.add_argument("--warm-up", action=argparse.BooleanOptionalAction, default=True,
+                   help="an untimed run of each batched method first (--no-warm-up: one query and one ablation instead, for large models)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads for every method (default 1: a shared CPU)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "table3.md"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    gm = load_genir(args.model)
-    dataset = resolve_dataset(gm, None)
-    queries = sample_queries(correct_queries(gm, dataset, "validation"), args.max_queries, 0)
+    gm, dataset = bench_model(args.model)
+    queries, note = queries_for(gm, dataset, args.max_queries)
     texts = [q.text for q in queries]
     docs = [dataset.relevant(q.query_id) for q in queries]
     doc_cols = torch.tensor([gm.docids.index(d) for d in docs])
@@ -117,40 +121,57 @@ def main():
     stages = StageDefinition.parse(args.stages).check(n_layers) if args.stages else StageDefinition.even_thirds(n_layers)
     ablations = stage_ablations(gm, stages, KINDS, METHODS)
     means = component_means(gm, texts, [s for a in ablations for s in a.sites], args.batch_size)
+    budget = args.max_memory or default_budget()
+    common = dict(means=means, batch_size=args.batch_size, rows_per_forward=args.rows_per_forward, max_memory=budget)
 
-    sweep = lambda: ablation_ranks(gm, texts, docs, ablations, means=means, batch_size=args.batch_size, rows_per_forward=args.rows_per_forward)  # noqa: E731
-    timed(sweep, 1)  # warm-up: first-trace compilation, allocator
-    t_genir, result = timed(sweep, args.repeats)
-    t_floor, passes = timed(lambda: floor(gm, texts, doc_cols, len(ablations), args.batch_size, args.rows_per_forward), args.repeats)
-    t_loop, loop_ranks = timed(lambda: batch1_loop(gm, texts, doc_cols, ablations, means), 1)
-    if not torch.equal(loop_ranks, result.doc_rank):
-        mismatch = int((loop_ranks != result.doc_rank).sum())
-        raise SystemExit(f"genir_mech and the batch-1 hook loop disagree on {mismatch} of {loop_ranks.numel()} ranks")
+    def sweep(resume):
+        return lambda: ablation_ranks(gm, texts, docs, ablations, resume=resume, **common)
 
+    if not args.warm_up:  # first traces, without a full untimed run
+        ablation_ranks(gm, texts[:1], docs[:1], ablations[-1:], **common)
+    (result, t_genir, m_genir), (plain, t_plain, m_plain), (passes, t_floor, m_floor) = timed_interleaved(
+        [sweep(None), sweep(False), lambda: floor(gm, texts, doc_cols, ablations, args.batch_size, args.rows_per_forward, budget)], args.repeats,
+        warm_up=args.warm_up)
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        loop_ranks = batch1_loop(gm, texts, doc_cols, ablations, means)
+        t_loop = time.perf_counter() - t0
+    for name, ranks in (("genir_mech", result), ("genir_mech without prefix resume", plain)):
+        if not torch.equal(loop_ranks, ranks.doc_rank):
+            raise SystemExit(f"{name} and the batch-1 hook loop disagree on {int((loop_ranks != ranks.doc_rank).sum())} of {loop_ranks.numel()} ranks")
+
+    first = gm.batch(texts[: args.batch_size])
+    rows = args.rows_per_forward or max(1, min(4096, budget // row_bytes(gm, first, True)))
     n_forwards = len(ablations) * len(texts)
-    rows = [
-        ("batch-1 loop, PyTorch hooks (reference approach)", t_loop, n_forwards, t_loop / t_genir, t_loop / t_floor),
-        ("genir_mech (nnsight, rows, encoder once per batch)", t_genir, passes, 1.0, t_genir / t_floor),
-        ("floor: uninstrumented batched passes", t_floor, passes, t_floor / t_genir, 1.0),
+    table = [
+        ("batch-1 loop, PyTorch hooks (reference approach)", t_loop, n_forwards, mem.mib),
+        ("genir_mech (nnsight, rows, encoder once per batch, prefix resume)", t_genir, None, m_genir),
+        ("genir_mech without prefix resume", t_plain, passes, m_plain),
+        ("floor: uninstrumented batched passes, every layer", t_floor, passes, m_floor),
     ]
-    speedup, overhead = t_loop / t_genir, t_genir / t_floor
     lines = [
-        "# Table-3 sweep benchmark",
+        f"# Table-3 sweep benchmark: {args.model}",
         "",
         f"{len(KINDS)} component types x {len(stages.stages)} stages x {{{', '.join(METHODS)}}} = {len(ablations)} stage ablations on "
-        f"`{args.model}` ({n_layers} decoder layers, d_model {gm.adapter.d_model}), {len(texts)} correct validation queries; "
-        f"batch size {args.batch_size}, at most {args.rows_per_forward} rows per pass; stages {', '.join(f'{s.name}={min(s.layers)}-{max(s.layers)}' for s in stages.stages)}.",
-        f"CPU: {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads, {platform.machine()}; "
-        f"median of {args.repeats} runs for the batched methods, 1 run for the loop; means precomputed for all.",
+        f"`{args.model}` ({describe(gm)}); {note}; batch size {args.batch_size}; stages "
+        f"{', '.join(f'{s.name}={min(s.layers)}-{max(s.layers)}' for s in stages.stages)}. Rows per pass: "
+        + (f"{args.rows_per_forward} (fixed)" if args.rows_per_forward else f"{rows} from the memory budget {budget / 2**20:,.0f} MiB "
+           f"({row_bytes(gm, first, True) / 2**10:,.0f} KiB per decoder-side row, estimated)") + ".",
+        machine_line(torch.get_num_threads()) + ".",
+        f"Median of {args.repeats} run(s) for the batched methods, timed in alternation after " + ("a warm-up each" if args.warm_up else "a one-query warm-up") + "; 1 run for the loop; means precomputed for all. "
+        "Peak RSS growth: above the level before the variant, sampled every 2 ms, glibc returning large blocks at once (MALLOC_MMAP_THRESHOLD_).",
         "",
-        "| method | wall time (s) | forward passes | time / genir_mech | time / floor |",
-        "|:--|--:|--:|--:|--:|",
-        *[f"| {name} | {t:.3f} | {n} | {vs_genir:.2f} | {vs_floor:.2f} |" for name, t, n, vs_genir, vs_floor in rows],
+        "| method | wall time (s) | forward passes | time / genir_mech | time / floor | peak RSS growth (MiB) |",
+        "|:--|--:|--:|--:|--:|--:|",
+        *[f"| {name} | {t:.3f} | {'-' if n is None else n} | {t / t_genir:.2f} | {t / t_floor:.2f} | {m:,.0f} |" for name, t, n, m in table],
         "",
-        f"**Speed-up over the batch-1 loop: {speedup:.1f}x** (aim >= 20x). **Overhead over the floor: {overhead:.2f}x** (aim <= 1.5x). "
-        f"The loop's ranks equal genir_mech's for all {loop_ranks.numel()} (ablation, query) pairs.",
+        f"**Speed-up over the batch-1 loop: {t_loop / t_genir:.1f}x** (aim >= 20x). **genir_mech / floor: {t_genir / t_floor:.2f}x** "
+        f"(prefix resume; without it {t_plain / t_floor:.2f}x). The loop's ranks equal genir_mech's (with and without prefix resume) "
+        f"for all {loop_ranks.numel()} (ablation, query) pairs.",
         "",
-        f"Command: `python bench/bench_table3.py --model {args.model} --threads {args.threads}" + (f" --max-queries {args.max_queries}" if args.max_queries else "") + "`",
+        f"Command: `python bench/bench_table3.py --model {args.model} --threads {args.threads}"
+        + (f" --max-queries {args.max_queries}" if args.max_queries else "") + (f" --repeats {args.repeats}" if args.repeats != 3 else "") + ("" if args.warm_up else " --no-warm-up")
+        + f" --out {args.out}`",
     ]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

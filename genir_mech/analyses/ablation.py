@@ -80,12 +80,14 @@ def ablation_logits_chunks(
     means: dict[Site, torch.Tensor] | None = None,
     other=None,
     batch_size: int = 64,
-    rows_per_forward: int = 4096,
+    rows_per_forward: int | None = 4096,
     progress: bool = False,
     backend=None,
+    **executor_options,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield (ablation index, query index, first-step logits) per chunk of rows, many ablations per forward pass."""
-    executor = InterventionExecutor(gm, ablations, rows_per_forward, backend)
+    """Yield (ablation index, query index, first-step logits) per chunk of rows, many ablations per forward pass
+    (`executor_options`: the executor's `max_memory` and `resume`; rows_per_forward=None: rows from max_memory)."""
+    executor = InterventionExecutor(gm, ablations, rows_per_forward, backend, **executor_options)
     mean_sites = executor.sites_with("mean")
     if mean_sites and means is None:
         raise GenIRError("mean ablation needs component means (component_means(gm, reference_texts, sites))")

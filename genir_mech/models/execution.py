@@ -57,6 +57,20 @@ class QueryBatch:
         return QueryBatch(pick(self.input_ids), pick(self.attention_mask), pick(self.encoder_hidden), pick(self.decoder_input_ids))
 
 
+@dataclass(frozen=True)
+class Resume:
+    """Start a side's stack at layer `layer`: blocks 0..layer-1 are skipped and hand on `output`, what block layer-1
+    returned for these rows in an unpatched run (`block_outputs` + `adapter.resumed_block_output`).
+
+    Everything a block needs that is computed outside the blocks (embeddings, masks, rotary embeddings) is
+    still computed by the model; what the first block computes for later ones (T5's position bias) travels in `output`.
+    """
+
+    side: str
+    layer: int
+    output: object
+
+
 @dataclass
 class RunResult:
     """What one `run` returns: ranking-step logits, the activations read and the gradients asked for.
@@ -96,6 +110,7 @@ def run(
     grads: Iterable[Site] = (),
     metric: Callable[[torch.Tensor], torch.Tensor] | None = None,
     position: int = -1,
+    resume: Resume | None = None,
 ) -> RunResult:
     """One forward pass (and, with `grads`, one backward pass of `metric(logits)`), reading and rewriting standard sites.
 
@@ -107,7 +122,9 @@ def run(
 
     `position` picks the logits row (the last position, the ranking step, by
     default). Inputs are built by the adapter, so the same call runs an
-    encoder-decoder or a decoder-only model.
+    encoder-decoder or a decoder-only model. `resume` skips the first layers of
+    one side (nnsight's module skip), handing on their cached output: every
+    read and write at or after the resume layer is the same intervention graph.
     """
     writes = dict(writes or {})
     # Gradients must be requested in reverse forward order, whatever order the caller listed them in.
@@ -123,12 +140,24 @@ def run(
     fixed = [s.name for s in writes if not hooks[s].writable]
     if fixed:
         raise GenIRError(f"sites {', '.join(fixed)} can be read but not written in a {gm.adapter.family} model (see its adapter module); write a sublayer output or a block resid_pre/resid_post instead")
+    if resume is not None:
+        early = [s.name for s in sites if s.side == resume.side and 0 <= s.layer < resume.layer]
+        if early:
+            raise GenIRError(f"sites {', '.join(early)} come before {resume.side} layer {resume.layer}, where this run resumes")
     kwargs = gm.adapter.model_inputs(batch)
     context = torch.enable_grad() if grads else torch.no_grad()
     with context:
         with gm.nn.trace(**kwargs):
             store = nnsight.save({"values": {}, "grads": {}})
-            for site in sites:
+            skipped = resume is not None
+            for site in sites + [None]:
+                if skipped and (site is None or site.side == resume.side):
+                    # Skips are module accesses too: issued in forward order, before the side's first site.
+                    for layer in range(resume.layer):
+                        module_at(gm.nn, gm.adapter.block_path(resume.side, layer)).skip(resume.output)
+                    skipped = False
+                if site is None:
+                    break
                 envoy = module_at(gm.nn, hooks[site].path)
                 value = _read(envoy, hooks[site])
                 if site in writes:
@@ -145,3 +174,19 @@ def run(
                         store["grads"][site] = store["values"][site].grad
     values = {s: v.detach() for s, v in store["values"].items() if s in reads}
     return RunResult(store["logits"].detach(), values, {s: g.detach() for s, g in store["grads"].items()})
+
+
+@torch.no_grad()
+def block_outputs(gm, batch: QueryBatch, blocks: Iterable[tuple[str, int]]) -> dict[tuple[str, int], object]:
+    """What each (side, layer) block returns in an unpatched run of `batch`: the state a `Resume` at layer+1 starts from.
+
+    Decoder blocks may be read from an encoded batch; encoder blocks need an un-encoded one.
+    """
+    blocks = sorted(set(blocks), key=lambda b: (gm.adapter.sides.index(b[0]), b[1]))
+    if batch.encoder_hidden is not None and any(side == "encoder" for side, _ in blocks):
+        raise GenIRError("encoder block outputs need an un-encoded batch (this one reuses a cached encoder output)")
+    with gm.nn.trace(**gm.adapter.model_inputs(batch)):
+        store = nnsight.save({})
+        for side, layer in blocks:
+            store[(side, layer)] = module_at(gm.nn, gm.adapter.block_path(side, layer)).output
+    return dict(store)

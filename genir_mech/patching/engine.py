@@ -51,9 +51,10 @@ def source_and_base(batch: PairBatch, direction: str) -> tuple[QueryBatch, Query
     return (batch.clean, batch.corrupted) if direction == "denoise" else (batch.corrupted, batch.clean)
 
 
-def patch_executor(gm, specs: list[InterventionSpec], rows_per_forward: int, backend=None) -> InterventionExecutor:
-    """One single-spec intervention per patch spec, so each output row's intervention index is its spec's index in `specs`."""
-    return InterventionExecutor(gm, [Intervention((spec,)) for spec in specs], rows_per_forward, backend)
+def patch_executor(gm, specs: list[InterventionSpec], rows_per_forward: int | None, backend=None, **executor_options) -> InterventionExecutor:
+    """One single-spec intervention per patch spec, so each output row's intervention index is its spec's index in `specs`
+    (`executor_options`: the executor's `max_memory` and `resume`)."""
+    return InterventionExecutor(gm, [Intervention((spec,)) for spec in specs], rows_per_forward, backend, **executor_options)
 
 
 def _score(logits: torch.Tensor, targets, metrics: dict[str, Metric]) -> dict[str, torch.Tensor]:
@@ -123,19 +124,21 @@ def sweep(
     *,
     direction: str = "denoise",
     metrics: dict[str, Metric] | None = None,
-    rows_per_forward: int = 512,
+    rows_per_forward: int | None = 512,
     pairs_per_batch: int = 64,
     align: str | None = None,
     progress: bool = False,
     backend=None,
+    **executor_options,
 ) -> pd.DataFrame:
     """Run every spec on every pair; returns the tidy per-pair table described in the module docstring.
 
     `rows_per_forward` bounds the rows (patches x pairs) of one forward pass;
     `pairs_per_batch` bounds how many pairs' source activations are cached at once;
-    `backend` (default: in this process) runs the executor's chunks of rows.
+    `backend` (default: in this process) runs the executor's chunks of rows;
+    `executor_options` go to the executor (`max_memory`, used when rows_per_forward is None; `resume`).
     """
-    if rows_per_forward < 1 or pairs_per_batch < 1:
+    if (rows_per_forward is not None and rows_per_forward < 1) or pairs_per_batch < 1:
         raise GenIRError("rows_per_forward and pairs_per_batch must be at least 1")
     metrics = dict(metrics or METRICS)
     batch = pairs if isinstance(pairs, PairBatch) else tokenize_pairs(gm, pairs, align)
@@ -146,7 +149,7 @@ def sweep(
         if spec.value not in ("source", "zero"):
             raise GenIRError(f"patch spec {i} ({spec}): a patching sweep writes source-run activations (or zeros); {spec.value} values are ablations (analyses.ablation)")
     source_and_base(batch, direction)  # validates the direction before any work
-    executor = patch_executor(gm, specs, rows_per_forward, backend)
+    executor = patch_executor(gm, specs, rows_per_forward, backend, **executor_options)
     frames = []
     n_rows = sum(len(chunk) for chunk in executor.plan(batch.corrupted, batch.lengths))
     bar = tqdm(total=n_rows, desc=f"patching ({direction})", unit="patch", disable=not progress)

@@ -30,7 +30,7 @@ class AblateConfig(QueryConfig):
     kinds: Sequence[str] | None = None  # component types; None: every decoder kind of the model
     methods: Sequence[str] = ("zero", "mean")
     per_layer: bool = False
-    rows_per_forward: int = 4096  # (ablation, query) rows per forward pass: the memory budget
+    rows_per_forward: int | None = None  # fixed rows per forward pass; None: as many as the memory budget holds (--max-memory)
 
 
 @atomic

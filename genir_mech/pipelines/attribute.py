@@ -31,7 +31,7 @@ class AttributeConfig(PairConfig):
     qk_fix: bool = True  # AtP* (the QK fix) as well as plain AtP
     verify_top_k: int = 0  # exactly patch the K nodes with the largest mean |estimate|
     verify_method: str | None = None  # which estimate to verify (default atp_qk, or atp without the QK fix)
-    rows_per_forward: int = 512  # rows per forward pass of the exact verification
+    rows_per_forward: int | None = None  # fixed rows per forward pass; None: as many as the memory budget holds (--max-memory)
     pairs_per_batch: int = 64
     n_boot: int = 1000
 

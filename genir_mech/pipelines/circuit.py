@@ -27,7 +27,7 @@ class CircuitConfig(QueryConfig):
     stages: StageDefinition | str | Path | None = None  # None: even thirds, with a warning
     circuit: str | None = None  # method=kind@where;... or a JSON file; None: the paper's circuit for the stages
     eval_split: str | None = None  # None: test if the data has it, else the split it has
-    rows_per_forward: int = 4096
+    rows_per_forward: int | None = None  # fixed rows per forward pass; None: as many as the memory budget holds (--max-memory)
 
 
 @atomic

@@ -37,7 +37,7 @@ class DecoderAnalysesConfig(QueryConfig):
     eval_split: str = "test"  # the circuit is scored on all of this split's queries (skipped when the split is empty)
     top_k: int = 10
     examples: int = 32
-    rows_per_forward: int = 4096
+    rows_per_forward: int | None = None  # fixed rows per forward pass; None: as many as the memory budget holds (--max-memory)
 
 
 @atomic

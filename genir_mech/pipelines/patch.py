@@ -35,7 +35,7 @@ class PatchConfig(PairConfig):
     specs: str | Path | None = None  # a saved sweep: an intervention file (JSON/YAML) or the older JSON list of specs
     kinds: tuple[str, ...] | None = None  # component kinds for target component/head (default all)
     direction: str = "denoise"  # denoise: clean into corrupted; noise: corrupted into clean
-    rows_per_forward: int = 512  # patched rows (patch x pair) per forward pass: the memory budget
+    rows_per_forward: int | None = None  # fixed rows per forward pass; None: as many as the memory budget holds (--max-memory)
     pairs_per_batch: int = 64  # pairs whose source activations are cached together
     n_boot: int = 1000  # bootstrap resamples of the pairs for confidence intervals
 

@@ -22,7 +22,7 @@ def add_arguments(p):
     p.add_argument("--methods", type=name_list(METHODS, "ablation methods"), default="zero,mean", help=f"comma-separated, from {', '.join(METHODS)} (default zero,mean)")
     p.add_argument("--other", type=checkpoint, help="checkpoint whose component outputs replace this model's for cross-model (same tokenizer and d_model)")
     p.add_argument("--per-layer", action="store_true", help="also ablate one component in one layer at a time")
-    rows_argument(p, 4096, "(ablation, query) rows per forward pass")
+    rows_argument(p, "(ablation, query) rows per forward pass")
     output_arguments(p, "ablate")
 
 

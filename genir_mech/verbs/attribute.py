@@ -17,7 +17,7 @@ def add_arguments(p):
     p.add_argument("--verify-top-k", type=non_negative_int, default=0,
                    help="exactly patch the K nodes with the largest mean |estimate| and report Spearman's rho (default 0: no verification)")
     p.add_argument("--verify-method", choices=library_constant("patching.attribution", "METHODS"), help="which estimate to verify (default atp_qk, or atp with --no-qk-fix)")
-    rows_argument(p, 512, "rows per forward pass of the exact verification")
+    rows_argument(p, "rows per forward pass of the exact verification")
     output_arguments(p, "attribute")
 
 

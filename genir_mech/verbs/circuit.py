@@ -27,7 +27,7 @@ def add_arguments(p):
     )
     p.add_argument("--eval-split", help="query split the circuit is scored on, all its queries (default test when the data has it, else the "
                                         "split it has); means come from --split's correct queries")
-    rows_argument(p, 4096, "(ablation, query) rows per forward pass")
+    rows_argument(p, "(ablation, query) rows per forward pass")
     output_arguments(p, "circuit")
 
 

@@ -280,8 +280,27 @@ def stage_argument(p, help: str | None = None) -> None:
                                 "`genir-mech stages` (default: three even thirds of the decoder, with a warning)")
 
 
-def rows_argument(p, default: int, what: str = "rows per forward pass") -> None:
-    p.add_argument("--rows-per-forward", type=positive_int, default=default, help=f"{what}: the memory budget (default {default})")
+_SIZE_UNITS = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "k": 2**10, "m": 2**20, "g": 2**30, "b": 1}
+
+
+def memory_size(text: str) -> int:
+    """A memory size in bytes: 2GiB, 512MiB, 1.5GB, 800M or a plain number of bytes."""
+    lowered = text.strip().lower().replace(" ", "")
+    unit = next((u for u in _SIZE_UNITS if lowered.endswith(u)), "")
+    try:
+        value = float(lowered[: len(lowered) - len(unit)]) * _SIZE_UNITS.get(unit, 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a memory size such as 2GiB, 512MiB or 1.5GB, got {text!r}") from None
+    if not 1 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive memory size, got {text!r}")
+    return int(value)
+
+
+def rows_argument(p, what: str = "rows per forward pass") -> None:
+    """The one memory knob of the verbs that run the intervention executor: --max-memory (or a fixed --rows-per-forward)."""
+    p.add_argument("--max-memory", type=memory_size,
+                   help=f"memory for the activations of one forward pass, e.g. 2GiB; sets the {what} (default: a quarter of the memory available at start)")
+    p.add_argument("--rows-per-forward", type=positive_int, help=f"a fixed number of {what} instead of the number --max-memory holds")
 
 
 def pair_arguments(p) -> None:
@@ -328,6 +347,9 @@ def split_list(text: str | None) -> tuple[str, ...] | None:
 
 def load_model(args, path: str | None = None, self_check: bool = True):
     from ..models.loading import load_genir  # torch, transformers, nnsight: only once the arguments are valid
+    if getattr(args, "max_memory", None) is not None:
+        from ..interventions.memory import set_budget
+        set_budget(args.max_memory)  # the verb's sweeps size their forward passes from it (rows_per_forward None)
     gm = load_genir(path or args.model, docid_pattern=getattr(args, "docid_pattern", None), self_check=self_check,
                     device=getattr(args, "device", "cpu"), dtype=getattr(args, "dtype", "float32"))
     gm.max_query_tokens = getattr(args, "max_query_tokens", None) or gm.max_query_tokens

@@ -1,7 +1,7 @@
 """`genir-mech patch`: activation patching sweeps over clean/corrupted query pairs, with tables and heatmaps.
 
     genir-mech patch --model checkpoints/dsi-synth --target component
-    genir-mech patch --model checkpoints/dsi-synth --target head --direction noise --n-pairs 64 --rows-per-forward 1024
+    genir-mech patch --model checkpoints/dsi-synth --target head --direction noise --n-pairs 64 --max-memory 2GiB
     genir-mech patch --model checkpoints/dsi-synth --target encoder-position --pairs my_pairs.jsonl --align left-pad
     genir-mech patch --model checkpoints/dsi-synth --specs my_sweep.yaml      # a saved sweep (intervention file, JSON or YAML)
 
@@ -23,7 +23,7 @@ def add_arguments(p):
                                                      "encoder output positions, encoder layer outputs per position")
     p.add_argument("--specs", type=existing_file, help="a saved sweep instead of --target: an intervention file (.json/.yaml, as written to <out>/<target>_specs.json) or the older JSON list of {site, head, position}")
     p.add_argument("--kinds", type=name_list(library_constant("models.components", "KINDS"), "component kinds"), help="component kinds for --target component/head, comma-separated (default all; heads: self_attn,cross_attn)")
-    rows_argument(p, 512, "patched rows (patch x pair) per forward pass")
+    rows_argument(p, "patched rows (patch x pair) per forward pass")
     output_arguments(p, "patch")
 
 

@@ -238,6 +238,23 @@ class Adapter(ABC):
     def output_scale(self) -> float:
         """Factor applied to the final-normed residual before the unembedding."""
 
+    # -- resuming a forward pass from a layer --------------------------------------------------------
+    def block_path(self, side: str, layer: int) -> str | None:
+        """Module path of layer `layer` of `side` (the whole block: sublayers and residual adds); None when
+        this family cannot resume a forward pass from a layer (the executor then runs every layer)."""
+        return None
+
+    def resumed_block_output(self, output, rows: torch.Tensor):
+        """A block output read on the base batch, made the output for fanned-out `rows` (indices into that batch).
+
+        The default fits blocks that return the residual alone or a tuple with
+        the residual first and batch-independent extras after it (T5's shared
+        position biases, shape (1, H, T, K)): only the residual is per row.
+        """
+        if isinstance(output, torch.Tensor):
+            return output.index_select(0, rows.to(output.device))
+        return (output[0].index_select(0, rows.to(output[0].device)), *output[1:])
+
     # -- derived --------------------------------------------------------------------------------
     def unembed(self, normed: torch.Tensor) -> torch.Tensor:
         """Logits of already final-normed vectors: output scaling, then the output embedding."""

@@ -103,6 +103,11 @@ class LlamaAdapter(Adapter):
     def _layer(self, layer):
         return f"model.layers.{layer}"
 
+    def block_path(self, side, layer):
+        if side not in self.sides:
+            raise GenIRError(f"{self.name}: a decoder-only {self.family} model has no {side}")
+        return self._layer(layer)
+
     def hook(self, site):
         self.validate(site)
         if site.layer < 0:

@@ -84,7 +84,8 @@ class T5Adapter(Adapter):
 
     def model_inputs(self, batch):
         dec = batch.decoder_input_ids if batch.decoder_input_ids is not None else self.start_ids(len(batch)).to(batch.input_ids.device)
-        kwargs = {"attention_mask": batch.attention_mask, "decoder_input_ids": dec}
+        # No cache: one step is run, and a cache would hold every layer's cross-attention keys/values for every row.
+        kwargs = {"attention_mask": batch.attention_mask, "decoder_input_ids": dec, "use_cache": False}
         if batch.encoder_hidden is not None:
             kwargs["encoder_outputs"] = BaseModelOutput(last_hidden_state=batch.encoder_hidden)
         else:
@@ -99,6 +100,9 @@ class T5Adapter(Adapter):
     # -- where things are -----------------------------------------------------------------------
     def _sublayer_path(self, side, layer, kind):
         return f"{side}.block.{layer}.layer.{self.kinds(side).index(kind)}"
+
+    def block_path(self, side, layer):
+        return f"{side}.block.{layer}"
 
     def _module(self, site):
         return module_at(self.model, f"{self._sublayer_path(site.side, site.layer, site.kind)}.{self._MODULE[site.kind]}")
