@@ -8,6 +8,15 @@ from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForCondition
 from ..errors import GenIRError
 
 
+def check_counts(shape, names: tuple[str, ...]) -> None:
+    """Refuse a count below 1 and heads that do not divide d_model, naming the flag (the checks every shape shares)."""
+    for name in names:
+        if getattr(shape, name) < 1:
+            raise GenIRError(f"{name} must be at least 1, got {getattr(shape, name)} (CLI: --{name.replace('_', '-')})")
+    if shape.d_model % shape.num_heads:
+        raise GenIRError(f"d_model {shape.d_model} is not divisible by num_heads {shape.num_heads} (CLI: --d-model, --num-heads)")
+
+
 @dataclass(frozen=True)
 class T5Shape:
     """Shape of a from-scratch T5 (layers, width, heads); every count is a field, never a constant."""
@@ -20,11 +29,7 @@ class T5Shape:
 
     def check(self) -> "T5Shape":
         """Refuse shapes that cannot be built, naming the flag."""
-        for name in ("d_model", "d_ff", "num_heads", "encoder_layers", "decoder_layers"):
-            if getattr(self, name) < 1:
-                raise GenIRError(f"{name} must be at least 1, got {getattr(self, name)} (CLI: --{name.replace('_', '-')})")
-        if self.d_model % self.num_heads:
-            raise GenIRError(f"d_model {self.d_model} is not divisible by num_heads {self.num_heads} (CLI: --d-model, --num-heads)")
+        check_counts(self, ("d_model", "d_ff", "num_heads", "encoder_layers", "decoder_layers"))
         if not 0 <= self.dropout < 1:
             raise GenIRError(f"dropout must be in [0, 1), got {self.dropout} (CLI: --dropout)")
         return self
@@ -69,11 +74,7 @@ class LlamaShape:
 
     def check(self) -> "LlamaShape":
         """Refuse shapes that cannot be built, naming the flag."""
-        for name in ("d_model", "d_ff", "num_heads", "num_kv_heads", "layers", "max_positions"):
-            if getattr(self, name) < 1:
-                raise GenIRError(f"{name} must be at least 1, got {getattr(self, name)} (CLI: --{name.replace('_', '-')})")
-        if self.d_model % self.num_heads:
-            raise GenIRError(f"d_model {self.d_model} is not divisible by num_heads {self.num_heads} (CLI: --d-model, --num-heads)")
+        check_counts(self, ("d_model", "d_ff", "num_heads", "num_kv_heads", "layers", "max_positions"))
         if self.num_heads % self.num_kv_heads:
             raise GenIRError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads} (CLI: --num-heads, --num-kv-heads)")
         return self

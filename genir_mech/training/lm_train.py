@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..data import incontext as incontext_data
 from ..data import niah as niah_data
@@ -105,8 +105,13 @@ def train_lm(req, dataset: RetrievalDataset, out: Path) -> dict:
     """Train (or resume) a decoder-only retrieval LM into `out` as a train.TrainRequest `req` asks, evaluate it on held-out needles, write its card."""
     task = req.task or LMTask()
     corpus = corpus_config(dataset)
-    tokenizer = lm_tokenizer(corpus)
-    model = req.shape.build(tokenizer)
+    if req.base:  # a later stage of a curriculum: the base's weights and tokenizer (its shape is recorded in its card)
+        tokenizer = AutoTokenizer.from_pretrained(req.base)
+        model = AutoModelForCausalLM.from_pretrained(req.base)
+    else:
+        tokenizer = lm_tokenizer(corpus)
+        model = req.shape.build(tokenizer)
+    max_positions = model.config.max_position_embeddings
     held_out = task_prompts(task, corpus, req.loop.seed * 100_003 - 1, VALIDATION_EXAMPLES, incontext_split="detection")
 
     def validate() -> float:
@@ -114,14 +119,14 @@ def train_lm(req, dataset: RetrievalDataset, out: Path) -> dict:
         return sum(correct) / len(correct)
 
     loop = TrainLoop(AnswerLoss(model), req.loop, out, pad_id=tokenizer.pad_token_id, length_buckets=LENGTH_BUCKETS)
-    result = loop.fit(lambda e: lm_examples(task, tokenizer, corpus, e, req.loop.seed, req.shape.max_positions), validate,
+    result = loop.fit(lambda e: lm_examples(task, tokenizer, corpus, e, req.loop.seed, max_positions), validate,
                       best_saver(model, tokenizer, out))
     best = AutoModelForCausalLM.from_pretrained(out).eval()
     niah_config = niah_data.NiahConfig(lengths=task.niah_lengths, depths=EVAL_DEPTHS, trials_per_cell=EVAL_TRIALS_PER_CELL, seed=EVAL_SEED,
                                        split="test", corpus_docs=corpus.n_docs, corpus_seed=corpus.seed)
     incontext_config = incontext_data.InContextConfig(n_docs=max(task.incontext_docs), corpus_docs=corpus.n_docs, corpus_seed=corpus.seed)
     metrics = {"niah_test": niah_grid_accuracy(best, tokenizer, niah_config), "incontext": incontext_accuracy(best, tokenizer, incontext_config)}
-    card = ModelCard(objective=req.objective, data=req.data, data_meta=dataset.meta, data_hash=dataset.data_hash(), metrics=metrics)
+    card = ModelCard(objective=req.objective, base=req.base, data=req.data, data_meta=dataset.meta, data_hash=dataset.data_hash(), metrics=metrics)
     card.extra = {
         "architecture": "decoder-only",
         "prompt_format": PROMPT_FORMAT,

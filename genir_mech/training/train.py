@@ -106,9 +106,9 @@ def check_request(req: TrainRequest) -> None:
         raise GenIRError(f"objective {req.objective} trains a {want.__name__[:-5]} model; got a {type(req.shape).__name__}")
     if req.objective in DECODER_ONLY_OBJECTIVES:
         (req.task or LMTask()).check()
-        if req.base or req.tokenizer or req.remove_docs:
-            given = ", ".join(f"--{n.replace('_', '-')}" for n in ("base", "tokenizer", "remove_docs") if getattr(req, n))
-            raise GenIRError(f"objective {req.objective} trains a decoder-only model from scratch on its own word-level tokenizer; {given} cannot be used with it")
+        if req.tokenizer or req.remove_docs:
+            given = ", ".join(f"--{n.replace('_', '-')}" for n in ("tokenizer", "remove_docs") if getattr(req, n))
+            raise GenIRError(f"objective {req.objective} trains a decoder-only model on its own word-level tokenizer; {given} cannot be used with it")
         if not req.data.startswith("synthetic"):
             raise GenIRError(f"objective {req.objective} builds its haystacks and needles from the synthetic corpus; --data must be a 'synthetic:...' spec, got {req.data!r}")
     if req.indexing_ratio < 0:
@@ -128,7 +128,11 @@ def check_request(req: TrainRequest) -> None:
             raise GenIRError(f"{config}: not valid JSON ({exc})") from None
         base = base if isinstance(base, dict) else {}
         kind = base.get("model_type")
-        if kind != "t5" or not base.get("is_encoder_decoder", True):
+        if req.objective in DECODER_ONLY_OBJECTIVES:
+            if kind != "llama":
+                raise GenIRError(f"base {req.base} (CLI: --base) is a {kind or 'unknown'} model; objective {req.objective} continues "
+                                 "decoder-only Llama checkpoints it trained (e.g. a short-context first stage)")
+        elif kind != "t5" or not base.get("is_encoder_decoder", True):
             shape = "an encoder-decoder" if base.get("is_encoder_decoder") else "a decoder-only" if kind else "an unrecognised"
             raise GenIRError(f"base {req.base} (CLI: --base) is {shape} {kind or 'unknown'} model; train continues encoder-decoder T5 checkpoints only")
 
