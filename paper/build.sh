@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # `make paper`: regenerates every result of paper/main.tex from the embedded checkpoints and compiles paper/main.pdf.
-#   1. `genir-mech demo --out paper/results`: retrieval, stages, decoder analyses, encoder swap, patching; REPORT.md and
+#   1. `python -m genir_mech.pipelines.demo paper/results` (run_demo on the embedded checkpoints): retrieval, stages, decoder analyses, encoder swap, patching; REPORT.md and
 #      numbers.tex (the \gm{...} numbers), figures as PDF and tables as LaTeX.
 #   2. the benchmark tables and \bench{...} numbers from bench/results/*.md (BENCH=1 reruns the benchmarks first: ~30 min).
 #   3. pdflatex twice (references); a \gm or \bench number the pipelines did not write fails the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
-"$BIN/genir-mech" demo --out paper/results
+# run_demo writes the decoder/, swap/ and patching/ folders main.tex includes from (the demo verb runs the same
+# experiments as a sweep, one folder per experiment)
+"$BIN/python" -m genir_mech.pipelines.demo paper/results
 if [ "${BENCH:-0}" = "1" ]; then
   "$BIN/python" bench/bench_table3.py --model checkpoints/dsi-synth --threads 1
   "$BIN/python" bench/bench_patching.py --model checkpoints/dsi-synth

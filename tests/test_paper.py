@@ -127,3 +127,19 @@ def test_the_paper_compiles_with_generated_numbers_figures_and_tables(results, t
     missing = set(re.findall(r"no number gm(\w+)", log))
     assert missing <= {"SwapRemovedHits", "SwapRemovedMRR", "SwapRemovedDocs", "LensFirstRankOneLayer"}, missing
     assert {m.rstrip(".") for m in re.findall(r"missing result (\S+)", log)} <= {"swap/tables/table2_swap_removed_docs.tex"}
+
+
+def test_report_tables_are_found_in_both_layouts_and_formats(tmp_path):
+    """run_demo keeps the decoder tables in decoder/; a sweep gives each experiment its folder under the model's folder
+    and writes long tables as Parquet: the report reads its numbers from either, never from a staging folder."""
+    from genir_mech.pipelines.report import _table
+    table = pd.DataFrame({"layer": [0, 1], "value": [0.5, 0.25]})
+    (tmp_path / "demo" / "decoder").mkdir(parents=True)
+    table.to_csv(tmp_path / "demo" / "decoder" / "contributions.csv", index=False)
+    (tmp_path / "sweep" / "dsi" / "lens").mkdir(parents=True)
+    table.to_parquet(tmp_path / "sweep" / "dsi" / "lens" / "lens.parquet")
+    (tmp_path / "sweep" / "dsi" / "ablate.partial-7").mkdir(parents=True)
+    table.to_csv(tmp_path / "sweep" / "dsi" / "ablate.partial-7" / "ablation.csv", index=False)
+    assert _table(tmp_path / "demo", "contributions").equals(table)
+    assert _table(tmp_path / "sweep" / "dsi", "lens").equals(table)
+    assert _table(tmp_path / "sweep" / "dsi", "ablation") is None

@@ -78,3 +78,22 @@ def run_demo(model, data, out, config: DemoConfig | None = None, *, base=None, v
     summary = {"report": str(report), "metrics": {k: v for k, v in metrics.items() if k != "figures"}, "stages": found["stages"],
                "seconds": round(time.time() - started, 1), "timings": timings}
     return summary
+
+
+EMBEDDED = {"model": "checkpoints/dsi-synth", "base": "checkpoints/t5-synth-base", "variants": ("checkpoints/dsi-synth-rd1", "checkpoints/dsi-synth-rd2")}
+
+
+def run_embedded_demo(out: str | Path, config: DemoConfig | None = None, progress: bool = True) -> dict:
+    """`run_demo` on the embedded checkpoints, each loaded once: the folder layout (`decoder/`, `swap/`, `patching/`)
+    that paper/main.tex includes its figures and tables from (`genir-mech demo` runs the same experiments as a sweep,
+    one folder per experiment)."""
+    from ..models.loading import load_genir, resolve_dataset  # torch and nnsight: only when a demo runs
+    gm = load_genir(EMBEDDED["model"])
+    base = load_genir(EMBEDDED["base"], self_check=False)
+    variants = [load_genir(p) for p in EMBEDDED["variants"]]
+    return run_demo(gm, resolve_dataset(gm, None), out, config, base=base, variants=variants, progress=progress)
+
+
+if __name__ == "__main__":  # paper/build.sh: python -m genir_mech.pipelines.demo OUT
+    import sys
+    print(run_embedded_demo(sys.argv[1])["report"])

@@ -15,12 +15,16 @@ from pathlib import Path
 import pandas as pd
 
 from ..figures.tables import latex_escape
-from ..provenance import written_atomically
+from ..provenance import TABLE_SUFFIXES, written_atomically
 
 
-def _table(out: Path, name: str) -> pd.DataFrame | None:
-    path = out / f"{name}.csv"
-    return pd.read_csv(path) if path.exists() else None
+def _table(root: Path, name: str) -> pd.DataFrame | None:
+    """The table `name` (CSV or Parquet) wherever it lies under `root`: `<root>/decoder/` in a `run_demo` folder,
+    `<root>/<experiment>/` in a sweep's model folder; staging and hidden folders are not results."""
+    for path in sorted(root.rglob(f"{name}.*")):
+        if path.suffix in TABLE_SUFFIXES and not any(part.startswith(".") or ".partial-" in part for part in path.relative_to(root).parts):
+            return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    return None
 
 
 def _pct(x: float) -> str:
@@ -54,7 +58,7 @@ def _stage_facts(found: dict) -> dict[str, str]:
 
 
 def _contribution_facts(out: Path) -> dict[str, str]:
-    df = _table(out / "decoder", "contributions")
+    df = _table(out, "contributions")
     if df is None or df.empty:
         return {}
     df = df[df.side == "decoder"] if "side" in df else df
@@ -70,7 +74,7 @@ def _contribution_facts(out: Path) -> dict[str, str]:
 
 
 def _ablation_facts(out: Path) -> dict[str, str]:
-    df = _table(out / "decoder", "ablation")
+    df = _table(out, "ablation")
     facts = {}
     if df is not None and not df.empty:
         shown = df[(df.method.isin(["zero", "mean"])) & (df.metric == "rank>1")]
@@ -79,7 +83,7 @@ def _ablation_facts(out: Path) -> dict[str, str]:
             if len(values):
                 facts[f"Ablate{name}Min"], facts[f"Ablate{name}Max"] = _pct(values.min()), _pct(values.max())
         facts["AblateQueries"] = str(int(df.n_queries.iloc[0])) if "n_queries" in df else ""
-    layers = _table(out / "decoder", "layer_ablation")
+    layers = _table(out, "layer_ablation")
     if layers is not None and not layers.empty:
         one = layers[(layers.method != "intact") & (layers.metric == "rank>1")]
         if len(one):
@@ -88,7 +92,7 @@ def _ablation_facts(out: Path) -> dict[str, str]:
 
 
 def _lens_facts(out: Path) -> dict[str, str]:
-    df = _table(out / "decoder", "lens")
+    df = _table(out, "lens")
     if df is None or df.empty:
         return {}
     facts = {}
@@ -104,7 +108,7 @@ def _lens_facts(out: Path) -> dict[str, str]:
 
 
 def _circuit_facts(out: Path) -> dict[str, str]:
-    df = _table(out / "decoder", "circuit")
+    df = _table(out, "circuit")
     if df is None or df.empty:
         return {}
     paper = df[(df.circuit == "paper") & (df.metric == "hits@1")]
@@ -116,7 +120,7 @@ def _circuit_facts(out: Path) -> dict[str, str]:
 
 def _swap_facts(out: Path) -> dict[str, str]:
     facts = {}
-    removed = _table(out / "swap", "swap_removed_docs")
+    removed = _table(out, "swap_removed_docs")
     if removed is not None and not removed.empty:
         swapped = removed[removed.condition == "A decoder + B encoder"].pivot_table(index="variant", columns="metric", values="value")
         parts = [f"{int(r['hits@1_count'])}/{int(r['n_queries'])}" for _, r in swapped.iterrows()]
@@ -124,7 +128,7 @@ def _swap_facts(out: Path) -> dict[str, str]:
         alone = removed[removed.condition == "A alone"].pivot_table(index="variant", columns="metric", values="value")
         facts["SwapRemovedDocs"] = " and ".join(str(int(n)) for n in alone["n_documents"]) if "n_documents" in alone else "?"
         facts["SwapRemovedMRR"] = " and ".join(f"{r['mrr']:.2f}" for _, r in swapped.iterrows())
-    vanilla = _table(out / "swap", "swap_vanilla")
+    vanilla = _table(out, "swap_vanilla")
     if vanilla is not None and not vanilla.empty:
         v = vanilla[vanilla.condition == "A decoder + B encoder"].set_index("metric").value
         facts["SwapVanillaMeanRank"], facts["SwapVanillaWithinTen"] = f"{v['mean_rank']:.0f}", _pct(100 * v["hits@10"])
@@ -188,10 +192,13 @@ def _table_md(figures: dict, key: str) -> list[str]:
     return [Path(figures[key]).read_text().strip(), ""]
 
 
-def write_report(out: Path, gm, metrics: dict, found: dict, swap: dict, patching: dict, figures: dict, timings: dict) -> Path:
-    """`<out>/REPORT.md` (findings in sentences, then each figure and table under its caption) and `<out>/numbers.tex`."""
+def write_report(out: Path, gm, metrics: dict, found: dict, swap: dict, patching: dict, figures: dict, timings: dict, tables: Path | None = None) -> Path:
+    """`<out>/REPORT.md` (findings in sentences, then each figure and table under its caption) and `<out>/numbers.tex`.
+
+    `tables`: the folder holding the model's result tables (default `out`; a sweep passes `<out>/<model>`).
+    """
     out = Path(out)
-    f = {**model_facts(gm), **demo_facts(out, metrics, found, patching)}
+    f = {**model_facts(gm), **demo_facts(tables or out, metrics, found, patching)}
     g = lambda name, default="?": f.get(name, default)  # noqa: E731
     lines = [
         f"# genir_mech demo: {gm.name}",

@@ -34,4 +34,4 @@ def paper_report(config: SweepConfig, manifest: dict, model: str | None = None) 
     patching.update({"attribution": s for _, s in by_run.get("attribute", [])})
     figures = {f"{name.replace('/', '_')}_{k}": v for name, unit in units.items() for k, v in unit["summary"].get("figures", {}).items()}
     timings = {name: unit["seconds"] for name, unit in units.items()}
-    return write_report(config.out, ModelPool(config).model(model), metrics, found, swap, patching, figures, timings)
+    return write_report(config.out, ModelPool(config).model(model), metrics, found, swap, patching, figures, timings, tables=config.out / model)
