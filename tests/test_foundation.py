@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
 
 from genir_mech.data.loaders import load_beir, load_dataset, load_dsi_jsonl, save_dsi_jsonl
 from genir_mech.data.synthetic import SyntheticConfig, generate_corpus
@@ -163,8 +163,9 @@ def test_broken_jsonl_line_names_file_and_line(tmp_path):
 
 
 def test_unsupported_family_is_refused_naming_the_supported_ones(tmp_path):
-    GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=50)).save_pretrained(tmp_path)
-    with pytest.raises(GenIRError, match=r"no genir_mech adapter for model_type 'gpt2' \(decoder-only or encoder-only\).*llama"):
+    # an encoder-only BERT (masked LM): no decoder to emit docids, so no family takes it
+    BertForMaskedLM(BertConfig(num_hidden_layers=1, num_attention_heads=2, hidden_size=8, intermediate_size=16, vocab_size=50)).save_pretrained(tmp_path)
+    with pytest.raises(GenIRError, match=r"no genir_mech adapter for model_type 'bert' \(decoder-only or encoder-only\).*llama.*gpt2"):
         load_genir(str(tmp_path))
 
 
