@@ -6,6 +6,9 @@ from pathlib import Path
 from ..provenance import written_atomically
 
 FORMATS = ("png", "pdf")
+# no creation date in the PDF: the same tables must give byte-identical figures (a resumed run is compared with an
+# uninterrupted one, and a rerun must not look like a change)
+METADATA = {"png": {}, "pdf": {"CreationDate": None}}
 
 
 def save_figure(fig, path) -> Path:
@@ -17,7 +20,7 @@ def save_figure(fig, path) -> Path:
     path = Path(path).with_suffix(".png")
     for fmt in FORMATS:
         with written_atomically(path.with_suffix(f".{fmt}")) as tmp:  # a killed process leaves no truncated file under the final name
-            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
+            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight", metadata=METADATA[fmt])
     return path
 
 
