@@ -83,7 +83,7 @@ def run_demo(model, data, out, config: DemoConfig | None = None, *, base=None, v
 EMBEDDED = {"model": "checkpoints/dsi-synth", "base": "checkpoints/t5-synth-base", "variants": ("checkpoints/dsi-synth-rd1", "checkpoints/dsi-synth-rd2")}
 
 
-def run_embedded_demo(out: str | Path, config: DemoConfig | None = None, progress: bool = True) -> dict:
+def demo_on_embedded_checkpoints(out: str | Path, config: DemoConfig | None = None, progress: bool = True) -> dict:
     """`run_demo` on the embedded checkpoints, each loaded once: the folder layout (`decoder/`, `swap/`, `patching/`)
     that paper/main.tex includes its figures and tables from (`genir-mech demo` runs the same experiments as a sweep,
     one folder per experiment)."""
@@ -96,4 +96,4 @@ def run_embedded_demo(out: str | Path, config: DemoConfig | None = None, progres
 
 if __name__ == "__main__":  # paper/build.sh: python -m genir_mech.pipelines.demo OUT
     import sys
-    print(run_embedded_demo(sys.argv[1])["report"])
+    print(demo_on_embedded_checkpoints(sys.argv[1])["report"])
