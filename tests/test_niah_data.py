@@ -57,6 +57,9 @@ def test_needle_occurs_once_and_states_a_fact_the_filler_lacks(trials):
         entity = re.search(r"code of (\S+) is", t.needle).group(1)
         assert t.needle == f"the access code of {entity} is {t.answer} ."
         assert t.question == f"what is the access code of {entity} ?"
+        # the prompt ends with the needle's own lead-in: the answer is a copy of what follows it in the haystack
+        assert t.prompt.endswith(f" question : {t.question} answer : the access code of {entity} is")
+        assert t.needle == t.prompt[t.prompt.rindex("answer : ") + len("answer : "):] + f" {t.answer} ."
         filler = context_of(t).replace(t.needle, " ").split()
         assert not {entity, *code, "access"} & set(filler), t.trial_id
         assert entity in vocab.test_entities and code_split(tuple(code)) == "test"
