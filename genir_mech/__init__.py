@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it (one place to look each up)
 _API = {
     # models
-    "load_genir": "models.loading", "resolve_dataset": "models.loading", "GenIRModel": "models.genir_model",
+    "load_genir": "models.loading", "load_lm": "models.loading", "resolve_dataset": "models.loading", "GenIRModel": "models.genir_model",
     "ModelCard": "models.model_card", "Site": "models.components", "QueryBatch": "models.execution",
     "RunResult": "models.execution", "run": "models.execution", "adapter_for": "models.adapters",
     # data
@@ -47,6 +47,9 @@ _API = {
     "reading": "analyses.reading", "localise_stages": "analyses.stage_localisation",
     "sweep": "patching", "attribute": "patching", "aggregate": "patching", "target_specs": "patching",
     "dataset_pairs": "patching", "keep_correct": "patching", "tokenize_pairs": "patching",
+    # retrieval heads (decoder-only models)
+    "retrieval_scores": "heads", "masked_niah": "heads", "qr_token_scores": "heads", "detect_qr_heads": "heads", "qr_rankings": "heads",
+    "run_heads_detect": "pipelines.heads", "run_qr_retrieve": "pipelines.heads", "HeadsConfig": "pipelines.heads",
     # pipelines
     **{f"run_{name}": f"pipelines.{module}" for name, module in [
         ("eval", "evaluate"), ("contributions", "contributions"), ("lens", "lens"), ("ablate", "ablate"), ("circuit", "circuit"),

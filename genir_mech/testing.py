@@ -2,6 +2,7 @@
 
     gm = tiny_genir(decoder_layers=4)                                   # random tiny T5 with docid tokens
     gm = tiny_llama_genir(layers=3)                                     # random tiny decoder-only Llama (GQA)
+    gm = tiny_gpt2_genir(layers=3)                                      # random tiny GPT-2 (Conv1D, learned positions)
     gm = planted_cross_attention(tiny_genir(decoder_layers=8), layers=[3, 4])
     texts = toy_queries(gm, 16)
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import random
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, T5Config, T5ForConditionalGeneration
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, T5Config, T5ForConditionalGeneration
 
 from .data.synthetic import SyntheticConfig, generate_corpus
 from .docids import AtomicDocids
@@ -92,6 +93,39 @@ def tiny_llama_genir(layers: int = 3, d_model: int = 32, num_heads: int = 4, num
     return GenIRModel(model, tok, AtomicDocids.detect(tok), adapter_for(model), name, name)
 
 
+def tiny_gpt2_genir(layers: int = 3, d_model: int = 32, num_heads: int = 4, n_docs: int = 20, seed: int = 0, n_positions: int = 128) -> GenIRModel:
+    """A random tiny GPT-2 GenIR model (LayerNorm with bias, learned positions, fused Conv1D attention, GELU MLP) on the toy tokenizer.
+
+    Example:
+        >>> gm = tiny_gpt2_genir()
+        >>> gm.adapter.family, gm.adapter.n_heads     # ('gpt2', 4)
+
+    Weights and biases are re-drawn larger than HF's initialisation, as in
+    `tiny_llama_genir`; the attention output bias stays zero, so per-head
+    contributions still sum to the sublayer output (a bias belongs to no head).
+    """
+    tok, _ = toy_tokenizer(n_docs, seed)
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=len(tok), n_embd=d_model, n_layer=layers, n_head=num_heads, n_positions=n_positions, n_inner=2 * d_model,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.eos_token_id, tie_word_embeddings=True,
+    )
+    model = GPT2LMHeadModel(config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.ndim == 2:
+                param.normal_(0.0, 0.3)
+            elif name.endswith("attn.c_proj.bias"):
+                param.zero_()
+            elif name.endswith(".weight"):  # LayerNorm gains
+                param.normal_(1.0, 0.1)
+            else:
+                param.normal_(0.0, 0.3)
+    name = f"tiny-gpt2-{layers}"
+    return GenIRModel(model, tok, AtomicDocids.detect(tok), adapter_for(model), name, name)
+
+
 def toy_queries(gm: GenIRModel, n: int, seed: int = 0) -> list[str]:
     """Queries of varied length (so batches need padding) from the toy corpus vocabulary.
 
@@ -156,3 +190,102 @@ def linearised(gm: GenIRModel, uniform_attention: bool = True) -> GenIRModel:
                 gm.adapter.attention_weights(site)[0].zero_()
     # Modules were swapped, so the nnsight wrapper is rebuilt around the new tree.
     return GenIRModel(model, gm.tokenizer, gm.docids, adapter_for(model), f"{gm.name}-linear", gm.path)
+
+
+# -- planted attention heads (decoder-only models) -------------------------------------------------
+
+
+def _embedding_matrices(gm) -> list[torch.Tensor]:
+    """Input embeddings, output embeddings (when untied) and learned position embeddings, as (rows, d_model) weights."""
+    model = gm.hf_model
+    mats = [model.get_input_embeddings().weight]
+    out = model.get_output_embeddings().weight
+    if out.data_ptr() != mats[0].data_ptr():
+        mats.append(out)
+    wpe = getattr(getattr(model, "transformer", None), "wpe", None)
+    if wpe is not None:
+        mats.append(wpe.weight)
+    return mats
+
+
+@torch.no_grad()
+def mark_tokens(gm: GenIRModel, token_ids: list[int], dim: int, amount: float = 30.0) -> GenIRModel:
+    """Give `token_ids` a large component `amount` on residual dimension `dim`, which no other token or position has.
+
+    Example:
+        >>> mark_tokens(gm, [tok.convert_tokens_to_ids("zorblax")], dim=0)   # only zorblax carries dimension 0
+    """
+    for mat in _embedding_matrices(gm):
+        mat[:, dim] = 0.0
+    gm.hf_model.get_input_embeddings().weight[token_ids, dim] = amount
+    gm.hf_model.get_output_embeddings().weight[token_ids, dim] = amount
+    return gm
+
+
+def _mlp_writes_nothing_to(gm: GenIRModel, layer: int, dims: tuple[int, ...]) -> None:
+    """Zero what a layer's MLP writes to residual dimensions `dims` (Llama down_proj rows, GPT-2 Conv1D c_proj columns and bias)."""
+    mlp = module_at(gm.hf_model, gm.adapter.hook(Site("decoder", layer, "mlp")).path)
+    dims = list(dims)
+    if hasattr(mlp, "down_proj"):
+        mlp.down_proj.weight[dims, :] = 0.0
+    else:
+        mlp.c_proj.weight[:, dims] = 0.0
+        mlp.c_proj.bias[dims] = 0.0
+
+
+@torch.no_grad()
+def plant_attention_head(gm: GenIRModel, layer: int, head: int, query_dim: int, key_dim: int, strength: float = 4.0,
+                         copy: bool = False, blind_dims: tuple[int, ...] = ()) -> GenIRModel:
+    """Make self-attention head (layer, head) attend from positions that carry `query_dim` to positions that carry `key_dim`.
+
+    Example:
+        >>> mark_tokens(gm, [needle_token], dim=0); mark_tokens(gm, [query_token], dim=1)
+        >>> plant_attention_head(gm, 1, 2, query_dim=1, key_dim=0, copy=True)   # head (1, 2) copies the needle token
+
+    The head's queries and keys read one residual dimension each, through the
+    within-head dimension of the lowest rotary frequency (RoPE barely turns it
+    over a short context; learned-position models are unaffected). With
+    `copy`, the head also writes what it reads on `key_dim` back to `key_dim`
+    of the residual, so tokens marked there (mark_tokens) win the next-token
+    logits: a copying head. Every other head in every layer is made blind to
+    `blind_dims` (their queries and keys ignore those dimensions, and neither
+    they nor any MLP write to them), so only the planted head's attention
+    depends on the marked tokens.
+    """
+    adapter = gm.adapter
+    if adapter.n_kv_heads != adapter.n_heads:
+        raise GenIRError("plant_attention_head needs one key/value head per query head (build the model with num_kv_heads=num_heads)")
+    d = adapter.d_head
+    j = d // 2 - 1  # pairs with j + d/2 under rotate_half: the slowest rotary frequency
+    for other_layer in range(adapter.n_layers("decoder")):
+        attn = adapter.attention(Site("decoder", other_layer, "self_attn"), None)
+        for h in range(adapter.n_heads):
+            if (other_layer, h) != (layer, head):
+                for dim in blind_dims:
+                    attn.w_q[h * d:(h + 1) * d, dim] = 0.0
+                    attn.w_k[h * d:(h + 1) * d, dim] = 0.0
+        out = adapter.output_weight(Site("decoder", other_layer, "self_attn"))
+        for h in range(adapter.n_heads):
+            if (other_layer, h) != (layer, head):
+                out[list(blind_dims), h * d:(h + 1) * d] = 0.0  # and no other head writes them
+        _mlp_writes_nothing_to(gm, other_layer, blind_dims)
+    attn = adapter.attention(Site("decoder", layer, "self_attn"), None)
+    rows_q = rows_k = slice(head * d, (head + 1) * d)
+    kv = head
+    attn.w_q[rows_q] = 0.0
+    attn.w_k[rows_k] = 0.0
+    for bias, rows in ((attn.b_q, rows_q), (attn.b_k, rows_k)):
+        if bias is not None:
+            bias[rows] = 0.0
+    attn.w_q[head * d + j, query_dim] = strength
+    attn.w_k[kv * d + j, key_dim] = strength
+    if copy:
+        attn.w_v[rows_k] = 0.0
+        if attn.b_v is not None:
+            attn.b_v[rows_k] = 0.0
+        attn.w_v[kv * d, key_dim] = 1.0
+        out = adapter.output_weight(Site("decoder", layer, "self_attn"))  # (d_model, H*d) view of the projection
+        out[:, head * d:(head + 1) * d] = 0.0
+        out[key_dim, head * d] = strength * 4
+    gm.name = f"{gm.name}-planted-L{layer}H{head}"
+    return gm

@@ -17,7 +17,7 @@ from genir_mech.analyses.encoder_swap import swapped_logits
 from genir_mech.analyses.logit_lens import logit_lens
 from genir_mech.analyses.reading import reading
 from genir_mech.errors import GenIRError
-from genir_mech.models.adapters import LlamaAdapter, T5Adapter, module_at
+from genir_mech.models.adapters import GPT2Adapter, LlamaAdapter, T5Adapter, module_at
 from genir_mech.models.components import ATTENTION_KINDS, FACETS, Site
 from genir_mech.models.execution import run
 from genir_mech.models.genir_model import GenIRModel
@@ -25,7 +25,7 @@ from genir_mech.models.loading import check_logit_lens
 from genir_mech.patching.engine import head_sweep
 from genir_mech.patching.metrics import logit_diff
 from genir_mech.patching.pairs import QueryPair, dataset_pairs, tokenize_pairs
-from genir_mech.testing import planted_cross_attention, tiny_genir, tiny_llama_genir, toy_queries, toy_tokenizer
+from genir_mech.testing import planted_cross_attention, tiny_genir, tiny_gpt2_genir, tiny_llama_genir, toy_queries, toy_tokenizer
 
 # family -> (tiny model factory, a few site -> module path pins written by hand, not derived from the adapter)
 FAMILIES = {
@@ -40,7 +40,14 @@ FAMILIES = {
         "decoder.layers.2.mlp": "model.layers.2.mlp",
         "decoder.layers.0.self_attn.heads": "model.layers.0.self_attn.o_proj",
         "decoder.layers.1.resid_post": "model.layers.1",
-    }),    "qwen2": (lambda: tiny_llama_genir(layers=2, model_type="qwen2"), {"decoder.layers.1.self_attn.heads": "model.layers.1.self_attn.o_proj"}),
+    }),
+    "qwen2": (lambda: tiny_llama_genir(layers=2, model_type="qwen2"), {"decoder.layers.1.self_attn.heads": "model.layers.1.self_attn.o_proj"}),
+    "gpt2": (lambda: tiny_gpt2_genir(layers=3), {
+        "decoder.layers.1.self_attn": "transformer.h.1.attn",
+        "decoder.layers.2.mlp": "transformer.h.2.mlp",
+        "decoder.layers.0.self_attn.heads": "transformer.h.0.attn.c_proj",
+        "decoder.layers.1.mlp.resid_pre": "transformer.h.1.ln_2",
+    }),
 }
 
 
@@ -234,6 +241,15 @@ class WrongGroups(LlamaAdapter):
         return attn
 
 
+class GPT2WithoutPositionIds(GPT2Adapter):
+    """Leaves GPT-2's position ids to HF, which counts them from the padded start: learned positions then shift with left padding."""
+
+    def model_inputs(self, batch):
+        inputs = super().model_inputs(batch)
+        inputs.pop("position_ids")
+        return inputs
+
+
 class MlpOutIsResidual(T5Adapter):
     """Reads a decoder MLP's output at its wrapper module (T5LayerFF), which returns the residual, not the MLP output."""
 
@@ -253,6 +269,7 @@ class Unscaled(T5Adapter):
     ("llama", RightPadded, check_batching),
     ("llama", NoRope, check_attention),
     ("llama", WrongGroups, check_attention),
+    ("gpt2", GPT2WithoutPositionIds, check_batching),
     ("t5", MlpOutIsResidual, check_residual),
     ("t5", Unscaled, check_lens),
 ])

@@ -2,7 +2,7 @@
 
 Layers, bottom up (a module may import its own layer and the ones below):
 errors, provenance, results_directory, docids, stage_definition, data (0) < models (1) < training, retrieval (2)
-< interventions (3) < analyses, patching (4) < figures (5) < pipelines (6) < verbs, cli (7).
+< interventions (3) < analyses, patching, heads (4) < figures (5) < pipelines (6) < verbs, cli (7).
 figures is drawn from tables only: it may import errors, provenance and stage_definition and
 nothing else of genir_mech. genir_mech/__init__.py and genir_mech/testing.py are exempt
 (the public face and the test fixtures may reach anywhere).
@@ -20,7 +20,7 @@ LAYERS = {
     "models": 1,
     "training": 2, "retrieval": 2,
     "interventions": 3,
-    "analyses": 4, "patching": 4,
+    "analyses": 4, "patching": 4, "heads": 4,
     "figures": 5,
     "pipelines": 6,
     "verbs": 7, "cli": 7,

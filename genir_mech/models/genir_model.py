@@ -44,7 +44,7 @@ class GenIRModel:
 
     hf_model: torch.nn.Module
     tokenizer: object
-    docids: AtomicDocids
+    docids: AtomicDocids | None  # None for a language model without docid tokens (load_lm)
     adapter: Adapter
     name: str
     path: str

@@ -2,6 +2,7 @@
 
     gm = load_genir("checkpoints/dsi-synth")
     gm = load_genir("AnReu/DSI-large-NQ10k")       # hub id: needs network access to the hub
+    lm = load_lm("checkpoints/lm-niah")             # decoder-only language model, no docids needed
 
 The adapter family comes from the config, so T5 (encoder-decoder) and
 Llama/Qwen2 (decoder-only) checkpoints load through one function. On load,
@@ -36,7 +37,7 @@ SELF_CHECK_QUERIES = ["what is the capital", "who founded it", "a"]
 
 
 def load_genir(path_or_id: str, docid_pattern: str | None = None, device: str = "cpu", self_check: bool = True) -> GenIRModel:
-    """Load a GenIR checkpoint of any supported family (T5 encoder-decoder, Llama/Qwen2 decoder-only) and check it.
+    """Load a GenIR checkpoint of any supported family (T5 encoder-decoder, Llama/Qwen2/GPT-2 decoder-only) and check it.
 
     Example:
         >>> gm = load_genir("checkpoints/dsi-synth")                     # local directory with config.json
@@ -49,6 +50,28 @@ def load_genir(path_or_id: str, docid_pattern: str | None = None, device: str = 
     `self_check`, the logit lens of the final residual must reproduce the
     model's logits (`check_logit_lens`), or loading fails.
     """
+    return _load(path_or_id, device, self_check, docid_pattern=docid_pattern, docids_required=True)
+
+
+def load_lm(path_or_id: str, device: str = "cpu", self_check: bool = True) -> GenIRModel:
+    """Load a decoder-only language model (Llama, Qwen2, GPT-2; no docid tokens needed) by path or hub id, self-checked.
+
+    Example:
+        >>> lm = load_lm("checkpoints/lm-niah")                          # a local checkpoint
+        >>> lm = load_lm("Qwen/Qwen2.5-0.5B-Instruct")                    # hub id (needs network access to the hub)
+        >>> lm.adapter.family, lm.docids                                 # ('qwen2', None) unless it has docid tokens
+
+    The decoder-only sibling of `load_genir`, for analyses of language models
+    (retrieval heads): the same adapter lookup, finite-weight check and logit-lens
+    self-check; docids are detected when the tokenizer has them and None
+    otherwise. A tokenizer without a padding token (Llama-3) pads with its
+    end-of-sequence token; padding is masked, so the choice does not matter.
+    An encoder-decoder checkpoint is refused (use `load_genir`).
+    """
+    return _load(path_or_id, device, self_check, docid_pattern=None, docids_required=False)
+
+
+def _load(path_or_id: str, device: str, self_check: bool, docid_pattern: str | None, docids_required: bool) -> GenIRModel:
     local = Path(path_or_id)
     if local.exists() and not (local / "config.json").exists():
         raise GenIRError(f"{path_or_id}: directory has no config.json; not a HuggingFace checkpoint")
@@ -64,6 +87,8 @@ def load_genir(path_or_id: str, docid_pattern: str | None = None, device: str = 
     except OSError as exc:
         raise GenIRError(f"{path_or_id}: cannot load the config ({str(exc).splitlines()[0]})") from None
     family = adapter_class(config, str(path_or_id))
+    if not docids_required and "encoder" in family.sides:
+        raise GenIRError(f"{path_or_id}: a {family.family} model is encoder-decoder; language-model analyses need a decoder-only model (load it with load_genir)")
     # transformers 5 draws a "Loading weights" bar on stderr for every load, even of a tiny model; it would
     # interleave with the one-line errors and warnings the CLI promises (the bar setting is restored after)
     bar = hf_logging.is_progress_bar_enabled()
@@ -77,7 +102,16 @@ def load_genir(path_or_id: str, docid_pattern: str | None = None, device: str = 
         if bar:
             hf_logging.enable_progress_bar()
     check_finite_parameters(model, str(path_or_id))
-    gm = GenIRModel(model, tokenizer, AtomicDocids.detect(tokenizer, docid_pattern), family(model), local.name or path_or_id, str(path_or_id))
+    if docids_required:
+        docids = AtomicDocids.detect(tokenizer, docid_pattern)
+    else:
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        try:
+            docids = AtomicDocids.detect(tokenizer)
+        except GenIRError:
+            docids = None
+    gm = GenIRModel(model, tokenizer, docids, family(model), local.name or path_or_id, str(path_or_id))
     if self_check:
         check_logit_lens(gm)
     return gm

@@ -22,6 +22,7 @@ from ..analyses.reading import reading_by_stage
 from ..errors import GenIRError
 from ..figures import decoder, tables
 from ..figures.encoder_swap import plot_swap
+from ..figures.heads import plot_head_scores, plot_masking_heatmaps
 from ..figures.patching import plot_node_families, plot_patching
 from ..figures.retrieval import plot_rank_cdf
 from ..figures.stages import plot_stages
@@ -91,6 +92,9 @@ PRODUCTS = [
     Product("swap", ("swap_removed_docs_per_query", "swap_vanilla_per_query"), lambda f, o, s, m: plot_swap(f.get("swap_removed_docs_per_query"), f.get("swap_vanilla_per_query"), o / FIGURES / "swap.png", title=f"{m}: encoder swap"), any_of=True),
     Product("table2_swap_removed_docs", ("swap_removed_docs",), lambda f, o, s, m: _swap_display(f["swap_removed_docs"], "removed", o, m)),
     Product("table2_swap_vanilla", ("swap_vanilla",), lambda f, o, s, m: _swap_display(f["swap_vanilla"], "vanilla", o, m)),
+    Product("retrieval_scores", ("retrieval_scores",), lambda f, o, s, m: plot_head_scores(f["retrieval_scores"], o / FIGURES / "retrieval_scores.png", title=f"{m}: retrieval score")),
+    Product("qr_scores", ("qr_heads",), lambda f, o, s, m: plot_head_scores(f["qr_heads"], o / FIGURES / "qr_scores.png", value="qr_score", title=f"{m}: QRHead score")),
+    Product("masking_heatmaps", ("masking",), lambda f, o, s, m: plot_masking_heatmaps(f["masking"], o / FIGURES / "masking_heatmaps.png", title=f"{m}: NIAH accuracy under masking")),
 ]
 RESULT_NAMES = tuple(dict.fromkeys(n for p in PRODUCTS for n in p.needs)) + ("reading",)
 

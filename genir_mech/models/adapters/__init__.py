@@ -1,6 +1,6 @@
 """Architecture adapters, one module per family, and the lookup that picks one for a config or a loaded model.
 
-    adapter = adapter_for(hf_model)            # T5Adapter for T5/mT5, LlamaAdapter for Llama/Qwen2
+    adapter = adapter_for(hf_model)            # T5Adapter for T5/mT5, LlamaAdapter for Llama/Qwen2, GPT2Adapter for GPT-2
     cls = adapter_class(config)                # before loading: cls.auto_class loads the checkpoint
     adapter.hook(Site.parse("decoder.layers.2.self_attn"))
 
@@ -16,10 +16,11 @@ from torch import nn
 from ...errors import GenIRError
 from .attention import Attention
 from .base import Adapter, Hook, module_at
+from .gpt2 import GPT2Adapter
 from .llama import LlamaAdapter
 from .t5 import T5Adapter
 
-ADAPTERS: list[type[Adapter]] = [T5Adapter, LlamaAdapter]
+ADAPTERS: list[type[Adapter]] = [T5Adapter, LlamaAdapter, GPT2Adapter]
 
 
 def adapter_class(config, name: str = "") -> type[Adapter]:
@@ -42,4 +43,4 @@ def adapter_for(model: nn.Module) -> Adapter:
     return adapter_class(model.config, getattr(model.config, "name_or_path", "") or type(model).__name__)(model)
 
 
-__all__ = ["ADAPTERS", "Adapter", "Attention", "Hook", "LlamaAdapter", "T5Adapter", "adapter_class", "adapter_for", "module_at"]
+__all__ = ["ADAPTERS", "Adapter", "Attention", "GPT2Adapter", "Hook", "LlamaAdapter", "T5Adapter", "adapter_class", "adapter_for", "module_at"]

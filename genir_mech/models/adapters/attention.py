@@ -72,7 +72,13 @@ class Attention:
     def query(self, resid_pre: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
         """(..., T, D) residual entering the sublayer -> (..., H, Tq, d) queries of `positions` only (all when None)."""
         positions = query_positions(resid_pre.shape[-2], positions, resid_pre.device)
-        rows = resid_pre.index_select(-2, positions)
+        return self.query_rows(resid_pre.index_select(-2, positions), positions)
+
+    def query_rows(self, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """(..., Tq, D) residual rows already cut at the (non-negative) sequence `positions` -> (..., H, Tq, d) queries.
+
+        How a decoding loop gets the query of each new token without keeping the residual of the whole sequence.
+        """
         return self._rotate(self.split(self._linear(self.norm(rows), self.w_q, self.b_q)), positions)
 
     def query_from_normed(self, normed: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -85,8 +91,12 @@ class Attention:
         keys = self.split(self._linear(x, self.w_k, self.b_k), self.h_kv)
         values = self.split(self._linear(x, self.w_v, self.b_v), self.h_kv)
         keys = self._rotate(keys, torch.arange(source.shape[-2], device=source.device))
+        return self.repeat_kv_heads(keys), self.repeat_kv_heads(values)
+
+    def repeat_kv_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., H_kv, T, d) keys or values (e.g. from a KV cache) -> (..., H, T, d), each shared by its group of query heads."""
         repeat = self.h // self.h_kv  # query heads per key/value head, consecutive as in HF's repeat_kv
-        return keys.repeat_interleave(repeat, dim=-3), values.repeat_interleave(repeat, dim=-3)
+        return x.repeat_interleave(repeat, dim=-3)
 
     # -- family hooks ----------------------------------------------------------------------------------
     def _rotate(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

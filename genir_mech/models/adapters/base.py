@@ -164,6 +164,10 @@ class Adapter(ABC):
     def output_projection(self, site: Site) -> nn.Linear:
         """The linear layer that maps concatenated heads to the residual stream."""
 
+    def output_weight(self, site: Site) -> torch.Tensor:
+        """(d_model, H*d_head) weight of the output projection (nn.Linear layout; Conv1D families transpose theirs)."""
+        return self.output_projection(site).weight
+
     @abstractmethod
     def final_norm(self, side: str) -> nn.Module:
         """The norm applied to the last residual of a side before the unembedding."""
@@ -250,7 +254,7 @@ class Adapter(ABC):
         They sum over heads to the sublayer output when the output projection
         has no bias (T5, Llama, Qwen2); a bias (BART) is left out of every head.
         """
-        weight = self.output_projection(site).weight  # (d_model, H*d_head)
+        weight = self.output_weight(site)  # (d_model, H*d_head)
         h, d = self.n_heads, self.d_head
         split = heads_input.reshape(*heads_input.shape[:-1], h, d)
         return torch.einsum("...hd,mhd->...hm", split, weight.reshape(weight.shape[0], h, d))

@@ -1,0 +1,22 @@
+"""Retrieval heads of decoder-only models: Wu et al.'s retrieval score, head masking, QRHead (query-focused retrieval heads).
+
+    from genir_mech.heads import retrieval_scores, masked_niah, qr_token_scores, detect_qr_heads, qr_rankings
+    result = retrieval_scores(lm, niah_trials(NiahConfig()))           # per-head scores, per-trial outcomes
+    table = masked_niah(lm, trials, {"top-k": [top], "random-k": draws})
+    heads = detect_qr_heads(qr_token_scores(lm, detection), detection, top_k=16)
+
+Modules, one job each: prompts (long prompts as batches, token spans),
+decoding (batched KV-cached greedy decoding with per-step attention rows),
+retrieval_score, masking (through the intervention executor), qr.
+"""
+from .decoding import Decoded, greedy_decode, resolve_attention_path
+from .masking import head_mask, masked_greedy_decode, masked_niah, random_heads
+from .prompts import max_positions, prompt_batch, token_span
+from .qr import answer_rankings, bm25_rankings, detect_qr_heads, evaluate_rankings, qr_rankings, qr_token_scores
+from .retrieval_score import RETRIEVAL_THRESHOLD, NoSuccessfulTrialWarning, RetrievalScores, retrieval_scores
+
+__all__ = [
+    "Decoded", "NoSuccessfulTrialWarning", "RETRIEVAL_THRESHOLD", "RetrievalScores", "answer_rankings", "bm25_rankings", "detect_qr_heads",
+    "evaluate_rankings", "greedy_decode", "head_mask", "masked_greedy_decode", "masked_niah", "max_positions", "prompt_batch", "qr_rankings",
+    "qr_token_scores", "random_heads", "resolve_attention_path", "retrieval_scores", "token_span",
+]

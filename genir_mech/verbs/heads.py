@@ -1,0 +1,83 @@
+"""`genir-mech heads`: retrieval heads of a decoder-only model (Wu et al. retrieval score, masking, QRHead).
+
+    genir-mech heads detect --model checkpoints/lm-niah --json           # retrieval scores, top-k vs random-k masking, QRHead table
+    genir-mech heads qr-retrieve --model checkpoints/lm-niah --json      # QR-retriever vs BM25 vs the model's answer (nDCG@10, R@1, R@5)
+    genir-mech heads detect --model Qwen/Qwen2.5-0.5B --data DIR         # DIR/niah.jsonl, DIR/incontext.jsonl (genir-mech data niah|incontext)
+
+Data is generated from --seed unless --data names a folder with niah.jsonl and incontext.jsonl.
+"""
+from __future__ import annotations
+
+import argparse
+
+from . import Verb
+from .options import checkpoint, non_negative_int, output_arguments, output_dir, positive_int
+
+ACTIONS = ("detect", "qr-retrieve")
+
+
+def _int_tuple(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated positive integers, e.g. 128,256,512") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated positive integers, e.g. 128,256,512")
+    return values
+
+
+def _depth_tuple(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated depths between 0 and 1, e.g. 0,0.5,1") from None
+    if not values or min(values) < 0 or max(values) > 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated depths between 0 and 1, e.g. 0,0.5,1")
+    return values
+
+
+def _data_folder(text: str) -> str:
+    from pathlib import Path
+
+    if not Path(text).expanduser().is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: no such data folder (expected niah.jsonl / incontext.jsonl in it)")
+    return text
+
+
+def add_arguments(p):
+    p.add_argument("action", choices=ACTIONS, help="detect: retrieval scores + masking + QRHead table; qr-retrieve: evaluate the QR-retriever")
+    p.add_argument("--model", required=True, type=checkpoint, help="decoder-only checkpoint directory or hub id (Llama, Qwen2, GPT-2)")
+    p.add_argument("--data", type=_data_folder, help="folder with niah.jsonl and incontext.jsonl (default: generated from --seed)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the generated data and the random head draws (default 0)")
+    p.add_argument("--lengths", type=_int_tuple, default=(128, 256, 512), help="NIAH context lengths of generated data (default 128,256,512)")
+    p.add_argument("--depths", type=_depth_tuple, default=(0.0, 0.25, 0.5, 0.75, 1.0), help="NIAH needle depths of generated data (default 0,0.25,0.5,0.75,1)")
+    p.add_argument("--trials-per-cell", type=positive_int, default=2, help="NIAH trials per length x depth cell (default 2)")
+    p.add_argument("--top-k", type=positive_int, help="heads masked (default: the number of retrieval heads)")
+    p.add_argument("--random-draws", type=positive_int, default=3, help="random non-retrieval head sets (default 3)")
+    p.add_argument("--qr-top-k", type=positive_int, help="QR heads selected (default min(16, max(2, heads // 4)))")
+    p.add_argument("--n-detection", type=positive_int, default=32, help="labelled in-context examples of generated data (default 32)")
+    p.add_argument("--n-test", type=positive_int, default=64, help="held-out in-context examples of generated data (default 64)")
+    p.add_argument("--n-docs", type=positive_int, default=16, help="documents per in-context example of generated data (default 16)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="prompts per forward pass (default 8)")
+    p.add_argument("--attention", choices=("auto", "recompute", "eager"), default="auto", help="attention rows: recomputed from queries/keys or eager weights")
+    output_arguments(p, "heads", "one JSON object with the summary")
+
+
+def handler(args):
+    from ..models.loading import load_lm
+    from ..pipelines.heads import HeadsConfig, run_heads_detect, run_qr_retrieve  # torch: only once the arguments are valid
+
+    out = output_dir(args, "heads" if args.action == "detect" else "heads-qr")
+    gm = load_lm(args.model)
+    config = HeadsConfig(seed=args.seed, lengths=args.lengths, depths=args.depths, trials_per_cell=args.trials_per_cell, top_k=args.top_k,
+                         random_draws=args.random_draws, qr_top_k=args.qr_top_k, n_detection=args.n_detection, n_test=args.n_test, n_docs=args.n_docs,
+                         batch_size=args.batch_size, attention=args.attention)
+    run = run_heads_detect if args.action == "detect" else run_qr_retrieve
+    summary = run(gm, args.data, out, config, progress=not args.json)
+    if not args.json:
+        for key, value in summary.items():
+            print(f"{key}: {value}")
+    return summary
+
+
+VERB = Verb("Retrieval heads of a decoder-only model: Wu et al. retrieval score with top-k vs random-k masking; QRHead detection and QR-retriever", add_arguments, handler)
