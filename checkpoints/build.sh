@@ -19,12 +19,14 @@ wait
 # The decoder-only retrieval LM (issue 12): a 2-layer Llama (tied embeddings) trained from scratch on needle-in-a-haystack
 # (prompts end with the needle's lead-in, so the answer is an induction copy) and a 10% share of in-context retrieval,
 # loss on the answer tokens only; one thread (on a shared 2-core machine, two threads per process ran 15x slower).
-# Stage 1 (contexts 32-128 tokens, 10 minutes) forms the induction circuit; stage 2 (64-512 tokens, 13 minutes)
-# continues it with --base. Trained as runs/indC1 and runs/indC2; checkpoints/lm-niah is stage 2 without resume/.
+# Stage 1 (contexts 32-128 tokens, 10 minutes) forms the induction circuit; stage 2 (64-512 tokens, 13 minutes) and
+# stage 3 (128-512, 4.5 minutes, lr 1e-3) continue it with --base. Trained as runs/indC1..3; lm-niah = stage 3 without resume/.
 NIAH=(--data "$DATA" --objective niah --incontext-docs 2,3 --incontext-share 0.1 --examples-per-epoch 512 --batch-size 16
       --epochs 200 --patience 200 --seed 0)
 run train "${NIAH[@]}" --out runs/lm-niah-stage1 --layers 2 --d-model 64 --d-ff 128 --num-heads 4 --num-kv-heads 4 \
     --niah-lengths 32,64,128 --lr 3e-3 --warmup-steps 50 --max-minutes 10
-run train "${NIAH[@]}" --base runs/lm-niah-stage1 --out checkpoints/lm-niah --niah-lengths 64,128,256,512 \
+run train "${NIAH[@]}" --base runs/lm-niah-stage1 --out runs/lm-niah-stage2 --niah-lengths 64,128,256,512 \
     --lr 2e-3 --warmup-steps 20 --max-minutes 13
+run train "${NIAH[@]}" --base runs/lm-niah-stage2 --out checkpoints/lm-niah --niah-lengths 128,256,512 \
+    --lr 1e-3 --warmup-steps 10 --max-minutes 4.5
 rm -rf checkpoints/lm-niah/resume
