@@ -16,9 +16,17 @@ run train "${DSI[@]}" --out checkpoints/dsi-synth --seed 0 --max-minutes 40 &
 run train "${DSI[@]}" --out checkpoints/dsi-synth-rd1 --seed 1 --remove-docs random:10:1 --max-minutes 40 &
 run train "${DSI[@]}" --out checkpoints/dsi-synth-rd2 --seed 2 --remove-docs random:10:2 --max-minutes 40 &
 wait
-# The decoder-only retrieval LM (issue 12): a 4-layer Llama (tied embeddings) trained from scratch on needle-in-a-haystack
-# and in-context retrieval prompts over the same corpus, loss on the answer tokens only; one thread (on a shared
-# 2-core machine, two threads per process ran 15x slower than one). The committed checkpoint is this first,
-# short-context stage only (32-64-token contexts, 14 minutes); it has NOT learned the task yet (see README.md).
-run train --data "$DATA" --objective niah --out checkpoints/lm-niah --niah-lengths 32,64 --incontext-docs 2,3 \
-    --examples-per-epoch 1024 --epochs 30 --batch-size 16 --lr 3e-3 --warmup-steps 100 --patience 30 --max-minutes 14 --seed 0
+# The decoder-only retrieval LM (issue 12): a 2-layer Llama (tied embeddings) trained from scratch on needle-in-a-haystack
+# (prompts end with the needle's lead-in, so the answer is an induction copy) and a 10% share of in-context retrieval,
+# loss on the answer tokens only; one thread (on a shared 2-core machine, two threads per process ran 15x slower).
+# Stage 1 (contexts 32-128 tokens, 10 minutes) forms the induction circuit; stage 2 (64-512 tokens, 13 minutes) and
+# stage 3 (128-512, 4.5 minutes, lr 1e-3) continue it with --base. Trained as runs/indC1..3; lm-niah = stage 3 without resume/.
+NIAH=(--data "$DATA" --objective niah --incontext-docs 2,3 --incontext-share 0.1 --examples-per-epoch 512 --batch-size 16
+      --epochs 200 --patience 200 --seed 0)
+run train "${NIAH[@]}" --out runs/lm-niah-stage1 --layers 2 --d-model 64 --d-ff 128 --num-heads 4 --num-kv-heads 4 \
+    --niah-lengths 32,64,128 --lr 3e-3 --warmup-steps 50 --max-minutes 10
+run train "${NIAH[@]}" --base runs/lm-niah-stage1 --out runs/lm-niah-stage2 --niah-lengths 64,128,256,512 \
+    --lr 2e-3 --warmup-steps 20 --max-minutes 13
+run train "${NIAH[@]}" --base runs/lm-niah-stage2 --out checkpoints/lm-niah --niah-lengths 128,256,512 \
+    --lr 1e-3 --warmup-steps 10 --max-minutes 4.5
+rm -rf checkpoints/lm-niah/resume

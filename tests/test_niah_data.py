@@ -57,6 +57,9 @@ def test_needle_occurs_once_and_states_a_fact_the_filler_lacks(trials):
         entity = re.search(r"code of (\S+) is", t.needle).group(1)
         assert t.needle == f"the access code of {entity} is {t.answer} ."
         assert t.question == f"what is the access code of {entity} ?"
+        # the prompt ends with the needle's own lead-in: the answer is a copy of what follows it in the haystack
+        assert t.prompt.endswith(f" question : {t.question} answer : the access code of {entity} is")
+        assert t.needle == t.prompt[t.prompt.rindex("answer : ") + len("answer : "):] + f" {t.answer} ."
         filler = context_of(t).replace(t.needle, " ").split()
         assert not {entity, *code, "access"} & set(filler), t.trial_id
         assert entity in vocab.test_entities and code_split(tuple(code)) == "test"
@@ -278,8 +281,6 @@ def test_lm_niah_is_a_decoder_only_checkpoint_whose_reported_accuracy_is_greedy_
         [a == t.answer for a, t in zip(answers, trials)]
 
 
-@pytest.mark.xfail(CARD.get("metrics", {}).get("niah_test", {}).get("accuracy", 0) < 0.9, strict=True,
-                   reason="the committed lm-niah has not reached NIAH accuracy 0.9 (its card and checkpoints/README.md give the numbers)")
 def test_lm_niah_answers_held_out_needles_and_in_context_queries(lm_niah):
     trials = held_out_trials(CARD)
     answers = greedy_answers(lm_niah, [t.prompt for t in trials])

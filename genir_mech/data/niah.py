@@ -1,7 +1,7 @@
 """Needle-in-a-haystack trials over the synthetic corpus: a grid of context lengths x needle depths.
 
     trials = niah_trials(NiahConfig(lengths=(256, 512), depths=(0.0, 0.5, 1.0), seed=0), tokenizer)
-    trials[0].prompt        # filler sentences, the needle at the requested depth, then the question
+    trials[0].prompt        # filler sentences, the needle at the requested depth, the question, the needle's lead-in
     save_niah(trials, "runs/data/niah.jsonl"); load_niah("runs/data/niah.jsonl")
     needle_token_span(tokenizer, trials[0])   # (start, end) of the needle in the tokenized prompt
 
@@ -33,9 +33,12 @@ from .records import load_records, save_records
 from .synthetic import SyntheticConfig, _unique_words, generate_corpus
 
 SPLITS = ("train", "test")
-NEEDLE = "the access code of {entity} is {code} ."
+LEAD_IN = "the access code of {entity} is"
+NEEDLE = LEAD_IN + " {code} ."
 QUESTION = "what is the access code of {entity} ?"
-PROMPT = "{context} question : {question} answer :"
+# The prompt ends with the needle's own lead-in, so the answer is a copy of the tokens that follow it in the
+# haystack (an induction / retrieval-head task, the behaviour Wu et al.'s retrieval score measures).
+PROMPT = "{context} question : {question} answer : {lead_in}"
 _WORD = re.compile(r"\w+|[^\w\s]+")
 
 
@@ -197,7 +200,8 @@ def make_trial(trial_id: str, length: int, depth: float, entity: str, code: tupl
         slot = min(slot, len(pieces))
         context = " ".join(pieces[:slot] + [needle] + pieces[slot:])
     question = QUESTION.format(entity=entity)
-    return NiahTrial(trial_id, length, depth, PROMPT.format(context=context, question=question), " ".join(code), needle, question)
+    prompt = PROMPT.format(context=context, question=question, lead_in=LEAD_IN.format(entity=entity))
+    return NiahTrial(trial_id, length, depth, prompt, " ".join(code), needle, question)
 
 
 def niah_trials(config: NiahConfig = NiahConfig(), tokenizer=None) -> list[NiahTrial]:

@@ -40,7 +40,7 @@ LENGTH_BUCKETS = 8  # batches per length-sorted window (see TrainLoop)
 PROMPT_FORMAT = {
     "architecture": "decoder-only (LlamaForCausalLM)",
     "tokenizer": "word-level, lower-cased; adds no BOS/EOS; pad on the left; one @DOC_ID_<i>@ token per in-prompt document label",
-    "niah_prompt": niah_data.PROMPT.format(context="<haystack with needle>", question=niah_data.QUESTION),
+    "niah_prompt": niah_data.PROMPT.format(context="<haystack with needle>", question=niah_data.QUESTION, lead_in=niah_data.LEAD_IN),
     "niah_needle": niah_data.NEEDLE,
     "incontext_prompt": incontext_data.PROMPT.format(documents=incontext_data.DOCUMENT + " ...", query="<query>"),
     "answer": "the model continues the prompt: NIAH -> the code words then </s>; in-context -> the relevant document's @DOC_ID_<i>@ then </s>",
