@@ -295,3 +295,21 @@ def test_missing_values_are_named(gm, texts):
     with pytest.raises(GenIRError, match=r"rows_per_forward must be at least 1"):
         InterventionExecutor(gm, [], rows_per_forward=0)
     assert ENCODER_OUTPUT == Site.parse("encoder.output")
+
+
+def test_position_writes_on_a_decoder_only_model_match_hand_written_writes():
+    """A decoder-only model's decoder side spans the whole prompt: a position write there hits that prompt token only."""
+    from genir_mech.testing import tiny_llama_genir
+
+    lm = tiny_llama_genir(layers=2)
+    base = lm.batch(toy_queries(lm, 4))
+    width = base.input_ids.shape[1]
+    groups = [Intervention((_spec("decoder.layers.0.self_attn", "zero", position=p),)) for p in (0, width // 2, width - 1)]
+    groups.append(Intervention((_spec("decoder.layers.1.mlp", "mean", position=width - 2),)))
+    values = Replacements(means=site_means(lm, toy_queries(lm, 8, seed=3), InterventionExecutor(lm, groups).sites_with("mean")))
+    got = _collect(InterventionExecutor(lm, groups, rows_per_forward=5), base, values)
+    assert set(got) == {(i, q) for i in range(len(groups)) for q in range(len(base))}
+    intact = lm.logits(base)
+    for (i, q), row in got.items():
+        torch.testing.assert_close(row, _reference(lm, base, groups[i], q, values), atol=1e-5, rtol=1e-5)
+    assert (got[len(groups) - 2, 0] - intact[0]).abs().max() > 1e-4  # the last prompt position reaches the ranking logits

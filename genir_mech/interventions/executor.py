@@ -92,7 +92,11 @@ def pass_cost(rows: int, layers: int, limit: int) -> float:
     return passes * (PASS_OVERHEAD + layers * LAYER_OVERHEAD) + rows * layers
 
 
-def _decoder_length(batch: QueryBatch) -> int:
+def _decoder_length(gm, batch: QueryBatch) -> int:
+    """Positions of the decoder side: a decoder-only model's decoder reads the whole prompt; an encoder-decoder's
+    decoder reads its decoder inputs (one start token when none are given)."""
+    if "encoder" not in gm.adapter.sides:
+        return batch.input_ids.shape[1]
     return 1 if batch.decoder_input_ids is None else batch.decoder_input_ids.shape[1]
 
 
@@ -104,7 +108,7 @@ def _slices(spec: InterventionSpec, d_head: int) -> tuple:
 
 def _row_shape(gm, site: Site, rows: QueryBatch) -> tuple[int, int]:
     """(T, D) of one row's activation at `site`: T from the site's side, D the head concatenation or d_model."""
-    length = _decoder_length(rows) if site.side == "decoder" else rows.input_ids.shape[1]
+    length = _decoder_length(gm, rows) if site.side == "decoder" else rows.input_ids.shape[1]
     adapter = gm.adapter
     return length, adapter.n_heads * adapter.d_head if site.facet == "heads" else adapter.d_model
 
@@ -250,7 +254,7 @@ class InterventionExecutor:
         cut every `rows_per_forward` rows (default: as many as `max_memory` holds)."""
         n = len(base)
         lengths = torch.full((n,), base.input_ids.shape[1]) if lengths is None else torch.as_tensor(lengths).cpu()
-        decoder_length = _decoder_length(base)
+        decoder_length = _decoder_length(self.gm, base)
         items = torch.arange(n)
         chunks = []
         for encoded, group in ((True, self.decoder_side), (False, self.encoder_side)):

@@ -40,14 +40,16 @@ def without_encoder_output(batch: QueryBatch) -> QueryBatch:
 
 @torch.no_grad()
 def site_means(gm, texts: list[str], sites, batch_size: int = 64) -> dict[Site, torch.Tensor]:
-    """Mean output of each site over `texts`: per decoder position (T, d) for decoder sites,
-    over non-padding tokens (d,) for encoder sites."""
+    """Mean output of each site over `texts`: per decoder position (T, d) for an encoder-decoder's decoder sites,
+    over non-padding tokens (d,) for sites that read the query's tokens (the encoder, or a decoder-only model,
+    whose prompts differ in width)."""
     sites = list(dict.fromkeys(sites))
     if not texts:
         raise GenIRError("mean values need reference queries; the list of texts is empty")
     if batch_size < 1:
         raise GenIRError(f"batch_size must be positive, got {batch_size}")
     encoder = any(s.side == "encoder" for s in sites)
+    over_tokens = {s for s in sites if s.side == "encoder" or "encoder" not in gm.adapter.sides}
     sums: dict[Site, torch.Tensor] = {}
     counts: dict[Site, torch.Tensor] = {}
     for start in range(0, len(texts), batch_size):
@@ -55,7 +57,7 @@ def site_means(gm, texts: list[str], sites, batch_size: int = 64) -> dict[Site, 
         values = run(gm, batch if encoder else gm.encode(batch), reads=sites).values
         for site in sites:
             v = values[site]
-            if site.side == "encoder":
+            if site in over_tokens:
                 w = batch.attention_mask.to(v.dtype)[..., None]
                 total, n = (v * w).sum((0, 1)), w.sum((0, 1))
             else:
