@@ -32,6 +32,8 @@ LayerNorms between components is not linearised here.
 """
 from __future__ import annotations
 
+from abc import abstractmethod
+
 from torch import nn
 from transformers import AutoModelForSeq2SeqLM
 
@@ -65,8 +67,9 @@ class PostNormAdapter(Adapter):
     model_inputs = T5Adapter.model_inputs
     encode = T5Adapter.encode
 
+    @abstractmethod
     def _layer(self, side: str, layer: int) -> str:
-        raise NotImplementedError
+        """Path (or module) named by the family subclass."""
 
     def _path(self, site: Site, table: dict[str, str]) -> str:
         return f"{self._layer(site.side, site.layer)}.{table[site.kind]}"
@@ -148,12 +151,15 @@ class PostNormAdapter(Adapter):
         """Paths of norms and activations inside the LM head (none unless the head has a transform)."""
         return []
 
+    @abstractmethod
     def _embedding_norm(self, side: str) -> str:
-        raise NotImplementedError
+        """Path (or module) named by the family subclass."""
 
+    @abstractmethod
     def _activation(self, side: str, layer: int) -> str:
-        raise NotImplementedError
+        """Path (or module) named by the family subclass."""
 
+    @abstractmethod
     def _mlp_in(self, side: str, layer: int) -> nn.Linear:
-        raise NotImplementedError
+        """Path (or module) named by the family subclass."""
 
