@@ -68,10 +68,24 @@ class TrainRequest:
     overwrite: bool = False  # replace a finished checkpoint, or start over a run trained with other arguments
     init: str | None = None  # "minilm": BERT2BERT from the packaged all-MiniLM-L6-v2 (training/minilm.py) instead of a T5
     task: LMTask | None = None  # the niah objective's mixture (default LMTask())
+    arch: str | None = None  # "t5" (encoder-decoder) or "llama" (decoder-only); None: the objective's default (DEFAULT_ARCH)
 
 
 OBJECTIVES = ("span", "dsi", "niah")
-DECODER_ONLY_OBJECTIVES = ("niah",)
+TASK_OBJECTIVES = ("niah",)  # objectives that train on an LMTask mixture built over the synthetic corpus
+ARCHS = ("t5", "llama")
+DEFAULT_ARCH = {"span": "t5", "dsi": "t5", "niah": "llama"}
+LLAMA_OBJECTIVES = ("dsi", "niah")  # span corruption is an encoder-decoder objective
+
+
+def architecture(req: TrainRequest) -> str:
+    """The architecture a request trains: its --arch, else its objective's default."""
+    return req.arch or DEFAULT_ARCH.get(req.objective, "t5")
+
+
+def shape_class(arch: str) -> type:
+    """The shape dataclass of an architecture (its fields are the CLI's shape options)."""
+    return LlamaShape if arch == "llama" else T5Shape
 
 
 BUDGET = ("epochs", "patience", "max_minutes")  # may grow between runs into one out: that continues the same training
@@ -99,12 +113,19 @@ def check_request(req: TrainRequest) -> None:
     """Every argument that needs no data or model, checked at once (one line each)."""
     if req.objective not in OBJECTIVES:
         raise GenIRError(f"objective (CLI: --objective) must be one of {', '.join(OBJECTIVES)}, got {req.objective!r}")
+    arch = architecture(req)
+    if arch not in ARCHS:
+        raise GenIRError(f"arch (CLI: --arch) must be one of {', '.join(ARCHS)}, got {req.arch!r}")
+    if arch == "llama" and req.objective not in LLAMA_OBJECTIVES:
+        raise GenIRError(f"objective {req.objective} trains encoder-decoder T5 models only; --arch llama trains {' or '.join(LLAMA_OBJECTIVES)}")
     req.loop.check()
     req.shape.check()
-    want = LlamaShape if req.objective in DECODER_ONLY_OBJECTIVES else T5Shape
+    want = shape_class(arch)
     if not isinstance(req.shape, want):
-        raise GenIRError(f"objective {req.objective} trains a {want.__name__[:-5]} model; got a {type(req.shape).__name__}")
-    if req.objective in DECODER_ONLY_OBJECTIVES:
+        raise GenIRError(f"--arch {arch} (objective {req.objective}) trains a {want.__name__[:-5]} model; got a {type(req.shape).__name__}")
+    if arch == "llama" and req.tokenizer:
+        raise GenIRError(f"--arch llama builds its own word-level prompt tokenizer; --tokenizer cannot be used with it")
+    if req.objective in TASK_OBJECTIVES:
         (req.task or LMTask()).check()
         if req.tokenizer or req.remove_docs:
             given = ", ".join(f"--{n.replace('_', '-')}" for n in ("tokenizer", "remove_docs") if getattr(req, n))
@@ -128,7 +149,7 @@ def check_request(req: TrainRequest) -> None:
             raise GenIRError(f"{config}: not valid JSON ({exc})") from None
         base = base if isinstance(base, dict) else {}
         kind = base.get("model_type")
-        if req.objective in DECODER_ONLY_OBJECTIVES:
+        if arch == "llama":
             if kind != "llama":
                 raise GenIRError(f"base {req.base} (CLI: --base) is a {kind or 'unknown'} model; objective {req.objective} continues "
                                  "decoder-only Llama checkpoints it trained (e.g. a short-context first stage)")
@@ -141,7 +162,7 @@ def check_init(req: TrainRequest) -> None:
     """A pretrained initialisation (--init) replaces --base, --tokenizer and the T5 shape, and its package must be installed."""
     if req.init not in INITS:
         raise GenIRError(f"init (CLI: --init) must be one of {', '.join(INITS)}, got {req.init!r}")
-    clash = [flag for flag, value in (("--base", req.base), ("--tokenizer", req.tokenizer)) if value]
+    clash = [flag for flag, value in (("--base", req.base), ("--tokenizer", req.tokenizer), ("--arch llama", req.arch == "llama")) if value]
     if clash or req.objective != "dsi":
         raise GenIRError(f"--init {req.init} builds its own model and tokenizer for DSI fine-tuning; drop {', '.join(clash) or '--objective span'}")
     minilm_path()  # the optional extra: one line with the install command when it is missing
@@ -156,7 +177,8 @@ def run_arguments(req: TrainRequest, dataset: RetrievalDataset, removed: list[st
         "shape": req.shape.asdict() if not req.base else None, **{k: v for k, v in loop.items() if k not in BUDGET},
         "budget": {k: loop[k] for k in BUDGET},
         **({"init": req.init} if req.init else {}),  # absent for T5 runs, so their older records still match
-        **({"task": (req.task or LMTask()).asdict()} if req.objective in DECODER_ONLY_OBJECTIVES else {}),
+        **({"task": (req.task or LMTask()).asdict()} if req.objective in TASK_OBJECTIVES else {}),
+        **({"arch": architecture(req)} if architecture(req) != DEFAULT_ARCH[req.objective] else {}),  # absent for older runs
     }
 
 
@@ -177,6 +199,7 @@ def _saved_arguments(out: Path) -> dict | None:
         **{k: v for k, v in loop.items() if k not in BUDGET}, "budget": {k: loop.get(k) for k in BUDGET},
         **({"init": card.extra["init"]} if card.extra.get("init") else {}),
         **({"task": card.extra["task"]} if "task" in card.extra else {}),
+        **({"arch": card.extra["arch"]} if card.extra.get("arch", DEFAULT_ARCH.get(card.objective)) != DEFAULT_ARCH.get(card.objective) else {}),
     }
 
 
@@ -246,9 +269,12 @@ def train_model(req: TrainRequest) -> dict:
         shutil.rmtree(out / "resume", ignore_errors=True)  # a request without state: killed in its first epoch
     with written_atomically(out / REQUEST) as tmp:
         tmp.write_text(json.dumps(wanted, indent=1))
-    if req.objective in DECODER_ONLY_OBJECTIVES:
+    if req.objective in TASK_OBJECTIVES:
         from .lm_train import train_lm  # it builds on this module's helpers
         return train_lm(req, dataset, out)
+    if architecture(req) == "llama":
+        from .lm_dsi import train_lm_dsi
+        return train_lm_dsi(req, dataset, removed, out)
     if req.init:
         with quiet_weight_loading():
             model, tokenizer = build_minilm_bert2bert(dataset)
@@ -282,6 +308,12 @@ def train_model(req: TrainRequest) -> dict:
         )
     with quiet_weight_loading():
         best = _as_genir(AutoModelForSeq2SeqLM.from_pretrained(out).eval(), tokenizer, scheme, out)
+    return write_card(req, dataset, removed, train_data, best, result, out)
+
+
+def write_card(req: TrainRequest, dataset: RetrievalDataset, removed: list[str], train_data: RetrievalDataset, best: GenIRModel,
+               result: dict, out: Path, extra: dict | None = None) -> dict:
+    """Evaluate the best weights of a span or DSI run (DSI: validation and test Hits, removed documents) and write its model card."""
     metrics = {}
     if req.objective == "dsi":
         for split in ("validation", "test"):
@@ -301,7 +333,9 @@ def train_model(req: TrainRequest) -> dict:
     )
     card.extra = {
         "indexing_ratio": req.indexing_ratio if req.objective == "dsi" else None,
+        "arch": architecture(req),
         **training_record(req, result, sum(p.numel() for p in best.hf_model.parameters())),
+        **(extra or {}),
     }
     card.write(out)
     return card.to_json()
