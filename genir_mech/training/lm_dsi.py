@@ -33,6 +33,7 @@ from .saving import best_saver
 from .tokenizer import build_prompt_tokenizer
 
 PROMPT = "query : {query} docid :"
+LENGTH_BUCKETS = 8  # batches per length-sorted window (TrainLoop)
 QUERY_SLOT = "{query}"
 
 
@@ -81,7 +82,8 @@ def train_lm_dsi(req, dataset: RetrievalDataset, removed: list[str], out: Path) 
         model = req.shape.build(tokenizer)
     scheme = AtomicDocids.detect(tokenizer)
     train_data = dataset.without_documents(set(removed)) if removed else dataset
-    loop = TrainLoop(AnswerLoss(model), req.loop, out, pad_id=tokenizer.pad_token_id)
+    # length-sorted windows: a batch of queries (~13 tokens) is not padded to the indexing examples' 35
+    loop = TrainLoop(AnswerLoss(model), req.loop, out, pad_id=tokenizer.pad_token_id, length_buckets=LENGTH_BUCKETS)
     result = loop.fit(
         lambda e: lm_dsi_examples(train_data, tokenizer, scheme, e, req.loop.seed, req.indexing_ratio),
         lambda: evaluate(_as_genir(model, tokenizer, scheme, out), train_data, "validation")[0]["hits@1"],
