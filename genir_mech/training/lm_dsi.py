@@ -29,7 +29,7 @@ from ..retrieval import evaluate
 from .lm_objectives import AnswerLoss
 from .loop import Example, TrainLoop
 from .objectives import INDEX_TOKENS, dsi_examples
-from .saving import best_saver
+from .saving import as_genir, best_saver
 from .tokenizer import build_prompt_tokenizer
 
 PROMPT = "query : {query} docid :"
@@ -69,10 +69,12 @@ def lm_dsi_examples(dataset: RetrievalDataset, tokenizer, scheme: AtomicDocids, 
     return [(prompt + target, [-100] * len(prompt) + target) for prompt, target in pairs]
 
 
-def train_lm_dsi(req, dataset: RetrievalDataset, removed: list[str], out: Path) -> dict:
-    """Train (or resume) a decoder-only DSI model into `out` as a train.TrainRequest `req` asks; evaluate it and write its card."""
-    from .train import _as_genir, write_card  # the T5 DSI path's helpers: one evaluation and one card for both architectures
+def train_lm_dsi(req, train_data: RetrievalDataset, out: Path) -> tuple:
+    """Train (or resume) a decoder-only DSI model into `out` as a train.TrainRequest `req` asks, on `train_data` (removed documents gone).
 
+    Returns (the best weights as a GenIRModel, the loop's result, the card's extra fields); train_model
+    evaluates and writes the card as for a T5, so both architectures report the same metrics.
+    """
     if req.base:
         with quiet_weight_loading():
             tokenizer = AutoTokenizer.from_pretrained(req.base)
@@ -81,15 +83,13 @@ def train_lm_dsi(req, dataset: RetrievalDataset, removed: list[str], out: Path) 
         tokenizer = lm_dsi_tokenizer(dataset)
         model = req.shape.build(tokenizer)
     scheme = AtomicDocids.detect(tokenizer)
-    train_data = dataset.without_documents(set(removed)) if removed else dataset
     # length-sorted windows: a batch of queries (~13 tokens) is not padded to the indexing examples' 35
     loop = TrainLoop(AnswerLoss(model), req.loop, out, pad_id=tokenizer.pad_token_id, length_buckets=LENGTH_BUCKETS)
     result = loop.fit(
         lambda e: lm_dsi_examples(train_data, tokenizer, scheme, e, req.loop.seed, req.indexing_ratio),
-        lambda: evaluate(_as_genir(model, tokenizer, scheme, out), train_data, "validation")[0]["hits@1"],
+        lambda: evaluate(as_genir(model, tokenizer, scheme, out), train_data, "validation")[0]["hits@1"],
         best_saver(model, tokenizer, out),
     )
     with quiet_weight_loading():
-        best = _as_genir(AutoModelForCausalLM.from_pretrained(out).eval(), tokenizer, scheme, out)
-    return write_card(req, dataset, removed, train_data, best, result, out,
-                      extra={"architecture": "decoder-only", "prompt_format": prompt_format(tokenizer)})
+        best = as_genir(AutoModelForCausalLM.from_pretrained(out).eval(), tokenizer, scheme, out)
+    return best, result, {"architecture": "decoder-only", "prompt_format": prompt_format(tokenizer)}

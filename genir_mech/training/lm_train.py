@@ -30,6 +30,7 @@ from ..data.corpus import RetrievalDataset
 from ..data.synthetic import SyntheticConfig
 from ..models.model_card import ModelCard
 from ..provenance import written_atomically
+from .architecture import architecture
 from .lm_objectives import AnswerLoss, LMTask, answer_correct, example_encoder, lm_examples, task_prompts
 from .loop import TrainLoop
 from .tokenizer import build_lm_tokenizer, build_tokenizer
@@ -117,8 +118,6 @@ def accuracy_table(niah: dict) -> str:
 
 def train_lm(req, dataset: RetrievalDataset, out: Path) -> dict:
     """Train (or resume) a decoder-only retrieval LM into `out` as a train.TrainRequest `req` asks, evaluate it on held-out needles, write its card."""
-    from .train import architecture
-
     task = req.task or LMTask()
     corpus = corpus_config(dataset)
     seq2seq = architecture(req) == "t5"

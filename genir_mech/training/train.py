@@ -36,17 +36,16 @@ from ..data.loaders import load_dataset
 from ..docids import AtomicDocids, doc_order_key, docid_token
 from ..errors import GenIRError
 from ..provenance import written_atomically
-from ..models.adapters import adapter_for
 from ..models.genir_model import GenIRModel
 from ..models.loading import quiet_weight_loading
 from ..models.model_card import ModelCard
 from ..retrieval import evaluate
-from .architecture import LlamaShape, T5Shape
+from .architecture import ARCHS, DEFAULT_ARCH, LLAMA_OBJECTIVES, LlamaShape, T5Shape, architecture, shape_class
 from .lm_objectives import LMTask
 from .loop import LoopConfig, TrainLoop, collate, seed_everything
 from .objectives import dsi_examples, span_examples
 from .minilm import build_minilm_bert2bert, minilm_path
-from .saving import best_saver, training_record
+from .saving import as_genir, best_saver, training_record
 from .tokenizer import build_tokenizer
 
 INITS = ("minilm",)  # pretrained initialisations of `genir-mech train --init`
@@ -73,19 +72,6 @@ class TrainRequest:
 
 OBJECTIVES = ("span", "dsi", "niah")
 TASK_OBJECTIVES = ("niah",)  # objectives that train on an LMTask mixture built over the synthetic corpus
-ARCHS = ("t5", "llama")
-DEFAULT_ARCH = {"span": "t5", "dsi": "t5", "niah": "llama"}
-LLAMA_OBJECTIVES = ("dsi", "niah")  # span corruption is an encoder-decoder objective
-
-
-def architecture(req: TrainRequest) -> str:
-    """The architecture a request trains: its --arch, else its objective's default."""
-    return req.arch or DEFAULT_ARCH.get(req.objective, "t5")
-
-
-def shape_class(arch: str) -> type:
-    """The shape dataclass of an architecture (its fields are the CLI's shape options)."""
-    return LlamaShape if arch == "llama" else T5Shape
 
 
 BUDGET = ("epochs", "patience", "max_minutes")  # may grow between runs into one out: that continues the same training
@@ -245,11 +231,6 @@ def _span_validation(model, tokenizer, texts: list[str], seed: int) -> float:
         return -float(model(**batch).loss)
 
 
-def _as_genir(model, tokenizer, scheme, out: Path) -> GenIRModel:
-    """The model being trained, seen as a GenIR model so that validation uses the one evaluation path."""
-    return GenIRModel(model, tokenizer, scheme, adapter_for(model), out.name, str(out))
-
-
 def train_model(req: TrainRequest) -> dict:
     """Pretrain (span) or DSI-fine-tune a T5, resumably; writes the checkpoint and its ModelCard, returns the card."""
     check_request(req)
@@ -272,9 +253,11 @@ def train_model(req: TrainRequest) -> dict:
     if req.objective in TASK_OBJECTIVES:
         from .lm_train import train_lm  # it builds on this module's helpers
         return train_lm(req, dataset, out)
+    train_data = dataset.without_documents(set(removed)) if removed else dataset
     if architecture(req) == "llama":
         from .lm_dsi import train_lm_dsi
-        return train_lm_dsi(req, dataset, removed, out)
+        best, result, extra = train_lm_dsi(req, train_data, out)
+        return write_card(req, dataset, removed, train_data, best, result, out, extra)
     if req.init:
         with quiet_weight_loading():
             model, tokenizer = build_minilm_bert2bert(dataset)
@@ -291,7 +274,6 @@ def train_model(req: TrainRequest) -> dict:
         tokenizer = build_tokenizer(list(dataset.documents.values()) + [q.text for q in dataset.queries], dataset.documents)
         model = req.shape.build(tokenizer)
     scheme = AtomicDocids.detect(tokenizer)
-    train_data = dataset.without_documents(set(removed)) if removed else dataset
 
     save_best = best_saver(model, tokenizer, out)
     loop = TrainLoop(model, req.loop, out, pad_id=tokenizer.pad_token_id)
@@ -303,11 +285,11 @@ def train_model(req: TrainRequest) -> dict:
     else:
         result = loop.fit(
             lambda e: dsi_examples(train_data, tokenizer, scheme, e, req.loop.seed, req.indexing_ratio),
-            lambda: evaluate(_as_genir(model, tokenizer, scheme, out), train_data, "validation")[0]["hits@1"],
+            lambda: evaluate(as_genir(model, tokenizer, scheme, out), train_data, "validation")[0]["hits@1"],
             save_best,
         )
     with quiet_weight_loading():
-        best = _as_genir(AutoModelForSeq2SeqLM.from_pretrained(out).eval(), tokenizer, scheme, out)
+        best = as_genir(AutoModelForSeq2SeqLM.from_pretrained(out).eval(), tokenizer, scheme, out)
     return write_card(req, dataset, removed, train_data, best, result, out)
 
 
