@@ -69,8 +69,10 @@ def lm_dsi_examples(dataset: RetrievalDataset, tokenizer, scheme: AtomicDocids, 
     return [(prompt + target, [-100] * len(prompt) + target) for prompt, target in pairs]
 
 
-def train_lm_dsi(req, train_data: RetrievalDataset, out: Path) -> tuple:
+def train_lm_dsi(req, dataset: RetrievalDataset, train_data: RetrievalDataset, out: Path) -> tuple:
     """Train (or resume) a decoder-only DSI model into `out` as a train.TrainRequest `req` asks, on `train_data` (removed documents gone).
+
+    The tokenizer has a docid for every document of `dataset`, removed ones included (as the T5 models' has).
 
     Returns (the best weights as a GenIRModel, the loop's result, the card's extra fields); train_model
     evaluates and writes the card as for a T5, so both architectures report the same metrics.

@@ -256,7 +256,7 @@ def train_model(req: TrainRequest) -> dict:
     train_data = dataset.without_documents(set(removed)) if removed else dataset
     if architecture(req) == "llama":
         from .lm_dsi import train_lm_dsi
-        best, result, extra = train_lm_dsi(req, train_data, out)
+        best, result, extra = train_lm_dsi(req, dataset, train_data, out)
         return write_card(req, dataset, removed, train_data, best, result, out, extra)
     if req.init:
         with quiet_weight_loading():
