@@ -99,6 +99,8 @@ def test_lm_dsi_prompt_is_built_by_the_tokenizer_and_the_label_is_the_docid_afte
     first, from_end = fmt["query_tokens"]["first"], fmt["query_tokens"]["last_exclusive_from_end"]
     assert " ".join(words) == PROMPT.format(query=" ".join(gm.tokenizer.tokenize(query)))  # "query : <query words> docid :"
     assert row[first:len(row) - from_end] == gm.tokenizer(query, add_special_tokens=False)["input_ids"]
+    # the template spelled out and read without the post-processor is the same prompt (how heads code can rebuild it)
+    assert gm.tokenizer(PROMPT.format(query=query), add_special_tokens=False)["input_ids"] == row
     examples = lm_dsi_examples(ds, gm.tokenizer, AtomicDocids.detect(gm.tokenizer), 0, 0, 0.2)
     train = ds.split("train")
     assert len(examples) == sum(len(ds.qrels[q.query_id]) for q in train) + max(len(ds.documents), round(0.2 * len(train)))
