@@ -110,7 +110,7 @@ def check_request(req: TrainRequest) -> None:
     if not isinstance(req.shape, want):
         raise GenIRError(f"--arch {arch} (objective {req.objective}) trains a {want.__name__[:-5]} model; got a {type(req.shape).__name__}")
     if arch == "llama" and req.tokenizer:
-        raise GenIRError(f"--arch llama builds its own word-level prompt tokenizer; --tokenizer cannot be used with it")
+        raise GenIRError("--arch llama builds its own word-level prompt tokenizer; --tokenizer cannot be used with it")
     if req.objective in TASK_OBJECTIVES:
         (req.task or LMTask()).check()
         if req.tokenizer or req.remove_docs:
@@ -232,7 +232,7 @@ def _span_validation(model, tokenizer, texts: list[str], seed: int) -> float:
 
 
 def train_model(req: TrainRequest) -> dict:
-    """Pretrain (span) or DSI-fine-tune a T5, resumably; writes the checkpoint and its ModelCard, returns the card."""
+    """Pretrain (span) or DSI-fine-tune a T5 (or, --arch llama, a decoder-only Llama), or train a niah model, resumably; writes the checkpoint and its ModelCard, returns the card."""
     check_request(req)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     seed_everything(req.loop.seed)
