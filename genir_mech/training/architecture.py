@@ -1,4 +1,4 @@
-"""Shapes of the small models genir_mech trains from scratch: T5 (encoder-decoder) and Llama (decoder-only)."""
+"""Shapes of the small models genir_mech trains from scratch, T5 (encoder-decoder) and Llama (decoder-only), and which one a run trains."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -15,6 +15,21 @@ def check_counts(shape, names: tuple[str, ...]) -> None:
             raise GenIRError(f"{name} must be at least 1, got {getattr(shape, name)} (CLI: --{name.replace('_', '-')})")
     if shape.d_model % shape.num_heads:
         raise GenIRError(f"d_model {shape.d_model} is not divisible by num_heads {shape.num_heads} (CLI: --d-model, --num-heads)")
+
+
+ARCHS = ("t5", "llama")
+DEFAULT_ARCH = {"span": "t5", "dsi": "t5", "niah": "llama"}  # what `genir-mech train --objective X` trains without --arch
+LLAMA_OBJECTIVES = ("dsi", "niah")  # span corruption is an encoder-decoder objective
+
+
+def architecture(req) -> str:
+    """The architecture a train.TrainRequest trains: its `arch` (--arch), else its objective's default."""
+    return req.arch or DEFAULT_ARCH.get(req.objective, "t5")
+
+
+def shape_class(arch: str) -> type:
+    """The shape dataclass of an architecture (its fields are the CLI's shape options)."""
+    return LlamaShape if arch == "llama" else T5Shape
 
 
 @dataclass(frozen=True)

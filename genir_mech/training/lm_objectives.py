@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from types import SimpleNamespace
 
@@ -24,7 +25,7 @@ from ..data.incontext import InContextConfig, incontext_examples
 from ..data.niah import NiahConfig, niah_trials
 from ..data.synthetic import SyntheticConfig
 from ..errors import GenIRError
-from .loop import Example
+from .loop import Example, collate
 
 TRAIN_DEPTHS = tuple(i / 10 for i in range(11))
 
@@ -64,6 +65,17 @@ def encode_example(tokenizer, prompt: str, answer: str) -> Example:
     return prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids
 
 
+def encode_seq2seq_example(tokenizer, prompt: str, answer: str) -> Example:
+    """(encoder ids of the prompt with its </s>, decoder labels: answer + </s>): an encoder-decoder learns the answer only."""
+    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return tokenizer(prompt)["input_ids"], answer_ids
+
+
+def example_encoder(model) -> Callable[..., Example]:
+    """How `model` reads a (prompt, answer) pair: `encode_seq2seq_example` for an encoder-decoder, else `encode_example`."""
+    return encode_seq2seq_example if model.config.is_encoder_decoder else encode_example
+
+
 def _split_counts(total: int, parts: int) -> list[int]:
     return [total // parts + (i < total % parts) for i in range(parts)]
 
@@ -88,12 +100,16 @@ def task_prompts(task: LMTask, corpus: SyntheticConfig, seed: int, n: int, niah_
     return pairs
 
 
-def lm_examples(task: LMTask, tokenizer, corpus: SyntheticConfig, epoch: int, seed: int, max_positions: int) -> list[Example]:
-    """One epoch of the mixture as (input ids, labels), deterministic for (seed, epoch)."""
+def lm_examples(task: LMTask, tokenizer, corpus: SyntheticConfig, epoch: int, seed: int, max_positions: int | None,
+                encode: Callable[..., Example] = encode_example) -> list[Example]:
+    """One epoch of the mixture as (input ids, labels), deterministic for (seed, epoch); `encode` = `example_encoder(model)`.
+
+    `max_positions` None: no limit (T5's relative positions).
+    """
     pairs = task_prompts(task, corpus, seed * 100_003 + epoch, task.examples_per_epoch)
-    examples = [encode_example(tokenizer, p, a) for p, a in pairs]
+    examples = [encode(tokenizer, p, a) for p, a in pairs]
     longest = max(len(x) for x, _ in examples)
-    if longest > max_positions:
+    if max_positions is not None and longest > max_positions:
         raise GenIRError(f"training examples of {longest} tokens exceed the model's {max_positions} positions; "
                          "lower --niah-lengths / --incontext-docs or raise --max-positions")
     return examples
@@ -127,6 +143,8 @@ def answer_correct(model, tokenizer, prompts: list[str], answers: list[str], bat
     """
     out: list[bool] = []
     model.eval()
+    if model.config.is_encoder_decoder:
+        return _seq2seq_answer_correct(model, tokenizer, prompts, answers, batch_size)
     for start in range(0, len(prompts), batch_size):
         encoded = [encode_example(tokenizer, p, a) for p, a in zip(prompts[start:start + batch_size], answers[start:start + batch_size])]
         width = max(len(x) for x, _ in encoded)
@@ -139,4 +157,16 @@ def answer_correct(model, tokenizer, prompts: list[str], answers: list[str], bat
         for i, (x, labels) in enumerate(encoded):
             positions = [j for j, y in enumerate(labels) if y != -100]
             out.append(all(int(predicted[i, j - 1]) == labels[j] for j in positions))
+    return out
+
+
+def _seq2seq_answer_correct(model, tokenizer, prompts: list[str], answers: list[str], batch_size: int) -> list[bool]:
+    """`answer_correct` of an encoder-decoder: the prompt in the encoder, the answer teacher-forced into the decoder."""
+    out: list[bool] = []
+    for start in range(0, len(prompts), batch_size):
+        encoded = [encode_seq2seq_example(tokenizer, p, a) for p, a in zip(prompts[start:start + batch_size], answers[start:start + batch_size])]
+        batch = {k: v.to(model.device) for k, v in collate(encoded, tokenizer.pad_token_id).items()}
+        labels = batch["labels"].cpu()
+        predicted = model(**batch).logits.argmax(-1).cpu()
+        out += [bool(((predicted[i] == labels[i]) | (labels[i] == -100)).all()) for i in range(len(encoded))]
     return out

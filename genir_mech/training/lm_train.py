@@ -1,6 +1,11 @@
-"""The `niah` objective of `genir-mech train`: a decoder-only Llama trained on NIAH and in-context retrieval.
+"""The `niah` objective of `genir-mech train`: a decoder-only Llama (or, with --arch t5, a T5) trained on NIAH and in-context retrieval.
 
     train_model(TrainRequest("synthetic:n_docs=1000,seed=0", "checkpoints/lm-niah", objective="niah", shape=LlamaShape(), task=LMTask()))
+    train_model(TrainRequest(..., "checkpoints/t5-niah", objective="niah", arch="t5", shape=T5Shape(encoder_layers=2, decoder_layers=2, ...)))
+
+The T5 reads the same prompts in its encoder (with the `</s>` its tokenizer
+appends) and its decoder generates the same answers; the tokenizer has the
+same words (plus T5's sentinels), so the two architectures see the same tokens.
 
 The model is built from scratch on a word-level tokenizer whose vocabulary is
 the corpus, the needle pools and one `@DOC_ID_<i>@` token per in-prompt
@@ -17,7 +22,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from ..data import incontext as incontext_data
 from ..data import niah as niah_data
@@ -25,9 +30,10 @@ from ..data.corpus import RetrievalDataset
 from ..data.synthetic import SyntheticConfig
 from ..models.model_card import ModelCard
 from ..provenance import written_atomically
-from .lm_objectives import AnswerLoss, LMTask, answer_correct, lm_examples, task_prompts
+from .architecture import architecture
+from .lm_objectives import AnswerLoss, LMTask, answer_correct, example_encoder, lm_examples, task_prompts
 from .loop import TrainLoop
-from .tokenizer import build_lm_tokenizer
+from .tokenizer import build_lm_tokenizer, build_tokenizer
 from .saving import best_saver, training_record
 
 VALIDATION_EXAMPLES = 64
@@ -45,17 +51,26 @@ PROMPT_FORMAT = {
     "incontext_prompt": incontext_data.PROMPT.format(documents=incontext_data.DOCUMENT + " ...", query="<query>"),
     "answer": "the model continues the prompt: NIAH -> the code words then </s>; in-context -> the relevant document's @DOC_ID_<i>@ then </s>",
 }
+SEQ2SEQ_PROMPT_FORMAT = {
+    **PROMPT_FORMAT,
+    "architecture": "encoder-decoder (T5ForConditionalGeneration)",
+    "tokenizer": "word-level, lower-cased (the decoder-only model's words plus T5's <extra_id_i> sentinels); appends </s> to the encoder "
+                 "input; pad on the right; the decoder starts from <pad>; one @DOC_ID_<i>@ token per in-prompt document label",
+    "encoder_input": "the whole prompt (haystack with needle, question, lead-in) followed by </s>: tokenizer(prompt)",
+    "answer": "the decoder generates: NIAH -> the code words then </s>; in-context -> the relevant document's @DOC_ID_<i>@ then </s>",
+}
 
 
-def lm_tokenizer(corpus: SyntheticConfig):
-    """The word-level tokenizer of the niah objective: every word its NIAH and in-context prompts can hold."""
+def lm_tokenizer(corpus: SyntheticConfig, encoder_decoder: bool = False):
+    """The word-level tokenizer of the niah objective: every word its NIAH and in-context prompts can hold (T5-style with `encoder_decoder`)."""
     from ..data.synthetic import generate_corpus
 
     ds = generate_corpus(corpus)
     vocab = niah_data.needle_vocabulary(niah_data.NiahConfig(corpus_docs=corpus.n_docs, corpus_seed=corpus.seed))
     formats = [niah_data.NEEDLE, niah_data.QUESTION, niah_data.PROMPT, incontext_data.DOCUMENT, incontext_data.PROMPT]
     texts = [*ds.documents.values(), *(q.text for q in ds.queries), " ".join(vocab.words()), *formats]
-    return build_lm_tokenizer(texts, [str(i) for i in range(incontext_data.InContextConfig().id_pool)])
+    build = build_tokenizer if encoder_decoder else build_lm_tokenizer
+    return build(texts, [str(i) for i in range(incontext_data.InContextConfig().id_pool)])
 
 
 def corpus_config(dataset: RetrievalDataset) -> SyntheticConfig:
@@ -105,31 +120,36 @@ def train_lm(req, dataset: RetrievalDataset, out: Path) -> dict:
     """Train (or resume) a decoder-only retrieval LM into `out` as a train.TrainRequest `req` asks, evaluate it on held-out needles, write its card."""
     task = req.task or LMTask()
     corpus = corpus_config(dataset)
+    seq2seq = architecture(req) == "t5"
+    auto_class = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
     if req.base:  # a later stage of a curriculum: the base's weights and tokenizer (its shape is recorded in its card)
         tokenizer = AutoTokenizer.from_pretrained(req.base)
-        model = AutoModelForCausalLM.from_pretrained(req.base)
+        model = auto_class.from_pretrained(req.base)
     else:
-        tokenizer = lm_tokenizer(corpus)
+        tokenizer = lm_tokenizer(corpus, encoder_decoder=seq2seq)
         model = req.shape.build(tokenizer)
-    max_positions = model.config.max_position_embeddings
+    max_positions = None if seq2seq else model.config.max_position_embeddings  # T5's relative positions have no limit
+    encode = example_encoder(model)
     held_out = task_prompts(task, corpus, req.loop.seed * 100_003 - 1, VALIDATION_EXAMPLES, incontext_split="detection")
 
     def validate() -> float:
         correct = answer_correct(model, tokenizer, [p for p, _ in held_out], [a for _, a in held_out])
         return sum(correct) / len(correct)
 
-    loop = TrainLoop(AnswerLoss(model), req.loop, out, pad_id=tokenizer.pad_token_id, length_buckets=LENGTH_BUCKETS)
-    result = loop.fit(lambda e: lm_examples(task, tokenizer, corpus, e, req.loop.seed, max_positions), validate,
+    # T5 computes its loss on the decoder labels alone (the answer); the causal LM needs AnswerLoss for that
+    loop = TrainLoop(model if seq2seq else AnswerLoss(model), req.loop, out, pad_id=tokenizer.pad_token_id, length_buckets=LENGTH_BUCKETS)
+    result = loop.fit(lambda e: lm_examples(task, tokenizer, corpus, e, req.loop.seed, max_positions, encode), validate,
                       best_saver(model, tokenizer, out))
-    best = AutoModelForCausalLM.from_pretrained(out).eval()
+    best = auto_class.from_pretrained(out).eval()
     niah_config = niah_data.NiahConfig(lengths=task.niah_lengths, depths=EVAL_DEPTHS, trials_per_cell=EVAL_TRIALS_PER_CELL, seed=EVAL_SEED,
                                        split="test", corpus_docs=corpus.n_docs, corpus_seed=corpus.seed)
     incontext_config = incontext_data.InContextConfig(n_docs=max(task.incontext_docs), corpus_docs=corpus.n_docs, corpus_seed=corpus.seed)
     metrics = {"niah_test": niah_grid_accuracy(best, tokenizer, niah_config), "incontext": incontext_accuracy(best, tokenizer, incontext_config)}
     card = ModelCard(objective=req.objective, base=req.base, data=req.data, data_meta=dataset.meta, data_hash=dataset.data_hash(), metrics=metrics)
     card.extra = {
-        "architecture": "decoder-only",
-        "prompt_format": PROMPT_FORMAT,
+        "architecture": "encoder-decoder" if seq2seq else "decoder-only",
+        "arch": architecture(req),
+        "prompt_format": SEQ2SEQ_PROMPT_FORMAT if seq2seq else PROMPT_FORMAT,
         "task": task.asdict(),
         **training_record(req, result, sum(p.numel() for p in best.parameters())),
     }

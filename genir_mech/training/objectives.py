@@ -9,6 +9,8 @@ import random
 from ..data.corpus import RetrievalDataset
 from ..docids import AtomicDocids
 
+INDEX_TOKENS = 32  # tokens of an indexing example's input, the T5 tokenizer's </s> included (the public DSI code's setting)
+
 
 def span_corrupt(ids: list[int], rng: random.Random, sentinel_ids: list[int], eos_id: int, noise: float = 0.15, mean_span: float = 3.0) -> tuple[list[int], list[int]]:
     """T5 span corruption: drop ~`noise` of tokens in spans, replaced by sentinels; targets restore them."""
@@ -47,7 +49,7 @@ def span_examples(texts: list[str], tokenizer, epoch: int, seed: int, max_length
     return out
 
 
-def dsi_examples(dataset: RetrievalDataset, tokenizer, scheme: AtomicDocids, epoch: int, seed: int, indexing_ratio: float, index_tokens: int = 32) -> list[tuple[list[int], list[int]]]:
+def dsi_examples(dataset: RetrievalDataset, tokenizer, scheme: AtomicDocids, epoch: int, seed: int, indexing_ratio: float, index_tokens: int = INDEX_TOKENS) -> list[tuple[list[int], list[int]]]:
     """Indexing (first `index_tokens` document tokens -> docid) and retrieval (train query -> docid).
 
     `indexing_ratio` is the number of indexing examples per retrieval example in

@@ -6,7 +6,14 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from ..models.adapters import adapter_for
+from ..models.genir_model import GenIRModel
 from ..provenance import package_versions
+
+
+def as_genir(model, tokenizer, scheme, out: Path) -> GenIRModel:
+    """The model being trained, seen as a GenIR model so that validation uses the one evaluation path."""
+    return GenIRModel(model, tokenizer, scheme, adapter_for(model), out.name, str(out))
 
 
 def best_saver(model, tokenizer, out: Path):

