@@ -14,6 +14,7 @@ GenIR model single-layer mean ablations).
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -161,7 +162,17 @@ def score_heads(gm, name: str, inputs: CompareInputs | None = None, progress: bo
         scores["retrieval_score"], scores["detector"], scores["attention_score"] = float("nan"), "qr", scores["qr_score"]
     scores.insert(0, "model", name)
     masking = _masking(gm, task, kind, scores, data, inputs, progress)
-    return HeadScores(name, task, kind, scores, masking, stages, deciding, {**counts, "n_heads": len(query_heads(gm))})
+    return HeadScores(name, task, kind, scores, masking, stages, deciding, {**counts, "n_heads": len(query_heads(gm)), "data_hash": _pairs_hash(pairs, data)})
+
+
+def _pairs_hash(pairs, data: dict) -> str:
+    """Hash of everything a model was scored on: the pairs' texts and the queries (or trials) of the lens and masking."""
+    h = hashlib.sha256()
+    for p in pairs.pairs:
+        h.update(f"{p.clean}\t{p.corrupted}\n".encode())
+    for text in data.get("texts", []) + [t.prompt for t in data.get("trials", [])]:
+        h.update(text.encode())
+    return h.hexdigest()[:16]
 
 
 def _masking(gm, task, kind, scores, data, inputs: CompareInputs, progress: bool) -> pd.DataFrame:
