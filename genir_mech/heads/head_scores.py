@@ -30,6 +30,7 @@ import torch
 
 from ..errors import GenIRError
 from ..interventions import InterventionSpec
+from ..models.components import Site
 from ..models.execution import QueryBatch, run
 from ..patching.engine import sweep
 from ..patching.metrics import logit_diff
@@ -52,14 +53,40 @@ def _valid_columns(batch: PairBatch) -> torch.Tensor:
     return columns >= batch.width - lengths if batch.decoder_only else columns < lengths
 
 
+@torch.no_grad()
+def _decoder_only_position_effects(gm, batch: PairBatch) -> torch.Tensor:
+    """(P, T) normalised effect of patching the clean input embedding at each position into the corrupted run.
+
+    Decoder-only models are patched position by position with `run` writes: the intervention executor's
+    decoder-side rows address the ranking step's positions (one per decoding step), not the prompt's.
+    """
+    site = Site.parse(query_input_site(gm))
+    clean = run(gm, batch.clean, reads=[site])
+    corrupted_logits = gm.logits(batch.corrupted)
+    low, high = logit_diff(corrupted_logits, batch.targets).cpu(), logit_diff(clean.logits, batch.targets).cpu()
+    source = clean.values[site]
+    effect = torch.full((len(batch), batch.width), float("nan"))
+    for position in range(batch.width):
+        def write(x, position=position):
+            x = x.clone()
+            x[:, position] = source[:, position]
+            return x
+        value = logit_diff(run(gm, batch.corrupted, writes={site: write}).logits, batch.targets).cpu()
+        effect[:, position] = torch.where(high != low, (value - low) / (high - low), torch.full_like(value, float("nan")))
+    return effect
+
+
 def deciding_positions(gm, batch: PairBatch, rows_per_forward: int | None = 512, progress: bool = False) -> pd.DataFrame:
     """Query-position patching (denoise) of every pair: pair_id, position, clean_token, effect, deciding."""
-    specs = [InterventionSpec(query_input_site(gm), position=p) for p in range(batch.width)]
-    table = sweep(gm, batch, specs, metrics={"logit_diff": logit_diff}, rows_per_forward=rows_per_forward, progress=progress)
-    effect = torch.full((len(batch), batch.width), float("nan"))
-    index = {p.pair_id: i for i, p in enumerate(batch.pairs)}
-    for pair_id, position, value in zip(table.pair_id, table.position, table.normalised):
-        effect[index[pair_id], int(position)] = float(value)
+    if batch.decoder_only:
+        effect = _decoder_only_position_effects(gm, batch)
+    else:
+        specs = [InterventionSpec(query_input_site(gm), position=p) for p in range(batch.width)]
+        table = sweep(gm, batch, specs, metrics={"logit_diff": logit_diff}, rows_per_forward=rows_per_forward, progress=progress)
+        effect = torch.full((len(batch), batch.width), float("nan"))
+        index = {p.pair_id: i for i, p in enumerate(batch.pairs)}
+        for pair_id, position, value in zip(table.pair_id, table.position, table.normalised):
+            effect[index[pair_id], int(position)] = float(value)
     effect = effect.masked_fill(~_valid_columns(batch), float("nan"))
     best = torch.nan_to_num(effect, nan=-np.inf).max(1).values
     deciding = (effect >= DECIDING_SHARE * best[:, None]) & (best[:, None] > 0)
