@@ -98,9 +98,9 @@ def test_a_model_compared_with_itself_gives_identical_columns():
     config = CompareConfig(share_draws=200, bootstrap=200)
     one, two = _head_scores("a", 0), _head_scores("b", 0)
     table = comparison_table({"a": compare_model(one, config), "b": compare_model(two, config)})
-    assert table["a"].equals(table["b"])
+    assert table.loc["a"].equals(table.loc["b"])
     other = comparison_table({"a": compare_model(one, config), "c": compare_model(_head_scores("c", 1), config)})
-    assert not other["a"].equals(other["c"])  # the comparison can tell two models apart
+    assert not other.loc["a"].equals(other.loc["c"])  # the comparison can tell two models apart
 
 
 def test_effect_share_sparsity_and_spearman_on_known_tables():

@@ -121,7 +121,7 @@ def genir_question(summaries: dict[str, dict]) -> dict | None:
 
 
 def comparison_table(summaries: dict[str, dict]) -> pd.DataFrame:
-    """The side-by-side display table: one column per model."""
+    """The side-by-side display table: one row per model (columns of one kind, so numbers are rounded alike)."""
     rows = {}
     for name, s in summaries.items():
         rho = s["spearman_attention_vs_causal"]["retrieval_score" if "retrieval_score" in s["spearman_attention_vs_causal"] else "qr_score"]
@@ -133,9 +133,10 @@ def comparison_table(summaries: dict[str, dict]) -> pd.DataFrame:
             "random-k 95% CI": "[{:.2f}, {:.2f}]".format(*s["random_k_effect_share_ci"]),
             "Spearman attention vs causal": rho["rho"], "Spearman 95% CI": "[{:.2f}, {:.2f}]".format(*rho["ci"]),
             "causal depth centre": s["depth_centre_causal"], "stages": " / ".join(st["name"] for st in s["stages"]),
-            f"masked top-{s['largest_k']}": s["masked_top_k"][s["largest_k"]], f"masked random-{s['largest_k']}": s["masked_random_k"][s["largest_k"]],
+            "masking k": s["largest_k"], "unmasked": s["unmasked"], "masked top-k": s["masked_top_k"][s["largest_k"]],
+            "masked random-k": s["masked_random_k"][s["largest_k"]],
         }
-    return pd.DataFrame(rows)
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
 
 
 def _fmt(x) -> str:
