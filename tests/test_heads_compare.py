@@ -146,3 +146,21 @@ def test_a_missing_default_checkpoint_is_named_in_one_line(tmp_path, monkeypatch
     monkeypatch.setattr(hc, "DEFAULT_MODELS", (str(tmp_path / "absent-model"),))
     with pytest.raises(GenIRError, match="absent-model: default model of heads compare is missing"):
         hc.check_models(list(hc.DEFAULT_MODELS), defaults=True)
+
+
+def test_encoder_decoder_answers_record_cross_attention_and_unmasked_decoding_is_the_same():
+    from genir_mech.heads.decoding import seq2seq_greedy_decode
+    from genir_mech.heads.masking import head_mask, masked_greedy_decode
+    from genir_mech.heads.prompts import prompt_batch
+    from genir_mech.testing import toy_queries
+
+    gm = tiny_genir(decoder_layers=2)
+    batch = prompt_batch(gm, toy_queries(gm, 4))
+    out = seq2seq_greedy_decode(gm, batch, 3)
+    gm.hf_model.set_attn_implementation("eager")
+    dec = torch.cat([gm.start_ids(len(batch)), out.tokens[:, :-1]], 1)
+    ref = gm.hf_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, decoder_input_ids=dec, output_attentions=True)
+    eager = torch.stack([layer.argmax(-1) for layer in ref.cross_attentions], 2).permute(0, 3, 2, 1)  # (B, steps, L, H)
+    assert torch.equal(out.top_positions, eager[:, :out.top_positions.shape[1]])
+    assert torch.equal(masked_greedy_decode(gm, batch, 3, head_mask([], "cross_attn")).tokens, out.tokens)
+    assert not torch.equal(masked_greedy_decode(gm, batch, 3, head_mask([(l, h) for l in range(2) for h in range(4)], "cross_attn")).tokens, out.tokens)
