@@ -104,8 +104,8 @@ def _locate(gm, texts, query_ids, docs, inputs: CompareInputs, progress: bool) -
     return localise_stages(contrib, layers, None, bootstrap=inputs.stage_bootstrap, seed=inputs.seed).definition
 
 
-def _genir(gm, inputs: CompareInputs, progress: bool):
-    dataset = resolve_dataset(gm, None)
+def _genir(gm, inputs: CompareInputs, progress: bool, dataset=None):
+    dataset = dataset if dataset is not None else resolve_dataset(gm, None)
     kept, _ = keep_correct(gm, dataset_pairs(dataset))
     if len(kept) < 2:
         raise GenIRError(f"{gm.path}: {len(kept)} clean/corrupted pairs ranked right by the model; heads compare needs at least 2")
@@ -124,7 +124,7 @@ def _genir(gm, inputs: CompareInputs, progress: bool):
         {"n_pairs": len(pairs), "n_queries": len(queries), "split": split, "data": dataset.name if hasattr(dataset, "name") else None}
 
 
-def _niah(gm, inputs: CompareInputs, progress: bool):
+def _niah(gm, inputs: CompareInputs, progress: bool, dataset=None):
     trials = niah_trials(NiahConfig(lengths=inputs.lengths, depths=inputs.depths, trials_per_cell=inputs.trials_per_cell, seed=inputs.seed, split="test"))
     pairs = niah_pair_batch(gm, trials)
     mask = differing_mask(pairs)
@@ -142,11 +142,14 @@ def _niah(gm, inputs: CompareInputs, progress: bool):
         {"n_pairs": len(pairs), "n_trials": len(trials), "niah_accuracy": retrieval.accuracy}
 
 
-def score_heads(gm, name: str, inputs: CompareInputs | None = None, progress: bool = False) -> HeadScores:
-    """Scores (a)-(d) of every query-reading head of `gm`, and its masking curve (module docstring)."""
+def score_heads(gm, name: str, inputs: CompareInputs | None = None, progress: bool = False, dataset=None) -> HeadScores:
+    """Scores (a)-(d) of every query-reading head of `gm`, and its masking curve (module docstring).
+
+    `dataset`: the GenIR data (a RetrievalDataset with matched pairs); None: the data the model's card names.
+    """
     inputs = inputs or CompareInputs()
     task, kind = model_task(gm), query_kind(gm)
-    pairs, mask, deciding, lens, stages, retrieval, data, counts = (_genir if task == "genir" else _niah)(gm, inputs, progress)
+    pairs, mask, deciding, lens, stages, retrieval, data, counts = (_genir if task == "genir" else _niah)(gm, inputs, progress, dataset)
     qr = qr_head_scores(gm, pairs, mask, inputs.batch_size)
     causal = causal_head_scores(gm, pairs, inputs.rows_per_forward, progress)
     n_layers = gm.n_layers("decoder")

@@ -176,7 +176,8 @@ def summary_markdown(summaries: dict[str, dict], question: dict | None, seconds:
 
 @atomic
 def run_heads_compare(models: dict[str, object], data, out, config: CompareConfig | None = None, *, progress: bool = True) -> dict:
-    """Score and compare every model of `models` (name -> loaded model); `data` is unused (each model's own task data). Module docstring: what it writes."""
+    """Score and compare every model of `models` (name -> loaded model); `data`: None (each GenIR model's card names its data)
+    or a RetrievalDataset with matched pairs for every GenIR model (NIAH models generate their trials). Module docstring: what it writes."""
     config = config or CompareConfig()
     if not models:
         raise GenIRError("no models to compare")
@@ -186,7 +187,7 @@ def run_heads_compare(models: dict[str, object], data, out, config: CompareConfi
     results, summaries, frames = {}, {}, {"scores": [], "masking": []}
     for name, gm in models.items():
         t0 = time.time()
-        result = score_heads(gm, name, config, progress=progress)
+        result = score_heads(gm, name, config, progress=progress, dataset=data)
         results[name] = result
         prov = provenance(model=gm.path, config=record, seed=config.seed, started=t0, data_hash_records=result.counts["data_hash"], task=result.task)
         folder = out / name
