@@ -43,10 +43,11 @@ def sparsity(scores: pd.DataFrame) -> dict:
 
 
 def default_k(scores: pd.DataFrame) -> int:
-    """Heads to compare: those above the attention threshold of the model's detector, at least 1, at most half the heads."""
+    """Heads to compare: those above the attention threshold of the model's detector, at least 1, at most a quarter of the heads
+    (so that k random heads are drawn from at least three times as many others, and their share varies over draws)."""
     threshold = RETRIEVAL_THRESHOLD if scores.get("detector", pd.Series(["qr"])).iloc[0] == "retrieval" else QR_THRESHOLD
     above = int((scores["attention_score"] >= threshold).sum())
-    return max(1, min(above, len(scores) // 2))
+    return max(1, min(above, len(scores) // 4))
 
 
 def top_heads(scores: pd.DataFrame, k: int, by: str = "attention_score") -> list[tuple[int, int]]:

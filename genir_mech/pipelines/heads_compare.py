@@ -139,6 +139,11 @@ def comparison_table(summaries: dict[str, dict]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
 
 
+def _above(value: float, high: float) -> str:
+    """"more" when `value` is above the interval's upper end (beyond rounding), else "not more"."""
+    return "more" if value > high + 1e-9 else "not more"
+
+
 def _fmt(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and x != x) else (f"{x:.2f}" if isinstance(x, float) else str(x))
 
@@ -156,7 +161,7 @@ def summary_markdown(summaries: dict[str, dict], question: dict | None, seconds:
             + (f", {_fmt(s['sparsity']['retrieval'])} retrieval heads" if "retrieval" in s["sparsity"] else "")
             + f". The top {s['k']} heads by {s['detector']} score ({', '.join(s['topk_heads'])}) carry {_fmt(s['topk_effect_share'])} of the total causal "
             f"effect, k random heads {_fmt(s['random_k_effect_share'])} (95% CI {_fmt(s['random_k_effect_share_ci'][0])}-{_fmt(s['random_k_effect_share_ci'][1])}); "
-            f"{'more' if s['topk_effect_share'] > s['random_k_effect_share_ci'][1] else 'not more'} than random. "
+            f"{_above(s['topk_effect_share'], s['random_k_effect_share_ci'][1])} than the random draws' interval. "
             f"Spearman {key} vs causal: {_fmt(rho['rho'])} (95% CI {_fmt(rho['ci'][0])} to {_fmt(rho['ci'][1])}). "
             f"Removing the top {s['largest_k']}: {s['masking_metric']} {_fmt(s['unmasked'])} -> {_fmt(s['masked_top_k'][s['largest_k']])}; "
             f"{s['largest_k']} random: {_fmt(s['masked_random_k'][s['largest_k']])}. Causal effect centred at relative depth "
