@@ -423,3 +423,48 @@ def plant_attention_head(gm: GenIRModel, layer: int, head: int, query_dim: int, 
         out[key_dim, head * d] = strength * 4
     gm.name = f"{gm.name}-planted-L{layer}H{head}"
     return gm
+
+
+@torch.no_grad()
+def plant_cross_attention_head(gm: GenIRModel, layer: int, head: int, query_dim: int, key_dim: int, strength: float = 4.0) -> GenIRModel:
+    """Make cross-attention head (layer, head) of an encoder-decoder model attend from decoder positions carrying `query_dim`
+    to encoder positions carrying `key_dim`, and copy `key_dim` into the residual (the encoder-decoder twin of plant_attention_head).
+
+    Example:
+        >>> mark_tokens(gm, [query_word, docid], dim=0); mark_tokens(gm, [gm.decoder_start_id], dim=1)
+        >>> plant_cross_attention_head(gm, 1, 2, query_dim=1, key_dim=0)   # the docid marked like the word wins when the word is in the query
+
+    Every other sublayer (encoder and decoder, attention and MLP) is made blind to and silent on both dimensions,
+    so the encoder output at a marked token keeps only its embedding's mark and only the planted head reads it.
+    """
+    adapter = gm.adapter
+    adapter.require("cross_attn", analysis="planting a cross-attention head")
+    d, dims = adapter.d_head, [query_dim, key_dim]
+    for side in adapter.sides:
+        for site in adapter.components(side):
+            planted = (side, site.layer, site.kind) == ("decoder", layer, "cross_attn")
+            if site.kind == "mlp":
+                mlp = module_at(gm.hf_model, adapter.hook(site).path)
+                mlp.wo.weight[dims, :] = 0.0
+                continue
+            attn, out = adapter.attention(site, None), adapter.output_weight(site)
+            for h in range(adapter.n_heads):
+                if planted and h == head:
+                    continue
+                rows = slice(h * d, (h + 1) * d)
+                for w in (attn.w_q, attn.w_k, attn.w_v):
+                    w[rows, query_dim] = 0.0
+                    w[rows, key_dim] = 0.0
+                out[dims, rows] = 0.0
+    attn = adapter.attention(Site("decoder", layer, "cross_attn"), None)
+    rows = slice(head * d, (head + 1) * d)
+    for w in (attn.w_q, attn.w_k, attn.w_v):
+        w[rows] = 0.0
+    attn.w_q[head * d, query_dim] = strength
+    attn.w_k[head * d, key_dim] = strength
+    attn.w_v[head * d, key_dim] = 1.0
+    out = adapter.output_weight(Site("decoder", layer, "cross_attn"))
+    out[:, rows] = 0.0
+    out[key_dim, head * d] = strength * 4
+    gm.name = f"{gm.name}-planted-cross-L{layer}H{head}"
+    return gm

@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-EXPECTED = ["01_quickstart", "02_stages", "03_patching", "04_encoder_swap"]
+EXPECTED = ["01_quickstart", "02_stages", "03_patching", "04_encoder_swap", "05_heads_compare"]
 
 
 def _executor():
@@ -26,7 +26,7 @@ def _executor():
     return module
 
 
-def test_the_four_notebooks_are_there_with_prose_and_figures():
+def test_the_five_notebooks_are_there_with_prose_and_figures():
     assert [p.stem for p in NOTEBOOKS] == EXPECTED
     for path in NOTEBOOKS:
         cells = json.loads(path.read_text())["cells"]

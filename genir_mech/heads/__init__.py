@@ -6,8 +6,11 @@
     heads = detect_qr_heads(qr_token_scores(lm, detection), detection, top_k=16)
 
 Modules, one job each: prompts (long prompts as batches, token spans),
-decoding (batched KV-cached greedy decoding with per-step attention rows),
-retrieval_score, masking (through the intervention executor), qr.
+decoding (batched KV-cached greedy decoding with per-step attention rows; encoder-decoder
+answers with cross-attention rows), retrieval_score, masking (through the intervention executor), qr.
+`heads compare` (both architectures): query_reading (which heads read the query, the model's task,
+their attention rows), head_scores (QR mass on deciding tokens, patching and ablation, head lens),
+niah_pairs (NIAH clean/corrupted pairs), model_scores (every score of one model), comparison (statistics).
 """
 from .decoding import Decoded, greedy_decode, resolve_attention_path
 from .masking import head_mask, masked_greedy_decode, masked_niah, random_heads

@@ -33,6 +33,7 @@ from ..models.adapters import module_at
 from ..models.adapters.llama import position_ids
 from ..models.components import Site
 from ..models.execution import QueryBatch
+from .query_reading import predicting_attention
 
 ATTENTION_PATHS = ("recompute", "eager")
 
@@ -215,3 +216,36 @@ def greedy_decode(gm, batch: QueryBatch, max_new_tokens: int, attention: str | N
         if path == "eager":
             model.set_attn_implementation(implementation)
     return decoded
+
+
+@torch.no_grad()
+def seq2seq_greedy_decode(gm, batch: QueryBatch, max_new_tokens: int, attention: bool = True) -> Decoded:
+    """Greedy answer of an encoder-decoder model to prompts in its encoder; with `attention`, each cross-attention head's
+    most-attended encoder column per step (`Decoded.top_positions`, padded encoder coordinates).
+
+    Each step reruns the decoder on the tokens so far (answers are a few tokens; the encoder output is reused).
+    """
+    if max_new_tokens < 1:
+        raise GenIRError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    gm.adapter.require("encoder", "cross_attn", analysis="encoder-decoder greedy decoding")
+    decoded = Decoded.start(gm.tokenizer, len(batch), batch.input_ids.device)
+    dec = gm.start_ids(len(batch))
+    for _ in range(max_new_tokens):
+        step = QueryBatch(batch.input_ids, batch.attention_mask, None, dec)
+        if attention:
+            weights, logits = predicting_attention(gm, step, with_logits=True)
+            decoded.tops.append(weights.argmax(-1))
+        else:
+            logits = gm.logits(step)
+        nxt = decoded.step(logits)
+        if nxt is None:
+            break
+        dec = torch.cat([dec, nxt], 1)
+    return decoded
+
+
+def decode_answers(gm, batch: QueryBatch, max_new_tokens: int, attention: str | None = None) -> Decoded:
+    """Greedy answers of either architecture: `greedy_decode` for a decoder-only model, `seq2seq_greedy_decode` (cross-attention rows) otherwise."""
+    if "encoder" in gm.adapter.sides:
+        return seq2seq_greedy_decode(gm, batch, max_new_tokens, attention=attention is not None)
+    return greedy_decode(gm, batch, max_new_tokens, attention=attention)

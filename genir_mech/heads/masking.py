@@ -30,9 +30,9 @@ from .retrieval_score import SUCCESS_RECALL, answer_budget, rouge1_recall
 Head = tuple[int, int]  # (layer, head)
 
 
-def head_mask(heads: list[Head], **labels) -> Intervention:
-    """An intervention that zeroes the outputs of `heads` (layer, head) at every position."""
-    return Intervention(tuple(InterventionSpec(f"decoder.layers.{layer}.self_attn.heads", head=head, value="zero") for layer, head in heads), labels)
+def head_mask(heads: list[Head], kind: str = "self_attn", **labels) -> Intervention:
+    """An intervention that zeroes the outputs of `heads` (layer, head) of decoder `kind` attention at every position."""
+    return Intervention(tuple(InterventionSpec(f"decoder.layers.{layer}.{kind}.heads", head=head, value="zero") for layer, head in heads), labels)
 
 
 def random_heads(candidates: list[Head], k: int, draws: int, seed: int = 0) -> list[list[Head]]:
@@ -45,23 +45,32 @@ def random_heads(candidates: list[Head], k: int, draws: int, seed: int = 0) -> l
 
 @torch.no_grad()
 def masked_greedy_decode(gm, batch: QueryBatch, max_new_tokens: int, intervention: Intervention, rows_per_forward: int = 64) -> Decoded:
-    """Greedy decoding with `intervention` applied to every forward pass (prompt included); see `decoding.Decoded`."""
+    """Greedy decoding with `intervention` applied to every forward pass (prompt included); see `decoding.Decoded`.
+
+    An encoder-decoder model keeps the prompt in its encoder and grows its decoder inputs from the start token.
+    """
     executor = InterventionExecutor(gm, [intervention], rows_per_forward=rows_per_forward)
     ids, mask = batch.input_ids, batch.attention_mask
+    seq2seq = "encoder" in gm.adapter.sides
+    dec = gm.start_ids(len(ids)) if seq2seq else None
     decoded = Decoded.start(gm.tokenizer, len(ids), ids.device)
     for _ in range(max_new_tokens):
         logits = torch.empty(len(ids), gm.hf_model.config.vocab_size, device=ids.device)
-        for out in executor.row_logits(QueryBatch(ids, mask)):
+        for out in executor.row_logits(QueryBatch(ids, mask, None, dec)):
             logits[out.item.to(ids.device)] = out.logits.float()
         nxt = decoded.step(logits)
         if nxt is None:
             break
-        ids = torch.cat([ids, nxt], 1)
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+        if seq2seq:
+            dec = torch.cat([dec, nxt], 1)
+        else:
+            ids = torch.cat([ids, nxt], 1)
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
     return decoded
 
 
-def masked_niah(gm, trials: list[NiahTrial], conditions: dict[str, list[list[Head]]], batch_size: int = 8, progress: bool = True) -> pd.DataFrame:
+def masked_niah(gm, trials: list[NiahTrial], conditions: dict[str, list[list[Head]]], batch_size: int = 8, progress: bool = True,
+                kind: str = "self_attn") -> pd.DataFrame:
     """NIAH outcomes per trial with each head set masked: condition, draw, n_masked, trial_id, context_length, depth, generated, rouge1_recall, success."""
     if not trials:
         raise GenIRError("no needle-in-a-haystack trials to mask")
@@ -71,7 +80,7 @@ def masked_niah(gm, trials: list[NiahTrial], conditions: dict[str, list[list[Hea
     rows = []
     bar = tqdm(total=len(jobs) * len(trials), desc="masked NIAH", unit="trial", disable=not progress, leave=False)
     for name, draw, heads in jobs:
-        group = head_mask(heads, condition=name, draw=draw)
+        group = head_mask(heads, kind, condition=name, draw=draw)
         for start in range(0, len(order), batch_size):
             chunk = [trials[i] for i in order[start:start + batch_size]]
             batch = prompt_batch(gm, [t.prompt for t in chunk], reserve=budget, names=[t.trial_id for t in chunk])

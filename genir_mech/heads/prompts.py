@@ -1,6 +1,7 @@
 """Long prompts of a decoder-only model as batches, and where a piece of the prompt (a needle, a document, the query) lies in tokens.
 
     batch = prompt_batch(lm, prompts)                     # left-padded, never truncated; refuses prompts past the model's positions
+                                                          # (an encoder-decoder's prompt, for its encoder, ends in </s>)
     start, end = token_span(lm.tokenizer, prompt, needle, what="needle")   # [start, end) over the unpadded prompt tokens
     offsets = pad_offsets(batch)                          # (B,) padding columns in front of each row
 
@@ -40,6 +41,10 @@ def prompt_batch(gm, prompts: list[str], reserve: int = 0, names: list[str] | No
     if not prompts:
         raise GenIRError("no prompts to run")
     rows = [prompt_token_ids(gm.tokenizer, p) for p in prompts]
+    if "encoder" in gm.adapter.sides and gm.tokenizer.eos_token_id is not None:
+        # An encoder reads the whole prompt as one sequence ending in </s>, as the T5 NIAH objective trains it;
+        # the answer comes from the decoder, so nothing follows the prompt on this side.
+        rows = [r + [gm.tokenizer.eos_token_id] for r in rows]
     limit = max_positions(gm)
     for i, ids in enumerate(rows):
         if not ids:

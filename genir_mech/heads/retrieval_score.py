@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import GenIRError
-from .decoding import greedy_decode
+from .decoding import decode_answers
 from ..data.niah import NiahTrial, needle_token_span
 from .prompts import pad_offsets, prompt_batch
 
@@ -111,7 +111,7 @@ def retrieval_scores(gm, trials: list[NiahTrial], batch_size: int = 16, attentio
     if not trials:
         raise GenIRError("no needle-in-a-haystack trials to score")
     budget = max_new_tokens or answer_budget(gm.tokenizer, trials)
-    n_layers, n_heads = gm.n_layers("decoder"), gm.adapter.n_heads
+    n_layers, n_heads = gm.n_layers("decoder"), gm.adapter.n_heads  # encoder-decoder: the decoder's cross-attention heads
     per_trial = torch.zeros(len(trials), n_layers, n_heads)
     rows = []
     order = sorted(range(len(trials)), key=lambda i: len(trials[i].prompt))  # similar lengths share a batch: less padding
@@ -121,7 +121,7 @@ def retrieval_scores(gm, trials: list[NiahTrial], batch_size: int = 16, attentio
         spans = torch.tensor([needle_token_span(gm.tokenizer, t, add_special_tokens=False) for t in chunk])
         batch = prompt_batch(gm, [t.prompt for t in chunk], reserve=budget, names=[t.trial_id for t in chunk])
         spans = (spans + pad_offsets(batch).cpu()[:, None]).to(gm.device)
-        out = greedy_decode(gm, batch, budget, attention=attention)
+        out = decode_answers(gm, batch, budget, attention=attention)
         hits = step_hits(out.top_positions, out.live, out.tokens, batch.input_ids, spans)
         length = (spans[:, 1] - spans[:, 0]).clamp_min(1)
         scores = (hits.float() / length[:, None, None]).cpu()

@@ -1,0 +1,166 @@
+"""`heads compare`: planted query-reading heads of both architectures are singled out by every score; comparisons are consistent; refusals are one line."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from genir_mech.errors import GenIRError
+from genir_mech.heads.comparison import effect_shares, spearman_ci, sparsity
+from genir_mech.heads.head_scores import causal_head_scores, deciding_mask, deciding_positions, head_lens, qr_head_scores
+from genir_mech.heads.model_scores import HeadScores, masking_conditions, masking_ks
+from genir_mech.heads.query_reading import model_task, predicting_attention, query_kind
+from genir_mech.patching.pairs import QueryPair, tokenize_pairs
+from genir_mech.pipelines.heads_compare import compare_model, comparison_table, genir_question, CompareConfig
+from genir_mech.stage_definition import Stage, StageDefinition
+from genir_mech.testing import mark_tokens, plant_attention_head, plant_cross_attention_head, tiny_genir, tiny_llama_genir
+
+ROOT = Path(__file__).resolve().parents[1]
+PLANTED = (1, 2)
+WORDS = ("fikan", "theklaiklom", "zapeivund")
+
+
+def _ids(gm, *tokens):
+    return [gm.tokenizer.convert_tokens_to_ids(t) for t in tokens]
+
+
+def _planted(arch: str):
+    """A model whose planted head reads the query word at a known position and writes docid 11 when that word is `fikan`."""
+    if arch == "cross":
+        gm = tiny_genir(encoder_layers=2, decoder_layers=3, d_model=32)
+        mark_tokens(gm, _ids(gm, WORDS[0], "@DOC_ID_11@"), dim=0, amount=12.0)
+        mark_tokens(gm, [gm.decoder_start_id], dim=1, amount=12.0)
+        plant_cross_attention_head(gm, *PLANTED, query_dim=1, key_dim=0)
+    else:
+        gm = tiny_llama_genir(layers=3, num_kv_heads=4)
+        mark_tokens(gm, _ids(gm, WORDS[0], "@DOC_ID_11@"), dim=0, amount=12.0)
+        mark_tokens(gm, [gm.tokenizer.eos_token_id], dim=1, amount=12.0)  # the predicting (last) position carries the query dimension
+        plant_attention_head(gm, *PLANTED, query_dim=1, key_dim=0, copy=True, blind_dims=(0, 1))
+    pairs = [QueryPair(f"p{i}", f"{lead} {WORDS[0]}", f"{lead} {other}", "11", "8")
+             for i, (lead, other) in enumerate([("who founded", WORDS[1]), ("who founded", WORDS[2]), ("where is", WORDS[1]), ("where is", WORDS[2])])]
+    return gm, tokenize_pairs(gm, pairs)
+
+
+def _best(frame: pd.DataFrame, column: str) -> tuple[int, int]:
+    row = frame.loc[frame[column].idxmax()]
+    return int(row["layer"]), int(row["head"])
+
+
+@pytest.mark.parametrize("arch", ["cross", "self"])
+def test_every_score_singles_out_the_planted_query_reading_head(arch):
+    gm, batch = _planted(arch)
+    assert query_kind(gm) == ("cross_attn" if arch == "cross" else "self_attn")
+    deciding = deciding_positions(gm, batch)
+    word_column = {i: [t for t, tok in enumerate(batch.clean_tokens[i]) if tok == WORDS[0]][0] for i in range(len(batch))}
+    for i, pair in enumerate(batch.pairs):  # the patched query word is the one deciding position of every pair
+        rows = deciding[(deciding.pair_id == pair.pair_id) & deciding.deciding]
+        assert rows.position.tolist() == [word_column[i]]
+    qr = qr_head_scores(gm, batch, deciding_mask(batch, deciding))
+    assert divmod(int(qr.argmax()), qr.shape[1]) == PLANTED and float(qr.max()) > 0.5
+    causal = causal_head_scores(gm, batch)
+    assert _best(causal, "patch_effect") == PLANTED and causal.patch_effect.max() > 0.9
+    assert _best(causal, "ablation_effect") == PLANTED and causal.ablation_effect.max() > 0.9
+    others = causal[(causal["layer"] != PLANTED[0]) | (causal["head"] != PLANTED[1])]
+    assert others.patch_effect.abs().max() < 0.1 and others.ablation_effect.abs().max() < 0.1  # the rest of the model moves the docids a little
+    lens = head_lens(gm, batch.clean, batch.targets.clean_token)
+    assert _best(lens.assign(neg=-lens.target_rank), "neg") == PLANTED
+    assert lens.set_index(["layer", "head"]).loc[PLANTED, "target_rank"] == 1
+
+
+def test_predicting_attention_rows_are_distributions_over_the_query():
+    gm, batch = _planted("cross")
+    weights = predicting_attention(gm, batch.clean)
+    assert weights.shape == (len(batch), gm.n_layers(), gm.adapter.n_heads, batch.width)
+    assert torch.allclose(weights.sum(-1), torch.ones(weights.shape[:-1]), atol=1e-5)
+
+
+def _head_scores(name: str, seed: int) -> HeadScores:
+    """A per-head table of the shape score_heads returns (numbers drawn from a seed)."""
+    rng = torch.Generator().manual_seed(seed)
+    rows = [{"model": name, "layer": l, "head": h, "rel_depth": (l + 0.5) / 4, "stage": "bridging" if l < 2 else "interaction",
+             "patch_effect": float(torch.rand(1, generator=rng)), "ablation_effect": float(torch.rand(1, generator=rng)),
+             "docid_share_top10": 0.5, "target_rank": 3.0, "qr_score": float(torch.rand(1, generator=rng)), "retrieval_score": float("nan"),
+             "detector": "qr"} for l in range(4) for h in range(4)]
+    scores = pd.DataFrame(rows)
+    scores["attention_score"] = scores["qr_score"]
+    conditions = masking_conditions(scores, masking_ks(16, None), 2, seed)
+    masking = pd.DataFrame([{"method": m, "k": k, "draw": d, "heads": "", "metric": "hits@1", "value": 1.0 - 0.05 * k} for m, k, d, _ in conditions])
+    stages = StageDefinition((Stage("bridging", (0, 1)), Stage("interaction", (2, 3))))
+    return HeadScores(name, "genir", "self_attn", scores, masking, stages, pd.DataFrame(), {"data_hash": "x"})
+
+
+def test_a_model_compared_with_itself_gives_identical_columns():
+    config = CompareConfig(share_draws=200, bootstrap=200)
+    one, two = _head_scores("a", 0), _head_scores("b", 0)
+    table = comparison_table({"a": compare_model(one, config), "b": compare_model(two, config)})
+    assert table.loc["a"].equals(table.loc["b"])
+    other = comparison_table({"a": compare_model(one, config), "c": compare_model(_head_scores("c", 1), config)})
+    assert not other.loc["a"].equals(other.loc["c"])  # the comparison can tell two models apart
+
+
+def test_effect_share_sparsity_and_spearman_on_known_tables():
+    scores = _head_scores("a", 0).scores
+    scores["patch_effect"] = 0.0
+    scores.loc[0, "patch_effect"] = 1.0  # all of the effect on one head, which also has the top attention score
+    scores.loc[0, "attention_score"] = scores["attention_score"].max() + 1
+    shares = effect_shares(scores, 1, draws=100)
+    assert shares["topk_effect_share"] == 1.0 and shares["random_k_effect_share"] == 0.0 and shares["random_k_effect_share_ci"] == [0.0, 0.0]
+    assert sparsity(scores)["causal"] == 1 / len(scores)
+    rho = spearman_ci(scores["qr_score"], scores["qr_score"] * 2 + 1, resamples=100)
+    assert rho["rho"] == pytest.approx(1.0) and rho["ci"][0] == pytest.approx(1.0)
+
+
+def test_the_two_genir_models_question_is_answered_from_the_numbers():
+    config = CompareConfig(share_draws=50, bootstrap=50)
+    a, b = _head_scores("enc-dec", 0), _head_scores("dec-only", 0)
+    a.kind = "cross_attn"
+    q = genir_question({"enc-dec": compare_model(a, config), "dec-only": compare_model(b, config)})
+    assert q["same_relative_depth"] and q["depth_centre_gap"] == 0 and q["bridging_and_interaction"]
+
+
+def test_a_model_without_a_retrieval_task_is_refused_in_one_line(tmp_path):
+    gm = tiny_genir()
+    gm.docids = None
+    with pytest.raises(GenIRError, match="neither a GenIR model"):
+        model_task(gm)
+    out = subprocess.run([sys.executable, "-m", "genir_mech.cli", "heads", "compare", "--models", str(ROOT / "checkpoints" / "t5-synth-base"),
+                          "--out", str(tmp_path / "o")], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2 and "neither a GenIR model" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_a_model_whose_decoder_cannot_read_the_query_is_refused(monkeypatch):
+    gm = tiny_genir()
+    monkeypatch.setattr(type(gm.adapter), "kinds", lambda self, side: ("self_attn", "mlp"))
+    with pytest.raises(GenIRError, match="no cross-attention"):
+        query_kind(gm)
+
+
+def test_a_missing_default_checkpoint_is_named_in_one_line(tmp_path, monkeypatch):
+    import genir_mech.pipelines.heads_compare as hc
+
+    monkeypatch.setattr(hc, "DEFAULT_MODELS", (str(tmp_path / "absent-model"),))
+    with pytest.raises(GenIRError, match="absent-model: default model of heads compare is missing"):
+        hc.check_models(list(hc.DEFAULT_MODELS), defaults=True)
+
+
+def test_encoder_decoder_answers_record_cross_attention_and_unmasked_decoding_is_the_same():
+    from genir_mech.heads.decoding import seq2seq_greedy_decode
+    from genir_mech.heads.masking import head_mask, masked_greedy_decode
+    from genir_mech.heads.prompts import prompt_batch
+    from genir_mech.testing import toy_queries
+
+    gm = tiny_genir(decoder_layers=2)
+    batch = prompt_batch(gm, toy_queries(gm, 4))
+    out = seq2seq_greedy_decode(gm, batch, 3)
+    gm.hf_model.set_attn_implementation("eager")
+    dec = torch.cat([gm.start_ids(len(batch)), out.tokens[:, :-1]], 1)
+    ref = gm.hf_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, decoder_input_ids=dec, output_attentions=True)
+    eager = torch.stack([layer.argmax(-1) for layer in ref.cross_attentions], 2).permute(0, 3, 2, 1)  # (B, steps, L, H)
+    assert torch.equal(out.top_positions, eager[:, :out.top_positions.shape[1]])
+    assert torch.equal(masked_greedy_decode(gm, batch, 3, head_mask([], "cross_attn")).tokens, out.tokens)
+    assert not torch.equal(masked_greedy_decode(gm, batch, 3, head_mask([(l, h) for l in range(2) for h in range(4)], "cross_attn")).tokens, out.tokens)
