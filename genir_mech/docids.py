@@ -210,7 +210,8 @@ class TrieLevel:
 
     prefixes: the distinct prefixes of length t that continue (the rows decoded at step t);
     parent/token: every valid (prefix, next token) edge; doc: the document an edge ends (its token is eos) or -1;
-    child: for a non-eos edge, its prefix's row at step t + 1, else -1.
+    child: for a non-eos edge, its prefix's row at step t + 1, else -1. Edges are grouped by prefix:
+    prefix p owns edges first_edge[p] .. first_edge[p] + n_edges[p] - 1.
     """
 
     prefixes: list[tuple[int, ...]]
@@ -218,6 +219,17 @@ class TrieLevel:
     token: torch.Tensor
     doc: torch.Tensor
     child: torch.Tensor
+
+    @property
+    def n_edges(self) -> torch.Tensor:
+        """(len(prefixes),) number of valid next tokens of each prefix."""
+        return torch.bincount(self.parent, minlength=len(self.prefixes))
+
+    @property
+    def first_edge(self) -> torch.Tensor:
+        """(len(prefixes),) index of each prefix's first edge."""
+        counts = self.n_edges
+        return torch.cumsum(counts, 0) - counts
 
 
 class SequenceDocids(DocidScheme):

@@ -149,3 +149,53 @@ def test_scheme_mismatch_between_card_and_mapping_is_refused(tmp_path, naive_gm)
     with pytest.raises(GenIRError) as exc:
         load_genir(str(out))
     assert "no docid mapping file" in _one_line(exc)
+
+
+def test_beam_search_as_wide_as_the_trie_equals_the_exact_ranking(naive_gm):
+    from genir_mech.retrieval.beam_ranking import beam_log_probs
+
+    small = tiny_sequence_genir("naive", n_docs=24)
+    batch = small.batch(toy_queries(small, 3))
+    exact = trie_log_probs(small, batch, small.docids)
+    torch.testing.assert_close(beam_log_probs(small, batch, small.docids, beams=len(small.docids)), exact, atol=1e-4, rtol=0)
+    # a narrow beam finds `beams` documents, each with its exact score
+    narrow = beam_log_probs(small, batch, small.docids, beams=3)
+    assert (torch.isfinite(narrow).sum(dim=1) == 3).all()
+    torch.testing.assert_close(narrow[torch.isfinite(narrow)], exact[torch.isfinite(narrow)], atol=1e-4, rtol=0)
+    # the trie walk's own beam agrees on what it finds being exact
+    walk = trie_log_probs(small, batch, small.docids, beam=3)
+    torch.testing.assert_close(walk[torch.isfinite(walk)], exact[torch.isfinite(walk)], atol=1e-4, rtol=0)
+
+
+def test_pruned_walk_keeps_the_exact_top_k_and_every_document_above_the_relevant_one(naive_gm):
+    from genir_mech.retrieval.sequence_ranking import top_k_log_probs
+
+    batch = naive_gm.batch(toy_queries(naive_gm, 4))
+    exact = trie_log_probs(naive_gm, batch, naive_gm.docids)
+    relevant = [["3"], [], ["59", "0"], ["41"]]
+    pruned = top_k_log_probs(naive_gm, batch, naive_gm.docids, 5, relevant)
+    for i, docs in enumerate(relevant):
+        floor = min([exact[i].topk(5).values[-1].item()] + [exact[i, naive_gm.docids.index(d)].item() for d in docs])
+        above = exact[i] >= floor
+        torch.testing.assert_close(pruned[i, above], exact[i, above], atol=1e-4, rtol=0)
+        assert bool(torch.isinf(pruned[i, ~above]).all())
+        # ranks of the relevant documents, as evaluation computes them, are unchanged
+        for d in docs:
+            j = naive_gm.docids.index(d)
+            assert int((pruned[i] >= pruned[i, j]).sum()) == int((exact[i] >= exact[i, j]).sum())
+
+
+def test_data_the_mapping_does_not_name_is_refused_in_one_line(naive_gm):
+    from genir_mech.data.corpus import Query, RetrievalDataset
+    from genir_mech.data.docid_assignment import check_mapping_covers
+    from genir_mech.retrieval import evaluate
+
+    texts = toy_queries(naive_gm, 2)
+    data = RetrievalDataset({"1": "a", "999": "b"}, [Query("q0", texts[0], "test"), Query("q1", texts[1], "test")], {"q0": {"1"}, "q1": {"999"}})
+    with pytest.raises(GenIRError) as exc:
+        evaluate(naive_gm, data, "test")
+    assert all(s in _one_line(exc) for s in ("'999'", "does not name it"))
+    mapping = naive_docids({str(i): "" for i in range(5)})
+    with pytest.raises(GenIRError) as exc:
+        check_mapping_covers(mapping, data, "the training data")
+    assert all(s in _one_line(exc) for s in ("naive docid mapping (5 documents)", "the training data (2 documents)", "'0'"))

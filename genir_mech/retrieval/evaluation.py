@@ -81,11 +81,13 @@ def _by_query(scored: list) -> list[tuple[str, list]]:
 
 @torch.no_grad()
 def rank_texts(gm, texts: list[str], query_ids: list[str] | None = None, batch_size: int = 256, ranker: str = "exact",
-               beams: int = 10) -> Ranking:
+               beams: int = 10, depth: int | None = None, must_score: list[list[str]] | None = None) -> Ranking:
     """Score every document for every query text, `batch_size` queries per forward pass; warns how many queries are truncated.
 
     `ranker`: "exact" (every document's score) or "beam" (prefix-constrained beam search with `beams` beams: the documents it
-    finds keep their exact scores, the others score -inf and are left out of runs).
+    finds keep their exact scores, the others score -inf and are left out of runs). For multi-token docids, `depth`
+    ranks only each query's exact top `depth` documents and every document scoring at least as high as those in
+    `must_score[i]` (the others -inf, known to score lower): exact metrics on a run of that depth at a fraction of the cost.
     """
     if not texts:
         raise GenIRError("empty query set: nothing to rank")
@@ -100,7 +102,8 @@ def rank_texts(gm, texts: list[str], query_ids: list[str] | None = None, batch_s
     scorer = scorer_for(gm)
     scores, logits = [], []
     for i in tqdm(range(0, len(texts), batch_size), desc="ranking", unit="batch", leave=False, disable=len(texts) <= batch_size):
-        s, lg = scorer.score_and_logits(gm, gm.batch(texts[i : i + batch_size]), ranker, beams)
+        must = must_score[i : i + batch_size] if must_score is not None else None
+        s, lg = scorer.score_and_logits(gm, gm.batch(texts[i : i + batch_size]), ranker, beams, depth, must)
         logits.append(gm.check_finite(lg.float().cpu(), "ranking logits"))
         scores.append(s.float().cpu())
     return Ranking(query_ids or [str(i) for i in range(len(texts))], scorer.doc_ids, torch.cat(scores), torch.cat(logits))
@@ -134,7 +137,7 @@ def judgements(dataset: RetrievalDataset, query_ids: list[str]) -> list[ir_measu
 
 def evaluate(gm, dataset: RetrievalDataset, split: str | None = "test", batch_size: int = 256,
              measures: str | tuple[str, ...] = DEFAULT_MEASURES, ranking: Ranking | None = None, depth: int = RUN_DEPTH,
-             ranker: str = "exact", beams: int = 10) -> tuple[dict, pd.DataFrame]:
+             ranker: str = "exact", beams: int = 10, full: bool = False) -> tuple[dict, pd.DataFrame]:
     """ir_measures metrics over `split` on the full graded qrels, plus a per-query table with ranks and correctness.
 
         metrics, per_query = evaluate(gm, dataset, "test")
@@ -142,6 +145,9 @@ def evaluate(gm, dataset: RetrievalDataset, split: str | None = "test", batch_si
 
     `split=None` picks the split that exists (test, validation, train in that order); metrics["split"] says which.
     Measures read the top `depth` documents per query (`ranking`: a `rank_texts` result of this split, to reuse one).
+    `ranker`: "exact" or "beam" (`beams` beams; documents outside the beam are not retrieved). The exact ranking of
+    multi-token docids scores the exact top `depth` and every document up to each query's relevant ones (all the
+    metrics and ranks need), or every document with `full`.
     Per-query columns: query_id, query, relevant_doc (the best-ranked relevant document: the target analyses follow),
     n_relevant, top_doc (the model's first document), rank (of relevant_doc among documents), vocab_rank (of its docid
     token in the vocabulary), correct (top_doc is relevant, i.e. rank == 1), and one column per measure.
@@ -149,7 +155,9 @@ def evaluate(gm, dataset: RetrievalDataset, split: str | None = "test", batch_si
     split = dataset.resolve_split(split, ("test", "validation", "train"))
     queries = dataset.split(split)
     ids = [q.query_id for q in queries]
-    ranking = ranking or rank_texts(gm, [q.text for q in queries], ids, batch_size, ranker, beams)
+    if ranking is None:
+        must = None if full else [sorted(dataset.relevant_docs(i)) for i in ids]
+        ranking = rank_texts(gm, [q.text for q in queries], ids, batch_size, ranker, beams, None if full else depth, must)
     if ranking.query_ids != ids:
         raise GenIRError(f"the ranking given does not hold the queries of split {split!r} in order")
     scorer = scorer_for(gm)

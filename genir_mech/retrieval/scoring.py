@@ -21,7 +21,7 @@ import torch
 from ..docids import AtomicDocids, SequenceDocids
 from ..errors import GenIRError
 from .beam_ranking import beam_log_probs
-from .sequence_ranking import ROWS_PER_FORWARD, trie_log_probs
+from .sequence_ranking import ROWS_PER_FORWARD, top_k_log_probs, trie_log_probs
 
 
 class RetrievalScorer(ABC):
@@ -40,11 +40,13 @@ class RetrievalScorer(ABC):
     def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, n_docs) scores from the ranking-step logits an instrumented `run` returns."""
 
-    def score_and_logits(self, gm, batch, ranker: str = "exact", beams: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    def score_and_logits(self, gm, batch, ranker: str = "exact", beams: int = 10, depth: int | None = None,
+                         must_score: list[list[str]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, n_docs) scores and the (B, vocab) first-step logits of one query batch (what a ranking keeps).
 
         `ranker="beam"`: what beam search with `beams` beams returns; for one-step docids that is the exact top `beams`
-        (every other document -inf).
+        (every other document -inf). `depth` and `must_score` let a multi-token scorer rank only the exact top `depth`
+        (and every document above those in `must_score[i]`); one-step scores are always complete.
         """
         check_ranker(ranker)
         logits = gm.logits(batch)
@@ -98,10 +100,20 @@ class SequenceScorer(RetrievalScorer):
         """(B, n_docs) exact sequence log-probabilities (one cached walk over the trie per query group)."""
         return trie_log_probs(gm, batch, self.docids, self.rows_per_forward)
 
-    def score_and_logits(self, gm, batch, ranker: str = "exact", beams: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, n_docs) exact scores (or, `ranker="beam"`, constrained beam search's) and the (B, vocab) logits of the first docid step."""
+    def score_and_logits(self, gm, batch, ranker: str = "exact", beams: int = 10, depth: int | None = None,
+                         must_score: list[list[str]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, n_docs) scores and the (B, vocab) logits of the first docid step.
+
+        ranker "exact": every document's exact score, or with `depth` the exact top `depth` plus every document scoring at
+        least as high as those in `must_score[i]` (the rest -inf: known to score lower); "beam": constrained beam search's.
+        """
         check_ranker(ranker)
-        scores = beam_log_probs(gm, batch, self.docids, beams) if ranker == "beam" else self.score(gm, batch)
+        if ranker == "beam":
+            scores = beam_log_probs(gm, batch, self.docids, beams)
+        elif depth is not None:
+            scores = top_k_log_probs(gm, batch, self.docids, depth, must_score, self.rows_per_forward)
+        else:
+            scores = self.score(gm, batch)
         return scores, gm.logits(batch)
 
     def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
