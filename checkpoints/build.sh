@@ -30,3 +30,7 @@ run train "${NIAH[@]}" --base runs/lm-niah-stage1 --out runs/lm-niah-stage2 --ni
 run train "${NIAH[@]}" --base runs/lm-niah-stage2 --out checkpoints/lm-niah --niah-lengths 128,256,512 \
     --lr 1e-3 --warmup-steps 10 --max-minutes 4.5
 rm -rf checkpoints/lm-niah/resume
+# Multi-token docids (issue 10): the dsi-synth recipe from the same base with naive (digit) and semantic (hierarchical
+# k-means over MiniLM-L6 embeddings; optional extra minilm) docids, written to <out>/docids.json; one at a time, 30-minute cap.
+run train "${DSI[@]}" --out checkpoints/dsi-synth-naive --seed 0 --max-minutes 30 --scheme naive
+run train "${DSI[@]}" --out checkpoints/dsi-synth-semantic --seed 0 --max-minutes 30 --scheme semantic

@@ -22,6 +22,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.corpus import RetrievalDataset
 from ..data.trec import read_trec_qrels
 from ..provenance import provenance, write_table
 from ..retrieval import DEFAULT_MEASURES, evaluate, rank_texts
@@ -41,6 +42,7 @@ class EvalConfig:
     run_depth: int = 100  # documents per query in the run measured and written
     beams: int = 10  # prefix-constrained beam search, reported next to the exact ranking (0: exact only)
     full_ranking: bool = False  # multi-token docids: score every document, not only the exact top run_depth and the relevant ones
+    max_queries: int | None = None  # evaluate only the first N queries of the split (None: all)
 
 
 def beam_summary(exact, beam, beam_metrics: dict, beams: int) -> dict:
@@ -65,6 +67,9 @@ def run_eval(model, data, out, config: EvalConfig | None = None) -> dict:
     split = data.resolve_split(config.split, ("test", "validation", "train"))
     if config.split is None and split != "test":
         warnings.warn(f"no test queries; evaluating split {split!r} (splits: {', '.join(data.splits)}; CLI: --split)", stacklevel=2)
+    if config.max_queries is not None and config.max_queries < len(data.split(split)):
+        kept = {q.query_id for q in data.split(split)[: config.max_queries]}
+        data = RetrievalDataset(data.documents, [q for q in data.queries if q.split != split or q.query_id in kept], data.grades, meta=data.meta)
     queries = data.split(split)
     texts, ids = [q.text for q in queries], [q.query_id for q in queries]
     must = None if config.full_ranking else [sorted(data.relevant_docs(i)) for i in ids]
