@@ -181,7 +181,8 @@ def test_pruned_walk_keeps_the_exact_top_k_and_every_document_above_the_relevant
         # below it: -inf, or exact where the beam's floor was lower still (the k-th document a beam finds may score below the true k-th)
         below = pruned[i, ~above]
         torch.testing.assert_close(below[torch.isfinite(below)], exact[i, ~above][torch.isfinite(below)], atol=1e-4, rtol=0)
-        assert int(torch.isinf(below).sum()) > 0
+        if not docs:  # the top 5 alone: the walk skipped part of the trie
+            assert int(torch.isinf(below).sum()) > 0
         # ranks of the relevant documents, as evaluation computes them, are unchanged
         for d in docs:
             j = naive_gm.docids.index(d)
