@@ -203,3 +203,29 @@ def test_data_the_mapping_does_not_name_is_refused_in_one_line(naive_gm):
     with pytest.raises(GenIRError) as exc:
         check_mapping_covers(mapping, data, "the training data")
     assert all(s in _one_line(exc) for s in ("naive docid mapping (5 documents)", "the training data (2 documents)", "'0'"))
+
+
+def test_eval_reports_both_rankers_on_a_sequence_model(tmp_path, naive_gm):
+    from genir_mech.data.corpus import Query, RetrievalDataset
+    from genir_mech.pipelines.evaluate import EvalConfig, run_eval
+
+    texts = toy_queries(naive_gm, 6)
+    data = RetrievalDataset({str(i): "x" for i in range(60)}, [Query(f"q{i}", t, "test") for i, t in enumerate(texts)],
+                            {f"q{i}": {str(7 * i)} for i in range(6)})
+    summary = run_eval(naive_gm, data, tmp_path / "eval", EvalConfig(split="test", beams=len(naive_gm.docids), max_queries=5))
+    full = run_eval(naive_gm, data, tmp_path / "full", EvalConfig(split="test", beams=0, full_ranking=True, max_queries=5))
+    # exact top-depth + relevant documents gives the metrics of the full ranking; a beam as wide as the trie too
+    for name in ("Success@1", "Success@10", "RR", "nDCG@10"):
+        assert summary[name] == pytest.approx(full[name]) == pytest.approx(summary[f"beam:{name}"])
+    assert summary["n_queries"] == 5 and summary["beam_misses_exact_top1"] == 0.0 and "beam:RR" not in full
+    assert (tmp_path / "eval" / "per_query_beam.csv").exists()
+
+
+def test_data_docids_verb_writes_a_loadable_mapping(tmp_path):
+    from genir_mech.cli import main
+
+    for scheme in ("naive", "title"):
+        main(["data", "docids", "--scheme", scheme, "--data", "synthetic:n_docs=30,seed=0", "--out", str(tmp_path / scheme), "--json"])
+        mapping = DocidMapping.read(tmp_path / scheme)
+        assert mapping.scheme == scheme and len(mapping.sequences) == 30 and mapping.data_hash
+    assert DocidMapping.read(tmp_path / "naive").sequences["17"] == ("1", "7")
