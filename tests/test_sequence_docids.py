@@ -225,7 +225,7 @@ def test_data_docids_verb_writes_a_loadable_mapping(tmp_path):
     from genir_mech.cli import main
 
     for scheme in ("naive", "title"):
-        main(["data", "docids", "--scheme", scheme, "--data", "synthetic:n_docs=30,seed=0", "--out", str(tmp_path / scheme), "--json"])
+        assert main(["data", "docids", "--scheme", scheme, "--data", "synthetic:n_docs=30,seed=0", "--out", str(tmp_path / scheme), "--json"]) == 0
         mapping = DocidMapping.read(tmp_path / scheme)
         assert mapping.scheme == scheme and len(mapping.sequences) == 30 and mapping.data_hash
     assert DocidMapping.read(tmp_path / "naive").sequences["17"] == ("1", "7")
