@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- bench results: written by bench/update_readme.py -->", "<!-- end of bench results -->"
 # Small model first, then the T5-large shape, then depth: the order a reader compares them in.
 FILES = ["table3.md", "patching.md", "patching-cpu-clock.md", "table3-t5-large-shape.md", "patching-t5-large-shape.md", "depth-t5-large-shape.md",
-         "heads.md", "sweep.md", "minilm_training.md", "cli_startup.md"]
+         "heads.md", "sweep.md", "minilm_training.md", "docid_ranking.md", "cli_startup.md"]
 
 
 def section(results: Path) -> str:

@@ -45,3 +45,7 @@ run train "${T5NIAH[@]}" --out runs/t5-niah-stage1 --encoder-layers 2 --decoder-
 run train "${T5NIAH[@]}" --base runs/t5-niah-stage1 --out checkpoints/t5-niah --niah-lengths 128,256,512 \
     --lr 1e-3 --warmup-steps 10 --max-minutes 6
 rm -rf checkpoints/t5-niah/resume
+# Multi-token docids (issue 10): the dsi-synth recipe from the same base with naive (digit) and semantic (hierarchical
+# k-means over MiniLM-L6 embeddings; optional extra minilm) docids, written to <out>/docids.json; one at a time, 30-minute cap.
+run train "${DSI[@]}" --out checkpoints/dsi-synth-naive --seed 0 --max-minutes 30 --scheme naive
+run train "${DSI[@]}" --out checkpoints/dsi-synth-semantic --seed 0 --max-minutes 30 --scheme semantic

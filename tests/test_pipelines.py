@@ -54,7 +54,7 @@ def pair_data(gm):
 PAIRS = dict(all_pairs=True, n_pairs=4, n_boot=20)
 CASES = {
     # experiment: (run(gm, dataset, pair_data, out) -> summary, tables it writes, figures it draws)
-    "eval": (lambda gm, ds, pairs, out: run_eval(gm, ds, out, EvalConfig(split="test")), ["per_query", "correct_queries"], ["retrieval_ranks"]),
+    "eval": (lambda gm, ds, pairs, out: run_eval(gm, ds, out, EvalConfig(split="test")), ["per_query", "per_query_beam", "correct_queries"], ["retrieval_ranks"]),
     "contributions": (lambda gm, ds, pairs, out: run_contributions(gm, ds, out, ContributionsConfig(**SMALL, stages=STAGES), progress=False), ["contributions"], ["fig3"]),
     "lens": (lambda gm, ds, pairs, out: run_lens(gm, ds, out, LensConfig(**SMALL, examples=2), progress=False), ["lens", "lens_heads"], ["fig4", "table5", "table6"]),
     "ablate": (lambda gm, ds, pairs, out: run_ablate(gm, ds, out, AblateConfig(**SMALL, stages=STAGES, kinds=("cross_attn", "mlp"), methods=("zero", "mean"), per_layer=True), progress=False),

@@ -5,6 +5,11 @@
     summary["Success@1"], summary["nDCG@10"], summary["hits@1"] (alias), summary["figures"]["retrieval_ranks"]
     run_eval(gm, dataset, out, EvalConfig(qrels="qrels.txt", trec_run="run.txt", measures=("RR@10",)))
 
+Both rankers are reported: the exact ranking (every document's score, or for
+multi-token docids the exact top run_depth plus every document up to the
+relevant ones, which is all the metrics read) and prefix-constrained beam
+search (`beam:<measure>`, `beam_misses_exact_top1`, per_query_beam.csv).
+
 Writes per_query.csv, correct_queries.csv (with provenance),
 figures/retrieval_ranks.png (share of queries within rank r) and, when asked,
 a TREC run file. Without a split, the test split when the data has one, else
@@ -17,6 +22,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.corpus import RetrievalDataset
 from ..data.trec import read_trec_qrels
 from ..provenance import provenance, write_table
 from ..retrieval import DEFAULT_MEASURES, evaluate, rank_texts
@@ -34,6 +40,18 @@ class EvalConfig:
     qrels: str | None = None  # a TREC qrels file replacing the data's judgements
     trec_run: str | None = None  # where to write the TREC run (not inside `out`: it is the user's file)
     run_depth: int = 100  # documents per query in the run measured and written
+    beams: int = 10  # prefix-constrained beam search, reported next to the exact ranking (0: exact only)
+    full_ranking: bool = False  # multi-token docids: score every document, not only the exact top run_depth and the relevant ones
+    max_queries: int | None = None  # evaluate only the first N queries of the split (None: all)
+
+
+def beam_summary(exact, beam, beam_metrics: dict, beams: int) -> dict:
+    """Beam search's metrics (keys `beam:<measure>`) and how often its first document is not the exact ranking's first."""
+    summary = {f"beam:{k}": v for k, v in beam_metrics.items() if isinstance(v, float)}
+    exact_top, beam_top = exact.doc_scores.argmax(dim=1), beam.doc_scores.argmax(dim=1)
+    summary["beams"] = beams
+    summary["beam_misses_exact_top1"] = float((exact_top != beam_top).float().mean())
+    return summary
 
 
 @atomic
@@ -49,11 +67,22 @@ def run_eval(model, data, out, config: EvalConfig | None = None) -> dict:
     split = data.resolve_split(config.split, ("test", "validation", "train"))
     if config.split is None and split != "test":
         warnings.warn(f"no test queries; evaluating split {split!r} (splits: {', '.join(data.splits)}; CLI: --split)", stacklevel=2)
+    if config.max_queries is not None and config.max_queries < len(data.split(split)):
+        kept = {q.query_id for q in data.split(split)[: config.max_queries]}
+        data = RetrievalDataset(data.documents, [q for q in data.queries if q.split != split or q.query_id in kept], data.grades, meta=data.meta)
     queries = data.split(split)
-    ranking = rank_texts(model, [q.text for q in queries], [q.query_id for q in queries], config.batch_size)
+    texts, ids = [q.text for q in queries], [q.query_id for q in queries]
+    must = None if config.full_ranking else [sorted(data.relevant_docs(i)) for i in ids]
+    ranking = rank_texts(model, texts, ids, config.batch_size, "exact", depth=None if config.full_ranking else config.run_depth, must_score=must)
     metrics, per_query = evaluate(model, data, split, config.batch_size, config.measures, ranking, config.run_depth)
+    tables = {"per_query": per_query}
+    if config.beams:
+        beam = rank_texts(model, texts, ids, config.batch_size, "beam", config.beams)
+        beam_metrics, tables["per_query_beam"] = evaluate(model, data, split, config.batch_size, config.measures, beam, config.run_depth)
+        metrics.update(beam_summary(ranking, beam, beam_metrics, config.beams))
     record = provenance(model=model.path, data=data, config=config_record(config), started=started, metrics=metrics)
-    write_table(per_query, out / "per_query", record)
+    for name, table in tables.items():
+        write_table(table, out / name, record)
     correct = write_table(per_query[per_query.correct], out / "correct_queries", record)
     run = {"trec_run": str(ranking.write_trec_run(config.trec_run, config.run_depth, model.name))} if config.trec_run else {}
     figures = draw({"per_query": per_query}, out, None, model.name)

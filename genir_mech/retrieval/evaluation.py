@@ -30,6 +30,7 @@ from pathlib import Path
 import ir_measures
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from ..data.corpus import RetrievalDataset
 from ..errors import GenIRError
@@ -57,6 +58,7 @@ class Ranking:
             ir_measures.ScoredDoc(qid, self.doc_ids[j], float(s))
             for qid, vals, idx in zip(self.query_ids, top.values.tolist(), top.indices.tolist())
             for s, j in zip(vals, idx)
+            if s > float("-inf")  # not retrieved (outside a beam)
         ]
 
     def write_trec_run(self, path: str | Path, depth: int = RUN_DEPTH, tag: str = "genir_mech") -> Path:
@@ -78,8 +80,15 @@ def _by_query(scored: list) -> list[tuple[str, list]]:
 
 
 @torch.no_grad()
-def rank_texts(gm, texts: list[str], query_ids: list[str] | None = None, batch_size: int = 256) -> Ranking:
-    """Score every document for every query text, `batch_size` queries per forward pass; warns how many queries are truncated."""
+def rank_texts(gm, texts: list[str], query_ids: list[str] | None = None, batch_size: int = 256, ranker: str = "exact",
+               beams: int = 10, depth: int | None = None, must_score: list[list[str]] | None = None) -> Ranking:
+    """Score every document for every query text, `batch_size` queries per forward pass; warns how many queries are truncated.
+
+    `ranker`: "exact" (every document's score) or "beam" (prefix-constrained beam search with `beams` beams: the documents it
+    finds keep their exact scores, the others score -inf and are left out of runs). For multi-token docids, `depth`
+    ranks only each query's exact top `depth` documents and every document scoring at least as high as those in
+    `must_score[i]` (the others -inf, known to score lower): exact metrics on a run of that depth at a fraction of the cost.
+    """
     if not texts:
         raise GenIRError("empty query set: nothing to rank")
     if batch_size < 1:
@@ -90,10 +99,14 @@ def rank_texts(gm, texts: list[str], query_ids: list[str] | None = None, batch_s
         warnings.warn(f"{truncated} of {len(texts)} queries are longer than {limit} tokens and are truncated to their first {limit} "
                       "(CLI: --max-query-tokens)", stacklevel=2)
     # checked per batch: a NaN logit ranks like any score and gives plausible-looking metrics
-    logits = torch.cat([gm.check_finite(gm.logits(gm.batch(texts[i : i + batch_size])).float().cpu(), "ranking logits")
-                        for i in range(0, len(texts), batch_size)])
     scorer = scorer_for(gm)
-    return Ranking(query_ids or [str(i) for i in range(len(texts))], scorer.doc_ids, scorer.score_logits(logits), logits)
+    scores, logits = [], []
+    for i in tqdm(range(0, len(texts), batch_size), desc="ranking", unit="batch", leave=False, disable=len(texts) <= batch_size):
+        must = must_score[i : i + batch_size] if must_score is not None else None
+        s, lg = scorer.score_and_logits(gm, gm.batch(texts[i : i + batch_size]), ranker, beams, depth, must)
+        logits.append(gm.check_finite(lg.float().cpu(), "ranking logits"))
+        scores.append(s.float().cpu())
+    return Ranking(query_ids or [str(i) for i in range(len(texts))], scorer.doc_ids, torch.cat(scores), torch.cat(logits))
 
 
 def best_relevant_ranks(scores: torch.Tensor, columns: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,7 +136,8 @@ def judgements(dataset: RetrievalDataset, query_ids: list[str]) -> list[ir_measu
 
 
 def evaluate(gm, dataset: RetrievalDataset, split: str | None = "test", batch_size: int = 256,
-             measures: str | tuple[str, ...] = DEFAULT_MEASURES, ranking: Ranking | None = None, depth: int = RUN_DEPTH) -> tuple[dict, pd.DataFrame]:
+             measures: str | tuple[str, ...] = DEFAULT_MEASURES, ranking: Ranking | None = None, depth: int = RUN_DEPTH,
+             ranker: str = "exact", beams: int = 10, full: bool = False) -> tuple[dict, pd.DataFrame]:
     """ir_measures metrics over `split` on the full graded qrels, plus a per-query table with ranks and correctness.
 
         metrics, per_query = evaluate(gm, dataset, "test")
@@ -131,6 +145,9 @@ def evaluate(gm, dataset: RetrievalDataset, split: str | None = "test", batch_si
 
     `split=None` picks the split that exists (test, validation, train in that order); metrics["split"] says which.
     Measures read the top `depth` documents per query (`ranking`: a `rank_texts` result of this split, to reuse one).
+    `ranker`: "exact" or "beam" (`beams` beams; documents outside the beam are not retrieved). The exact ranking of
+    multi-token docids scores the exact top `depth` and every document up to each query's relevant ones (all the
+    metrics and ranks need), or every document with `full`.
     Per-query columns: query_id, query, relevant_doc (the best-ranked relevant document: the target analyses follow),
     n_relevant, top_doc (the model's first document), rank (of relevant_doc among documents), vocab_rank (of its docid
     token in the vocabulary), correct (top_doc is relevant, i.e. rank == 1), and one column per measure.
@@ -138,13 +155,16 @@ def evaluate(gm, dataset: RetrievalDataset, split: str | None = "test", batch_si
     split = dataset.resolve_split(split, ("test", "validation", "train"))
     queries = dataset.split(split)
     ids = [q.query_id for q in queries]
-    ranking = ranking or rank_texts(gm, [q.text for q in queries], ids, batch_size)
+    if ranking is None:
+        must = None if full else [sorted(dataset.relevant_docs(i)) for i in ids]
+        ranking = rank_texts(gm, [q.text for q in queries], ids, batch_size, ranker, beams, None if full else depth, must)
     if ranking.query_ids != ids:
         raise GenIRError(f"the ranking given does not hold the queries of split {split!r} in order")
     scorer = scorer_for(gm)
     ranks, target_cols = best_relevant_ranks(ranking.doc_scores, [scorer.columns(sorted(dataset.relevant_docs(i))) for i in ids])
     targets = [ranking.doc_ids[c] for c in target_cols.tolist()]
-    vocab_rank = rank_of(ranking.logits, torch.tensor([gm.docids.token_id(d) for d in targets]))
+    # rank of the target's first docid token in the whole vocabulary at the first step (the paper's protocol for atomic docids)
+    vocab_rank = rank_of(ranking.logits, torch.tensor([gm.docids.target_ids(d)[0] for d in targets]))
     measure_objs = parse_measures(measures)
     run = ranking.scored_docs(depth)
     qrels = judgements(dataset, ids)

@@ -7,8 +7,8 @@
 from __future__ import annotations
 
 from . import Verb
-from .options import (existing_file, load_data, load_model, measure_list, model_arguments, output_arguments, output_dir, positive_int,
-                      split_argument)
+from .options import (existing_file, load_data, load_model, measure_list, model_arguments, non_negative_int, output_arguments, output_dir,
+                      positive_int, split_argument)
 
 
 def add_arguments(p):
@@ -22,6 +22,11 @@ def add_arguments(p):
                                                        "the queries it judges are evaluated")
     p.add_argument("--trec-run", metavar="FILE", help="also write the ranking as a TREC run file (top --run-depth documents per query)")
     p.add_argument("--run-depth", type=positive_int, default=100, help="documents per query in the run the metrics read and --trec-run writes (default 100)")
+    p.add_argument("--beams", type=non_negative_int, default=10, help="also rank by prefix-constrained beam search with this many beams and report "
+                                                                    "its metrics (beam:...) and how often it misses the exact top-1; 0: exact only (default 10)")
+    p.add_argument("--max-queries", type=positive_int, help="evaluate only the first N queries of the split (default all)")
+    p.add_argument("--full-ranking", action="store_true", help="multi-token docids: score every document exactly (default: the exact top "
+                                                                "--run-depth and every document up to the relevant ones, all the metrics need)")
     output_arguments(p, "eval", "one JSON object with the metrics")
 
 
@@ -31,6 +36,7 @@ def handler(args):
     out = output_dir(args, "eval")
     gm = load_model(args)
     config = EvalConfig(split=args.split, batch_size=args.batch_size, qrels=args.qrels, trec_run=args.trec_run, run_depth=args.run_depth,
+                        beams=args.beams, full_ranking=args.full_ranking, max_queries=args.max_queries,
                         **({"measures": args.metrics} if args.metrics else {}))
     summary = run_eval(gm, load_data(args, gm), out, config)
     if not args.json:
