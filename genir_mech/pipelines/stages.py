@@ -10,15 +10,26 @@ MLP stage by mean-ablating its MLPs together, and writes the tables,
 `stages.json` and figures/stages.png (the profile with the stages and their
 boundary stability), plus Fig. 3 and the per-layer ablation figure of the
 measurements it segmented.
+
+`steps` (a decoding step, a list of them or "all") localises the stages of
+each step of a multi-token docid separately (retrieval.steps: the decoder
+teacher-forced to the step's prefix, ranks among the trie-valid
+continuations): every table gets a `step` column, `step_stages` lists the
+stages found per step, `stages_step<t>.json` holds each step's definition
+(and `stages.json` the first step's), and figures/stages_per_step.png draws the
+contribution profile and the located stages of every step side by side.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pandas as pd
+
 from ..analyses.ablation import ablate, layer_ablation
 from ..analyses.change_point import DEFAULT_PENALTY, DEFAULT_RESOLUTION
 from ..analyses.contributions import contributions
 from ..analyses.stage_localisation import ABLATION_METRIC, NamingRules, localise_stages
+from ..retrieval.steps import resolve_steps, step_view
 from ..stage_definition import Stage, StageDefinition
 from ..results_directory import atomic
 from .inputs import Inputs, QueryConfig, config_record
@@ -35,14 +46,15 @@ class StagesConfig(QueryConfig):
     resolution: float = DEFAULT_RESOLUTION  # feature differences below this are noise
     rules: NamingRules = field(default_factory=NamingRules)
     ablation: bool = True  # False: segment on contributions alone (MLP stages then cannot be confirmed as priming)
+    steps: int | list[int] | str | None = None  # decoding step(s) of a multi-token docid, or "all"; None: the ranking step, no step column
 
 
-def _stage_cost(gm, texts, docs, batch_size, progress):
+def _stage_cost(gm, texts, docs, batch_size, progress, view=None):
     """Fraction of queries leaving rank 1 when each span's MLPs are mean-ablated together (paper Table 3 protocol)."""
 
     def cost(spans):
         spans_def = StageDefinition(tuple(Stage(f"s{i}", tuple(range(a, b + 1))) for i, (a, b) in enumerate(spans)))
-        df = ablate(gm, texts, docs, spans_def, kinds=("mlp",), methods=("mean",), batch_size=batch_size, progress=progress)
+        df = ablate(gm, texts, docs, spans_def, kinds=("mlp",), methods=("mean",), batch_size=batch_size, progress=progress, view=view)
         df = df[(df["metric"] == ABLATION_METRIC) & (df["method"] == "mean")].set_index("stage")["value"]
         return [float(df[f"s{i}"]) / 100.0 for i in range(len(spans))]
 
@@ -56,22 +68,12 @@ def run_stages(model, data, out, config: StagesConfig | None = None, *, progress
         summary = run_stages(gm, dataset, "runs/stages/dsi-synth", StagesConfig(max_queries=256, bootstrap=200))
     """
     config = config or StagesConfig()
+    steps = None if config.steps is None else resolve_steps(model, config.steps)  # a step beyond the docid length: one line, before any work
     inputs = Inputs.for_queries(model, data, out, config, at_least=2)
+    if steps is not None:
+        return _run_steps(inputs, config, steps, progress)
     gm, texts, docs = model, inputs.texts, inputs.relevant_docs
-    contrib = contributions(gm, texts, inputs.query_ids, batch_size=config.batch_size, progress=progress)
-    layers = layer_ablation(gm, texts, docs, gm.adapter.kinds("decoder"), ("mean",), batch_size=config.batch_size, progress=progress) if config.ablation else None
-    found = localise_stages(
-        contrib,
-        layers,
-        _stage_cost(gm, texts, docs, config.batch_size, progress) if config.ablation else None,
-        min_stage_size=config.min_stage_size,
-        max_stages=config.max_stages,
-        bootstrap=config.bootstrap,
-        seed=config.seed,
-        penalty=config.penalty,
-        resolution=config.resolution,
-        rules=config.rules,
-    )
+    contrib, layers, found = _localise(gm, texts, inputs.query_ids, docs, config, progress)
     record, stages = {**config_record(config), "rules": vars(config.rules)}, found.definition.to_json()
     frames = {"contributions": contrib, "stage_layer_means": found.layer_means, "boundary_stability": found.stability}
     for name, df in (*frames.items(), ("stage_features", found.profile), ("stage_evidence", found.evidence), ("n_stages_bootstrap", found.n_stages_distribution)):
@@ -90,3 +92,68 @@ def run_stages(model, data, out, config: StagesConfig | None = None, *, progress
         "report": found.summary(),
         "figures": draw(frames, inputs.out, found.definition, gm.name),
     }
+
+
+def _localise(gm, texts, query_ids, docs, config: StagesConfig, progress: bool, view=None):
+    """Contributions, single-layer mean ablations and the segmentation of one set of queries (at one decoding step with `view`)."""
+    contrib = contributions(gm, texts, query_ids, batch_size=config.batch_size, progress=progress, view=view)
+    layers = layer_ablation(gm, texts, docs, gm.adapter.kinds("decoder"), ("mean",), batch_size=config.batch_size, progress=progress, view=view) if config.ablation else None
+    found = localise_stages(
+        contrib,
+        layers,
+        _stage_cost(gm, texts, docs, config.batch_size, progress, view) if config.ablation else None,
+        min_stage_size=config.min_stage_size,
+        max_stages=config.max_stages,
+        bootstrap=config.bootstrap,
+        seed=config.seed,
+        penalty=config.penalty,
+        resolution=config.resolution,
+        rules=config.rules,
+    )
+    return contrib, layers, found
+
+
+def _run_steps(inputs: Inputs, config: StagesConfig, steps: list[int], progress: bool) -> dict:
+    """The localisation at every decoding step in `steps`: tables with a step column, one definition per step, the per-step figure."""
+    gm = inputs.model
+    tables: dict[str, list] = {}
+    per_step, reports = {}, []
+    for step in steps:
+        view = step_view(gm, inputs.relevant_docs, step)
+        pick = lambda values: [values[i] for i in view.rows]  # noqa: E731  (queries whose docid has a token at this step)
+        contrib, layers, found = _localise(gm, pick(inputs.texts), pick(inputs.query_ids), pick(inputs.relevant_docs), config, progress, view)
+        found.definition.save(inputs.out / f"stages_step{step}.json")
+        if step == steps[0]:
+            found.definition.save(inputs.out / "stages.json")
+        step_frames = {"contributions": contrib, "stage_layer_means": found.layer_means, "boundary_stability": found.stability,
+                       "stage_features": found.profile, "stage_evidence": found.evidence, "n_stages_bootstrap": found.n_stages_distribution,
+                       "step_stages": stage_rows(found.definition)}
+        if layers is not None:
+            step_frames["layer_ablation"] = layers
+        for name, df in step_frames.items():
+            tables.setdefault(name, []).append(with_step(df, step))
+        per_step[step] = {"stages": found.definition.to_json()["stages"], "boundary_stability": found.boundary_stability(),
+                          "n_queries": found.n_queries, "stage_definition": str(inputs.out / f"stages_step{step}.json")}
+        reports.append(f"step {step}: " + found.summary())
+    record = {**config_record(config), "rules": vars(config.rules), "steps": steps}
+    frames = {name: pd.concat(parts, ignore_index=True) for name, parts in tables.items()}
+    for name, df in frames.items():
+        inputs.write(df, name, record)
+    first = StageDefinition.load(inputs.out / "stages.json")
+    return {
+        "steps": per_step,
+        "report": "\n".join(reports),
+        "stage_definition": str(inputs.out / "stages.json"),
+        "figures": draw(frames, inputs.out, first, gm.name),
+    }
+
+
+def stage_rows(definition: StageDefinition) -> pd.DataFrame:
+    """One row per stage: stage, first_layer, last_layer (the per-step figure reads the located stages from here)."""
+    return pd.DataFrame([{"stage": s.name, "first_layer": min(s.layers), "last_layer": max(s.layers)} for s in definition.stages if s.layers],
+                        columns=["stage", "first_layer", "last_layer"])
+
+
+def with_step(df: pd.DataFrame, step: int) -> pd.DataFrame:
+    """`df` with a leading `step` column (the decoding step its rows were measured at)."""
+    return df.assign(step=step)[["step", *df.columns]]
