@@ -7,6 +7,8 @@
 Writes contributions.csv and figures/fig3_contributions.png. The stages are
 optional here: their first stage's MLPs give the cos_priming metric and the
 figure's shaded bands; without them there is neither (and no warning).
+`steps`: at decoding steps of a multi-token docid (pipelines.steps), with a
+`step` column.
 """
 from __future__ import annotations
 
@@ -14,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..analyses.contributions import contributions
+from ..retrieval.steps import resolve_steps
 from ..stage_definition import StageDefinition
 from ..results_directory import atomic
 from .inputs import Inputs, QueryConfig, config_record
 from .rendering import draw
+from .steps import per_step
 
 
 @dataclass
@@ -25,6 +29,7 @@ class ContributionsConfig(QueryConfig):
     """Parameters of `run_contributions`, each with its default; recorded in every table's provenance."""
     stages: StageDefinition | str | Path | None = None
     encoder: bool = False  # also measure the encoder layers (averaged over each query's tokens)
+    steps: int | list[int] | str | None = None  # decoding step(s) of a multi-token docid, or "all"; None: the ranking step, no step column
 
 
 @atomic
@@ -42,9 +47,13 @@ def contributions_on(inputs: Inputs, config: ContributionsConfig, *, progress: b
     gm = inputs.model
     stages = StageDefinition.resolve(config.stages, gm.n_layers("decoder"), fallback=False)
     sides = ("encoder", "decoder") if config.encoder else ("decoder",)
-    df = contributions(gm, inputs.texts, inputs.query_ids, stages, config.batch_size, sides, progress=progress)
+    if config.steps is None:
+        df = contributions(gm, inputs.texts, inputs.query_ids, stages, config.batch_size, sides, progress=progress)
+    else:
+        df = per_step(inputs, resolve_steps(gm, config.steps), lambda texts, qids, docs, view: {
+            "contributions": contributions(gm, texts, qids, stages, config.batch_size, sides, progress=progress, view=view)})["contributions"]
     path = inputs.write(df, "contributions", {**config_record(config), "stages": stages.to_json() if stages else None, "sides": list(sides)})
-    means = df[(df.side == "decoder") & (df.metric == "ratio")].groupby(["component", "layer"]).value.mean()
+    means = df[(df.side == "decoder") & (df.metric == "ratio")].groupby(["component", "layer"]).value.mean()  # over steps too
     return {
         "table": str(path),
         "n_queries": len(inputs.queries),

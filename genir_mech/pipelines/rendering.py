@@ -188,13 +188,14 @@ def attribution_method(config: dict) -> str:
 ESTIMATE_NAMES = {"atp": "AtP", "atp_qk": "AtP*"}
 
 
-def draw_attribution_summary(summary: pd.DataFrame, method: str, out: str | Path, context: str, tokens: dict[int, str] | None = None) -> dict[str, str]:
-    """One heatmap per node family of the attribution estimate, titled by the estimate and the nodes it covers."""
+def draw_attribution_summary(summary: pd.DataFrame, method: str, out: str | Path, context: str, tokens: dict[int, str] | None = None,
+                              prefix: str = "attribution") -> dict[str, str]:
+    """One heatmap per node family of the attribution estimate, titled by the estimate and the nodes it covers (`<prefix>_<family>.png`)."""
     shown = summary[(summary.method == method) & (summary.quantity == "estimate")]
     name = ESTIMATE_NAMES.get(method, method)
-    made = plot_node_families(shown, Path(out) / FIGURES, "attribution", context=context, what=f"{name} estimate of the change in logit difference",
+    made = plot_node_families(shown, Path(out) / FIGURES, prefix, context=context, what=f"{name} estimate of the change in logit difference",
                               label=f"{name}: estimated logit-difference change", tokens=tokens)
-    return {f"attribution_{k}": str(v) for k, v in made.items()}
+    return {f"{prefix}_{k}": str(v) for k, v in made.items()}
 
 
 # -- reading a results directory back -------------------------------------------------------------------

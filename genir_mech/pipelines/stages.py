@@ -34,6 +34,7 @@ from ..stage_definition import Stage, StageDefinition
 from ..results_directory import atomic
 from .inputs import Inputs, QueryConfig, config_record
 from .rendering import draw
+from .steps import with_step
 
 
 @dataclass
@@ -153,7 +154,3 @@ def stage_rows(definition: StageDefinition) -> pd.DataFrame:
     return pd.DataFrame([{"stage": s.name, "first_layer": min(s.layers), "last_layer": max(s.layers)} for s in definition.stages if s.layers],
                         columns=["stage", "first_layer", "last_layer"])
 
-
-def with_step(df: pd.DataFrame, step: int) -> pd.DataFrame:
-    """`df` with a leading `step` column (the decoding step its rows were measured at)."""
-    return df.assign(step=step)[["step", *df.columns]]
