@@ -443,7 +443,8 @@ def planted_step_model(decoder_layers: int = 4, step_layers: tuple[int, int] = (
     on a `gate` dimension and every first docid token -`gate` (no sublayer writes that dimension, so it tells each decoder
     position which step it decodes). In the two planted layers one query coordinate per head is the gate and the matching
     key coordinate the sink, with opposite signs: layer `step_layers[0]` attends to the sink (reads nothing) when the gate is
-    negative (step 1), layer `step_layers[1]` when it is positive (step 0). Every other cross-attention is zeroed.
+    negative (step 1), layer `step_layers[1]` when it is positive (step 0). Every other cross-attention is zeroed, and so
+    is decoder self-attention (a later position would otherwise read what the earlier step's layer wrote at its position).
     """
     from .docids import SequenceDocids
 
@@ -463,8 +464,10 @@ def planted_step_model(decoder_layers: int = 4, step_layers: tuple[int, int] = (
         for site in adapter.components(side):
             # T5's MLP output projection; the adapter names the attention projections
             weight = adapter.output_projection(site).weight if site.kind in ATTENTION_KINDS else module_at(model, f"{adapter._sublayer_path(side, site.layer, 'mlp')}.DenseReluDense.wo").weight
-            if side == "encoder":
-                weight.zero_()  # the encoder output is the normed embeddings: the sink stays pure
+            if side == "encoder" or site.kind == "self_attn":
+                # the encoder output is the normed embeddings (the sink stays pure); decoder positions do not read each other,
+                # so step t reads the query only through its own planted layer (not through an earlier position's)
+                weight.zero_()
             else:
                 weight[[gate_dim, sink_dim]] = 0  # nothing writes the gate or the sink ...
                 for read in _input_weights(gm, site):

@@ -111,4 +111,5 @@ def _run_steps(model, data, out, config: AttributeConfig, method: str, steps: li
     record = {**config_record(config), "metric": "logit_diff", "steps": steps}
     written = {name: str(inputs.write(pd.concat(parts, ignore_index=True), name, record)) for name, parts in frames.items() if parts}
     return {"per_pair": written["attribution_per_pair"], "summary": written["attribution_summary"], "direction": config.direction, "method": method,
-            "steps": per_step, "figures": figures, "top": [dict(t, step=step) for step, s in per_step.items() for t in s["top"]]}
+            "steps": per_step, "figures": figures, "top": [dict(t, step=step) for step, s in per_step.items() for t in s["top"]],
+            "pairs": {k: sum(s["pairs"][k] for s in per_step.values()) for k in ("n_candidates", "n_kept", "n_used")}}

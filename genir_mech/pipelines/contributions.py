@@ -53,11 +53,16 @@ def contributions_on(inputs: Inputs, config: ContributionsConfig, *, progress: b
         df = per_step(inputs, resolve_steps(gm, config.steps), lambda texts, qids, docs, view: {
             "contributions": contributions(gm, texts, qids, stages, config.batch_size, sides, progress=progress, view=view)})["contributions"]
     path = inputs.write(df, "contributions", {**config_record(config), "stages": stages.to_json() if stages else None, "sides": list(sides)})
-    means = df[(df.side == "decoder") & (df.metric == "ratio")].groupby(["component", "layer"]).value.mean()  # over steps too
+    ratio = df[(df.side == "decoder") & (df.metric == "ratio")]
+    means = ratio.groupby(["component", "layer"]).value.mean()  # over every step measured
+    by_layer = {k: means.xs(k).round(4).tolist() for k in gm.adapter.kinds("decoder")}
+    if "step" in df.columns:  # one row of the printed table per component and step
+        step_means = ratio.groupby(["component", "step", "layer"]).value.mean()
+        by_layer = {f"{k} (step {t})": step_means.xs((k, t)).round(4).tolist() for k in gm.adapter.kinds("decoder") for t in sorted(ratio.step.unique())}
     return {
         "table": str(path),
         "n_queries": len(inputs.queries),
         "mean_ratio": {k: float(means.xs(k).mean()) for k in gm.adapter.kinds("decoder")},
-        "mean_ratio_by_layer": {k: means.xs(k).round(4).tolist() for k in gm.adapter.kinds("decoder")},
+        "mean_ratio_by_layer": by_layer,
         "figures": draw({"contributions": df}, inputs.out, stages, gm.name),
     }

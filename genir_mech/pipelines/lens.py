@@ -59,13 +59,14 @@ def lens_on(inputs: Inputs, config: LensConfig, *, progress: bool = True) -> dic
     path = inputs.write(lens.ranks, "lens", record)
     heads = inputs.write(lens.head_tokens, "lens_heads", record)
     r = lens.ranks
-    resid = r[(r.facet == "resid_post") & (r.component == "mlp") & (r.metric == "relevant_rank")].groupby("layer").value.median()
+    by = ["step", "layer"] if "step" in r.columns else ["layer"]
+    resid = r[(r.facet == "resid_post") & (r.component == "mlp") & (r.metric == "relevant_rank")].groupby(by).value.median()
     share = docid_share_by_layer(r).pivot(index="layer", columns="metric", values="value")
     return {
         "table": str(path),
         "head_tokens": str(heads),
         "n_queries": len(inputs.queries),
-        "median_relevant_rank_by_layer": {int(k): float(v) for k, v in resid.round(1).items()},
+        "median_relevant_rank_by_layer": {(int(k) if len(by) == 1 else f"step {k[0]} layer {k[1]}"): float(v) for k, v in resid.round(1).items()},
         "docid_share_by_layer": {str(c): {int(k): round(float(v), 2) for k, v in share[c].items()} for c in share.columns},
         "figures": draw({"lens": lens.ranks, "lens_heads": lens.head_tokens}, inputs.out, stages, gm.name),
     }
