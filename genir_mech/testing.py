@@ -1,6 +1,7 @@
 """Tiny GenIR models built in memory, one factory per architecture family, for tests and planted-mechanism checks.
 
     gm = tiny_genir(decoder_layers=4)                                   # random tiny T5 with docid tokens
+    gm = tiny_sequence_genir("naive", n_docs=30)                        # tiny T5 with multi-token (digit) docids
     gm = tiny_llama_genir(layers=3)                                     # random tiny decoder-only Llama (GQA)
     gm = tiny_bart_genir(); gm = tiny_bert2bert_genir(); gm = tiny_mt5_genir(); gm = tiny_t5gemma_genir()
     gm = tiny_gpt2_genir(layers=3)                                      # random tiny GPT-2 (Conv1D, learned positions)
@@ -39,7 +40,7 @@ from transformers import (
 )
 
 from .data.synthetic import SyntheticConfig, generate_corpus
-from .docids import AtomicDocids
+from .docids import AtomicDocids, SequenceDocids
 from .errors import GenIRError
 from .models.adapters import adapter_for, module_at
 from .models.components import ATTENTION_KINDS, Site
@@ -79,6 +80,28 @@ def _tiny_t5(config_cls, model_cls, encoder_layers, decoder_layers, d_model, num
         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id, **variant,
     )
     return _tiny(model_cls(config), tok, f"tiny-{config.model_type}-{encoder_layers}x{decoder_layers}")
+
+
+def tiny_sequence_genir(scheme: str = "naive", encoder_layers: int = 2, decoder_layers: int = 3, d_model: int = 32, num_heads: int = 4,
+                        n_docs: int = 20, seed: int = 0) -> GenIRModel:
+    """A random tiny T5 with multi-token docids (`naive` digits or `title` words) on the toy tokenizer.
+
+    Example:
+        >>> gm = tiny_sequence_genir("naive", n_docs=30)
+        >>> gm.docids.sequence("17"), gm.docids.max_length      # (id of "1", id of "7"), 2
+    """
+    from .data.docid_assignment import naive_docids, title_docids
+    from .training.tokenizer import add_docid_tokens
+
+    gm = tiny_genir(encoder_layers, decoder_layers, d_model, num_heads, n_docs, seed)
+    _, ds = toy_tokenizer(n_docs, seed)
+    builders = {"naive": lambda: naive_docids(ds.documents), "title": lambda: title_docids(ds.documents)}
+    if scheme not in builders:
+        raise GenIRError(f"tiny_sequence_genir builds {', '.join(builders)} docids, not {scheme!r}")
+    mapping = builders[scheme]()
+    torch.manual_seed(seed)
+    add_docid_tokens(gm.hf_model, gm.tokenizer, mapping)
+    return GenIRModel(gm.hf_model.eval(), gm.tokenizer, SequenceDocids.from_mapping(mapping, gm.tokenizer), gm.adapter, gm.name, gm.path)
 
 
 def tiny_llama_genir(layers: int = 3, d_model: int = 32, num_heads: int = 4, num_kv_heads: int = 2, n_docs: int = 20, seed: int = 0, model_type: str = "llama") -> GenIRModel:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..docids import AtomicDocids
+from ..docids import DocidScheme
 from ..errors import GenIRError
 from .adapters import Adapter
 from .components import Site
@@ -44,11 +44,11 @@ class GenIRModel:
 
     hf_model: torch.nn.Module
     tokenizer: object
-    docids: AtomicDocids | None  # None for a language model without docid tokens (load_lm)
+    docids: DocidScheme | None  # AtomicDocids or SequenceDocids (from the model card); None for a language model without docid tokens (load_lm)
     adapter: Adapter
     name: str
     path: str
-    # A retrieval.RetrievalScorer chosen at load time; None means the atomic scorer of `docids`
+    # A retrieval.RetrievalScorer chosen at load time; None means the scorer of `docids` (atomic or sequence)
     # (retrieval.scorer_for resolves it, so models never import the layer above them).
     scorer: object = field(default=None)
     # Queries are cut to this many tokens by `batch` (CLI: --max-query-tokens); `n_truncated` counts the ones that are.

@@ -26,7 +26,7 @@ from transformers.utils import logging as hf_logging
 
 from ..data.corpus import RetrievalDataset
 from ..data.loaders import load_dataset
-from ..docids import AtomicDocids
+from ..docids import ATOMIC, AtomicDocids, SequenceDocids
 from ..errors import GenIRError
 from .adapters import adapter_class
 from .components import Site
@@ -118,7 +118,7 @@ def _load(path_or_id: str, device: str, self_check: bool, dtype: str, docid_patt
         raise GenIRError(f"{path_or_id}: cannot load the model or tokenizer ({str(exc).splitlines()[0]})") from None
     check_finite_parameters(model, str(path_or_id))
     if docids_required:
-        docids = AtomicDocids.detect(tokenizer, docid_pattern)
+        docids = load_docids(path_or_id, tokenizer, docid_pattern)
     else:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -130,6 +130,19 @@ def _load(path_or_id: str, device: str, self_check: bool, dtype: str, docid_patt
     if self_check:
         check_logit_lens(gm, SELF_CHECK_ATOL[dtype])
     return gm
+
+
+def load_docids(path_or_id: str, tokenizer, docid_pattern: str | None = None):
+    """The docid scheme the model card names: atomic tokens detected in the tokenizer, or the sequence mapping beside the weights."""
+    card = ModelCard.read(path_or_id) if Path(path_or_id).is_dir() else ModelCard()
+    if card.scheme == ATOMIC:
+        return AtomicDocids.detect(tokenizer, docid_pattern)
+    if docid_pattern:
+        raise GenIRError(f"{path_or_id}: its model card names {card.scheme} docids (docids.json), so --docid-pattern does not apply")
+    docids = SequenceDocids.load(path_or_id, tokenizer)
+    if docids.scheme != card.scheme:
+        raise GenIRError(f"{docids.source}: a {docids.scheme} docid mapping, but the model card of {path_or_id} says {card.scheme}")
+    return docids
 
 
 @contextmanager

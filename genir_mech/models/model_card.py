@@ -1,7 +1,7 @@
 """`ModelCard`: what a checkpoint says about itself in `model_card.json` (written by `genir-mech train`).
 
     card = ModelCard.read("checkpoints/dsi-synth")        # an empty card when the file is absent (hub models)
-    card.data, card.data_hash, card.removed_documents, card.base
+    card.data, card.data_hash, card.removed_documents, card.base, card.scheme
 
 The one owner of the card's keys: training writes a ModelCard, and every
 reader (default data of a verb, removed documents of the encoder swap, the
@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from ..docids import ATOMIC, DOCID_SCHEMES
 from ..errors import GenIRError
 
 FILE_NAME = "model_card.json"
@@ -29,6 +30,7 @@ class ModelCard:
     data_meta: dict = field(default_factory=dict)
     data_hash: str | None = None
     removed_documents: list[str] = field(default_factory=list)  # documents left out of training
+    docid_scheme: str | None = None  # atomic (None: older cards) or a sequence scheme whose mapping is docids.json beside the weights
     metrics: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
@@ -47,7 +49,14 @@ class ModelCard:
         known = {f.name for f in fields(cls)} - {"extra"}
         card = cls(**{k: v for k, v in data.items() if k in known}, extra={k: v for k, v in data.items() if k not in known})
         card.removed_documents = [str(d) for d in card.removed_documents or []]
+        if card.docid_scheme is not None and card.docid_scheme not in DOCID_SCHEMES:
+            raise GenIRError(f"{path}: docid_scheme {card.docid_scheme!r} is not one of {', '.join(DOCID_SCHEMES)}")
         return card
+
+    @property
+    def scheme(self) -> str:
+        """The docid scheme every verb reads from the card ("atomic" when the card does not say)."""
+        return self.docid_scheme or ATOMIC
 
     def to_json(self) -> dict:
         data = asdict(self)

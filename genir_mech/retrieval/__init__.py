@@ -12,10 +12,10 @@ metrics; evaluation: ranking a split and scoring it with ir_measures.
 from .evaluation import Ranking, best_relevant_ranks, correct_queries, correct_query_targets, evaluate, judgements, rank_texts
 from .measures import ALIASES, DEFAULT_MEASURES, parse_measures
 from .ranks import RANK_THRESHOLDS, beyond_rank_percent, hits_at, rank_of, rank_summary
-from .scoring import AtomicScorer, RetrievalScorer, scorer_for
+from .scoring import AtomicScorer, RetrievalScorer, SequenceScorer, scorer_for
 
 __all__ = [
     "Ranking", "best_relevant_ranks", "correct_queries", "correct_query_targets", "evaluate", "judgements", "rank_texts",
     "ALIASES", "DEFAULT_MEASURES", "parse_measures", "RANK_THRESHOLDS", "beyond_rank_percent", "hits_at", "rank_of",
-    "rank_summary", "AtomicScorer", "RetrievalScorer", "scorer_for",
+    "rank_summary", "AtomicScorer", "RetrievalScorer", "SequenceScorer", "scorer_for",
 ]

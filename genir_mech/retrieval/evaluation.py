@@ -30,6 +30,7 @@ from pathlib import Path
 import ir_measures
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from ..data.corpus import RetrievalDataset
 from ..errors import GenIRError
@@ -90,10 +91,13 @@ def rank_texts(gm, texts: list[str], query_ids: list[str] | None = None, batch_s
         warnings.warn(f"{truncated} of {len(texts)} queries are longer than {limit} tokens and are truncated to their first {limit} "
                       "(CLI: --max-query-tokens)", stacklevel=2)
     # checked per batch: a NaN logit ranks like any score and gives plausible-looking metrics
-    logits = torch.cat([gm.check_finite(gm.logits(gm.batch(texts[i : i + batch_size])).float().cpu(), "ranking logits")
-                        for i in range(0, len(texts), batch_size)])
     scorer = scorer_for(gm)
-    return Ranking(query_ids or [str(i) for i in range(len(texts))], scorer.doc_ids, scorer.score_logits(logits), logits)
+    scores, logits = [], []
+    for i in tqdm(range(0, len(texts), batch_size), desc="ranking", unit="batch", leave=False, disable=len(texts) <= batch_size):
+        s, lg = scorer.score_and_logits(gm, gm.batch(texts[i : i + batch_size]))
+        logits.append(gm.check_finite(lg.float().cpu(), "ranking logits"))
+        scores.append(s.float().cpu())
+    return Ranking(query_ids or [str(i) for i in range(len(texts))], scorer.doc_ids, torch.cat(scores), torch.cat(logits))
 
 
 def best_relevant_ranks(scores: torch.Tensor, columns: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,7 +148,8 @@ def evaluate(gm, dataset: RetrievalDataset, split: str | None = "test", batch_si
     scorer = scorer_for(gm)
     ranks, target_cols = best_relevant_ranks(ranking.doc_scores, [scorer.columns(sorted(dataset.relevant_docs(i))) for i in ids])
     targets = [ranking.doc_ids[c] for c in target_cols.tolist()]
-    vocab_rank = rank_of(ranking.logits, torch.tensor([gm.docids.token_id(d) for d in targets]))
+    # rank of the target's first docid token in the whole vocabulary at the first step (the paper's protocol for atomic docids)
+    vocab_rank = rank_of(ranking.logits, torch.tensor([gm.docids.target_ids(d)[0] for d in targets]))
     measure_objs = parse_measures(measures)
     run = ranking.scored_docs(depth)
     qrels = judgements(dataset, ids)

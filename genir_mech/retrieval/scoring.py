@@ -1,15 +1,16 @@
 """The retrieval scorer: how a GenIR model's decoder output becomes one score per document.
 
-    scorer = scorer_for(gm)                                           # AtomicScorer(gm.docids) for atomic docids
+    scorer = scorer_for(gm)                                           # AtomicScorer or SequenceScorer, from the model card's scheme
     scores = scorer.score(gm, gm.batch(["who founded zorblax"]))      # (1, n_docs)
     scores = scorer.score_logits(run(gm, batch, writes=...).logits)   # the same columns from a patched run
     cols = scorer.columns(["17", "3"])                                # column of each document
 
 Every analysis (evaluation, ablations, circuits, patching metrics, the encoder
 swap) asks a scorer, never the tokenizer, for document scores. Atomic docids
-need one decoder step: the score of a document is the logit of its token. A
-multi-token scheme (sequence log-probability over a trie) or an in-context
-scorer (QRHead) implements the same three methods.
+need one decoder step: the score of a document is the logit of its token.
+Multi-token docids (`SequenceScorer`) score a document by the log-probability
+of its whole token sequence, exactly, over the docid trie
+(`sequence_ranking`). An in-context scorer (QRHead) implements the same methods.
 """
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from ..docids import AtomicDocids
+from ..docids import AtomicDocids, SequenceDocids
+from ..errors import GenIRError
+from .sequence_ranking import ROWS_PER_FORWARD, trie_log_probs
 
 
 class RetrievalScorer(ABC):
@@ -35,6 +38,11 @@ class RetrievalScorer(ABC):
     @abstractmethod
     def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, n_docs) scores from the ranking-step logits an instrumented `run` returns."""
+
+    def score_and_logits(self, gm, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, n_docs) scores and the (B, vocab) first-step logits of one query batch (what a ranking keeps)."""
+        logits = gm.logits(batch)
+        return self.score_logits(logits), logits
 
     def columns(self, doc_ids: list[str]) -> torch.Tensor:
         """(len(doc_ids),) column of each document in the score matrix."""
@@ -68,6 +76,39 @@ class AtomicScorer(RetrievalScorer):
         return torch.tensor([self.docids.index(d) for d in doc_ids], dtype=torch.long)
 
 
+class SequenceScorer(RetrievalScorer):
+    """Multi-token docids: a document's score is log P(its tokens, then eos | query), exact over the docid trie."""
+
+    def __init__(self, docids: SequenceDocids, rows_per_forward: int = ROWS_PER_FORWARD):
+        self.docids, self.rows_per_forward = docids, rows_per_forward
+
+    @property
+    def doc_ids(self) -> list[str]:
+        """Document ids in column order (the docid scheme's order)."""
+        return self.docids.doc_ids
+
+    def score(self, gm, batch) -> torch.Tensor:
+        """(B, n_docs) exact sequence log-probabilities (one cached walk over the trie per query group)."""
+        return trie_log_probs(gm, batch, self.docids, self.rows_per_forward)
+
+    def score_and_logits(self, gm, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, n_docs) exact scores and the (B, vocab) logits of the first docid step."""
+        return self.score(gm, batch), gm.logits(batch)
+
+    def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Refused: first-step logits alone do not rank multi-token docids."""
+        raise GenIRError(f"{self.docids.scheme} docids span {self.docids.max_length} decoder steps: an analysis that reads only the "
+                         "first step's logits cannot rank them")
+
+    def columns(self, doc_ids: list[str]) -> torch.Tensor:
+        """Column of each document; GenIRError names an unknown docid and the mapping file."""
+        return torch.tensor([self.docids.index(d) for d in doc_ids], dtype=torch.long)
+
+
 def scorer_for(gm) -> RetrievalScorer:
-    """The scorer of a loaded model: the one it was loaded with, else the atomic scorer of its docids."""
-    return gm.scorer if gm.scorer is not None else AtomicScorer(gm.docids)
+    """The scorer of a loaded model: the one it was loaded with, else the one of its docid scheme (read from the model card on load)."""
+    if gm.scorer is not None:
+        return gm.scorer
+    if isinstance(gm.docids, SequenceDocids):
+        return SequenceScorer(gm.docids)
+    return AtomicScorer(gm.docids)

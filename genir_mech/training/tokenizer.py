@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
+from transformers.utils import logging as hf_logging
 
 from ..docids import docid_token
 
@@ -49,3 +50,23 @@ def build_lm_tokenizer(texts: Iterable[str], doc_ids: Iterable[str]) -> PreTrain
                                   padding_side="left")
     tok.add_tokens([AddedToken(docid_token(d), normalized=False) for d in doc_ids])
     return tok
+
+
+def add_docid_tokens(model, tokenizer, mapping) -> list[str]:
+    """Add the token strings of a sequence docid mapping (`docids.DocidMapping`) that the tokenizer lacks, and grow the
+    model's embeddings to match; returns the tokens added.
+
+    The tokens are added unnormalised and single-word: a digit token "1" is matched only as a word of its own, so the
+    year "1901" in a document keeps its one word-level token instead of becoming four docid digits.
+    """
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in mapping.tokens if t not in vocab]
+    if missing:
+        tokenizer.add_tokens([AddedToken(t, normalized=False, single_word=True) for t in missing])
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # transformers explains its (sensible) mean initialisation of new rows on every call
+        try:
+            model.resize_token_embeddings(len(tokenizer))
+        finally:
+            hf_logging.set_verbosity(verbosity)
+    return missing

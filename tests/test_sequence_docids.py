@@ -1,0 +1,151 @@
+"""Multi-token docids (issue 10): the mapping file, the prefix trie, loading from the model card, exact ranking.
+
+Exact ranking (a cached walk over the docid trie) must equal brute-force teacher forcing of every docid one by
+one; bad mappings (duplicate sequences, tokens missing from the vocabulary, a scheme that differs from the card)
+are refused in one line naming the file and docid.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from genir_mech.data.docid_assignment import SemanticConfig, naive_docids, semantic_docids, title_docids
+from genir_mech.docids import MAPPING_FILE, DocidMapping, SequenceDocids
+from genir_mech.errors import GenIRError
+from genir_mech.models.loading import load_genir
+from genir_mech.models.model_card import ModelCard
+from genir_mech.retrieval import SequenceScorer, rank_texts, scorer_for
+from genir_mech.retrieval.sequence_ranking import teacher_forced_log_probs, trie_log_probs
+from genir_mech.testing import tiny_sequence_genir, toy_queries
+
+
+@pytest.fixture(scope="module")
+def naive_gm():
+    return tiny_sequence_genir("naive", n_docs=60)
+
+
+def test_naive_trie_keeps_a_docid_that_is_a_prefix_of_another(naive_gm):
+    docids = naive_gm.docids
+    five, two = docids.sequence("5"), docids.sequence("2")
+    assert docids.sequence("52") == five + two
+    assert set(docids.children(five)) == {docids.eos_id, *[docids.sequence(str(d))[0] for d in range(10)]}
+    assert docids.doc_at(five) == "5" and docids.doc_at(five + two + (docids.eos_id,)) == "52"
+    assert docids.children((docids.eos_id,)) == [] and docids.target_ids("52") == [*five, *two, docids.eos_id]
+    # the walk's plan visits every distinct prefix exactly once and ends every docid once
+    levels = docids.levels()
+    assert sum(len(level.prefixes) for level in levels) == docids.n_prefixes() + 1
+    assert sorted(int(d) for level in levels for d in level.doc.tolist() if d >= 0) == list(range(len(docids)))
+
+
+@pytest.mark.parametrize("rows_per_forward", [7, 4096])
+def test_exact_trie_ranking_equals_one_by_one_teacher_forcing(naive_gm, rows_per_forward):
+    batch = naive_gm.batch(toy_queries(naive_gm, 5))
+    exact = trie_log_probs(naive_gm, batch, naive_gm.docids, rows_per_forward)
+    brute = teacher_forced_log_probs(naive_gm, batch, naive_gm.docids)
+    assert exact.shape == (5, 60)
+    torch.testing.assert_close(exact, brute, atol=1e-4, rtol=0)
+    # one by one (a single query, a single docid) agrees too
+    one = teacher_forced_log_probs(naive_gm, naive_gm.batch(toy_queries(naive_gm, 5)[2:3]), naive_gm.docids, ["37"])
+    torch.testing.assert_close(one[0, 0], exact[2, naive_gm.docids.index("37")], atol=1e-4, rtol=0)
+    # log-probabilities of disjoint events: the docids' total probability is at most 1
+    assert bool((torch.logsumexp(exact, dim=1) <= 1e-5).all())
+
+
+def test_title_scheme_ranks_exactly():
+    gm = tiny_sequence_genir("title", n_docs=24)
+    assert gm.docids.max_length >= 2
+    batch = gm.batch(toy_queries(gm, 3))
+    torch.testing.assert_close(trie_log_probs(gm, batch, gm.docids), teacher_forced_log_probs(gm, batch, gm.docids), atol=1e-4, rtol=0)
+
+
+def test_semantic_ids_are_paths_of_bounded_clusters_and_deterministic():
+    rng = torch.Generator().manual_seed(0)
+    centers = torch.randn(5, 16, generator=rng) * 5
+    points = (centers.repeat_interleave(12, 0) + torch.randn(60, 16, generator=rng)).numpy()
+    ids = [str(i) for i in range(60)]
+    config = SemanticConfig(branches=5, leaf_size=12, seed=3)
+    mapping = semantic_docids(ids, points, config)
+    assert mapping == semantic_docids(ids, points, config)
+    # five well separated blobs of 12: one split, then the index inside the blob
+    assert {len(s) for s in mapping.sequences.values()} == {2}
+    assert len({s[0] for s in mapping.sequences.values()}) == 5
+    assert all(mapping.sequences[str(i)][0] == mapping.sequences[str(12 * (i // 12))][0] for i in range(60))
+    deep = semantic_docids(ids, points, SemanticConfig(branches=2, leaf_size=4, max_depth=3, seed=0))
+    assert max(len(s) for s in deep.sequences.values()) <= 4
+
+
+def test_title_docids_are_the_shortest_unique_word_prefixes():
+    docs = {"0": "alpha beta gamma", "1": "alpha beta delta", "2": "omega", "3": "alpha beta gamma"}
+    titles = title_docids(docs).sequences
+    assert titles["2"] == ("omega",) and titles["1"] == ("alpha", "beta", "delta")
+    assert titles["0"] != titles["3"] and titles["3"][-2:] == ("#", "2")
+
+
+def test_mapping_round_trip_and_card_scheme(tmp_path, naive_gm):
+    mapping = naive_docids({str(i): "" for i in range(12)})
+    path = mapping.write(tmp_path / MAPPING_FILE)
+    again = DocidMapping.read(tmp_path)
+    assert again.sequences == mapping.sequences and again.scheme == "naive" and again.source == str(path)
+    assert ModelCard().scheme == "atomic" and ModelCard(docid_scheme="semantic").scheme == "semantic"
+
+
+def _saved_sequence_model(tmp_path, gm, scheme="naive"):
+    out = tmp_path / "model"
+    gm.hf_model.save_pretrained(out)
+    gm.tokenizer.save_pretrained(out)
+    tokens = {d: gm.tokenizer.convert_ids_to_tokens(list(gm.docids.sequence(d))) for d in gm.docids.doc_ids}
+    DocidMapping(gm.docids.scheme, tokens).write(out / MAPPING_FILE)
+    ModelCard(objective="dsi", docid_scheme=scheme).write(out)
+    return out
+
+
+def test_load_genir_reads_the_scheme_from_the_card(tmp_path, naive_gm):
+    out = _saved_sequence_model(tmp_path, naive_gm)
+    gm = load_genir(str(out))
+    assert isinstance(gm.docids, SequenceDocids) and isinstance(scorer_for(gm), SequenceScorer)
+    texts = toy_queries(gm, 4)
+    ranking = rank_texts(gm, texts, batch_size=3)
+    torch.testing.assert_close(ranking.doc_scores, teacher_forced_log_probs(naive_gm, naive_gm.batch(texts), naive_gm.docids), atol=1e-4, rtol=0)
+    with pytest.raises(GenIRError, match="first step"):
+        scorer_for(gm).score_logits(ranking.logits)
+
+
+def _one_line(exc: pytest.ExceptionInfo) -> str:
+    message = str(exc.value)
+    assert "\n" not in message
+    return message
+
+
+def test_bad_mappings_are_refused_in_one_line(tmp_path, naive_gm):
+    dup = tmp_path / "dup.json"
+    dup.write_text(json.dumps({"scheme": "naive", "docids": {"1": ["1", "2"], "7": ["3"], "12": ["1", "2"]}}))
+    with pytest.raises(GenIRError) as exc:
+        DocidMapping.read(dup)
+    assert all(s in _one_line(exc) for s in (str(dup), "'1'", "'12'", "same token sequence"))
+
+    missing = tmp_path / "missing.json"
+    missing.write_text(json.dumps({"scheme": "naive", "docids": {"1": ["1"], "2": ["zz-not-a-token"]}}))
+    with pytest.raises(GenIRError) as exc:
+        SequenceDocids.load(missing, naive_gm.tokenizer)
+    assert all(s in _one_line(exc) for s in (str(missing), "docid '2'", "zz-not-a-token", "missing from the tokenizer"))
+
+    for text, expected in (("{", "line 1"), (json.dumps({"scheme": "atomic", "docids": {"1": ["1"]}}), "not a sequence scheme"),
+                           (json.dumps({"scheme": "naive", "docids": {"1": "1"}}), "docid '1'")):
+        bad = tmp_path / "bad.json"
+        bad.write_text(text)
+        with pytest.raises(GenIRError) as exc:
+            DocidMapping.read(bad)
+        assert str(bad) in _one_line(exc) and expected in str(exc.value)
+
+
+def test_scheme_mismatch_between_card_and_mapping_is_refused(tmp_path, naive_gm):
+    out = _saved_sequence_model(tmp_path, naive_gm, scheme="semantic")
+    with pytest.raises(GenIRError) as exc:
+        load_genir(str(out))
+    assert all(s in _one_line(exc) for s in ("naive docid mapping", "says semantic", MAPPING_FILE))
+    (out / MAPPING_FILE).unlink()
+    with pytest.raises(GenIRError) as exc:
+        load_genir(str(out))
+    assert "no docid mapping file" in _one_line(exc)
