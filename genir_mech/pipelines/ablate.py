@@ -45,6 +45,8 @@ def run_ablate(model, data, out, config: AblateConfig | None = None, *, other=No
         summary = run_ablate(gm, dataset, "runs/ablate/dsi-synth", AblateConfig(stages="stages.json", methods=("zero", "mean", "cross-model")), other=base_gm)
     """
     config = config or AblateConfig()
+    if config.steps is not None:
+        resolve_steps(model, config.steps)  # a step beyond the docid length: one line, before the queries are ranked
     return ablate_on(Inputs.for_queries(model, data, out, config), config, other=other, progress=progress)
 
 

@@ -58,11 +58,12 @@ def run_attribute(model, data, out, config: AttributeConfig | None = None, *, pr
         summary = run_attribute(gm, dataset, "runs/attribute/dsi-synth", AttributeConfig(n_pairs=64, verify_top_k=20))
     """
     config = config or AttributeConfig()
+    steps = None if config.steps is None else resolve_steps(model, config.steps)  # a step too far: one line, before any work
     method = attribution_method({"verify_method": config.verify_method, "qk_fix": config.qk_fix})
     if method not in METHODS:
         raise GenIRError(f"unknown verify_method {method!r}; methods are {', '.join(METHODS)}")
     if config.steps is not None:
-        return _run_steps(model, data, out, config, method, resolve_steps(model, config.steps), progress)
+        return _run_steps(model, data, out, config, method, steps, progress)
     inputs = Inputs.for_pairs(model, data, out, config)
     record = {**config_record(config), "metric": "logit_diff"}
     table, summary, result, check = _attribute(inputs, config, method, progress)

@@ -39,6 +39,8 @@ def run_contributions(model, data, out, config: ContributionsConfig | None = Non
         summary = run_contributions(gm, dataset, "runs/contributions/dsi-synth", ContributionsConfig(max_queries=256, stages="stages.json"))
     """
     config = config or ContributionsConfig()
+    if config.steps is not None:
+        resolve_steps(model, config.steps)  # a step beyond the docid length: one line, before the queries are ranked
     return contributions_on(Inputs.for_queries(model, data, out, config), config, progress=progress)
 
 

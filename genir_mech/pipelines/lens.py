@@ -41,6 +41,8 @@ def run_lens(model, data, out, config: LensConfig | None = None, *, progress: bo
         summary = run_lens(gm, dataset, "runs/lens/dsi-synth", LensConfig(max_queries=256, top_k=10, examples=32))
     """
     config = config or LensConfig()
+    if config.steps is not None:
+        resolve_steps(model, config.steps)  # a step beyond the docid length: one line, before the queries are ranked
     return lens_on(Inputs.for_queries(model, data, out, config), config, progress=progress)
 
 

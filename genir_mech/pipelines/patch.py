@@ -74,12 +74,13 @@ def run_patch(model, data, out, config: PatchConfig | None = None, *, progress: 
         summary = run_patch(gm, dataset, "runs/patch/dsi-synth", PatchConfig(target="head", n_pairs=32))
     """
     config = config or PatchConfig()
+    steps = None if config.steps is None else resolve_steps(model, config.steps)  # a step too far: one line, before any work
     if bool(config.target) == bool(config.specs):
         raise GenIRError("give exactly one of target or specs (CLI: --target or --specs)")
     if config.target and config.target not in TARGETS:
         raise GenIRError(f"unknown target {config.target!r}; targets are {', '.join(TARGETS)}")
     if config.steps is not None:
-        return _run_steps(model, data, out, config, resolve_steps(model, config.steps), progress)
+        return _run_steps(model, data, out, config, steps, progress)
     inputs = Inputs.for_pairs(model, data, out, config)
     name = config.target or Path(config.specs).stem
     table, summary, specs = _sweep(inputs, config, name, progress)
