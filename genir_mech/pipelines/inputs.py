@@ -165,20 +165,24 @@ class Inputs:
         the dataset's correct validation queries. `write=False`: the caller writes the pair tables (several steps in one)."""
         started = time.time()
         dataset = data if isinstance(data, RetrievalDataset) else None
-        pairs = dataset_pairs(dataset) if dataset is not None else list(data or [])
-        if not pairs:
+        builds = step is not None and step > 0 and dataset is not None  # pairs of this step are built from the queries below
+        pairs = (dataset_pairs(dataset) if dataset.pairs or not builds else []) if dataset is not None else list(data or [])
+        if not pairs and not builds:
             raise GenIRError("no query pairs: give a dataset with matched pairs or a list of QueryPair (CLI: --pairs FILE)")
         if config.n_pairs is not None and config.n_pairs < 1:
             raise GenIRError(f"n_pairs must be positive, got {config.n_pairs} (CLI: --n-pairs)")
         if config.align is not None and config.align not in ALIGNMENTS:
             raise GenIRError(f"align must be one of {', '.join(ALIGNMENTS)}, got {config.align!r}")
         n_candidates = len(pairs)
-        if step is not None and step > 0 and dataset is not None:
+        if builds:
             # matched pairs rarely share a docid prefix: add pairs of correct validation queries that this step decides
             targets = _correct_query_targets(model, dataset, None, 256)
             queries = [q for q in dataset.split(dataset.resolve_split(None)) if q.query_id in targets]
             pairs += step_pairs(model, queries, [targets[q.query_id] for q in queries], step, seed=config.seed)
             n_candidates = len(pairs)
+            if not pairs:
+                raise GenIRError(f"{model.path}: no two correct validation queries of the same template and length have docids that share "
+                                 f"a prefix and diverge at step {step}; give pairs (CLI: --pairs FILE) or another step")
         if config.all_pairs:
             # Even then a pair whose two queries share their document is left out: it has no logit difference to restore.
             pairs = with_model_docs(model, pairs)
