@@ -20,6 +20,7 @@ from genir_mech.patching.engine import component_sweep
 from genir_mech.patching.pairs import step_pairs, tokenize_pairs
 from genir_mech.pipelines.attribute import AttributeConfig, run_attribute
 from genir_mech.pipelines.patch import PatchConfig, run_patch
+from genir_mech.pipelines.rendering import redraw
 from genir_mech.pipelines.stages import StagesConfig, run_stages
 from genir_mech.retrieval import rank_texts
 from genir_mech.retrieval.steps import resolve_steps, step_view
@@ -143,6 +144,9 @@ def test_planted_steps_through_the_stages_pipeline(planted, tmp_path):
     assert {int(s): (int(r.first_layer), int(r.last_layer)) for s, r in bridging.iterrows()} == {0: (1, 1), 1: (2, 2)}
     assert "stages_per_step" in summary["figures"] and Path(summary["figures"]["stages_per_step"]).stat().st_size > 0
     assert set(pd.read_csv(tmp_path / "stages" / "contributions.csv")["step"]) == {0, 1}
+    # redrawn from the tables alone; the one-step figures are not drawn from several steps' rows
+    made = redraw(tmp_path / "stages", out_dir=tmp_path / "redrawn")
+    assert "stages_per_step" in made and "fig3" not in made and "stages" not in made
 
 
 def test_planted_step_patching_finds_the_deciding_layer(planted):
@@ -161,6 +165,14 @@ def test_planted_step_patching_finds_the_deciding_layer(planted):
         assert effect.idxmax() == STEP_LAYERS[step], (step, effect)
         assert effect[STEP_LAYERS[step]] == pytest.approx(1.0, abs=1e-4)  # the only way the query reaches this step
         assert effect.drop(STEP_LAYERS[step]).abs().max() < 1e-6
+
+
+def test_the_cli_reads_the_library_step_keyword():
+    from genir_mech.retrieval import steps
+    from genir_mech.verbs.options import library_constant, step_list
+
+    assert library_constant("retrieval.steps", "ALL_STEPS") == steps.ALL_STEPS
+    assert step_list("all") == steps.ALL_STEPS and step_list("2,0,2") == [0, 2]
 
 
 # -- bad input ---------------------------------------------------------------------------------------------------
