@@ -26,6 +26,7 @@ position of the query is a decoder position (`PairBatch.decoder_length`).
 from __future__ import annotations
 
 import csv
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,8 +217,6 @@ def step_pairs(gm, queries: list, docs: list[str], step: int, n: int | None = No
 
     `queries` are corpus Query objects (text, template) and `docs` the document each one's analysis follows.
     """
-    import random
-
     scheme = sequences_of(gm)
     check_step(gm, step)
     lengths = [len(r) for r in gm.token_rows([q.text for q in queries])]

@@ -29,12 +29,12 @@ from ..analyses.ablation import ablate, layer_ablation
 from ..analyses.change_point import DEFAULT_PENALTY, DEFAULT_RESOLUTION
 from ..analyses.contributions import contributions
 from ..analyses.stage_localisation import ABLATION_METRIC, NamingRules, localise_stages
-from ..retrieval.steps import resolve_steps, step_view
+from ..retrieval.steps import resolve_steps
 from ..stage_definition import Stage, StageDefinition
 from ..results_directory import atomic
 from .inputs import Inputs, QueryConfig, config_record
 from .rendering import draw
-from .steps import with_step
+from .steps import per_step
 
 
 @dataclass
@@ -117,35 +117,30 @@ def _localise(gm, texts, query_ids, docs, config: StagesConfig, progress: bool, 
 def _run_steps(inputs: Inputs, config: StagesConfig, steps: list[int], progress: bool) -> dict:
     """The localisation at every decoding step in `steps`: tables with a step column, one definition per step, the per-step figure."""
     gm = inputs.model
-    tables: dict[str, list] = {}
-    per_step, reports = {}, []
-    for step in steps:
-        view = step_view(gm, inputs.relevant_docs, step)
-        pick = lambda values: [values[i] for i in view.rows]  # noqa: E731  (queries whose docid has a token at this step)
-        contrib, layers, found = _localise(gm, pick(inputs.texts), pick(inputs.query_ids), pick(inputs.relevant_docs), config, progress, view)
-        found.definition.save(inputs.out / f"stages_step{step}.json")
-        if step == steps[0]:
+    found_at, reports = {}, []
+
+    def measure(texts, query_ids, docs, view):
+        contrib, layers, found = _localise(gm, texts, query_ids, docs, config, progress, view)
+        path = found.definition.save(inputs.out / f"stages_step{view.step}.json")
+        if view.step == steps[0]:
             found.definition.save(inputs.out / "stages.json")
-        step_frames = {"contributions": contrib, "stage_layer_means": found.layer_means, "boundary_stability": found.stability,
-                       "stage_features": found.profile, "stage_evidence": found.evidence, "n_stages_bootstrap": found.n_stages_distribution,
-                       "step_stages": stage_rows(found.definition)}
-        if layers is not None:
-            step_frames["layer_ablation"] = layers
-        for name, df in step_frames.items():
-            tables.setdefault(name, []).append(with_step(df, step))
-        per_step[step] = {"stages": found.definition.to_json()["stages"], "boundary_stability": found.boundary_stability(),
-                          "n_queries": found.n_queries, "stage_definition": str(inputs.out / f"stages_step{step}.json")}
-        reports.append(f"step {step}: " + found.summary())
+        found_at[view.step] = {"stages": found.definition.to_json()["stages"], "boundary_stability": found.boundary_stability(),
+                               "n_queries": found.n_queries, "stage_definition": str(path)}
+        reports.append(f"step {view.step}: " + found.summary())
+        tables = {"contributions": contrib, "stage_layer_means": found.layer_means, "boundary_stability": found.stability,
+                  "stage_features": found.profile, "stage_evidence": found.evidence, "n_stages_bootstrap": found.n_stages_distribution,
+                  "step_stages": stage_rows(found.definition)}
+        return tables if layers is None else {**tables, "layer_ablation": layers}
+
+    frames = per_step(inputs, steps, measure)
     record = {**config_record(config), "rules": vars(config.rules), "steps": steps}
-    frames = {name: pd.concat(parts, ignore_index=True) for name, parts in tables.items()}
     for name, df in frames.items():
         inputs.write(df, name, record)
-    first = StageDefinition.load(inputs.out / "stages.json")
     return {
-        "steps": per_step,
+        "steps": found_at,
         "report": "\n".join(reports),
         "stage_definition": str(inputs.out / "stages.json"),
-        "figures": draw(frames, inputs.out, first, gm.name),
+        "figures": draw(frames, inputs.out, StageDefinition.load(inputs.out / "stages.json"), gm.name),
     }
 
 

@@ -40,7 +40,7 @@ class _AtomicSequences:
     def __init__(self, docids):
         self.docids = docids
         self.max_length = 1
-        self.name = "atomic"
+        self.scheme = "atomic"
 
     def sequence(self, doc_id: str) -> tuple[int, ...]:
         return (self.docids.token_id(doc_id),)
@@ -59,7 +59,7 @@ def sequences_of(gm):
 
 def scheme_name(gm) -> str:
     """The scheme's name for messages (atomic, naive, semantic, title)."""
-    return str(getattr(sequences_of(gm), "name", None) or getattr(sequences_of(gm), "scheme", "sequence"))
+    return str(getattr(sequences_of(gm), "scheme", "sequence"))
 
 
 def check_step(gm, step: int) -> int:
