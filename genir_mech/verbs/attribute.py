@@ -37,6 +37,9 @@ def handler(args):
             print(f"  {t['node']}: {t['estimate']:+.3f}  [{t['ci'][0]:+.3f}, {t['ci'][1]:+.3f}]")
         if "spearman" in summary:
             print(f"exact patching of the top {args.verify_top_k}: Spearman rho = {summary['spearman']:.3f} ({summary['verification']})")
+        for step, found in summary.get("steps", {}).items():
+            if "spearman" in found:
+                print(f"docid step {step}: exact patching of the top {args.verify_top_k}: Spearman rho = {found['spearman']:.3f}")
         print(f"tables: {summary['per_pair']}, {summary['summary']}   figures: {', '.join(summary['figures'].values())}")
     return summary
 
