@@ -76,9 +76,6 @@ def plot_stages(layer_means: pd.DataFrame, stability: pd.DataFrame, definition: 
     return saved(fig, path)
 
 
-PER_STEP_PANELS = {"ratio": "contribution ratio", "cos_residual": "cosine with\nthe residual stream"}
-
-
 def plot_stages_per_step(layer_means: pd.DataFrame, step_stages: pd.DataFrame, path=None, title: str = ""):
     """One column per decoding step: the contribution profile of every component with that step's located stages shaded.
 
@@ -87,7 +84,7 @@ def plot_stages_per_step(layer_means: pd.DataFrame, step_stages: pd.DataFrame, p
     (coarse) and last (fine) docid tokens go through the same decoder stages?
     """
     steps = sorted(int(s) for s in layer_means["step"].unique())
-    panels = [m for m in PER_STEP_PANELS if m in set(layer_means["metric"])]
+    panels = [m for m in PANELS if m in set(layer_means["metric"])]
     n_layers = int(layer_means["layer"].max()) + 1
     with themed():
         fig, axes = new_figure(len(panels), len(steps), figsize=(max(4.0, 0.3 * n_layers + 2.5) * len(steps) + 1.5, 2.2 * len(panels) + 1.2),
@@ -99,15 +96,16 @@ def plot_stages_per_step(layer_means: pd.DataFrame, step_stages: pd.DataFrame, p
             for row, metric in enumerate(panels):
                 ax = axes[row, col]
                 sub = means[means["metric"] == metric]
+                scale = 100.0 if metric == "layer_ablation" else 1.0  # the table holds a fraction of queries; the axis says %
                 for component, part in sub.groupby("component", sort=False):
-                    ax.plot(part["layer"], part["value"], marker="o", ms=3, color=component_colour(component), label=component)
+                    ax.plot(part["layer"], scale * part["value"], marker="o", ms=3, color=component_colour(component), label=component)
                 shade_stages(ax, definition, label=row == 0)
                 for b in definition_boundaries(definition):
                     ax.axvline(b - 0.5, color="k", ls="--", lw=1.0)
                 if metric == "cos_residual":
                     ax.axhline(0, color="grey", lw=0.5)
                 if col == 0:
-                    ax.set_ylabel(PER_STEP_PANELS[metric], fontsize=8)
+                    ax.set_ylabel(PANELS[metric], fontsize=8)
             axes[0, col].set_title(f"docid step {step}", pad=18, fontsize=9)
             axes[-1, col].set_xlabel("decoder layer")
             axes[-1, col].xaxis.set_major_locator(MaxNLocator(integer=True))
