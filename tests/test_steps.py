@@ -211,3 +211,18 @@ def test_step_view_refuses_a_step_beyond_the_docid_length(planted):
     gm, _, _, docs = planted
     with pytest.raises(GenIRError, match=r"--step 2 is beyond the docid length .* at most 2 tokens \(steps 0-1\)"):
         step_view(gm, docs, 2)
+
+
+def test_a_step_no_docid_reaches_is_left_out_with_a_warning(atomic_dataset, atomic, tmp_path):
+    from genir_mech.pipelines.inputs import Inputs, QueryConfig
+    from genir_mech.pipelines.steps import per_step
+
+    gm = atomic[0]
+    inputs = Inputs.for_queries(gm, atomic_dataset, tmp_path, QueryConfig(max_queries=4))
+    measure = lambda texts, qids, docs, view: {"n": pd.DataFrame({"queries": [len(view)]})}  # noqa: E731
+    assert per_step(inputs, [0], measure)["n"].to_dict("list") == {"step": [0], "queries": [4]}
+    # one-token docids end before step 1 (as one-digit naive ids do in a longer scheme)
+    with pytest.warns(UserWarning, match=r"has a token at step\(s\) 1; those steps are left out"):
+        assert per_step(inputs, [0, 1], measure)["n"]["step"].tolist() == [0]
+    with pytest.raises(GenIRError, match="nothing to analyse"):
+        per_step(inputs, [1], measure)

@@ -16,7 +16,7 @@ each step of a multi-token docid separately (retrieval.steps: the decoder
 teacher-forced to the step's prefix, ranks among the trie-valid
 continuations): every table gets a `step` column, `step_stages` lists the
 stages found per step, `stages_step<t>.json` holds each step's definition
-(and `stages.json` the first step's), and figures/stages_per_step.png draws the
+(and `stages.json` the first measured step's), and figures/stages_per_step.png draws the
 contribution profile and the located stages of every step side by side.
 """
 from __future__ import annotations
@@ -122,7 +122,7 @@ def _run_steps(inputs: Inputs, config: StagesConfig, steps: list[int], progress:
     def measure(texts, query_ids, docs, view):
         contrib, layers, found = _localise(gm, texts, query_ids, docs, config, progress, view)
         path = found.definition.save(inputs.out / f"stages_step{view.step}.json")
-        if view.step == steps[0]:
+        if not found_at:  # the first step measured
             found.definition.save(inputs.out / "stages.json")
         found_at[view.step] = {"stages": found.definition.to_json()["stages"], "boundary_stability": found.boundary_stability(),
                                "n_queries": found.n_queries, "stage_definition": str(path)}

@@ -80,6 +80,12 @@ def resolve_steps(gm, steps) -> list[int]:
     return [check_step(gm, s) for s in ([steps] if isinstance(steps, int) else list(steps))]
 
 
+def covering(gm, docs: list[str], step: int) -> int:
+    """How many of `docs` have a docid token at `step` (a shorter docid has ended before it)."""
+    scheme = sequences_of(gm)
+    return sum(len(scheme.sequence(str(d))) > step for d in docs)
+
+
 @dataclass
 class StepView:
     """Per query: the teacher-forced decoder input, the correct next token and the trie-valid continuations at one step.
