@@ -226,3 +226,9 @@ def test_a_step_no_docid_reaches_is_left_out_with_a_warning(atomic_dataset, atom
         assert per_step(inputs, [0, 1], measure)["n"]["step"].tolist() == [0]
     with pytest.raises(GenIRError, match="nothing to analyse"):
         per_step(inputs, [1], measure)
+
+
+def test_a_multi_token_model_without_a_step_is_one_line(planted, tmp_path):
+    gm = planted[0]
+    with pytest.raises(GenIRError, match=r"has semantic docids of up to 2 tokens: activation patching follows one docid token, so give the decoding step"):
+        run_patch(gm, [], tmp_path / "patch", PatchConfig(target="component"), progress=False)

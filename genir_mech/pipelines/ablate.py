@@ -21,7 +21,7 @@ from ..analyses.ablation import ablate, layer_ablation
 from ..errors import GenIRError
 from ..stage_definition import StageDefinition
 from ..results_directory import atomic
-from ..retrieval.steps import resolve_steps
+from ..retrieval.steps import require_steps, resolve_steps
 from .inputs import Inputs, QueryConfig, config_record
 from .rendering import draw
 from .steps import per_step
@@ -45,6 +45,7 @@ def run_ablate(model, data, out, config: AblateConfig | None = None, *, other=No
         summary = run_ablate(gm, dataset, "runs/ablate/dsi-synth", AblateConfig(stages="stages.json", methods=("zero", "mean", "cross-model")), other=base_gm)
     """
     config = config or AblateConfig()
+    require_steps(model, config.steps, "ablation")
     if config.steps is not None:
         resolve_steps(model, config.steps)  # a step beyond the docid length: one line, before the queries are ranked
     return ablate_on(Inputs.for_queries(model, data, out, config), config, other=other, progress=progress)

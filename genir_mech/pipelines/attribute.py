@@ -25,7 +25,7 @@ from ..errors import GenIRError
 from ..patching.aggregation import aggregate
 from ..patching.attribution import METHODS, attribute, verify_top_k
 from ..results_directory import atomic
-from ..retrieval.steps import resolve_steps
+from ..retrieval.steps import require_steps, resolve_steps
 from .inputs import Inputs, PairConfig, config_record, position_token_table
 from .patch import node_label
 from .rendering import attribution_method, draw_attribution_summary, patching_context, position_tokens
@@ -58,6 +58,7 @@ def run_attribute(model, data, out, config: AttributeConfig | None = None, *, pr
         summary = run_attribute(gm, dataset, "runs/attribute/dsi-synth", AttributeConfig(n_pairs=64, verify_top_k=20))
     """
     config = config or AttributeConfig()
+    require_steps(model, config.steps, "attribution patching")
     steps = None if config.steps is None else resolve_steps(model, config.steps)  # a step too far: one line, before any work
     method = attribution_method({"verify_method": config.verify_method, "qk_fix": config.qk_fix})
     if method not in METHODS:

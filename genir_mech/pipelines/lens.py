@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..analyses.logit_lens import LensResult, docid_share_by_layer, logit_lens
-from ..retrieval.steps import resolve_steps
+from ..retrieval.steps import require_steps, resolve_steps
 from ..stage_definition import StageDefinition
 from ..results_directory import atomic
 from .inputs import Inputs, QueryConfig, config_record
@@ -41,6 +41,7 @@ def run_lens(model, data, out, config: LensConfig | None = None, *, progress: bo
         summary = run_lens(gm, dataset, "runs/lens/dsi-synth", LensConfig(max_queries=256, top_k=10, examples=32))
     """
     config = config or LensConfig()
+    require_steps(model, config.steps, "the logit lens")
     if config.steps is not None:
         resolve_steps(model, config.steps)  # a step beyond the docid length: one line, before the queries are ranked
     return lens_on(Inputs.for_queries(model, data, out, config), config, progress=progress)

@@ -30,7 +30,7 @@ from ..patching.aggregation import aggregate
 from ..patching.engine import sweep
 from ..patching.specs import TARGETS, load_specs, save_specs, target_specs
 from ..results_directory import atomic
-from ..retrieval.steps import resolve_steps
+from ..retrieval.steps import require_steps, resolve_steps
 from .inputs import Inputs, PairConfig, config_record, position_token_table
 from .rendering import draw_patch_summary, patching_context, position_tokens
 
@@ -74,6 +74,7 @@ def run_patch(model, data, out, config: PatchConfig | None = None, *, progress: 
         summary = run_patch(gm, dataset, "runs/patch/dsi-synth", PatchConfig(target="head", n_pairs=32))
     """
     config = config or PatchConfig()
+    require_steps(model, config.steps, "activation patching")
     steps = None if config.steps is None else resolve_steps(model, config.steps)  # a step too far: one line, before any work
     if bool(config.target) == bool(config.specs):
         raise GenIRError("give exactly one of target or specs (CLI: --target or --specs)")

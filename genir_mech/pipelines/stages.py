@@ -29,7 +29,7 @@ from ..analyses.ablation import ablate, layer_ablation
 from ..analyses.change_point import DEFAULT_PENALTY, DEFAULT_RESOLUTION
 from ..analyses.contributions import contributions
 from ..analyses.stage_localisation import ABLATION_METRIC, NamingRules, localise_stages
-from ..retrieval.steps import resolve_steps
+from ..retrieval.steps import require_steps, resolve_steps
 from ..stage_definition import Stage, StageDefinition
 from ..results_directory import atomic
 from .inputs import Inputs, QueryConfig, config_record
@@ -69,6 +69,7 @@ def run_stages(model, data, out, config: StagesConfig | None = None, *, progress
         summary = run_stages(gm, dataset, "runs/stages/dsi-synth", StagesConfig(max_queries=256, bootstrap=200))
     """
     config = config or StagesConfig()
+    require_steps(model, config.steps, "stage localisation")
     steps = None if config.steps is None else resolve_steps(model, config.steps)  # a step beyond the docid length: one line, before any work
     inputs = Inputs.for_queries(model, data, out, config, at_least=2)
     if steps is not None:

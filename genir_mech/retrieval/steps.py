@@ -73,6 +73,16 @@ def check_step(gm, step: int) -> int:
     return step
 
 
+def require_steps(gm, steps, analysis: str) -> None:
+    """A multi-token docid has no single ranking step: an analysis that follows a document's token needs a step (one line otherwise)."""
+    if steps is not None or gm.docids is None:
+        return
+    scheme = sequences_of(gm)
+    if not isinstance(scheme, _AtomicSequences):
+        raise GenIRError(f"{gm.path} has {scheme_name(gm)} docids of up to {scheme.max_length} tokens: {analysis} follows one docid token, "
+                         "so give the decoding step (CLI: --step t or --steps all)")
+
+
 def resolve_steps(gm, steps) -> list[int]:
     """The decoding steps asked for: `"all"` -> 0..max_length-1, an int or a list of ints -> checked against the scheme."""
     if steps == ALL_STEPS:
