@@ -40,6 +40,7 @@ _API = {
     "evaluate": "retrieval", "correct_queries": "retrieval", "correct_query_targets": "retrieval", "rank_texts": "retrieval",
     "scorer_for": "retrieval", "parse_measures": "retrieval",
     "rank_of": "retrieval", "rank_summary": "retrieval", "RetrievalScorer": "retrieval",
+    "step_view": "retrieval", "resolve_steps": "retrieval", "StepView": "retrieval",
     # interventions
     "InterventionSpec": "interventions", "Intervention": "interventions", "InterventionExecutor": "interventions",
     "load_interventions": "interventions", "save_interventions": "interventions",

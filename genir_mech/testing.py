@@ -491,3 +491,86 @@ def plant_cross_attention_head(gm: GenIRModel, layer: int, head: int, query_dim:
     out[key_dim, head * d] = strength * 4
     gm.name = f"{gm.name}-planted-cross-L{layer}H{head}"
     return gm
+
+
+# -- a planted two-token docid model (per-step analyses) --------------------------------------------
+
+
+@torch.no_grad()
+def planted_step_model(decoder_layers: int = 4, step_layers: tuple[int, int] = (1, 2), n_docs: int = 16, d_model: int = 32, num_heads: int = 4,
+                       seed: int = 0, gate: float = 10.0, sharpness: float = 2.0) -> GenIRModel:
+    """A tiny T5 with a two-token docid scheme whose step 0 reads the query through the cross-attention of decoder layer
+    `step_layers[0]` only, and step 1 through that of `step_layers[1]` only (weights edited, so the answer is known).
+
+    Example:
+        >>> gm = planted_step_model(decoder_layers=4, step_layers=(1, 2))
+        >>> gm.docids.sequence("5"), gm.docids.max_length        # two docid tokens per document, (first, second)
+
+    How: the encoder's layers are silenced, so its output is the (normed) token embeddings; the query's end-of-sequence
+    token embeds on a `sink` dimension alone, so attending to it reads a zero value. The decoder start token embeds +`gate`
+    on a `gate` dimension and every first docid token -`gate` (no sublayer writes that dimension, so it tells each decoder
+    position which step it decodes). In the two planted layers one query coordinate per head is the gate and the matching
+    key coordinate the sink, with opposite signs: layer `step_layers[0]` attends to the sink (reads nothing) when the gate is
+    negative (step 1), layer `step_layers[1]` when it is positive (step 0). Every other cross-attention is zeroed, and so
+    is decoder self-attention (a later position would otherwise read what the earlier step's layer wrote at its position).
+    """
+    from .docids import SequenceDocids
+
+    gm = planted_cross_attention(tiny_genir(decoder_layers=decoder_layers, d_model=d_model, num_heads=num_heads, n_docs=max(n_docs, 8), seed=seed),
+                                 list(step_layers))
+    adapter, model, tok = gm.adapter, gm.hf_model, gm.tokenizer
+    first_tokens, second_tokens = _docid_alphabets(gm, n_docs)
+    sequences = {str(d): (first_tokens[d // len(second_tokens)], second_tokens[d % len(second_tokens)]) for d in range(n_docs)}
+    gate_dim, sink_dim = d_model - 1, d_model - 2
+    embedding = model.get_input_embeddings().weight
+    embedding[:, [gate_dim, sink_dim]] = 0
+    embedding[tok.eos_token_id] = 0
+    embedding[tok.eos_token_id, sink_dim] = gate
+    embedding[gm.decoder_start_id, gate_dim] = gate
+    embedding[first_tokens, gate_dim] = -gate
+    for side in adapter.sides:
+        for site in adapter.components(side):
+            # T5's MLP output projection; the adapter names the attention projections
+            weight = adapter.output_projection(site).weight if site.kind in ATTENTION_KINDS else module_at(model, f"{adapter._sublayer_path(side, site.layer, 'mlp')}.DenseReluDense.wo").weight
+            if side == "encoder" or site.kind == "self_attn":
+                # the encoder output is the normed embeddings (the sink stays pure); decoder positions do not read each other,
+                # so step t reads the query only through its own planted layer (not through an earlier position's)
+                weight.zero_()
+            else:
+                weight[[gate_dim, sink_dim]] = 0  # nothing writes the gate or the sink ...
+                for read in _input_weights(gm, site):
+                    read[:, [gate_dim, sink_dim]] = 0  # ... and nothing but the planted query coordinates reads them
+    d_head = adapter.d_head
+    for layer, sign in zip(step_layers, (-1.0, 1.0)):
+        attn = adapter.attention(Site("decoder", layer, "cross_attn"), None)
+        for h in range(adapter.n_heads):
+            row = h * d_head
+            attn.w_q[row] = 0
+            attn.w_q[row, gate_dim] = sign * sharpness
+            attn.w_k[row] = 0
+            attn.w_k[row, sink_dim] = sharpness
+        attn.w_v[:, sink_dim] = 0  # the sink's value is zero: attending to it reads nothing
+    scheme = SequenceDocids("semantic", sequences, tok.eos_token_id, source=f"planted two-token docids of {gm.name}")
+    name = f"tiny-t5-steps-{step_layers[0]}-{step_layers[1]}"
+    return GenIRModel(model, tok, scheme, adapter_for(model), name, name)
+
+
+def _input_weights(gm: GenIRModel, site: Site) -> list[torch.Tensor]:
+    """The weights a decoder sublayer reads the residual stream with (attention q/k/v, MLP input)."""
+    if site.kind in ATTENTION_KINDS:
+        attn = gm.adapter.attention(site, None)
+        return [attn.w_q] if site.kind == "cross_attn" else [attn.w_q, attn.w_k, attn.w_v]
+    return [gm.adapter.mlp_in_weight(site.side, site.layer)]
+
+
+def _docid_alphabets(gm: GenIRModel, n_docs: int) -> tuple[list[int], list[int]]:
+    """Vocabulary ids of the first and second docid tokens of `planted_step_model` (the toy tokenizer's docid tokens)."""
+    side = max(2, int(n_docs ** 0.5))
+    while n_docs % side:
+        side += 1
+    tokens = gm.docids.vocab_ids.tolist()
+    n_first = n_docs // side
+    if n_first + side > len(tokens):
+        raise GenIRError(f"{n_docs} two-token docids need {n_first + side} docid tokens; the toy tokenizer has {len(tokens)}")
+    return tokens[:n_first], tokens[n_first : n_first + side]
+

@@ -19,6 +19,12 @@ component's output in another checkpoint on the same query.
 Results: % of queries whose relevant document leaves rank 1 (`rank>1`) or falls
 below rank 5, 10, 100 (`rank>5`, ...), and the mean rank, among the docids
 (`rank...`) and in the whole vocabulary (`vocab_rank...`, the paper's protocol).
+
+At a decoding step of a multi-token docid (`view`, a retrieval.steps.StepView
+of the same queries) the decoder is teacher-forced to the step's prefix, the
+means are taken at that step, and the ranks are those of the correct next
+docid token: among the trie-valid continuations (`rank...`) and in the
+vocabulary (`vocab_rank...`).
 """
 from __future__ import annotations
 
@@ -34,7 +40,7 @@ from ..models.components import Site
 from ..retrieval import RANK_THRESHOLDS, beyond_rank_percent, rank_of, scorer_for
 from ..stage_definition import StageDefinition
 from .long_frame import long_frame
-from .query_batches import query_batches
+from .query_batches import check_view, query_batches
 
 # Method names as the tables and the CLI spell them; "cross-model" is the intervention value "other-model".
 METHODS = ("zero", "mean", "cross-model")
@@ -67,10 +73,10 @@ def _check_methods(methods):
         raise GenIRError(f"unknown ablation method(s) {bad}; choose from {', '.join(METHODS)}")
 
 
-def component_means(gm, texts: list[str], sites: Sequence[Site], batch_size: int = 64) -> dict[Site, torch.Tensor]:
+def component_means(gm, texts: list[str], sites: Sequence[Site], batch_size: int = 64, decoder_inputs: torch.Tensor | None = None) -> dict[Site, torch.Tensor]:
     """Mean output of each site over `texts`: per decoder position (T, d) for decoder sites,
-    over non-padding tokens (d,) for encoder sites (interventions.site_means)."""
-    return site_means(gm, texts, sites, batch_size)
+    over non-padding tokens (d,) for encoder sites (interventions.site_means); `decoder_inputs`: at a decoding step."""
+    return site_means(gm, texts, sites, batch_size, decoder_inputs)
 
 
 def ablation_logits_chunks(
@@ -83,6 +89,7 @@ def ablation_logits_chunks(
     rows_per_forward: int | None = 4096,
     progress: bool = False,
     backend=None,
+    decoder_inputs: torch.Tensor | None = None,
     **executor_options,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Yield (ablation index, query index, first-step logits) per chunk of rows, many ablations per forward pass
@@ -99,7 +106,7 @@ def ablation_logits_chunks(
         if other is None:
             raise GenIRError("cross-model ablation needs another checkpoint (other=load_genir(path))")
         check_compatible(gm, other, texts, other_sites)
-    for rows, batch in query_batches(gm, texts, batch_size, encode=False, progress=progress, desc="ablations"):
+    for rows, batch in query_batches(gm, texts, batch_size, encode=False, progress=progress, desc="ablations", decoder_inputs=decoder_inputs):
         # The executor encodes each query batch once for every decoder-side ablation.
         values = Replacements(means=means or {}, other=other_model_values(other, batch, other_sites) if other_sites else {})
         for out in executor.row_logits(batch, values):
@@ -113,10 +120,13 @@ class AblationRanks:
     vocab_rank: torch.Tensor  # (n_ablations, n_queries) rank in the whole vocabulary
 
 
-def ablation_ranks(gm, texts: list[str], relevant_docs: list[str], ablations: Sequence[Intervention], **kwargs) -> AblationRanks:
-    """Rank of each query's relevant document under each ablation (kwargs: see ablation_logits_chunks)."""
+def ablation_ranks(gm, texts: list[str], relevant_docs: list[str], ablations: Sequence[Intervention], view=None, **kwargs) -> AblationRanks:
+    """Rank of each query's relevant document under each ablation (kwargs: see ablation_logits_chunks);
+    with `view` (a StepView of the same queries), of its correct next docid token at that decoding step."""
     if len(texts) != len(relevant_docs):
         raise GenIRError(f"{len(texts)} queries but {len(relevant_docs)} relevant documents")
+    if view is not None:
+        return _step_ranks(gm, texts, ablations, view, **kwargs)
     scorer = scorer_for(gm)
     doc_cols = scorer.columns(relevant_docs)
     vocab_cols = torch.tensor([gm.docids.token_id(d) for d in relevant_docs])
@@ -126,6 +136,17 @@ def ablation_ranks(gm, texts: list[str], relevant_docs: list[str], ablations: Se
         logits = logits.float().cpu()
         doc_rank[cfg, query] = rank_of(scorer.score_logits(logits), doc_cols[query])
         vocab_rank[cfg, query] = rank_of(logits, vocab_cols[query])
+    return AblationRanks(doc_rank, vocab_rank)
+
+
+def _step_ranks(gm, texts, ablations, view, **kwargs) -> AblationRanks:
+    check_view(view, texts)
+    doc_rank = torch.zeros(len(ablations), len(texts), dtype=torch.long)
+    vocab_rank = torch.zeros_like(doc_rank)
+    for cfg, query, logits in ablation_logits_chunks(gm, texts, ablations, decoder_inputs=view.decoder_inputs, **kwargs):
+        logits = logits.float().cpu()
+        doc_rank[cfg, query] = view.rank(logits, query)
+        vocab_rank[cfg, query] = view.vocab_rank(logits, query)
     return AblationRanks(doc_rank, vocab_rank)
 
 
@@ -139,9 +160,9 @@ def rank_metrics(ranks: AblationRanks) -> dict[str, torch.Tensor]:
     return out
 
 
-def _needed_means(gm, ablations, mean_texts, batch_size):
+def _needed_means(gm, ablations, mean_texts, batch_size, decoder_inputs=None):
     sites = list(dict.fromkeys(s for a in ablations for s, value in a.replace if value == "mean"))
-    return component_means(gm, mean_texts, sites, batch_size) if sites else None
+    return component_means(gm, mean_texts, sites, batch_size, decoder_inputs) if sites else None
 
 
 def evaluate_ablations(
@@ -154,11 +175,15 @@ def evaluate_ablations(
     batch_size: int = 64,
     rows_per_forward: int = 4096,
     progress: bool = False,
+    view=None,
 ) -> pd.DataFrame:
-    """Tidy table: the labels of each ablation, then metric and value; an `intact` row (no ablation) comes first."""
+    """Tidy table: the labels of each ablation, then metric and value; an `intact` row (no ablation) comes first.
+    `view`: at a decoding step (module docstring); the means are then taken at that step over the ablated queries."""
     ablations = [Intervention((), {k: "intact" for k in (ablations[0].labels if ablations else {})})] + list(ablations)
-    means = _needed_means(gm, ablations, mean_texts if mean_texts is not None else texts, batch_size)
-    ranks = ablation_ranks(gm, texts, relevant_docs, ablations, means=means, other=other, batch_size=batch_size, rows_per_forward=rows_per_forward, progress=progress)
+    if view is not None and mean_texts is not None:
+        raise GenIRError("mean_texts cannot be combined with a decoding step: step means are taken over the ablated queries' own prefixes")
+    means = _needed_means(gm, ablations, mean_texts if mean_texts is not None else texts, batch_size, None if view is None else view.decoder_inputs)
+    ranks = ablation_ranks(gm, texts, relevant_docs, ablations, view, means=means, other=other, batch_size=batch_size, rows_per_forward=rows_per_forward, progress=progress)
     metrics = rank_metrics(ranks)
     values = torch.stack(list(metrics.values()), dim=1)
     frame = long_frame(values, {"ablation": range(len(ablations)), "metric": list(metrics)})
@@ -180,10 +205,12 @@ def ablate(
     batch_size: int = 64,
     rows_per_forward: int = 4096,
     progress: bool = False,
+    view=None,
 ) -> pd.DataFrame:
-    """Stage x component-type x method ablations (Table 3). Columns: stage, component, method, metric, value, n_queries."""
+    """Stage x component-type x method ablations (Table 3). Columns: stage, component, method, metric, value, n_queries.
+    `view`: at a decoding step of a multi-token docid (module docstring)."""
     ablations = stage_ablations(gm, stages, kinds or gm.adapter.kinds("decoder"), methods)
-    return evaluate_ablations(gm, texts, relevant_docs, ablations, other, mean_texts, batch_size, rows_per_forward, progress)
+    return evaluate_ablations(gm, texts, relevant_docs, ablations, other, mean_texts, batch_size, rows_per_forward, progress, view)
 
 
 def layer_ablation(
@@ -197,8 +224,9 @@ def layer_ablation(
     batch_size: int = 64,
     rows_per_forward: int = 4096,
     progress: bool = False,
+    view=None,
 ) -> pd.DataFrame:
-    """One component in one layer at a time. Columns: layer, component, method, metric, value, n_queries
+    """One component in one layer at a time (`view`: at a decoding step). Columns: layer, component, method, metric, value, n_queries
     (the intact model has no layer (empty), component and method `intact`)."""
     kinds = kinds or gm.adapter.kinds("decoder")
     _check_kinds(gm, kinds)
@@ -210,7 +238,7 @@ def layer_ablation(
         for kind in kinds
         for m in methods
     ]
-    df = evaluate_ablations(gm, texts, relevant_docs, ablations, other, mean_texts, batch_size, rows_per_forward, progress)
+    df = evaluate_ablations(gm, texts, relevant_docs, ablations, other, mean_texts, batch_size, rows_per_forward, progress, view)
     # "not applicable" is empty in every table (no layer, no head, no position), never a sentinel like -1
     df["layer"] = df["layer"].where(df["method"] != "intact").astype("Int64")
     return df

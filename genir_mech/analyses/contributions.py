@@ -12,6 +12,11 @@ decoder step that ranks the documents:
 - `cos_priming` (only with `stages`): cosine of c_out with the mean output of the
   MLPs of the first stage on the same query (the paper's Stage-I MLPs).
 
+With `view` (a `retrieval.steps.StepView` of the same queries) the decoder
+is teacher-forced to the view's step of a multi-token docid and the metrics
+are read at that step's position; without it, at the ranking step of atomic
+docids (step 0).
+
 Encoder layers (`sides=("encoder", "decoder")`) give the same ratio and cosine
 per query token, averaged over the non-padding tokens of each query. A
 decoder-only model has only the decoder side; its ranking step is the last
@@ -27,7 +32,7 @@ from ..models.components import SIDES, Site
 from ..models.execution import run
 from ..stage_definition import StageDefinition
 from .long_frame import long_frame
-from .query_batches import query_batches
+from .query_batches import check_view, query_batches
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -77,10 +82,12 @@ def contributions(
     batch_size: int = 64,
     sides: tuple[str, ...] = ("decoder",),
     progress: bool = False,
+    view=None,
 ) -> pd.DataFrame:
     """Contribution ratio and cosines of every component, per query (see the module docstring)."""
     if len(texts) != len(query_ids):
         raise GenIRError(f"{len(texts)} query texts but {len(query_ids)} query ids")
+    check_view(view, texts)
     unknown = [s for s in sides if s not in SIDES]
     if unknown:
         raise GenIRError(f"unknown side(s) {unknown} in sides=; choose from {', '.join(gm.adapter.sides)}")
@@ -93,7 +100,8 @@ def contributions(
     reads = [s for side in sides for group in _sites(gm, side) for s in group]
     frames = []
     # The encoder must run inside the trace only when its own sites are read.
-    for rows, batch in query_batches(gm, texts, batch_size, encode="encoder" not in sides, progress=progress, desc="contributions"):
+    decoder_inputs = None if view is None else view.decoder_inputs
+    for rows, batch in query_batches(gm, texts, batch_size, encode="encoder" not in sides, progress=progress, desc="contributions", decoder_inputs=decoder_inputs):
         values = run(gm, batch, reads=reads).values
         for side in sides:
             if side == "decoder":

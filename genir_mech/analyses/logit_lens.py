@@ -22,6 +22,12 @@ docid), `relevant_doc_rank` (its rank among docids only), `docid_mean_rank`
 (mean vocabulary rank of all docid tokens), `nondocid_median_rank`, and
 `pct_docids_top{10,100,1000}` (% of the top-k vocabulary entries that are
 docids; k is capped at the vocabulary size).
+
+At a decoding step of a multi-token docid (`view`, a retrieval.steps.StepView)
+the decoder is teacher-forced to the step's prefix, the relevant token is the
+correct next docid token s[t], and "docids" are the trie-valid continuations
+of the prefix: `relevant_doc_rank` is its rank among them, `relevant_rank` in
+the whole vocabulary. At step 0 of atomic docids this is the table above.
 """
 from __future__ import annotations
 
@@ -34,7 +40,7 @@ from ..errors import GenIRError
 from ..models.components import Site
 from ..models.execution import run
 from .long_frame import long_frame
-from .query_batches import query_batches
+from .query_batches import check_view, query_batches
 
 TOP_K_SHARES = (10, 100, 1000)
 HEAD_TOKEN_COLUMNS = ["query_id", "query", "layer", "head", "rank", "token", "logit"]
@@ -99,10 +105,17 @@ def vocabulary_ranks(logits: torch.Tensor) -> torch.Tensor:
 
 def lens_metrics(gm, logits: torch.Tensor, relevant_tokens: torch.Tensor) -> dict[str, torch.Tensor]:
     """(B, P) per metric from (B, P, vocab) projected logits and (B,) relevant docid token ids."""
+    return candidate_metrics(logits, relevant_tokens, gm.docids.vocab_ids)
+
+
+def candidate_metrics(logits: torch.Tensor, relevant_tokens: torch.Tensor, candidates: torch.Tensor) -> dict[str, torch.Tensor]:
+    """(B, P) per metric, the docid metrics taken over `candidates` (every docid token, or the valid continuations of a step)."""
     vocab = logits.shape[-1]
     ranks = vocabulary_ranks(logits)
-    is_docid = gm.docids.is_docid_mask(vocab).to(logits.device)
-    doc_ranks = ranks[..., gm.docids.vocab_ids.to(logits.device)]
+    candidates = candidates.to(logits.device)
+    is_docid = torch.zeros(vocab, dtype=torch.bool, device=logits.device)
+    is_docid[candidates] = True
+    doc_ranks = ranks[..., candidates]
     relevant = ranks.gather(-1, relevant_tokens.view(-1, 1, 1).expand(-1, ranks.shape[1], 1)).squeeze(-1)
     out = {
         "relevant_rank": relevant.double(),
@@ -116,6 +129,20 @@ def lens_metrics(gm, logits: torch.Tensor, relevant_tokens: torch.Tensor) -> dic
     return out
 
 
+def step_metrics(logits: torch.Tensor, view, rows: slice) -> dict[str, torch.Tensor]:
+    """`candidate_metrics` of the queries `rows` of a StepView: each query's docid metrics over its own valid continuations."""
+    group, tokens = view.group[rows], view.tokens[rows]
+    out: dict[str, torch.Tensor] = {}
+    for g, cand in enumerate(view.candidates):
+        hit = (group == g).nonzero()[:, 0]
+        if not len(hit):
+            continue
+        part = candidate_metrics(logits[hit.to(logits.device)], tokens[hit].to(logits.device), cand)
+        for name, value in part.items():
+            out.setdefault(name, torch.empty(logits.shape[:2], dtype=value.dtype, device=logits.device))[hit.to(logits.device)] = value
+    return out
+
+
 @torch.no_grad()
 def logit_lens(
     gm,
@@ -126,19 +153,23 @@ def logit_lens(
     top_k: int = 10,
     n_examples: int = 32,
     progress: bool = False,
+    view=None,
 ) -> LensResult:
-    """Project every probe of every query; keep top-k head tokens for the first `n_examples` queries."""
+    """Project every probe of every query; keep top-k head tokens for the first `n_examples` queries.
+    `view` (a StepView of the same queries): at that decoding step, the docid metrics over the valid continuations."""
     if not len(texts) == len(query_ids) == len(relevant_docs):
         raise GenIRError(f"{len(texts)} queries, {len(query_ids)} query ids and {len(relevant_docs)} relevant documents: the lists must match")
+    check_view(view, texts)
     probes, reads = _probes(gm)
     labels = pd.DataFrame([vars(p) for p in probes])
-    relevant_tokens = torch.tensor([gm.docids.token_id(d) for d in relevant_docs])
+    relevant_tokens = None if view is not None else torch.tensor([gm.docids.token_id(d) for d in relevant_docs])
     head_probes = [i for i, p in enumerate(probes) if p.facet == "head"]
     rank_frames, token_frames = [], []
-    for rows, batch in query_batches(gm, texts, batch_size, progress=progress, desc="logit lens"):
+    decoder_inputs = None if view is None else view.decoder_inputs
+    for rows, batch in query_batches(gm, texts, batch_size, progress=progress, desc="logit lens", decoder_inputs=decoder_inputs):
         values = run(gm, batch, reads=reads).values
         logits = gm.adapter.project(_probe_vectors(gm, values, probes)).float()
-        metrics = lens_metrics(gm, logits, relevant_tokens[rows].to(logits.device))
+        metrics = lens_metrics(gm, logits, relevant_tokens[rows].to(logits.device)) if view is None else step_metrics(logits, view, rows)
         frame = long_frame(torch.stack(list(metrics.values()), -1), {"query_id": query_ids[rows], "probe": range(len(probes)), "metric": list(metrics)})
         rank_frames.append(frame)
         examples = max(0, min(n_examples - rows.start, len(batch)))

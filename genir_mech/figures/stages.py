@@ -16,7 +16,7 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from ..stage_definition import StageDefinition
+from ..stage_definition import Stage, StageDefinition
 from .saving import saved
 from .style import component_colour, legend_outside, new_figure, readable, shade_stages, themed
 
@@ -71,6 +71,46 @@ def plot_stages(layer_means: pd.DataFrame, stability: pd.DataFrame, definition: 
         strip.xaxis.set_major_locator(MaxNLocator(integer=True))
         strip.set_xlim(-0.6, n_layers - 0.4)
         strip.set_xlabel("decoder layer (dashed: stage boundaries; bars: how often a bootstrap resample put a boundary before that layer)")
+        if title:
+            fig.suptitle(title)
+    return saved(fig, path)
+
+
+def plot_stages_per_step(layer_means: pd.DataFrame, step_stages: pd.DataFrame, path=None, title: str = ""):
+    """One column per decoding step: the contribution profile of every component with that step's located stages shaded.
+
+    `layer_means` is the per-step stage localisation's layer table (step, layer, component, metric, value),
+    `step_stages` its stage table (step, stage, first_layer, last_layer). Read across a row: do the first
+    (coarse) and last (fine) docid tokens go through the same decoder stages?
+    """
+    steps = sorted(int(s) for s in layer_means["step"].unique())
+    panels = [m for m in PANELS if m in set(layer_means["metric"])]
+    n_layers = int(layer_means["layer"].max()) + 1
+    with themed():
+        fig, axes = new_figure(len(panels), len(steps), figsize=(max(4.0, 0.3 * n_layers + 2.5) * len(steps) + 1.5, 2.2 * len(panels) + 1.2),
+                               sharex=True, sharey="row")
+        for col, step in enumerate(steps):
+            rows = step_stages[step_stages["step"] == step]
+            definition = StageDefinition(tuple(Stage(str(r.stage), tuple(range(int(r.first_layer), int(r.last_layer) + 1))) for r in rows.itertuples()))
+            means = layer_means[layer_means["step"] == step]
+            for row, metric in enumerate(panels):
+                ax = axes[row, col]
+                sub = means[means["metric"] == metric]
+                scale = 100.0 if metric == "layer_ablation" else 1.0  # the table holds a fraction of queries; the axis says %
+                for component, part in sub.groupby("component", sort=False):
+                    ax.plot(part["layer"], scale * part["value"], marker="o", ms=3, color=component_colour(component), label=component)
+                shade_stages(ax, definition, label=row == 0)
+                for b in definition_boundaries(definition):
+                    ax.axvline(b - 0.5, color="k", ls="--", lw=1.0)
+                if metric == "cos_residual":
+                    ax.axhline(0, color="grey", lw=0.5)
+                if col == 0:
+                    ax.set_ylabel(PANELS[metric], fontsize=8)
+            axes[0, col].set_title(f"docid step {step}", pad=18, fontsize=9)
+            axes[-1, col].set_xlabel("decoder layer")
+            axes[-1, col].xaxis.set_major_locator(MaxNLocator(integer=True))
+            axes[-1, col].set_xlim(-0.6, n_layers - 0.4)
+        legend_outside(axes[0, -1], title="component")
         if title:
             fig.suptitle(title)
     return saved(fig, path)

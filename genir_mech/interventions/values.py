@@ -39,10 +39,11 @@ def without_encoder_output(batch: QueryBatch) -> QueryBatch:
 
 
 @torch.no_grad()
-def site_means(gm, texts: list[str], sites, batch_size: int = 64) -> dict[Site, torch.Tensor]:
+def site_means(gm, texts: list[str], sites, batch_size: int = 64, decoder_inputs: torch.Tensor | None = None) -> dict[Site, torch.Tensor]:
     """Mean output of each site over `texts`: per decoder position (T, d) for an encoder-decoder's decoder sites,
     over non-padding tokens (d,) for sites that read the query's tokens (the encoder, or a decoder-only model,
-    whose prompts differ in width)."""
+    whose prompts differ in width). `decoder_inputs` (one row per text): the teacher-forced prefixes of a decoding
+    step (retrieval.steps), so decoder means are taken at that step's positions."""
     sites = list(dict.fromkeys(sites))
     if not texts:
         raise GenIRError("mean values need reference queries; the list of texts is empty")
@@ -54,6 +55,8 @@ def site_means(gm, texts: list[str], sites, batch_size: int = 64) -> dict[Site, 
     counts: dict[Site, torch.Tensor] = {}
     for start in range(0, len(texts), batch_size):
         batch = gm.batch(texts[start : start + batch_size])
+        if decoder_inputs is not None:
+            batch.decoder_input_ids = decoder_inputs[start : start + batch_size].to(gm.device)
         values = run(gm, batch if encoder else gm.encode(batch), reads=sites).values
         for site in sites:
             v = values[site]

@@ -22,14 +22,20 @@ from ..retrieval.ranks import rank_of
 
 @dataclass
 class PairTargets:
-    """Per row of a patching batch: the clean and corrupted relevant docid tokens, plus every docid token."""
-    clean_token: torch.Tensor  # (rows,) vocabulary id of the clean query's relevant docid
+    """Per row of a patching batch: the clean and corrupted relevant docid tokens, plus every docid token.
+
+    At a decoding step t of a multi-token docid (patching.pairs.tokenize_pairs with `step`) the tokens are the
+    docids' tokens s[t] and the "docid tokens" are the trie-valid continuations of each pair's shared prefix
+    s[:t]: one row per pair, padded with -1, since pairs with different prefixes have different continuations.
+    """
+    clean_token: torch.Tensor  # (rows,) vocabulary id of the clean query's relevant docid (at a step: its token there)
     corrupted_token: torch.Tensor  # (rows,) vocabulary id of the corrupted query's relevant docid
-    docid_tokens: torch.Tensor  # (n_docs,) vocabulary ids of every docid
+    docid_tokens: torch.Tensor  # (n_docs,) vocabulary ids of every docid; at a step (rows, K) valid continuations, -1 = none
 
     def select(self, rows: torch.Tensor) -> "PairTargets":
         """The targets of some rows (repeats allowed), as the engine fans pairs out to patches."""
-        return PairTargets(self.clean_token[rows], self.corrupted_token[rows], self.docid_tokens)
+        docs = self.docid_tokens[rows] if self.docid_tokens.dim() == 2 else self.docid_tokens
+        return PairTargets(self.clean_token[rows], self.corrupted_token[rows], docs)
 
 
 Metric = Callable[[torch.Tensor, PairTargets], torch.Tensor]
@@ -40,8 +46,12 @@ def _pick(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 
 
 def _docid_scores(logits: torch.Tensor, targets: PairTargets) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rows, n_docs) docid logits and, per row, the column of the clean docid."""
+    """(rows, n_docs) docid logits and, per row, the column of the clean docid (at a step: -inf where a row has no candidate)."""
     vocab = targets.docid_tokens.to(logits.device)
+    if vocab.dim() == 2:  # per-row valid continuations of a decoding step
+        col = (vocab == targets.clean_token.to(logits.device)[:, None]).float().argmax(1)
+        docs = logits.gather(1, vocab.clamp_min(0)).masked_fill(vocab < 0, float("-inf"))
+        return docs, col
     col = (vocab[None, :] == targets.clean_token.to(logits.device)[:, None]).float().argmax(1)
     return logits[:, vocab], col
 

@@ -26,6 +26,7 @@ position of the query is a decoder position (`PairBatch.decoder_length`).
 from __future__ import annotations
 
 import csv
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from ..data.loaders import iter_jsonl
 from ..errors import GenIRError
 from ..models.execution import QueryBatch
 from ..retrieval import rank_of, rank_texts, scorer_for
+from ..retrieval.steps import check_step, sequences_of, step_view
 from .metrics import PairTargets
 
 ALIGNMENTS = ("left-pad", "right-pad")
@@ -180,12 +182,70 @@ def keep_correct(gm, pairs: list[QueryPair], batch_size: int = 256) -> tuple[lis
     return kept, pd.DataFrame(rows)
 
 
-def tokenize_pairs(gm, pairs: list[QueryPair], align: str | None = None) -> PairBatch:
+def diverges_at(gm, pair: QueryPair, step: int) -> bool:
+    """True when the pair's two docids share their first `step` tokens and differ at token `step`: step `step` decides between them."""
+    scheme = sequences_of(gm)
+    a, b = scheme.sequence(pair.clean_doc), scheme.sequence(pair.corrupted_doc)
+    return len(a) > step and len(b) > step and a[:step] == b[:step] and a[step] != b[step]
+
+
+def step_targets(gm, pairs: list[QueryPair], step: int) -> tuple[PairTargets, torch.Tensor | None]:
+    """The patching targets at decoding step `step` (retrieval.steps): each docid's token there, the valid continuations of the
+    pair's shared prefix (one padded row per pair), and the decoder inputs of that prefix (None at step 0 of atomic docids).
+    GenIRError naming the first pair whose docids do not diverge at `step`."""
+    check_step(gm, step)
+    bad = [p for p in pairs if not diverges_at(gm, p, step)]
+    if bad:
+        p = bad[0]
+        raise GenIRError(f"pair {p.pair_id}: documents {p.clean_doc!r} and {p.corrupted_doc!r} do not share a docid prefix that diverges at step {step} "
+                         f"({len(bad)} of {len(pairs)} pairs); patching at a step needs pairs that step decides (pairs.step_pairs)")
+    clean, corrupted = step_view(gm, [p.clean_doc for p in pairs], step), step_view(gm, [p.corrupted_doc for p in pairs], step)
+    if step == 0 and len(clean.candidates) == 1:
+        candidates = clean.candidates[0]  # every pair shares the empty prefix: one set, as atomic docids have always had
+    else:
+        width = max(len(c) for c in clean.candidates)
+        candidates = torch.full((len(pairs), width), -1, dtype=torch.long)
+        for row, g in enumerate(clean.group.tolist()):
+            candidates[row, : len(clean.candidates[g])] = clean.candidates[g]
+    return PairTargets(clean.tokens, corrupted.tokens, candidates), clean.decoder_inputs
+
+
+def step_pairs(gm, queries: list, docs: list[str], step: int, n: int | None = None, seed: int = 0) -> list[QueryPair]:
+    """Pairs of queries that decoding step `step` decides: their documents' docids share the first `step` tokens and differ
+    at token `step`, and the two queries have the same token length (so positions line up) and, where known, the same
+    template (so they differ only in what names the document). Each query is the clean side of at most one pair; seeded.
+
+    `queries` are corpus Query objects (text, template) and `docs` the document each one's analysis follows.
+    """
+    scheme = sequences_of(gm)
+    check_step(gm, step)
+    lengths = [len(r) for r in gm.token_rows([q.text for q in queries])]
+    buckets: dict[tuple, list[int]] = {}
+    for i, (q, d) in enumerate(zip(queries, docs)):
+        seq = scheme.sequence(d)
+        if len(seq) > step:
+            buckets.setdefault((getattr(q, "template", None), lengths[i], seq[:step]), []).append(i)
+    rng = random.Random(seed)
+    pairs = []
+    for key in sorted(buckets, key=str):
+        members = buckets[key]
+        for i in members:
+            partners = [j for j in members if scheme.sequence(docs[j])[step] != scheme.sequence(docs[i])[step]]
+            if partners:
+                j = rng.choice(partners)
+                pairs.append(QueryPair(f"s{step}-{queries[i].query_id}-{queries[j].query_id}", queries[i].text, queries[j].text, docs[i], docs[j], f"step {step}"))
+    rng.shuffle(pairs)
+    return pairs[:n] if n else pairs
+
+
+def tokenize_pairs(gm, pairs: list[QueryPair], align: str | None = None, step: int | None = None) -> PairBatch:
     """Tokenize clean and corrupted queries into one width with positions aligned per pair.
 
     Without `align`, pairs of unequal token length are refused (the message
     names them); with it, the shorter query is padded as described above.
     A decoder-only model gets the left layout of the module docstring.
+    With `step` (a decoding step of a multi-token docid) both queries of a pair are teacher-forced to the prefix their
+    docids share, and the targets are the docids' tokens at that step (`step_targets`).
     """
     if not pairs:
         raise GenIRError("no pairs to patch")
@@ -224,11 +284,15 @@ def tokenize_pairs(gm, pairs: list[QueryPair], align: str | None = None) -> Pair
             mask[i, start : start + len(row)] = 1
         return ids.to(gm.device), mask.to(gm.device)
 
-    targets = PairTargets(
-        torch.tensor([gm.docids.token_id(p.clean_doc) for p in pairs]),
-        torch.tensor([gm.docids.token_id(p.corrupted_doc) for p in pairs]),
-        gm.docids.vocab_ids,
-    )
     clean, corrupted = QueryBatch(*layout(clean_ids)), QueryBatch(*layout(corrupted_ids))
+    if step is None:
+        targets = PairTargets(
+            torch.tensor([gm.docids.token_id(p.clean_doc) for p in pairs]),
+            torch.tensor([gm.docids.token_id(p.corrupted_doc) for p in pairs]),
+            gm.docids.vocab_ids,
+        )
+    else:
+        targets, prefixes = step_targets(gm, pairs, step)
+        clean.decoder_input_ids = corrupted.decoder_input_ids = prefixes
     strings = lambda qb: [gm.tokenizer.convert_ids_to_tokens(row.tolist()) for row in qb.input_ids]  # noqa: E731
     return PairBatch(list(pairs), clean, corrupted, torch.tensor(lengths), targets, strings(clean), strings(corrupted), decoder_only=not gm.adapter.has("encoder"))

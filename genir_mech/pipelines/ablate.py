@@ -8,6 +8,8 @@ Writes ablation.csv (and layer_ablation.csv with `per_layer`), bar charts of
 the queries whose relevant document leaves rank 1 (figures/ablation.png,
 figures/layer_ablation.png) and Table 3. Cross-model ablation replaces this
 model's component outputs by `other`'s (same tokenizer and width).
+`steps`: at decoding steps of a multi-token docid (pipelines.steps): ranks of
+the correct next docid token, means at the step, a `step` column.
 """
 from __future__ import annotations
 
@@ -19,8 +21,10 @@ from ..analyses.ablation import ablate, layer_ablation
 from ..errors import GenIRError
 from ..stage_definition import StageDefinition
 from ..results_directory import atomic
+from ..retrieval.steps import require_steps, resolve_steps
 from .inputs import Inputs, QueryConfig, config_record
 from .rendering import draw
+from .steps import per_step
 
 
 @dataclass
@@ -31,6 +35,7 @@ class AblateConfig(QueryConfig):
     methods: Sequence[str] = ("zero", "mean")
     per_layer: bool = False
     rows_per_forward: int | None = None  # fixed rows per forward pass; None: as many as the memory budget holds (--max-memory)
+    steps: int | list[int] | str | None = None  # decoding step(s) of a multi-token docid, or "all"; None: the ranking step, no step column
 
 
 @atomic
@@ -40,6 +45,9 @@ def run_ablate(model, data, out, config: AblateConfig | None = None, *, other=No
         summary = run_ablate(gm, dataset, "runs/ablate/dsi-synth", AblateConfig(stages="stages.json", methods=("zero", "mean", "cross-model")), other=base_gm)
     """
     config = config or AblateConfig()
+    require_steps(model, config.steps, "ablation")
+    if config.steps is not None:
+        resolve_steps(model, config.steps)  # a step beyond the docid length: one line, before the queries are ranked
     return ablate_on(Inputs.for_queries(model, data, out, config), config, other=other, progress=progress)
 
 
@@ -51,14 +59,25 @@ def ablate_on(inputs: Inputs, config: AblateConfig, *, other=None, progress: boo
     kinds = tuple(config.kinds or gm.adapter.kinds("decoder"))
     common = dict(other=other, batch_size=config.batch_size, rows_per_forward=config.rows_per_forward, progress=progress)
     record = {**config_record(config), "stages": stages.to_json(), "kinds": list(kinds), "methods": list(config.methods), "other": getattr(other, "path", None)}
-    df = ablate(gm, inputs.texts, inputs.relevant_docs, stages, kinds, tuple(config.methods), **common)
-    frames = {"ablation": df}
+
+
+    def measure(texts, qids, docs, view=None):
+        found = {"ablation": ablate(gm, texts, docs, stages, kinds, tuple(config.methods), **common, view=view)}
+        if config.per_layer:
+            # positional kinds/methods: the per-layer call takes the same arguments as the per-stage one
+            found["layer_ablation"] = layer_ablation(gm, texts, docs, kinds, tuple(config.methods), **common, view=view)
+        return found
+
+    if config.steps is None:
+        frames = measure(inputs.texts, inputs.query_ids, inputs.relevant_docs)
+    else:
+        frames = per_step(inputs, resolve_steps(gm, config.steps), measure)
+    df = frames["ablation"]
     summary = {"table": str(inputs.write(df, "ablation", record)), "n_queries": len(inputs.queries), "stages": stages.to_json()["stages"]}
     if config.per_layer:
-        # positional kinds/methods: the per-layer call takes the same arguments as the per-stage one
-        frames["layer_ablation"] = layer_ablation(gm, inputs.texts, inputs.relevant_docs, kinds, tuple(config.methods), **common)
         summary["per_layer_table"] = str(inputs.write(frames["layer_ablation"], "layer_ablation", record))
-    left = df[(df.metric == "rank>1") & (df.method != "intact")].pivot_table(index=["stage", "component"], columns="method", values="value", sort=False)
-    summary["pct_left_rank1"] = {f"{s}/{c}": {m: round(float(v), 2) for m, v in row.items()} for (s, c), row in left.iterrows()}
+    by = ["step"] if "step" in df.columns else []
+    left = df[(df.metric == "rank>1") & (df.method != "intact")].pivot_table(index=[*by, "stage", "component"], columns="method", values="value", sort=False)
+    summary["pct_left_rank1"] = {"/".join(map(str, key)): {m: round(float(v), 2) for m, v in row.items()} for key, row in left.iterrows()}
     summary["figures"] = draw(frames, inputs.out, stages, gm.name)
     return summary

@@ -27,7 +27,7 @@ import pandas as pd
 from ..analyses.query_batches import sample_queries
 from ..data.corpus import RetrievalDataset
 from ..errors import GenIRError
-from ..patching.pairs import ALIGNMENTS, PairBatch, QueryPair, dataset_pairs, keep_correct, tokenize_pairs, with_model_docs
+from ..patching.pairs import ALIGNMENTS, PairBatch, QueryPair, dataset_pairs, diverges_at, keep_correct, step_pairs, tokenize_pairs, with_model_docs
 from ..provenance import provenance, write_table
 from ..retrieval import correct_query_targets
 
@@ -156,17 +156,33 @@ class Inputs:
         return cls(model, dataset, Path(out), config.seed, queries=queries, targets=targets, split=split, started=started)
 
     @classmethod
-    def for_pairs(cls, model, data: RetrievalDataset | list[QueryPair], out: str | Path, config: PairConfig) -> "Inputs":
-        """Clean/corrupted pairs (a dataset's matched pairs, or the given list) chosen by `config`, tokenised; writes out/pairs.csv."""
+    def for_pairs(cls, model, data: RetrievalDataset | list[QueryPair], out: str | Path, config: PairConfig, step: int | None = None,
+                  write: bool = True) -> "Inputs":
+        """Clean/corrupted pairs (a dataset's matched pairs, or the given list) chosen by `config`, tokenised; writes out/pairs.csv.
+
+        `step`: pairs that decoding step decides (their docids share a prefix and diverge there; patching.pairs.step_pairs),
+        teacher-forced to that prefix: the given or matched pairs that diverge there, and, after step 0, pairs built from
+        the dataset's correct validation queries. `write=False`: the caller writes the pair tables (several steps in one)."""
         started = time.time()
         dataset = data if isinstance(data, RetrievalDataset) else None
-        pairs = dataset_pairs(dataset) if dataset is not None else list(data or [])
-        if not pairs:
+        builds = step is not None and step > 0 and dataset is not None  # pairs of this step are built from the queries below
+        pairs = (dataset_pairs(dataset) if dataset.pairs or not builds else []) if dataset is not None else list(data or [])
+        if not pairs and not builds:
             raise GenIRError("no query pairs: give a dataset with matched pairs or a list of QueryPair (CLI: --pairs FILE)")
         if config.n_pairs is not None and config.n_pairs < 1:
             raise GenIRError(f"n_pairs must be positive, got {config.n_pairs} (CLI: --n-pairs)")
         if config.align is not None and config.align not in ALIGNMENTS:
             raise GenIRError(f"align must be one of {', '.join(ALIGNMENTS)}, got {config.align!r}")
+        n_candidates = len(pairs)
+        if builds:
+            # matched pairs rarely share a docid prefix: add pairs of correct validation queries that this step decides
+            targets = _correct_query_targets(model, dataset, None, 256)
+            queries = [q for q in dataset.split(dataset.resolve_split(None)) if q.query_id in targets]
+            pairs += step_pairs(model, queries, [targets[q.query_id] for q in queries], step, seed=config.seed)
+            n_candidates = len(pairs)
+            if not pairs:
+                raise GenIRError(f"{model.path}: no two correct validation queries of the same template and length have docids that share "
+                                 f"a prefix and diverge at step {step}; give pairs (CLI: --pairs FILE) or another step")
         if config.all_pairs:
             # Even then a pair whose two queries share their document is left out: it has no logit difference to restore.
             pairs = with_model_docs(model, pairs)
@@ -179,11 +195,21 @@ class Inputs:
             if not kept:
                 raise GenIRError(f"{model.path}: none of the {len(pairs)} pairs has both documents ranked first by the model; "
                                  "set all_pairs=True to patch them anyway (CLI: --all-pairs)")
+        if step is not None:
+            undecided = {p.pair_id for p in kept if not diverges_at(model, p, step)}
+            table.loc[table["pair_id"].isin(undecided), ["kept", "dropped_because"]] = [False, f"docids do not diverge at step {step}"]
+            kept = [p for p in kept if p.pair_id not in undecided]
+            if not kept:
+                raise GenIRError(f"{model.path}: none of the {len(pairs)} pairs has docids that share a prefix and diverge at step {step}; "
+                                 "give pairs whose docids do (CLI: --pairs FILE) or another step")
         kept = kept[: config.n_pairs] if config.n_pairs else kept
         table["used"] = table["pair_id"].isin({p.pair_id for p in kept})
-        inputs = cls(model, dataset, Path(out), config.seed, pairs=tokenize_pairs(model, kept, config.align), pairs_table=table, started=started)
-        inputs.write(table, "pairs", config_record(config), n_candidates=len(pairs))
-        inputs.write(position_token_table(inputs.pairs), "position_tokens", config_record(config))
+        if step is not None:
+            table.insert(0, "step", step)
+        inputs = cls(model, dataset, Path(out), config.seed, pairs=tokenize_pairs(model, kept, config.align, step), pairs_table=table, started=started)
+        if write:
+            inputs.write(table, "pairs", config_record(config), n_candidates=n_candidates)
+            inputs.write(position_token_table(inputs.pairs), "position_tokens", config_record(config))
         return inputs
 
     def pair_counts(self) -> dict:

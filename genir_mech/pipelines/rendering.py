@@ -27,7 +27,7 @@ from ..figures.patching import TARGET_FAMILIES, family_title, plot_node_families
 from ..figures.retrieval import plot_rank_cdf
 from ..figures.saving import save_figure
 from ..figures.style import readable
-from ..figures.stages import plot_stages
+from ..figures.stages import plot_stages, plot_stages_per_step
 from ..provenance import TABLE_SUFFIXES, read_table, table_file
 from ..stage_definition import StageDefinition
 
@@ -69,10 +69,14 @@ class Product:
     draw: Callable[[dict, Path, StageDefinition | None, str], Path]
     any_of: bool = False
     needs_stages: bool = False  # drawn only when the results record a stage definition
+    per_step: bool = False  # drawn from tables of several decoding steps (a `step` column); the others need one step
 
     def ready(self, frames: dict, stages: StageDefinition | None) -> bool:
         present = [n in frames and not frames[n].empty for n in self.needs]
-        return (any(present) if self.any_of else all(present)) and (stages is not None or not self.needs_stages)
+        several = [n in frames and "step" in frames[n].columns and frames[n]["step"].nunique() > 1 for n in self.needs]
+        # a one-step figure of several steps' rows would average the steps together; the per-step figure needs them apart
+        steps_fit = any(several) if self.per_step else not any(several)
+        return (any(present) if self.any_of else all(present)) and (stages is not None or not self.needs_stages) and steps_fit
 
 
 PRODUCTS = [
@@ -96,6 +100,7 @@ PRODUCTS = [
                                                                 "Minimal circuit: Hits@1/5/10 (%) of the intact model and of the circuit, the circuit relative to the intact model (%), and components kept.")),
     # boundary_stability is empty for a one-layer decoder (no boundary to place); the profile is still drawn
     Product("stages", ("stage_layer_means",), lambda f, o, s, m: _figure(plot_stages(f["stage_layer_means"], f.get("boundary_stability", pd.DataFrame(columns=["boundary", "selected", "frequency", "frequency_within_1"])), s, title=f"{m}: decoder stages"), o, "stages"), needs_stages=True),
+    Product("stages_per_step", ("stage_layer_means", "step_stages"), lambda f, o, s, m: _figure(plot_stages_per_step(f["stage_layer_means"], f["step_stages"], title=f"{m}: decoder stages per docid step"), o, "stages_per_step"), per_step=True),
     Product("swap", ("swap_removed_docs_per_query", "swap_vanilla_per_query"), lambda f, o, s, m: _figure(plot_swap(f.get("swap_removed_docs_per_query"), f.get("swap_vanilla_per_query"), title=f"{m}: encoder swap"), o, "swap"), any_of=True),
     Product("table2_swap_removed_docs", ("swap_removed_docs",), lambda f, o, s, m: _swap_display(f["swap_removed_docs"], "removed", o, m)),
     Product("table2_swap_vanilla", ("swap_vanilla",), lambda f, o, s, m: _swap_display(f["swap_vanilla"], "vanilla", o, m)),
@@ -183,13 +188,14 @@ def attribution_method(config: dict) -> str:
 ESTIMATE_NAMES = {"atp": "AtP", "atp_qk": "AtP*"}
 
 
-def draw_attribution_summary(summary: pd.DataFrame, method: str, out: str | Path, context: str, tokens: dict[int, str] | None = None) -> dict[str, str]:
-    """One heatmap per node family of the attribution estimate, titled by the estimate and the nodes it covers."""
+def draw_attribution_summary(summary: pd.DataFrame, method: str, out: str | Path, context: str, tokens: dict[int, str] | None = None,
+                              prefix: str = "attribution") -> dict[str, str]:
+    """One heatmap per node family of the attribution estimate, titled by the estimate and the nodes it covers (`<prefix>_<family>.png`)."""
     shown = summary[(summary.method == method) & (summary.quantity == "estimate")]
     name = ESTIMATE_NAMES.get(method, method)
-    made = plot_node_families(shown, Path(out) / FIGURES, "attribution", context=context, what=f"{name} estimate of the change in logit difference",
+    made = plot_node_families(shown, Path(out) / FIGURES, prefix, context=context, what=f"{name} estimate of the change in logit difference",
                               label=f"{name}: estimated logit-difference change", tokens=tokens)
-    return {f"attribution_{k}": str(v) for k, v in made.items()}
+    return {f"{prefix}_{k}": str(v) for k, v in made.items()}
 
 
 # -- reading a results directory back -------------------------------------------------------------------

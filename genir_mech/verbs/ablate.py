@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..errors import GenIRError
 from . import Verb
-from .options import (checkpoint, library_constant, load_data, load_model, model_arguments, name_list, output_arguments, output_dir, query_arguments,
+from .options import (checkpoint, library_constant, load_data, load_model, model_arguments, name_list, output_arguments, output_dir, query_arguments, step_arguments, steps_field,
                       query_fields, rows_argument, split_list, stage_argument)
 
 METHODS = library_constant("analyses.ablation", "METHODS")
@@ -23,6 +23,7 @@ def add_arguments(p):
     p.add_argument("--other", type=checkpoint, help="checkpoint whose component outputs replace this model's for cross-model (same tokenizer and d_model)")
     p.add_argument("--per-layer", action="store_true", help="also ablate one component in one layer at a time")
     rows_argument(p, "(ablation, query) rows per forward pass")
+    step_arguments(p)
     output_arguments(p, "ablate")
 
 
@@ -32,7 +33,7 @@ def handler(args):
     from ..pipelines.ablate import AblateConfig, run_ablate  # torch and nnsight: only once the arguments are valid
 
     out = output_dir(args, "ablate")
-    config = AblateConfig(**query_fields(args), stages=args.stages, kinds=split_list(args.kinds), methods=split_list(args.methods),
+    config = AblateConfig(**query_fields(args), steps=steps_field(args), stages=args.stages, kinds=split_list(args.kinds), methods=split_list(args.methods),
                           per_layer=args.per_layer, rows_per_forward=args.rows_per_forward)
     if "cross-model" in config.methods and not args.other:
         raise GenIRError("--methods cross-model needs --other CHECKPOINT (e.g. the pretrained base model)")

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from . import Verb
-from .options import library_constant, load_model, non_negative_int, load_pair_data, print_pair_counts, model_arguments, output_arguments, output_dir, pair_arguments, pair_fields, rows_argument
+from .options import library_constant, load_model, non_negative_int, load_pair_data, print_pair_counts, model_arguments, output_arguments, output_dir, pair_arguments, pair_fields, rows_argument, step_arguments, steps_field
 
 
 def add_arguments(p):
@@ -18,6 +18,7 @@ def add_arguments(p):
                    help="exactly patch the K nodes with the largest mean |estimate| and report Spearman's rho (default 0: no verification)")
     p.add_argument("--verify-method", choices=library_constant("patching.attribution", "METHODS"), help="which estimate to verify (default atp_qk, or atp with --no-qk-fix)")
     rows_argument(p, "rows per forward pass of the exact verification")
+    step_arguments(p)
     output_arguments(p, "attribute")
 
 
@@ -26,7 +27,7 @@ def handler(args):
 
     out = output_dir(args, "attribute")
     gm = load_model(args)
-    config = AttributeConfig(**pair_fields(args), direction=args.direction, qk_fix=not args.no_qk_fix, verify_top_k=args.verify_top_k, verify_method=args.verify_method,
+    config = AttributeConfig(**pair_fields(args), steps=steps_field(args), direction=args.direction, qk_fix=not args.no_qk_fix, verify_top_k=args.verify_top_k, verify_method=args.verify_method,
                              rows_per_forward=args.rows_per_forward, pairs_per_batch=args.pairs_per_batch, n_boot=args.n_boot)
     summary = run_attribute(gm, load_pair_data(args, gm), out, config, progress=not args.json)
     if not args.json:
@@ -36,6 +37,9 @@ def handler(args):
             print(f"  {t['node']}: {t['estimate']:+.3f}  [{t['ci'][0]:+.3f}, {t['ci'][1]:+.3f}]")
         if "spearman" in summary:
             print(f"exact patching of the top {args.verify_top_k}: Spearman rho = {summary['spearman']:.3f} ({summary['verification']})")
+        for step, found in summary.get("steps", {}).items():
+            if "spearman" in found:
+                print(f"docid step {step}: exact patching of the top {args.verify_top_k}: Spearman rho = {found['spearman']:.3f}")
         print(f"tables: {summary['per_pair']}, {summary['summary']}   figures: {', '.join(summary['figures'].values())}")
     return summary
 

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from . import Verb
-from .options import load_data, load_model, model_arguments, output_arguments, output_dir, query_arguments, query_fields, stage_argument
+from .options import load_data, load_model, model_arguments, output_arguments, output_dir, query_arguments, query_fields, stage_argument, step_arguments, steps_field
 
 
 def add_arguments(p):
@@ -13,6 +13,7 @@ def add_arguments(p):
     query_arguments(p)
     stage_argument(p, "stage definition (spec like priming=0-2,... or stages.json); its first stage's MLPs give the cos_priming metric (default: no cos_priming)")
     p.add_argument("--encoder", action="store_true", help="also measure the encoder layers (averaged over each query's tokens)")
+    step_arguments(p)
     output_arguments(p, "contributions")
 
 
@@ -23,7 +24,7 @@ def handler(args):
 
     out = output_dir(args, "contributions")
     gm = load_model(args)
-    config = ContributionsConfig(**query_fields(args), stages=args.stages, encoder=args.encoder)
+    config = ContributionsConfig(**query_fields(args), stages=args.stages, encoder=args.encoder, steps=steps_field(args))
     summary = run_contributions(gm, load_data(args, gm), out, config, progress=not args.json)
     if not args.json:
         print("mean contribution ratio per layer:")

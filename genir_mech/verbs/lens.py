@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from . import Verb
-from .options import positive_int, load_data, load_model, model_arguments, output_arguments, output_dir, query_arguments, query_fields, stage_argument
+from .options import positive_int, load_data, load_model, model_arguments, output_arguments, output_dir, query_arguments, query_fields, stage_argument, step_arguments, steps_field
 
 
 def add_arguments(p):
@@ -14,6 +14,7 @@ def add_arguments(p):
     stage_argument(p, "stage definition (spec or stages.json): shades the figure and groups Tables 5-6 (default: none)")
     p.add_argument("--top-k", type=positive_int, default=10, help="decoded top tokens kept per cross-attention head (default 10)")
     p.add_argument("--examples", type=positive_int, default=32, help="queries whose head top tokens are kept (default 32)")
+    step_arguments(p)
     output_arguments(p, "lens")
 
 
@@ -24,7 +25,7 @@ def handler(args):
 
     out = output_dir(args, "lens")
     gm = load_model(args)
-    config = LensConfig(**query_fields(args), top_k=args.top_k, examples=args.examples, stages=args.stages)
+    config = LensConfig(**query_fields(args), top_k=args.top_k, examples=args.examples, stages=args.stages, steps=steps_field(args))
     summary = run_lens(gm, load_data(args, gm), out, config, progress=not args.json)
     if not args.json:
         print("median vocabulary rank of the relevant docid after each layer:", summary["median_relevant_rank_by_layer"])

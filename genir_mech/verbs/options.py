@@ -280,6 +280,33 @@ def stage_argument(p, help: str | None = None) -> None:
                                 "`genir-mech stages` (default: three even thirds of the decoder, with a warning)")
 
 
+ALL_STEPS = library_constant("retrieval.steps", "ALL_STEPS")
+
+
+def step_list(text: str):
+    """`all`, or comma-separated decoding steps >= 0 (checked against the model's docid length once it is loaded)."""
+    if text.strip().lower() == ALL_STEPS:
+        return ALL_STEPS
+    steps = [non_negative_int(t) for t in split_list(text)]
+    if not steps:
+        raise argparse.ArgumentTypeError(f"expected {ALL_STEPS!r} or decoding steps such as 0,1, got {text!r}")
+    return sorted(set(steps))
+
+
+def step_arguments(p) -> None:
+    """--step T or --steps all|T,U: analyse the decoder at decoding step(s) of a multi-token docid; the tables get a `step` column."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--step", type=non_negative_int,
+                       help="decoding step t of the docid: the decoder is teacher-forced to [start] + s[:t] and the metric is the "
+                            "correct token s[t] (rank among the trie-valid continuations); 0 for atomic docids (default: the ranking step, no step column)")
+    group.add_argument("--steps", type=step_list, help=f"several steps: {ALL_STEPS!r} (0 .. docid length - 1) or a list such as 0,2")
+
+
+def steps_field(args):
+    """The steps a verb's config takes: None (no step asked), an int (--step) or the --steps value."""
+    return args.step if getattr(args, "step", None) is not None else getattr(args, "steps", None)
+
+
 _SIZE_UNITS = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "k": 2**10, "m": 2**20, "g": 2**30, "b": 1}
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ..errors import GenIRError
 from . import Verb
-from .options import existing_file, library_constant, name_list, load_model, load_pair_data, print_pair_counts, model_arguments, output_arguments, output_dir, pair_arguments, pair_fields, rows_argument, split_list
+from .options import existing_file, library_constant, name_list, load_model, load_pair_data, print_pair_counts, model_arguments, output_arguments, output_dir, pair_arguments, pair_fields, rows_argument, split_list, step_arguments, steps_field
 
 
 def add_arguments(p):
@@ -24,6 +24,7 @@ def add_arguments(p):
     p.add_argument("--specs", type=existing_file, help="a saved sweep instead of --target: an intervention file (.json/.yaml, as written to <out>/<target>_specs.json) or the older JSON list of {site, head, position}")
     p.add_argument("--kinds", type=name_list(library_constant("models.components", "KINDS"), "component kinds"), help="component kinds for --target component/head, comma-separated (default all; heads: self_attn,cross_attn)")
     rows_argument(p, "patched rows (patch x pair) per forward pass")
+    step_arguments(p)
     output_arguments(p, "patch")
 
 
@@ -34,7 +35,7 @@ def handler(args):
 
     out = output_dir(args, "patch")
     gm = load_model(args)
-    config = PatchConfig(**pair_fields(args), target=args.target, specs=args.specs, kinds=split_list(args.kinds), direction=args.direction,
+    config = PatchConfig(**pair_fields(args), steps=steps_field(args), target=args.target, specs=args.specs, kinds=split_list(args.kinds), direction=args.direction,
                          rows_per_forward=args.rows_per_forward, pairs_per_batch=args.pairs_per_batch, n_boot=args.n_boot)
     summary = run_patch(gm, load_pair_data(args, gm), out, config, progress=not args.json)
     if not args.json:

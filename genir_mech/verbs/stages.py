@@ -2,11 +2,12 @@
 
     genir-mech stages --model checkpoints/dsi-synth --bootstrap 200
     genir-mech ablate --model checkpoints/dsi-synth --stages runs/stages/dsi-synth/stages.json
+    genir-mech stages --model checkpoints/dsi-synth-semantic --steps all     # the stages of every docid step
 """
 from __future__ import annotations
 
 from . import Verb
-from .options import fraction, library_constant, positive_float, positive_int, load_data, load_model, model_arguments, output_arguments, output_dir, query_arguments, query_fields
+from .options import fraction, library_constant, positive_float, positive_int, load_data, load_model, model_arguments, output_arguments, output_dir, query_arguments, query_fields, step_arguments, steps_field
 
 
 DEFAULT_PENALTY = library_constant("analyses.change_point", "DEFAULT_PENALTY")
@@ -25,6 +26,7 @@ def add_arguments(p):
     p.add_argument("--cheap-ablation", type=fraction, default=CHEAP_ABLATION,
                    help=f"priming: at most this fraction of queries may leave rank 1 when the stage's MLPs are mean-ablated (default {CHEAP_ABLATION})")
     p.add_argument("--no-ablation", action="store_true", help="segment on contributions alone (faster; MLP stages then cannot be confirmed as priming)")
+    step_arguments(p)
     output_arguments(p, "stages", "one JSON object with the stages and boundary stability")
 
 
@@ -35,7 +37,8 @@ def handler(args):
     out = output_dir(args, "stages")
     gm = load_model(args)
     config = StagesConfig(**query_fields(args), bootstrap=args.bootstrap, min_stage_size=args.min_stage_size, max_stages=args.max_stages, penalty=args.penalty,
-                          resolution=args.resolution, rules=NamingRules(cheap_ablation=args.cheap_ablation), ablation=not args.no_ablation)
+                          resolution=args.resolution, rules=NamingRules(cheap_ablation=args.cheap_ablation), ablation=not args.no_ablation,
+                          steps=steps_field(args))
     summary = run_stages(gm, load_data(args, gm), out, config, progress=not args.json)
     if not args.json:
         print(summary["report"])
