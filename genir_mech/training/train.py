@@ -61,8 +61,6 @@ class TrainRequest:
     objective: str = "dsi"  # "span", "dsi" or "niah" (decoder-only: NIAH + in-context retrieval)
     base: str | None = None
     tokenizer: str | None = None  # from-scratch runs: use this tokenizer (docid tokens are added if missing)
-    tokenizer_kind: str = "word"  # from-scratch runs without `tokenizer`: "word", or a subword "bpe" / "unigram" model
-    vocab_size: int = 1000  # subword kinds: pieces learnt from the corpus (docids and sentinels come on top)
     remove_docs: str | None = None  # "random:N:SEED" or comma-separated doc ids
     indexing_ratio: float = 0.2
     shape: T5Shape | LlamaShape = field(default_factory=T5Shape)  # LlamaShape for the niah objective
@@ -70,6 +68,8 @@ class TrainRequest:
     overwrite: bool = False  # replace a finished checkpoint, or start over a run trained with other arguments
     init: str | None = None  # "minilm": BERT2BERT from the packaged all-MiniLM-L6-v2 (training/minilm.py) instead of a T5
     task: LMTask | None = None  # the niah objective's mixture (default LMTask())
+    tokenizer_kind: str = "word"  # from-scratch runs without `tokenizer`: "word", or a subword "bpe" / "unigram" model
+    vocab_size: int = 1000  # subword kinds: pieces learnt from the corpus (docids and sentinels come on top)
 
 
 OBJECTIVES = ("span", "dsi", "niah")
