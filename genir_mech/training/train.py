@@ -240,6 +240,28 @@ def _as_genir(model, tokenizer, scheme, out: Path) -> GenIRModel:
     return GenIRModel(model, tokenizer, scheme, adapter_for(model), out.name, str(out))
 
 
+def initial_model(req: TrainRequest, dataset: RetrievalDataset):
+    """The (model, tokenizer) an encoder-decoder run starts from: its base, the pruned pretrained model, or a fresh T5.
+
+    Called right after `seed_everything(req.loop.seed)`, it rebuilds the run's exact initialisation (fresh weights and
+    new cross-attention are drawn from the seeded generator): what the pretraining study compares a model against.
+    """
+    if req.init:
+        with quiet_weight_loading():
+            return build_minilm_bert2bert(dataset)
+    if req.base:
+        with quiet_weight_loading():
+            return T5ForConditionalGeneration.from_pretrained(req.base), AutoTokenizer.from_pretrained(req.base)
+    if req.tokenizer:
+        tokenizer = AutoTokenizer.from_pretrained(req.tokenizer)
+        missing = [docid_token(d) for d in dataset.documents if docid_token(d) not in tokenizer.get_vocab()]
+        tokenizer.add_tokens([AddedToken(t, normalized=False) for t in missing])
+    else:
+        tokenizer = build_tokenizer(list(dataset.documents.values()) + [q.text for q in dataset.queries], dataset.documents,
+                                    kind=req.tokenizer_kind, vocab_size=req.vocab_size)
+    return req.shape.build(tokenizer), tokenizer
+
+
 def train_model(req: TrainRequest) -> dict:
     """Pretrain (span) or DSI-fine-tune a T5, resumably; writes the checkpoint and its ModelCard, returns the card."""
     check_request(req)
@@ -262,22 +284,7 @@ def train_model(req: TrainRequest) -> dict:
     if req.objective in DECODER_ONLY_OBJECTIVES:
         from .lm_train import train_lm  # it builds on this module's helpers
         return train_lm(req, dataset, out)
-    if req.init:
-        with quiet_weight_loading():
-            model, tokenizer = build_minilm_bert2bert(dataset)
-    elif req.base:
-        with quiet_weight_loading():
-            tokenizer = AutoTokenizer.from_pretrained(req.base)
-            model = T5ForConditionalGeneration.from_pretrained(req.base)
-    elif req.tokenizer:
-        tokenizer = AutoTokenizer.from_pretrained(req.tokenizer)
-        missing = [docid_token(d) for d in dataset.documents if docid_token(d) not in tokenizer.get_vocab()]
-        tokenizer.add_tokens([AddedToken(t, normalized=False) for t in missing])
-        model = req.shape.build(tokenizer)
-    else:
-        tokenizer = build_tokenizer(list(dataset.documents.values()) + [q.text for q in dataset.queries], dataset.documents,
-                                    kind=req.tokenizer_kind, vocab_size=req.vocab_size)
-        model = req.shape.build(tokenizer)
+    model, tokenizer = initial_model(req, dataset)
     scheme = AtomicDocids.detect(tokenizer)
     train_data = dataset.without_documents(set(removed)) if removed else dataset
 
