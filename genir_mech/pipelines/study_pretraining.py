@@ -183,6 +183,23 @@ def training_facts(model: StudyModel, cards: list[dict]) -> dict:
             "total_train_minutes": round(sum(r["train_minutes"] for r in runs), 1), "training_runs": runs}
 
 
+def entity_names(dataset) -> list[str]:
+    """The entity names the queries ask about, cut out of queries whose template is `<words> {name} <words>` alone."""
+    names = set()
+    for q in dataset.queries:
+        template = getattr(q, "template", None) or ""
+        if template.count("{") == 1 and "{name}" in template:
+            prefix, suffix = template.split("{name}")
+            if q.text.startswith(prefix) and q.text.endswith(suffix):
+                names.add(q.text[len(prefix):len(q.text) - len(suffix)])
+    return sorted(names)
+
+
+def pieces_per_entity(tokenizer, names: list[str]) -> float | None:
+    """Mean number of tokens an entity name is split into (1.0 for a word-level tokenizer); None without names."""
+    return round(sum(len(tokenizer.tokenize(n)) for n in names) / len(names), 3) if names else None
+
+
 def _spans(stages: StageDefinition) -> list[list[int]]:
     return [[min(s.layers), max(s.layers)] for s in stages.stages if s.layers]
 
@@ -212,7 +229,8 @@ def analyse(model: StudyModel, gm, init, data, out: Path, config: StudyConfig, p
 
     retrieval = step("retrieval", lambda: run_eval(gm, data, out / "retrieval", EvalConfig(split="test", batch_size=config.batch_size)))
     summary = {"hits@1": retrieval["hits@1"], "hits@10": retrieval["hits@10"], "mrr": retrieval["mrr"], "test_queries": retrieval.get("n_queries"),
-               "decoder_layers": gm.n_layers("decoder"), "family": gm.adapter.family, "init": init.path, "seconds": timings}
+               "decoder_layers": gm.n_layers("decoder"), "family": gm.adapter.family, "init": init.path, "vocabulary": len(gm.tokenizer),
+               "pieces_per_entity": pieces_per_entity(gm.tokenizer, entity_names(data)), "seconds": timings}
     try:
         found = step("stages", lambda: run_stages(gm, data, out / "stages", StagesConfig(**queries, bootstrap=config.bootstrap, **config.stage_args), progress=progress))
     except GenIRError as exc:  # e.g. fewer than two correct validation queries: nothing to localise
@@ -372,6 +390,8 @@ def study_facts(results: dict[str, dict], wall_seconds: float) -> dict[str, str]
             f"{n} ({a}-{b})" for n, (a, b) in zip(r["stage_names"], r["stage_spans"]))
         facts[f"{m}Priming"] = _yes_no(bool(r.get("priming_stage")))
         facts[f"{m}Layers"] = str(r["decoder_layers"])
+        if r.get("pieces_per_entity") is not None:
+            facts[f"{m}PiecesPerEntity"] = f"{r['pieces_per_entity']:.2f}"
     return facts
 
 
