@@ -108,7 +108,7 @@ class StudyConfig:
     batch_size: int = 64
     train: bool = True  # False: refuse to train, analyse only models that exist
     data: str = STUDY_DATA
-    stage_args: dict = field(default_factory=dict)  # extra StagesConfig fields (tests: min_stage_size)
+    stage_args: dict = field(default_factory=dict)  # extra StagesConfig fields (tests: ablation=False, for speed)
 
     def check(self) -> None:
         unknown = [m for m in self.models if m not in MODELS]
