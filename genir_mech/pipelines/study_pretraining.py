@@ -108,21 +108,40 @@ class StudyConfig:
     batch_size: int = 64
     train: bool = True  # False: refuse to train, analyse only models that exist
     data: str = STUDY_DATA
+    snapshots: tuple[str, ...] = ()  # models still training: analyse their best checkpoint so far, never train them here
     stage_args: dict = field(default_factory=dict)  # extra StagesConfig fields (tests: ablation=False, for speed)
 
     def check(self) -> None:
-        unknown = [m for m in self.models if m not in MODELS]
+        unknown = [m for m in (*self.models, *self.snapshots) if m not in MODELS]
         if unknown:
             raise GenIRError(f"study pretraining: unknown model {unknown[0]!r} (CLI: --models); choose from {', '.join(MODELS)}")
         if not self.models:
             raise GenIRError("study pretraining: no models given (CLI: --models)")
 
 
-def ensure_trained(model: StudyModel, train: bool = True) -> list[dict]:
-    """Run the model's train requests (each a no-op when that run is finished); returns their model cards."""
+def snapshot_card(out: str | Path) -> dict:
+    """A card for a training still in progress: its history, time and loop from the resume state; its best weights are in `out`."""
+    import torch  # only for snapshots: the resume state is a torch file
+
+    state_file = Path(out) / "resume" / "state.pt"
+    if not state_file.exists() or not (Path(out) / "config.json").exists():
+        raise GenIRError(f"{out}: no resume state and best weights to take a snapshot of (CLI: --snapshot); train it first")
+    state = torch.load(state_file, weights_only=False, map_location="cpu")
+    return {"objective": "dsi", "history": state["history"], "train_seconds": round(state["elapsed"], 1), "loop": state["config"],
+            "best_validation": state["best"], "snapshot": True, "trained_at": f"snapshot after epoch {state['epoch'] + 1}"}
+
+
+def ensure_trained(model: StudyModel, train: bool = True, snapshot: bool = False) -> list[dict]:
+    """Run the model's train requests (each a no-op when that run is finished); returns their model cards.
+
+    `snapshot`: the last run is still training elsewhere; it is never resumed here (that would train it twice at
+    once): the earlier runs must be finished, and the last one is described by its resume state.
+    """
     cards = []
-    for req in model.requests:
-        if train:
+    for i, req in enumerate(model.requests):
+        if snapshot and i == len(model.requests) - 1 and not (Path(req.out) / "model_card.json").exists():
+            cards.append(snapshot_card(req.out))
+        elif train and not snapshot:
             cards.append(train_model(req))
         elif (Path(req.out) / "model_card.json").exists():
             cards.append(ModelCard.read(req.out).to_json())
@@ -173,7 +192,7 @@ def training_facts(model: StudyModel, cards: list[dict]) -> dict:
         loop = card.get("loop") or {}
         epochs, seconds = len(history), float(card.get("train_seconds") or 0.0)
         cap = float(loop.get("max_minutes") or 0.0)
-        stopped = ("unknown" if not history else "epoch budget" if epochs >= int(loop.get("epochs") or 0)
+        stopped = ("still training: best checkpoint so far" if card.get("snapshot") else "unknown" if not history else "epoch budget" if epochs >= int(loop.get("epochs") or 0)
                    else "time cap" if cap and history and history[-1]["seconds"] > cap * 60 else "early stopping")
         runs.append({"out": out, "objective": card.get("objective"), "epochs": epochs, "epochs_budget": loop.get("epochs"),
                      "train_minutes": round(seconds / 60, 1), "max_minutes": cap, "stopped_by": stopped,
@@ -288,7 +307,7 @@ def run_study(models_dir: str | Path, out: str | Path, config: StudyConfig | Non
     for name in config.models:
         model = specs[name]
         t0 = time.time()
-        cards = ensure_trained(model, config.train)
+        cards = ensure_trained(model, config.train, snapshot=name in config.snapshots)
         train_wall = round(time.time() - t0, 1)
         key = {"version": SUMMARY_VERSION, "trained_at": [c.get("trained_at") for c in cards], "config": _config_record(config)}
         cached = _cached(out / name / "model_summary.json", key)

@@ -32,6 +32,8 @@ def add_arguments(p):
                    "created when missing); t5-span is the embedded checkpoints/dsi-synth")
     p.add_argument("--out", type=output_directory, default=DEFAULT_OUT, help=f"results, figure and table (default {DEFAULT_OUT})")
     p.add_argument("--models", type=name_list(MODELS, "study models"), default=",".join(MODELS), help=f"comma-separated subset of {', '.join(MODELS)}")
+    p.add_argument("--snapshot", type=name_list(MODELS, "study models"), help="models whose training is still running elsewhere: analyse "
+                   "the best checkpoint saved so far (history from its resume state) instead of training them")
     p.add_argument("--no-train", action="store_true", help="analyse only models already trained; a missing one is an error")
     p.add_argument("--max-queries", type=positive_int, default=256, help="correct validation queries per analysis (default 256)")
     p.add_argument("--bootstrap", type=positive_int, default=100, help="stage-boundary bootstrap resamples (default 100)")
@@ -41,7 +43,8 @@ def add_arguments(p):
 def handler(args):
     from ..pipelines.study_pretraining import StudyConfig, run_study  # torch and transformers: only once the arguments are valid
 
-    config = StudyConfig(models=split_list(args.models), max_queries=args.max_queries, bootstrap=args.bootstrap, train=not args.no_train)
+    config = StudyConfig(models=split_list(args.models), max_queries=args.max_queries, bootstrap=args.bootstrap, train=not args.no_train,
+                         snapshots=split_list(args.snapshot) or ())
     summary = run_study(args.models_dir or DEFAULT_MODELS_DIR, args.out, config, progress=not args.json)
     if not args.json:
         for name, r in summary["models"].items():
