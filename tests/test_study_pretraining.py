@@ -111,6 +111,8 @@ def test_study_on_tiny_models_writes_the_summary_figure_and_table(tmp_path):
     (["study", "pretraining", "--models-dir", "{tmp}/no-such-dir"], "no-such-dir: no such directory"),
     (["study", "pretraining", "--models-dir", "{tmp}", "--no-train", "--models", "t5-scratch", "--out", "{tmp}/out"], "t5-scratch needs"),
     (["study", "pretrain"], "invalid choice: 'pretrain'"),
+    (["study", "pretraining", "--snapshot", "t5-xl"], "unknown study models 't5-xl'"),
+    (["study", "pretraining", "--models-dir", "{tmp}", "--models", "t5-scratch", "--snapshot", "t5-scratch", "--out", "{tmp}/out"], "no resume state"),
 ])
 def test_study_bad_input_is_one_line(argv, expected, tmp_path, capsys):
     code = main([a.format(tmp=tmp_path) for a in argv])
