@@ -324,7 +324,8 @@ def run_study(models_dir: str | Path, out: str | Path, config: StudyConfig | Non
 
 
 def _config_record(config: StudyConfig) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items() if k not in ("models", "train")}
+    # which models run, may train or are snapshots does not change any model's analyses (nor its cache key)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items() if k not in ("models", "train", "snapshots")}
 
 
 # -- the study's outputs ---------------------------------------------------------------------------------
