@@ -388,6 +388,23 @@ def findings(results: dict[str, dict]) -> list[str]:
     if weak:
         lines.append(f"Caveat: {', '.join(weak)} retrieve(s) poorly (test Hits@1 below 0.5 after the capped training), so their profiles "
                      "describe partly trained models; the stages are located on their correct validation queries only.")
+    for name, r in analysed.items():
+        for stage in r["stage_names"]:
+            means = {k: v.get("mean") for k, v in ((key.split("/")[1], v) for key, v in r["ablation_pct_left_rank1"].items()
+                                                   if key.split("/")[0] == stage) if v.get("mean") is not None}
+            crucial = max(means, key=means.get) if means else None
+            if crucial and crucial != r["dominant_by_stage"].get(stage) and means[crucial] >= 50:
+                lines.append(f"In {name}'s {stage} stage the largest contribution ratio is the {r['dominant_by_stage'].get(stage)}'s, but "
+                             f"mean-ablating {crucial} there sends {means[crucial]:.1f}% of the correct queries off rank 1 "
+                             f"({r['dominant_by_stage'].get(stage)}: {means.get(r['dominant_by_stage'].get(stage), float('nan')):.1f}%).")
+    snapshots = [n for n, r in results.items() if r["stopped_by"].startswith("still training")]
+    if snapshots:
+        lines.append(f"{', '.join(snapshots)} was analysed at its best checkpoint so far (epoch "
+                     + ", ".join(str(results[n]["epochs"]) for n in snapshots) + ") while its training went on.")
+    post_norm = [n for n, r in results.items() if r.get("family") in ("bert2bert", "bart")]
+    if post_norm:
+        lines.append(f"{', '.join(post_norm)} is post-LayerNorm: a component's contribution is measured before the LayerNorm "
+                     "(README, 'Post-LayerNorm families'), so its ratios are not on the same scale as the T5s'.")
     capped = [n for n, r in results.items() if r["stopped_by"] == "time cap"]
     if capped:
         lines.append(f"Training of {', '.join(capped)} was cut by its wall-time cap (not by early stopping).")
@@ -398,7 +415,8 @@ def findings(results: dict[str, dict]) -> list[str]:
 
 def study_facts(results: dict[str, dict], wall_seconds: float) -> dict[str, str]:
     """`\\gm` macros for the paper: per model Hits@1, epochs, minutes, number and names of stages, priming yes/no."""
-    facts = {"StudyWallMinutes": f"{wall_seconds / 60:.0f}"}
+    facts = {"StudyTrainMinutes": f"{sum(r['total_train_minutes'] for r in results.values()):.0f}",
+             "StudyAnalysisMinutes": f"{sum(sum(r['seconds'].values()) for r in results.values()) / 60:.0f}"}
     for name, r in results.items():
         m = "Study" + MACRO_NAMES[name]
         facts[f"{m}HitsOne"] = f"{r['hits@1']:.3f}"
@@ -435,7 +453,9 @@ def write_study(out: Path, results: dict[str, dict], config: StudyConfig, wall_s
     files["table"] = [str(p) for p in write_display(comparison_table(results), out / "stages_vs_paper", caption)]
     lines = ["# Pretraining study: what makes the decoder stages appear?", "", *findings(results), "",
              "![contribution profiles](study_profiles.png)", "", Path(files["table"][0]).read_text().strip(), "",
-             f"Wall time of this run: {wall_seconds / 60:.1f} min (training runs that were already finished are reused)."]
+             f"Time: training {sum(r['total_train_minutes'] for r in results.values()):.0f} min in all (model cards), analyses "
+             f"{sum(sum(r['seconds'].values()) for r in results.values()) / 60:.0f} min (per model, when first run); this run "
+             f"{wall_seconds / 60:.1f} min (finished trainings and unchanged analyses reused)."]
     with written_atomically(out / "SUMMARY.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     files["numbers"] = str(write_macros(study_facts(results, wall_seconds), out / "numbers.tex"))
