@@ -22,7 +22,7 @@ def plot_study_profiles(profiles: pd.DataFrame, stages: dict[str, StageDefinitio
     models = list(dict.fromkeys(profiles.model))
     hue = [k for k in KIND_ORDER if k in set(profiles.component)] + sorted(set(profiles.component) - set(KIND_ORDER))
     with themed():
-        fig, axes = new_figure(1, len(models), figsize=(3.2 * len(models) + 1.5, 3.2), sharey=True)
+        fig, axes = new_figure(1, len(models), figsize=(3.2 * len(models) + 1.5, 3.2))  # own y scale: post-LN ratios are much larger
         for i, (model, ax) in enumerate(zip(models, axes[0])):
             sns.lineplot(data=profiles[profiles.model == model], x="layer", y="value", hue="component", hue_order=hue,
                          palette=component_palette(hue), marker="o", ax=ax)
