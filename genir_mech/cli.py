@@ -15,12 +15,12 @@ import sys
 import warnings
 
 from .errors import GenIRError
-from .verbs import ablate, attribute, circuit, contributions, data, demo, evaluate, figures, heads, lens, patch, read, show, stages, swap, sweep, train
+from .verbs import ablate, attribute, circuit, contributions, data, demo, evaluate, figures, heads, lens, patch, read, show, stages, study, swap, sweep, train
 
 VERBS = {
     "demo": demo.VERB, "data": data.VERB, "train": train.VERB, "eval": evaluate.VERB, "stages": stages.VERB, "swap": swap.VERB,
     "contributions": contributions.VERB, "lens": lens.VERB, "ablate": ablate.VERB, "circuit": circuit.VERB, "read": read.VERB, "figures": figures.VERB,
-    "patch": patch.VERB, "attribute": attribute.VERB, "heads": heads.VERB, "sweep": sweep.VERB, "show": show.VERB,
+    "patch": patch.VERB, "attribute": attribute.VERB, "heads": heads.VERB, "sweep": sweep.VERB, "show": show.VERB, "study": study.VERB,
 }
 
 

@@ -119,6 +119,8 @@ def test_every_generated_table_compiles(results, tmp_path):
 def test_the_paper_compiles_with_generated_numbers_figures_and_tables(results, tmp_path):
     for name in ("main.tex", "preamble.tex"):
         shutil.copy(PAPER / name, tmp_path)
+    if (PAPER / "pretraining-study").is_dir():  # committed results of `genir-mech study pretraining`, read beside main.tex
+        shutil.copytree(PAPER / "pretraining-study", tmp_path / "pretraining-study")
     proc = _compile(tmp_path / "main.tex", results)
     assert proc.returncode == 0, proc.stdout[-3000:]
     log = re.sub(r"(?m)^(.{79})\n", r"\1", (tmp_path / "main.log").read_text(errors="replace"))  # TeX wraps its log at 79 characters

