@@ -36,13 +36,14 @@ rm -rf checkpoints/lm-niah/resume
 run train --data "$DATA" --objective dsi --arch llama --out checkpoints/lm-dsi-synth --layers 8 --d-model 128 --d-ff 256 \
     --num-heads 4 --num-kv-heads 4 --epochs 40 --patience 5 --seed 0 --max-minutes 40
 rm -rf checkpoints/lm-dsi-synth/resume
-# t5-niah: lm-niah's data and mixture with the prompt in a T5 encoder and the answer from its decoder (2+2 layers, d_model 64).
-# Stage 1 (contexts 32-128, 14 minutes in all) then stage 2 (128-512, 6 minutes); 20 minutes in total.
+# t5-niah: lm-niah's data and mixture on a T5 (2+2 layers, d_model 64): haystack + question in the encoder, the needle's
+# lead-in as the decoder's teacher-forced prefix, the code words from the decoder (the twin of lm-niah's copy task).
+# Stage 1 (contexts 32-128, 21 minutes) then stage 2 (128-512, 6 minutes); 27 minutes in all.
 T5NIAH=(--data "$DATA" --objective niah --arch t5 --incontext-docs 2,3 --incontext-share 0.1 --examples-per-epoch 512 --batch-size 16
         --epochs 200 --patience 200 --seed 0)
-run train "${T5NIAH[@]}" --out runs/t5-niah-stage1 --encoder-layers 2 --decoder-layers 2 --d-model 64 --d-ff 128 --num-heads 4 \
-    --dropout 0 --niah-lengths 32,64,128 --lr 3e-3 --warmup-steps 50 --max-minutes 14
-run train "${T5NIAH[@]}" --base runs/t5-niah-stage1 --out checkpoints/t5-niah --niah-lengths 128,256,512 \
+run train "${T5NIAH[@]}" --out runs/t5-niah2-stage1 --encoder-layers 2 --decoder-layers 2 --d-model 64 --d-ff 128 --num-heads 4 \
+    --dropout 0 --niah-lengths 32,64,128 --lr 3e-3 --warmup-steps 50 --max-minutes 21
+run train "${T5NIAH[@]}" --base runs/t5-niah2-stage1 --out checkpoints/t5-niah --niah-lengths 128,256,512 \
     --lr 1e-3 --warmup-steps 10 --max-minutes 6
 rm -rf checkpoints/t5-niah/resume
 # Multi-token docids (issue 10): the dsi-synth recipe from the same base with naive (digit) and semantic (hierarchical

@@ -29,6 +29,7 @@ def t5_niah_tokenizer():
 
 
 def test_t5_niah_loss_is_on_the_answer_tokens_only(t5_niah_tokenizer):
+    from genir_mech.data.niah import LEAD_IN, split_lead_in
     from genir_mech.training.architecture import T5Shape
     from genir_mech.training.lm_objectives import LMTask, encode_seq2seq_example, task_prompts, lm_examples
     from genir_mech.training.loop import collate
@@ -36,10 +37,20 @@ def test_t5_niah_loss_is_on_the_answer_tokens_only(t5_niah_tokenizer):
     task = LMTask(niah_lengths=(32,), incontext_docs=(2,), examples_per_epoch=6, incontext_share=0.5)
     pairs = task_prompts(task, SyntheticConfig(), 0 * 100_003 + 0, 6)
     examples = lm_examples(task, tok, SyntheticConfig(), 0, 0, None, encode_seq2seq_example)
-    for (prompt, answer), (encoder_ids, labels) in zip(pairs, examples):
-        # the whole prompt (with T5's </s>) is the encoder input; the labels are the answer and </s>, nothing of the prompt
-        assert encoder_ids == tok(prompt)["input_ids"] and encoder_ids[-1] == tok.eos_token_id
-        assert tok.decode(labels[:-1]) == answer and labels[-1] == tok.eos_token_id
+    kinds = set()
+    for (prompt, answer), (encoder_ids, labels, decoder_ids) in zip(pairs, examples):
+        encoder_text, lead_in = split_lead_in(prompt)
+        kinds.add(bool(lead_in))
+        # a NIAH prompt's trailing lead-in leaves the encoder for the decoder prefix; an in-context prompt has none
+        assert (encoder_text + " " + lead_in if lead_in else encoder_text) == prompt
+        assert encoder_text.endswith("answer :") and (not lead_in or lead_in.split()[:4] == LEAD_IN.split()[:4])
+        assert encoder_ids == tok(encoder_text)["input_ids"] and encoder_ids[-1] == tok.eos_token_id
+        prefix = tok(lead_in, add_special_tokens=False)["input_ids"] if lead_in else []
+        # decoder: start token, the lead-in, the answer (teacher-forced); labels: -100 over the lead-in, then answer + </s>
+        assert decoder_ids == [tok.pad_token_id] + prefix + labels[len(prefix):-1] and len(decoder_ids) == len(labels)
+        assert labels[:len(prefix)] == [-100] * len(prefix)
+        assert tok.decode(labels[len(prefix):-1]) == answer and labels[-1] == tok.eos_token_id
+    assert kinds == {True, False}
     torch.manual_seed(0)
     model = T5Shape(d_model=16, d_ff=32, num_heads=2, encoder_layers=1, decoder_layers=1, dropout=0.0).build(tok).eval()
     batch = collate(examples, tok.pad_token_id)
@@ -47,31 +58,42 @@ def test_t5_niah_loss_is_on_the_answer_tokens_only(t5_niah_tokenizer):
     answer = batch["labels"] != -100
     by_hand = torch.nn.functional.cross_entropy(logits[answer], batch["labels"][answer])
     assert torch.allclose(model(**batch).loss, by_hand, atol=1e-6)
-    assert int(answer.sum()) == sum(len(y) for _, y in examples)  # every answer token, and no padding, is learned
+    # every answer token, and no lead-in or padding token, is learned
+    assert int(answer.sum()) == sum(len([y for y in ys if y != -100]) for _, ys, _ in examples)
+    # right padding of the decoder changes no scored position: one example alone gives the same logits
+    for i in range(len(examples)):
+        alone = model(**collate([examples[i]], tok.pad_token_id)).logits[0]
+        assert torch.allclose(logits[i, : len(alone)], alone, atol=1e-5)
 
 
 def test_t5_niah_trains_loads_and_reports_greedy_accuracy(tmp_path, capsys):
-    from genir_mech.data.niah import NiahConfig, niah_trials
+    from genir_mech.data.niah import LEAD_IN, NiahConfig, niah_trials, split_lead_in
     from genir_mech.models.loading import load_genir
     from genir_mech.training.lm_objectives import answer_correct
     out = str(tmp_path / "t5")
     assert main(["train", "--out", out, "--epochs", "1", *TINY_T5_NIAH]) == 0
     card = json.loads((tmp_path / "t5" / "model_card.json").read_text())
     assert card["architecture"] == "encoder-decoder" and card["arch"] == "t5" and card["objective"] == "niah"
-    assert "encoder_input" in card["prompt_format"] and card["prompt_format"]["niah_prompt"].endswith("is")
+    fmt = card["prompt_format"]
+    assert "encoder_input" in fmt and fmt["niah_prompt"].endswith("is") and fmt["niah_encoder_prompt"].endswith("answer :")
+    assert fmt["niah_prompt"] == fmt["niah_encoder_prompt"] + " " + LEAD_IN and LEAD_IN in fmt["decoder_prefix"]
     assert "| 32 |" in (tmp_path / "t5" / "niah_accuracy.md").read_text()
     # the same command resumes nothing; a Llama run into the same folder is refused, naming the architecture
     assert main(["train", "--out", out, "--epochs", "1", *TINY_T5_NIAH]) == 0 and "nothing to do" in capsys.readouterr().out
     gm = load_genir(out)  # self-check: the lens of the final decoder residual reproduces the logits
     assert gm.adapter.family == "t5" and gm.adapter.sides == ("encoder", "decoder") and len(gm.docids) == 100
     trials = niah_trials(NiahConfig(lengths=(32,), depths=(0.0, 1.0), trials_per_cell=3, seed=5))
-    prompts = [t.prompt for t in trials]
-    enc = gm.tokenizer(prompts, return_tensors="pt", padding=True)
+    encoder_texts, lead_ins = zip(*(split_lead_in(t.prompt) for t in trials))
+    enc = gm.tokenizer(list(encoder_texts), return_tensors="pt", padding=True)
+    # the decoder prefix the card describes: the start token, then the lead-in (one length: entities are one word)
+    prefix = [[gm.hf_model.config.decoder_start_token_id] + gm.tokenizer(lead, add_special_tokens=False)["input_ids"] for lead in lead_ins]
+    assert len({len(p) for p in prefix}) == 1
     with torch.no_grad():
-        generated = gm.hf_model.generate(**enc, max_new_tokens=5, do_sample=False)
-    greedy = [gm.tokenizer.decode(row, skip_special_tokens=False).replace("<pad>", "").split("</s>")[0].strip() for row in generated]
-    # teacher-forced exact match (what training reports) is greedy decoding, trial by trial
-    assert answer_correct(gm.hf_model, gm.tokenizer, prompts, [t.answer for t in trials]) == [g == t.answer for g, t in zip(greedy, trials)]
+        generated = gm.hf_model.generate(**enc, decoder_input_ids=torch.tensor(prefix), max_new_tokens=5, do_sample=False)
+    new_tokens = generated[:, len(prefix[0]):]
+    greedy = [gm.tokenizer.decode(row, skip_special_tokens=False).replace("<pad>", "").split("</s>")[0].strip() for row in new_tokens]
+    # teacher-forced exact match (what training reports) is greedy decoding after the prefix, trial by trial
+    assert answer_correct(gm.hf_model, gm.tokenizer, [t.prompt for t in trials], [t.answer for t in trials]) == [g == t.answer for g, t in zip(greedy, trials)]
 
 
 # -- the decoder-only dsi objective -------------------------------------------------------------------------------

@@ -39,6 +39,10 @@ QUESTION = "what is the access code of {entity} ?"
 # The prompt ends with the needle's own lead-in, so the answer is a copy of the tokens that follow it in the
 # haystack (an induction / retrieval-head task, the behaviour Wu et al.'s retrieval score measures).
 PROMPT = "{context} question : {question} answer : {lead_in}"
+# An encoder-decoder reads the prompt up to "answer :" and gets the lead-in as its decoder prefix (`split_lead_in`),
+# so the copy it learns is the same, through cross-attention.
+ENCODER_PROMPT = PROMPT.removesuffix(" {lead_in}")
+_TRAILING_LEAD_IN = re.compile(" (" + re.escape(LEAD_IN).replace(re.escape("{entity}"), r"\S+") + ")$")
 _WORD = re.compile(r"\w+|[^\w\s]+")
 
 
@@ -202,6 +206,12 @@ def make_trial(trial_id: str, length: int, depth: float, entity: str, code: tupl
     question = QUESTION.format(entity=entity)
     prompt = PROMPT.format(context=context, question=question, lead_in=LEAD_IN.format(entity=entity))
     return NiahTrial(trial_id, length, depth, prompt, " ".join(code), needle, question)
+
+
+def split_lead_in(prompt: str) -> tuple[str, str]:
+    """(the prompt without its trailing needle lead-in, that lead-in); (prompt, "") when it ends in none (in-context prompts)."""
+    match = _TRAILING_LEAD_IN.search(prompt)
+    return (prompt[: match.start()], match.group(1)) if match else (prompt, "")
 
 
 def niah_trials(config: NiahConfig = NiahConfig(), tokenizer=None) -> list[NiahTrial]:

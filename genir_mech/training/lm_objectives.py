@@ -22,6 +22,7 @@ from types import SimpleNamespace
 import torch
 
 from ..data.incontext import InContextConfig, incontext_examples
+from ..data import niah as niah_data
 from ..data.niah import NiahConfig, niah_trials
 from ..data.synthetic import SyntheticConfig
 from ..errors import GenIRError
@@ -66,9 +67,24 @@ def encode_example(tokenizer, prompt: str, answer: str) -> Example:
 
 
 def encode_seq2seq_example(tokenizer, prompt: str, answer: str) -> Example:
-    """(encoder ids of the prompt with its </s>, decoder labels: answer + </s>): an encoder-decoder learns the answer only."""
+    """(encoder ids, decoder labels, decoder input ids): an encoder-decoder reads the prompt and learns the answer only.
+
+    A NIAH prompt's trailing lead-in ("the access code of <entity> is") leaves the encoder and becomes a
+    teacher-forced decoder prefix after the start token, with -100 labels; the labels are the answer and `</s>`.
+    So the decoder's last lead-in position predicts the first code word, as in the decoder-only prompt, and the
+    copy goes through cross-attention. An in-context prompt has no lead-in: the decoder starts from its start token.
+    """
+    encoder_text, lead_in = niah_data.split_lead_in(prompt)
+    prefix_ids = tokenizer(lead_in, add_special_tokens=False)["input_ids"] if lead_in else []
     answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    return tokenizer(prompt)["input_ids"], answer_ids
+    labels = [-100] * len(prefix_ids) + answer_ids
+    decoder_ids = [decoder_start_id(tokenizer)] + prefix_ids + answer_ids[:-1]
+    return tokenizer(encoder_text)["input_ids"], labels, decoder_ids
+
+
+def decoder_start_id(tokenizer) -> int:
+    """The T5 decoder's start token: `<pad>` (T5's `decoder_start_token_id` is the pad id)."""
+    return tokenizer.pad_token_id
 
 
 def example_encoder(model) -> Callable[..., Example]:
@@ -108,7 +124,7 @@ def lm_examples(task: LMTask, tokenizer, corpus: SyntheticConfig, epoch: int, se
     """
     pairs = task_prompts(task, corpus, seed * 100_003 + epoch, task.examples_per_epoch)
     examples = [encode(tokenizer, p, a) for p, a in pairs]
-    longest = max(len(x) for x, _ in examples)
+    longest = max(len(x) for x, *_ in examples)
     if max_positions is not None and longest > max_positions:
         raise GenIRError(f"training examples of {longest} tokens exceed the model's {max_positions} positions; "
                          "lower --niah-lengths / --incontext-docs or raise --max-positions")
@@ -161,7 +177,7 @@ def answer_correct(model, tokenizer, prompts: list[str], answers: list[str], bat
 
 
 def _seq2seq_answer_correct(model, tokenizer, prompts: list[str], answers: list[str], batch_size: int) -> list[bool]:
-    """`answer_correct` of an encoder-decoder: the prompt in the encoder, the answer teacher-forced into the decoder."""
+    """`answer_correct` of an encoder-decoder: the prompt in the encoder, the lead-in (if any) and answer teacher-forced into the decoder."""
     out: list[bool] = []
     for start in range(0, len(prompts), batch_size):
         encoded = [encode_seq2seq_example(tokenizer, p, a) for p, a in zip(prompts[start:start + batch_size], answers[start:start + batch_size])]

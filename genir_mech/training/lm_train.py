@@ -4,8 +4,11 @@
     train_model(TrainRequest(..., "checkpoints/t5-niah", objective="niah", arch="t5", shape=T5Shape(encoder_layers=2, decoder_layers=2, ...)))
 
 The T5 reads the same prompts in its encoder (with the `</s>` its tokenizer
-appends) and its decoder generates the same answers; the tokenizer has the
-same words (plus T5's sentinels), so the two architectures see the same tokens.
+appends), except a NIAH prompt's trailing lead-in ("the access code of <entity>
+is"), which is its decoder's teacher-forced prefix; the decoder then generates
+the same answers, so for both architectures the answer is a copy of what follows
+the lead-in in the haystack. The tokenizer has the same words (plus T5's
+sentinels), so the two architectures see the same tokens.
 
 The model is built from scratch on a word-level tokenizer whose vocabulary is
 the corpus, the needle pools and one `@DOC_ID_<i>@` token per in-prompt
@@ -56,8 +59,13 @@ SEQ2SEQ_PROMPT_FORMAT = {
     "architecture": "encoder-decoder (T5ForConditionalGeneration)",
     "tokenizer": "word-level, lower-cased (the decoder-only model's words plus T5's <extra_id_i> sentinels); appends </s> to the encoder "
                  "input; pad on the right; the decoder starts from <pad>; one @DOC_ID_<i>@ token per in-prompt document label",
-    "encoder_input": "the whole prompt (haystack with needle, question, lead-in) followed by </s>: tokenizer(prompt)",
-    "answer": "the decoder generates: NIAH -> the code words then </s>; in-context -> the relevant document's @DOC_ID_<i>@ then </s>",
+    "encoder_input": "NIAH: the prompt without its trailing lead-in, followed by </s>: tokenizer(niah_encoder_prompt), i.e. "
+                     "tokenizer(split_lead_in(prompt)[0]) (genir_mech.data.niah); in-context: the whole prompt followed by </s>",
+    "niah_encoder_prompt": niah_data.ENCODER_PROMPT.format(context="<haystack with needle>", question=niah_data.QUESTION),
+    "decoder_prefix": "NIAH: <pad> (the decoder start token) then the needle's lead-in '" + niah_data.LEAD_IN + "', teacher-forced "
+                      "(tokenizer(lead_in, add_special_tokens=False)); the first code word is predicted at the lead-in's last "
+                      "token ('is'); in-context: <pad> alone",
+    "answer": "the decoder continues its prefix: NIAH -> the code words then </s>; in-context -> the relevant document's @DOC_ID_<i>@ then </s>",
 }
 
 

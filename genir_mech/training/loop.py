@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from ..errors import GenIRError
 from ..provenance import written_atomically
 
-Example = tuple[list[int], list[int]]
+Example = tuple[list[int], list[int]]  # (input ids, labels); an encoder-decoder example may add its decoder input ids
 
 
 @dataclass
@@ -62,15 +62,24 @@ def seed_everything(seed: int) -> None:
 
 
 def collate(batch: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad (input ids, labels) examples into one batch; labels are padded with -100 so padding is not learned."""
-    width = max(len(x) for x, _ in batch)
-    label_width = max(len(y) for _, y in batch)
+    """Pad (input ids, labels[, decoder input ids]) examples into one batch; labels are padded with -100 so padding is not learned.
+
+    Decoder input ids (a teacher-forced decoder prefix) are right-padded with `pad_id`: the decoder is causal, so
+    padding after the last label changes no earlier position.
+    """
+    width = max(len(x) for x, *_ in batch)
+    label_width = max(len(y) for _, y, *_ in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     labels = torch.full((len(batch), label_width), -100, dtype=torch.long)
-    for i, (x, y) in enumerate(batch):
+    for i, (x, y, *_) in enumerate(batch):
         ids[i, : len(x)] = torch.tensor(x)
         labels[i, : len(y)] = torch.tensor(y)
-    return {"input_ids": ids, "attention_mask": (ids != pad_id).long(), "labels": labels}
+    out = {"input_ids": ids, "attention_mask": (ids != pad_id).long(), "labels": labels}
+    if len(batch[0]) == 3:
+        out["decoder_input_ids"] = torch.full((len(batch), label_width), pad_id, dtype=torch.long)
+        for i, (_, _, d) in enumerate(batch):
+            out["decoder_input_ids"][i, : len(d)] = torch.tensor(d)
+    return out
 
 
 class TrainLoop:
