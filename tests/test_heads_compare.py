@@ -164,3 +164,51 @@ def test_encoder_decoder_answers_record_cross_attention_and_unmasked_decoding_is
     assert torch.equal(out.top_positions, eager[:, :out.top_positions.shape[1]])
     assert torch.equal(masked_greedy_decode(gm, batch, 3, head_mask([], "cross_attn")).tokens, out.tokens)
     assert not torch.equal(masked_greedy_decode(gm, batch, 3, head_mask([(l, h) for l in range(2) for h in range(4)], "cross_attn")).tokens, out.tokens)
+
+
+def _niah_trials(gm):
+    """Two NIAH trials on the toy vocabulary (same lead-in length, different codes), as the NIAH generator writes them."""
+    from genir_mech.data.niah import LEAD_IN, NEEDLE, PROMPT, QUESTION, NiahTrial
+    from genir_mech.testing import toy_queries
+
+    words = [w for q in toy_queries(gm, 8) for w in q.split()]
+    trials = []
+    for i, (entity, code) in enumerate([(words[0], words[1]), (words[2], words[3])]):
+        needle = NEEDLE.format(entity=entity, code=code)
+        context = f"{' '.join(words[4:9])} . {needle} {' '.join(words[9:13])} ."
+        prompt = PROMPT.format(context=context, question=QUESTION.format(entity=entity), lead_in=LEAD_IN.format(entity=entity))
+        trials.append(NiahTrial(f"t{i}", 16, 0.5, prompt, code, needle, QUESTION.format(entity=entity)))
+    return trials
+
+
+def test_a_niah_seq2seq_model_with_a_decoder_prefix_reads_the_lead_in_in_its_decoder(tmp_path):
+    """A card with prompt_format.decoder_prefix: encoder = prompt up to "answer :" + </s>, decoder = start + lead-in, as trained."""
+    from genir_mech.data.niah import split_lead_in
+    from genir_mech.heads.decoding import seq2seq_greedy_decode
+    from genir_mech.heads.masking import head_mask, masked_greedy_decode
+    from genir_mech.heads.niah_pairs import niah_pair_batch
+    from genir_mech.heads.prompts import prompt_batch
+    from genir_mech.models.model_card import ModelCard
+
+    gm = tiny_genir(decoder_layers=2)
+    gm.path = str(tmp_path)
+    trials = _niah_trials(gm)
+    prompts = [t.prompt for t in trials]
+    assert prompt_batch(gm, prompts).decoder_input_ids is None  # no card: the whole prompt in the encoder, as before
+    ModelCard(objective="niah", extra={"prompt_format": {"decoder_prefix": "start + lead-in"}}).write(tmp_path)
+    batch = prompt_batch(gm, prompts)
+    tok = gm.tokenizer
+    for row, mask, dec, prompt in zip(batch.input_ids, batch.attention_mask, batch.decoder_input_ids, prompts):
+        encoder_text, lead_in = split_lead_in(prompt)
+        assert lead_in and row[mask.bool()].tolist() == tok(encoder_text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        assert dec.tolist() == [gm.decoder_start_id] + tok(lead_in, add_special_tokens=False)["input_ids"]
+    out = seq2seq_greedy_decode(gm, batch, 3)
+    dec = batch.decoder_input_ids
+    for _ in range(out.tokens.shape[1]):  # reference: plain HF greedy decoding from the same prefix
+        logits = gm.hf_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, decoder_input_ids=dec).logits[:, -1]
+        dec = torch.cat([dec, logits.argmax(-1, keepdim=True)], 1)
+    assert torch.equal(out.tokens, dec[:, batch.decoder_input_ids.shape[1]:])
+    assert torch.equal(masked_greedy_decode(gm, batch, 3, head_mask([], "cross_attn")).tokens, out.tokens)
+    pairs = niah_pair_batch(gm, trials)
+    assert torch.equal(pairs.clean.decoder_input_ids, pairs.corrupted.decoder_input_ids)
+    assert pairs.clean.decoder_input_ids.shape[1] == batch.decoder_input_ids.shape[1]

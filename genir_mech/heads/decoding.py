@@ -224,12 +224,13 @@ def seq2seq_greedy_decode(gm, batch: QueryBatch, max_new_tokens: int, attention:
     most-attended encoder column per step (`Decoded.top_positions`, padded encoder coordinates).
 
     Each step reruns the decoder on the tokens so far (answers are a few tokens; the encoder output is reused).
+    The decoder starts from `batch.decoder_input_ids` when the batch has them (a NIAH lead-in prefix), else the start token.
     """
     if max_new_tokens < 1:
         raise GenIRError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     gm.adapter.require("encoder", "cross_attn", analysis="encoder-decoder greedy decoding")
     decoded = Decoded.start(gm.tokenizer, len(batch), batch.input_ids.device)
-    dec = gm.start_ids(len(batch))
+    dec = batch.decoder_input_ids if batch.decoder_input_ids is not None else gm.start_ids(len(batch))
     for _ in range(max_new_tokens):
         step = QueryBatch(batch.input_ids, batch.attention_mask, None, dec)
         if attention:

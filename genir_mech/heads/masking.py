@@ -47,12 +47,13 @@ def random_heads(candidates: list[Head], k: int, draws: int, seed: int = 0) -> l
 def masked_greedy_decode(gm, batch: QueryBatch, max_new_tokens: int, intervention: Intervention, rows_per_forward: int = 64) -> Decoded:
     """Greedy decoding with `intervention` applied to every forward pass (prompt included); see `decoding.Decoded`.
 
-    An encoder-decoder model keeps the prompt in its encoder and grows its decoder inputs from the start token.
+    An encoder-decoder model keeps the prompt in its encoder and grows its decoder inputs from the batch's
+    `decoder_input_ids` (a NIAH lead-in prefix) or else the start token.
     """
     executor = InterventionExecutor(gm, [intervention], rows_per_forward=rows_per_forward)
     ids, mask = batch.input_ids, batch.attention_mask
     seq2seq = "encoder" in gm.adapter.sides
-    dec = gm.start_ids(len(ids)) if seq2seq else None
+    dec = (batch.decoder_input_ids if batch.decoder_input_ids is not None else gm.start_ids(len(ids))) if seq2seq else None
     decoded = Decoded.start(gm.tokenizer, len(ids), ids.device)
     for _ in range(max_new_tokens):
         logits = torch.empty(len(ids), gm.hf_model.config.vocab_size, device=ids.device)

@@ -67,14 +67,21 @@ def check_models(paths: list[str], defaults: bool) -> list[str]:
 
 
 def load_models(paths: list[str], device: str = "cpu", dtype: str = "float32") -> dict[str, object]:
-    """name -> loaded model: `load_genir` for a model with docids, `load_lm` (no docids needed) for a NIAH model."""
+    """name -> loaded model: `load_lm` (no docids needed) for a decoder-only NIAH model, else `load_genir`.
+
+    An encoder-decoder NIAH model goes through `load_genir` too (`load_lm` refuses encoder-decoders); its tokenizer
+    holds the in-prompt @DOC_ID_<i>@ tokens of its in-context task.
+    """
+    from transformers import AutoConfig
+
     from ..models.loading import load_genir, load_lm
     from ..models.model_card import ModelCard
 
     out = {}
     for path in paths:
         niah = ModelCard.read(path).objective == "niah" if Path(path).is_dir() else False
-        out[model_name(path)] = (load_lm if niah else load_genir)(path, device=device, dtype=dtype)
+        decoder_only = niah and not getattr(AutoConfig.from_pretrained(path), "is_encoder_decoder", False)
+        out[model_name(path)] = (load_lm if decoder_only else load_genir)(path, device=device, dtype=dtype)
     return out
 
 
