@@ -332,7 +332,11 @@ def test_every_pipeline_writes_through_a_transaction():
         module = importlib.import_module(f"genir_mech.pipelines.{info.name}")
         runs += [(info.name, n, f) for n, f in vars(module).items() if n.startswith("run_") and callable(f) and f.__module__ == module.__name__]
     assert len(runs) >= 12
-    assert [f"{m}.{n}" for m, n, f in runs if not getattr(f, "writes_atomically", False)] == []
+    # The pretraining study is not one transaction by design: it resumes model by model, each model's analyses are
+    # atomic pipelines and each of its summary files is written atomically (a crash loses at most the model under way).
+    per_model = {"study_pretraining.run_study"}
+    assert [f"{m}.{n}" for m, n, f in runs if not getattr(f, "writes_atomically", False) and f"{m}.{n}" not in per_model] == []
+    assert all(not getattr(f, "writes_atomically", False) for m, n, f in runs if f"{m}.{n}" in per_model), "drop it from per_model"
 
 
 # -- training -------------------------------------------------------------------------------------------
