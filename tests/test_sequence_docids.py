@@ -61,6 +61,7 @@ def test_title_scheme_ranks_exactly():
 
 
 def test_semantic_ids_are_paths_of_bounded_clusters_and_deterministic():
+    pytest.importorskip("sklearn", reason="semantic docids need the optional extra minilm (scikit-learn)")
     rng = torch.Generator().manual_seed(0)
     centers = torch.randn(5, 16, generator=rng) * 5
     points = (centers.repeat_interleave(12, 0) + torch.randn(60, 16, generator=rng)).numpy()

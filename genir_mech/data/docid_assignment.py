@@ -84,7 +84,10 @@ class SemanticConfig:
 
 def semantic_docids(doc_ids: list[str], embeddings: np.ndarray, config: SemanticConfig | None = None) -> DocidMapping:
     """DSI semantic ids from document embeddings (row i embeds doc_ids[i]) by hierarchical k-means (scikit-learn)."""
-    from sklearn.cluster import KMeans  # optional extra `minilm`; only semantic ids need it
+    try:
+        from sklearn.cluster import KMeans  # optional extra `minilm`; only semantic ids need it
+    except ImportError:
+        raise GenIRError("semantic docids cluster with scikit-learn, from the optional extra: pip install -e '.[minilm]'") from None
 
     config = (config or SemanticConfig()).check()
     if len(doc_ids) != len(embeddings):
