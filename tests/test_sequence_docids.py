@@ -230,3 +230,19 @@ def test_data_docids_verb_writes_a_loadable_mapping(tmp_path):
         mapping = DocidMapping.read(tmp_path / scheme)
         assert mapping.scheme == scheme and len(mapping.sequences) == 30 and mapping.data_hash
     assert DocidMapping.read(tmp_path / "naive").sequences["17"] == ("1", "7")
+
+
+def test_new_docid_tokens_get_distinct_rows_at_the_vocabulary_scale():
+    # HF's mean initialisation gives every added digit the same row: identical logits for any query, a saddle
+    # that kept the naive and semantic checkpoints at chance. The rows must differ and match the old rows' scale.
+    gm = tiny_sequence_genir("naive", n_docs=30)
+    weight = gm.hf_model.get_input_embeddings().weight.detach()
+    digits = torch.tensor([gm.docids.sequence(str(d))[0] for d in range(10)])
+    old = weight[: int(digits.min())]
+    rows = weight[digits]
+    assert torch.cdist(rows, rows).add(torch.eye(10) * 1e9).min() > 0.1 * old.norm(dim=1).mean()
+    assert rows.norm(dim=1).mean() == pytest.approx(float(old.norm(dim=1).mean()), rel=0.5)
+    output = gm.hf_model.get_output_embeddings().weight
+    assert output.shape[0] == weight.shape[0]
+    if output.data_ptr() == weight.data_ptr():  # tied: the output rows are the same draw
+        assert torch.equal(output[digits].detach(), rows)

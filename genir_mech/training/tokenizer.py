@@ -118,7 +118,32 @@ def add_docid_tokens(model, tokenizer, mapping) -> list[str]:
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # transformers explains its (sensible) mean initialisation of new rows on every call
         try:
+            old_rows = model.get_input_embeddings().weight.shape[0]
             model.resize_token_embeddings(len(tokenizer))
         finally:
             hf_logging.set_verbosity(verbosity)
+        _draw_new_rows(model, old_rows)
     return missing
+
+
+def _draw_new_rows(model, old_rows: int) -> None:
+    """Give the embedding rows from `old_rows` on random values at the scale of the existing rows.
+
+    transformers' mean initialisation gives every new token the same row. For multi-token docids that is a saddle:
+    the ten digit (or cluster-index) tokens get identical logits whatever the query, so their gradients are identical
+    too and training stays at chance (measured: per-step loss ln 10 for ten epochs). Untied output rows get the same
+    treatment. The draw uses torch's global generator, which the training run seeds.
+    """
+    import torch
+
+    matrices = [model.get_input_embeddings().weight]
+    output = model.get_output_embeddings()
+    if output is not None and output.weight.data_ptr() != matrices[0].data_ptr():
+        matrices.append(output.weight)
+    with torch.no_grad():
+        for weight in matrices:
+            if weight.shape[0] <= old_rows or old_rows == 0:
+                continue
+            existing = weight[:old_rows]
+            new = torch.randn(weight.shape[0] - old_rows, weight.shape[1], dtype=weight.dtype) * existing.std()
+            weight[old_rows:] = new + existing.mean(dim=0)
