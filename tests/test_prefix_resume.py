@@ -153,3 +153,57 @@ def test_the_memory_budget_is_process_wide_until_reset(gm):
     finally:
         set_budget(None)
     assert default_budget() > 3 * row_bytes(gm, batch, encoded=True)
+
+
+def _cross_key_calls(gm, layer: int):
+    """Counts calls of decoder layer `layer`'s cross-attention key projection (a list that grows per call)."""
+    calls = []
+    module = gm.adapter._module(Site("decoder", layer, "cross_attn")).k
+    return calls, module.register_forward_hook(lambda *_: calls.append(1))
+
+
+@pytest.mark.parametrize("target", ["component", "head", "encoder-position"])
+def test_shared_cross_keys_values_equal_projected_ones_and_run_once(gm, target, monkeypatch):
+    clean, corrupted = gm.batch(toy_queries(gm, 5, seed=1)), gm.batch(toy_queries(gm, 5, seed=2))
+    width = min(clean.input_ids.shape[1], corrupted.input_ids.shape[1])
+    specs = target_specs(gm, target, encoder_positions=width)
+    groups = [Intervention((spec,)) for spec in specs]
+    values = Replacements(source=source_run(gm, clean, {s.parsed for s in specs}).values)
+    calls, handle = _cross_key_calls(gm, gm.n_layers("decoder") - 1)
+    try:
+        executor, shared = _logits(gm, groups, corrupted, values, True, rows=3)
+        shared_calls = len(calls)
+        calls.clear()
+        monkeypatch.setattr(type(gm.adapter), "cross_keys_values", lambda self, hidden: None)
+        _, projected = _logits(gm, groups, corrupted, values, True, rows=3)
+    finally:
+        handle.remove()
+    encoded_chunks = [c for c in executor.plan(corrupted) if c.encoded]
+    encoder_output_rows = target == "encoder-position"  # rows that rewrite encoder.output project their own keys/values
+    assert shared.keys() == projected.keys()
+    worst = max(float((shared[k] - projected[k]).abs().max()) for k in shared)
+    assert worst <= TOLERANCE * max(1.0, max(float(v.abs().max()) for v in projected.values()))
+    # Without sharing, every encoded chunk projects the keys; with it, once per base batch (plus the prefix pass).
+    assert len(calls) >= len(encoded_chunks) > 2
+    assert shared_calls == (len(calls) if encoder_output_rows else 2)
+
+
+def test_a_write_to_a_block_output_resumes_after_its_layer(gm):
+    clean, corrupted = gm.batch(toy_queries(gm, 5, seed=1)), gm.batch(toy_queries(gm, 5, seed=2))
+    n = gm.n_layers("decoder")
+    specs = [InterventionSpec(f"decoder.layers.{layer}.resid_post") for layer in range(n)]
+    groups = [Intervention((spec,)) for spec in specs]
+    values = Replacements(source=source_run(gm, clean, {s.parsed for s in specs}).values)
+    executor, out = _logits(gm, groups, corrupted, values, True, rows=5)
+    # Each layer's rows start one layer later: none of the layers a write overwrites is run.
+    assert [executor.first_layer[i] for i in range(n)] == list(range(1, n + 1))
+    assert {c.resume_layer for c in executor.plan(corrupted)} == set(range(1, n + 1))
+    _, full = _logits(gm, groups, corrupted, values, False, rows=5)
+    scale = max(1.0, max(float(v.abs().max()) for v in full.values()))
+    assert max(float((out[k] - full[k]).abs().max()) for k in full) <= TOLERANCE * scale
+    # Patching the last layer's whole output is the clean run: its logits, with no decoder layer run.
+    clean_logits = gm.logits(clean)
+    for q in range(5):
+        assert float((out[(n - 1, q)] - clean_logits[q]).abs().max()) <= TOLERANCE * scale
+    # The prefix pass ran the unpatched model: its logits are the base run's, the sweep's baseline.
+    assert torch.allclose(executor.unpatched_logits, gm.logits(corrupted), atol=TOLERANCE * scale)

@@ -32,6 +32,18 @@ per layer and per pass, so tiny per-layer groups are merged rather than run
 as many small passes). By default a side resumes when that beats one
 segment from layer 0 plus the unpatched prefix pass.
 
+A write to the site a block returns (T5's `resid_post`, see
+`adapter.block_output_is_resid_post`) is applied to that block's cached
+output, and its rows resume one layer later: a layer sweep runs none of the
+layers it overwrites. The prefix pass runs the whole model, so its logits are
+kept as the unpatched baseline (`unpatched_logits`): a sweep needs no
+separate base pass.
+
+Cross-attention keys and values depend on the encoder output alone: where the
+adapter can hand them on (`adapter.cross_keys_values`, T5 family), they are
+projected once per base query and every row receives its query's copy of the
+layers it runs; rows that rewrite `encoder.output` project their own.
+
 The rows are cut into chunks and handed to a `Backend` (`LocalBackend`: in
 this process, in order); a distributed backend plugs in there.
 """
@@ -46,7 +58,7 @@ import torch
 
 from ..errors import GenIRError
 from ..models.components import Site
-from ..models.execution import QueryBatch, Resume, block_outputs, run
+from ..models.execution import UNPATCHED_LOGITS, QueryBatch, Resume, block_outputs, run
 from .backend import Backend, LocalBackend
 from .memory import rows_within
 from .spec import ENCODER_OUTPUT, Intervention, InterventionSpec
@@ -184,14 +196,31 @@ class InterventionExecutor:
         self.decoder_side = [i for i, ok in enumerate(decoder_only) if ok]
         self.encoder_side = [i for i, ok in enumerate(decoder_only) if not ok]
         self.first_layer = [self._first_layer(group, ok) for group, ok in zip(sites, decoder_only)]
+        self.unpatched_logits: torch.Tensor | None = None  # set by `row_logits` when its prefix pass ran
 
     def _first_layer(self, sites: list[Site], encoded: bool) -> int:
-        """The first layer of the resumed side (decoder for encoded rows, else encoder) that a write can change."""
+        """The first layer of the resumed side (decoder for encoded rows, else encoder) that has to run: the layer of the
+        first write, or the one after it when that write is to the block's own output (applied to the cached output)."""
         side = "decoder" if encoded else "encoder"
         if encoded and ENCODER_OUTPUT in sites:
             return 0  # every decoder layer reads the encoder output
         n = self.gm.adapter.n_layers(side)
-        return min((s.layer if s.layer >= 0 else n for s in sites if s.side == side), default=n)
+        return min((self._layer_to_run(s, n) for s in sites if s.side == side), default=n)
+
+    def _layer_to_run(self, site: Site, n: int) -> int:
+        if site.layer < 0:
+            return n
+        return site.layer + 1 if self._is_block_output(site) else site.layer
+
+    def _rewrites_encoder_output(self, chunk: RowChunk) -> bool:
+        return any(ENCODER_OUTPUT in self.interventions[i].sites for i in chunk.intervention.unique().tolist())
+
+    def _is_block_output(self, site: Site) -> bool:
+        """Whether `site` is what its block returns (so a write to it can be applied to the block's cached output)."""
+        adapter = self.gm.adapter
+        block = Site(site.side, site.layer, "", "resid_post")
+        return (site.layer >= 0 and adapter.block_output_is_resid_post and adapter.block_path(site.side, site.layer) is not None
+                and adapter.hook(site) == adapter.hook(block))
 
     def _pieces(self, side: str, kept: dict[int, torch.Tensor], order: list[int], limit: int, n_items: int) -> list[tuple[list[int], int]]:
         """Segments of `order` (interventions sorted by first layer) with the layer each resumes from: the cheapest cut by
@@ -294,10 +323,16 @@ class InterventionExecutor:
         if base.encoder_hidden is None and any(c.encoded for c in chunks):
             encoded = self.gm.encode(base)
         raw = without_encoder_output(base)
-        return self.backend.map(partial(self.forward, encoded, raw, values, self.prefix(encoded, raw, chunks)), chunks)
+        shared = None
+        if encoded.encoder_hidden is not None and any(c.encoded and not self._rewrites_encoder_output(c) for c in chunks):
+            shared = self.gm.adapter.cross_keys_values(encoded.encoder_hidden)
+        prefix = self.prefix(encoded, raw, chunks)
+        self.unpatched_logits = prefix.pop(UNPATCHED_LOGITS, None)
+        return self.backend.map(partial(self.forward, encoded, raw, values, prefix, shared), chunks)
 
     def prefix(self, encoded: QueryBatch, raw: QueryBatch, chunks: Sequence[RowChunk]) -> dict:
-        """(side, layer) -> the unpatched output of that block on the base batch, for every layer a chunk resumes after."""
+        """(side, layer) -> the unpatched output of that block on the base batch, for every layer a chunk resumes after;
+        with `UNPATCHED_LOGITS`, the ranking-step logits of that pass."""
         prefix = {}
         for on_encoded, side in ((True, "decoder"), (False, "encoder")):
             blocks = {(side, c.resume_layer - 1) for c in chunks if c.encoded == on_encoded and c.resume_layer > 0}
@@ -306,16 +341,28 @@ class InterventionExecutor:
         return prefix
 
     @torch.no_grad()
-    def forward(self, encoded: QueryBatch, raw: QueryBatch, values: Replacements, prefix: dict, chunk: RowChunk) -> RowLogits:
-        """One forward pass over one chunk of rows (from its resume layer on)."""
-        resume = None
-        if chunk.resume_layer > 0:
-            side = "decoder" if chunk.encoded else "encoder"
-            output = self.gm.adapter.resumed_block_output(prefix[(side, chunk.resume_layer - 1)], chunk.item)
-            resume = Resume(side, chunk.resume_layer, output)
+    def forward(self, encoded: QueryBatch, raw: QueryBatch, values: Replacements, prefix: dict,
+                shared: list | None, chunk: RowChunk) -> RowLogits:
+        """One forward pass over one chunk of rows (from its resume layer on); `shared`: per decoder layer, the base
+        queries' cross-attention keys and values (None: each pass projects its own)."""
         rows = (encoded if chunk.encoded else raw).select(chunk.item)
         writes = site_writes(self.gm, self.interventions, chunk.intervention, chunk.item, values, rows)
+        side = "decoder" if chunk.encoded else "encoder"
+        resume = None
+        if chunk.resume_layer > 0:
+            output = self.gm.adapter.resumed_block_output(prefix[(side, chunk.resume_layer - 1)], chunk.item)
+            written = [s for s in writes if s.side == side and s.layer == chunk.resume_layer - 1 and self._is_block_output(s)]
+            for site in written:  # a write to the block's own output: applied to the cached output
+                write = writes.pop(site)
+                output = write(output) if isinstance(output, torch.Tensor) else (write(output[0]), *output[1:])
+            resume = Resume(side, chunk.resume_layer, output)
         if chunk.encoded and ENCODER_OUTPUT in writes:
-            # The cached encoder output is the encoder.output activation: edit it, no hook needed.
+            # The cached encoder output is the encoder.output activation: edit it, no hook needed (and its keys/values
+            # differ from the shared ones).
             rows = QueryBatch(rows.input_ids, rows.attention_mask, writes.pop(ENCODER_OUTPUT)(rows.encoder_hidden), rows.decoder_input_ids)
+        elif chunk.encoded and shared is not None:
+            start = chunk.resume_layer
+            index = chunk.item.to(shared[0][0].device)
+            rows.cross_keys_values = tuple(None if layer < start else (k.index_select(0, index), v.index_select(0, index))
+                                           for layer, (k, v) in enumerate(shared))
         return RowLogits(chunk.intervention, chunk.item, run(self.gm, rows, writes=writes, resume=resume).logits)

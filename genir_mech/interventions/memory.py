@@ -7,11 +7,14 @@ The estimate counts what a forward pass keeps alive at its peak for one row:
 its copy of the cached encoder output, one layer's working set (keys and
 values over the query, attention scores, the MLP's hidden layer) and the
 logits over the vocabulary, doubled for temporaries. Layers run one after
-another (no key/value cache is kept), so the count does not grow with depth.
+another; only the cross-attention keys and values a row receives for every
+decoder layer (projected once per query, see the executor) grow with depth.
 """
 from __future__ import annotations
 
 import os
+
+from ..models.adapters.base import Adapter
 
 # Past a few thousand rows a pass runs no faster per row; the cap keeps chunks (and progress updates) frequent.
 MAX_ROWS = 4096
@@ -67,7 +70,15 @@ def row_bytes(gm, batch, encoded: bool) -> int:
     decoder_layer = 2 * source * d + 2 * heads * target * (source + target) + target * (d_ff + 8 * d)
     encoder_layer = source * (d_ff + 8 * d) + 2 * heads * source * source
     count = 2 * source * d + decoder_layer + 2 * vocab + (0 if encoded else encoder_layer)
+    if encoded and shares_cross_keys_values(adapter):
+        # Each row holds its query's copy of every decoder layer's cross-attention keys and values: the one part that grows with depth.
+        count += 2 * source * d * adapter.n_layers("decoder")
     return int(SAFETY * element * count)
+
+
+def shares_cross_keys_values(adapter) -> bool:
+    """Whether the executor hands this family's rows cross-attention keys/values projected once per query."""
+    return type(adapter).cross_keys_values is not Adapter.cross_keys_values
 
 
 def rows_within(gm, batch, encoded: bool, max_memory: int | None = None) -> int:

@@ -39,13 +39,17 @@ class QueryBatch:
     (`gm.adapter.model_inputs(batch)`): start token and encoder outputs for
     T5, left padding and position ids for decoder-only models.
     `decoder_input_ids` are tokens already decoded after the query (None: the
-    ranking step of atomic docids).
+    ranking step of atomic docids). `cross_keys_values` are each decoder layer's
+    cross-attention keys and values of `encoder_hidden`, computed once per query
+    (`adapter.cross_keys_values`) and handed to the forward pass as a filled cache;
+    None for a layer the run skips (or for all: the run projects them itself).
     """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     encoder_hidden: torch.Tensor | None = None
     decoder_input_ids: torch.Tensor | None = None
+    cross_keys_values: tuple | None = None
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -54,7 +58,11 @@ class QueryBatch:
         """Rows of this batch (repeats allowed): how one query is fanned out to many patches."""
         rows = torch.as_tensor(rows, dtype=torch.long)
         pick = lambda t: None if t is None else t.index_select(0, rows.to(t.device))  # noqa: E731
-        return QueryBatch(pick(self.input_ids), pick(self.attention_mask), pick(self.encoder_hidden), pick(self.decoder_input_ids))
+        cross = None if self.cross_keys_values is None else tuple(None if kv is None else (pick(kv[0]), pick(kv[1])) for kv in self.cross_keys_values)
+        return QueryBatch(pick(self.input_ids), pick(self.attention_mask), pick(self.encoder_hidden), pick(self.decoder_input_ids), cross)
+
+
+UNPATCHED_LOGITS = ("output", "logits")  # the key of `block_outputs` that holds the unpatched ranking-step logits
 
 
 @dataclass(frozen=True)
@@ -180,7 +188,8 @@ def run(
 def block_outputs(gm, batch: QueryBatch, blocks: Iterable[tuple[str, int]]) -> dict[tuple[str, int], object]:
     """What each (side, layer) block returns in an unpatched run of `batch`: the state a `Resume` at layer+1 starts from.
 
-    Decoder blocks may be read from an encoded batch; encoder blocks need an un-encoded one.
+    Decoder blocks may be read from an encoded batch; encoder blocks need an un-encoded one. The pass runs the whole
+    model anyway, so its ranking-step logits come along under `UNPATCHED_LOGITS`: the unpatched baseline a sweep needs.
     """
     blocks = sorted(set(blocks), key=lambda b: (gm.adapter.sides.index(b[0]), b[1]))
     if batch.encoder_hidden is not None and any(side == "encoder" for side, _ in blocks):
@@ -189,4 +198,5 @@ def block_outputs(gm, batch: QueryBatch, blocks: Iterable[tuple[str, int]]) -> d
         store = nnsight.save({})
         for side, layer in blocks:
             store[(side, layer)] = module_at(gm.nn, gm.adapter.block_path(side, layer)).output
+        store[UNPATCHED_LOGITS] = gm.nn.output.logits[:, -1]
     return dict(store)

@@ -73,10 +73,13 @@ def _sweep_pair_batch(gm, batch: PairBatch, executor: InterventionExecutor, dire
     source_values = source_run(gm, source, executor.sites_with("source"))
     # The base queries are encoded once here: the executor reuses them, and the corrupted baseline comes from them.
     base = gm.encode(base) if executor.decoder_side else base
-    base_scores = _score(gm.logits(base), batch.targets, metrics)
+    rows = executor.row_logits(base, Replacements(source=source_values.values), lengths=batch.lengths)
+    # The executor's prefix pass (when its rows resume) ran the unpatched base model: its logits are the baseline.
+    base_logits = executor.unpatched_logits if executor.unpatched_logits is not None else gm.logits(base)
+    base_scores = _score(base_logits, batch.targets, metrics)
     source_scores = _score(source_values.logits, batch.targets, metrics)
     spec_out, pair_out, values = [], [], defaultdict(list)
-    for out in executor.row_logits(base, Replacements(source=source_values.values), lengths=batch.lengths):
+    for out in rows:
         for name, value in _score(out.logits, batch.targets.select(out.item), metrics).items():
             values[name].append(value)
         spec_out.append(out.intervention)

@@ -244,6 +244,17 @@ class Adapter(ABC):
         this family cannot resume a forward pass from a layer (the executor then runs every layer)."""
         return None
 
+    @property
+    def block_output_is_resid_post(self) -> bool:
+        """Whether what block L returns (its residual, first when a tuple) is the value of the site `resid_post` of layer L,
+        so that a write there can be applied to the cached block output and the rows resume at layer L + 1."""
+        return False
+
+    def cross_keys_values(self, encoder_hidden: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """Per decoder layer, the cross-attention (keys, values) of `encoder_hidden`, for `model_inputs` to hand on when a
+        batch carries them (`QueryBatch.cross_keys_values`); None: this family projects them in every pass."""
+        return None
+
     def resumed_block_output(self, output, rows: torch.Tensor):
         """A block output read on the base batch, made the output for fanned-out `rows` (indices into that batch).
 

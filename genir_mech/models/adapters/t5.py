@@ -15,6 +15,7 @@ from ...errors import GenIRError
 from ..components import ATTENTION_KINDS, Site
 from .attention import Attention
 from .base import Adapter, Hook, module_at, rms_linearised
+from .cross_cache import filled_cross_cache
 
 
 class T5Attention(Attention):
@@ -90,7 +91,25 @@ class T5Adapter(Adapter):
             kwargs["encoder_outputs"] = BaseModelOutput(last_hidden_state=batch.encoder_hidden)
         else:
             kwargs["input_ids"] = batch.input_ids
+        if batch.cross_keys_values is not None:
+            # Keys/values projected once per query: the one cache this pass keeps, filled before it starts.
+            kwargs["cache"], kwargs["use_cache"] = filled_cross_cache(batch.cross_keys_values), True
         return kwargs
+
+    @torch.no_grad()
+    def cross_keys_values(self, encoder_hidden):
+        out = []
+        for layer in range(self.n_layers("decoder")):
+            attn = self._module(Site("decoder", layer, "cross_attn"))
+            shape = (*encoder_hidden.shape[:-1], -1, attn.key_value_proj_dim)
+            out.append((attn.k(encoder_hidden).view(shape).transpose(1, 2), attn.v(encoder_hidden).view(shape).transpose(1, 2)))
+        return out
+
+    @property
+    def block_output_is_resid_post(self):
+        # T5Block returns its feed-forward sublayer's output (the resid_post hook) first; in float16 it clamps infinities
+        # first, which changes no finite value.
+        return True
 
     @torch.no_grad()
     def encode(self, batch):
