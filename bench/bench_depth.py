@@ -26,7 +26,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 from bench_patching import METRICS, floor, pairs_for  # noqa: E402
-from common import SYNTHETIC_NAME, bench_model, describe, machine_line, timed_interleaved  # noqa: E402
+from common import SYNTHETIC_NAME, bench_model, clock_sentence, set_clock, describe, machine_line, timed_interleaved  # noqa: E402
 
 from genir_mech.verbs.options import memory_size  # noqa: E402
 from genir_mech.interventions.memory import default_budget  # noqa: E402
@@ -41,10 +41,12 @@ def main():
     ap.add_argument("--repeats", type=int, default=1, help="median of this many alternated runs (after a one-patch warm-up)")
     ap.add_argument("--max-memory", type=memory_size, help="activation memory of one pass (default: a quarter of the available memory)")
     ap.add_argument("--sweeps", default="components", help="components and/or heads (cross-attention), comma-separated")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="wall seconds, or this process's CPU seconds (robust to other load)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="bench/results/depth-t5-large-shape.md")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    set_clock(args.clock)
     budget = args.max_memory or default_budget()
     rows, shape = [], None
     for layers in [int(x) for x in args.layers.split(",")]:
@@ -65,9 +67,9 @@ def main():
         "# Sweep time against depth (T5-large width)",
         "",
         f"Random-weight models at T5-large width ({shape.split(', ', 1)[1]} at the deepest); {note}; "
-        f"rows per pass from the memory budget {budget / 2**20:,.0f} MiB. Written by `bench/bench_depth.py --layers {args.layers} --n-pairs {args.n_pairs} --sweeps {args.sweeps}`; "
+        f"rows per pass from the memory budget {budget / 2**20:,.0f} MiB. Written by `bench/bench_depth.py --layers {args.layers} --n-pairs {args.n_pairs} --sweeps {args.sweeps} --clock {args.clock}`; "
         f"median of {args.repeats} run(s), (a), (a0) and (d) timed in alternation.",
-        machine_line(torch.get_num_threads()) + ".",
+        machine_line(torch.get_num_threads()) + clock_sentence(),
         "",
         "| encoder + decoder layers | sweep | patched runs | (a) prefix resume (s) | (a0) every layer (s) | (d) floor (s) | (a) / (d) | (a0) / (d) | peak RSS growth (MiB) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_line, set_clock, timed  # noqa: E402
+from common import clock_sentence, machine_line, set_clock, timed  # noqa: E402
 
 from genir_mech.models.loading import load_genir, resolve_dataset  # noqa: E402
 from genir_mech.retrieval.beam_ranking import beam_log_probs  # noqa: E402
@@ -101,7 +101,7 @@ def main(argv=None):
         f"per docid (the same scores, max difference {checks['one pass per (query, docid)']:.1e}); exact top-100 is "
         f"{seconds['trie walk, every document (exact)'] / seconds['trie walk, exact top 100']:.1f}x faster than the full walk and returns the same top 100.",
         "",
-        machine_line(torch.get_num_threads()) + (". Times are CPU seconds of this process (time.process_time)." if args.clock == "cpu" else "."),
+        machine_line(torch.get_num_threads()) + clock_sentence(),
         f"Command: `python bench/bench_docid_ranking.py --model {args.model} --queries {args.queries} --repeats {args.repeats} "
         f"--threads {args.threads} --clock {args.clock}`; run at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
     ]

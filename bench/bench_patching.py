@@ -47,7 +47,7 @@ from pathlib import Path  # noqa: E402
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-from common import bench_model, describe, machine_line, set_clock, timed, timed_interleaved  # noqa: E402
+from common import bench_model, clock_sentence, describe, machine_line, set_clock, timed, timed_interleaved  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 from genir_mech.verbs.options import memory_size  # noqa: E402
@@ -62,6 +62,7 @@ from genir_mech.patching.pairs import dataset_pairs, keep_correct, tokenize_pair
 from genir_mech.patching.specs import target_specs  # noqa: E402
 
 METRICS = {"logit_diff": logit_diff}
+SWEEP_KEYS = ("layers", "components", "heads", "encoder-positions")  # --sweeps names, in the order the sweeps run
 
 
 def effects_of(table) -> dict:
@@ -228,7 +229,7 @@ def main():
     ap.add_argument("--all-nodes", action=argparse.BooleanOptionalAction, default=True, help="also time the exact sweep over every node AtP scores")
     ap.add_argument("--warm-up", action=argparse.BooleanOptionalAction, default=True,
                     help="a full untimed run of each batched variant first (--no-warm-up: a one-patch sweep instead, for large models)")
-    ap.add_argument("--sweeps", default="components,heads,encoder-positions", help="exact sweeps to run, comma-separated (heads is always run: AtP is timed against it)")
+    ap.add_argument("--sweeps", default=",".join(SWEEP_KEYS), help="exact sweeps to run, comma-separated (heads is always run: AtP is timed against it)")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="wall seconds, or this process's CPU seconds (robust to other load)")
     ap.add_argument("--exact-only", action="store_true", help="only (a), (a0) and the floor (d): no loops, no AtP")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the benchmark machine is shared)")
@@ -241,11 +242,12 @@ def main():
     print(note, flush=True)
     chosen = set(args.sweeps.split(",")) | {"heads"}
     sweeps = {
+        "layers (decoder resid_post)": target_specs(gm, "resid"),
         "components": target_specs(gm, "component"),
         "cross-attention heads": target_specs(gm, "head", kinds=("cross_attn",)),
         "encoder positions": target_specs(gm, "encoder-position", encoder_positions=batch.width),
     }
-    sweeps = {name: specs for (name, specs), key in zip(sweeps.items(), ("components", "heads", "encoder-positions")) if key in chosen}
+    sweeps = {name: specs for (name, specs), key in zip(sweeps.items(), SWEEP_KEYS) if key in chosen}
     R, M, P = args.rows_per_forward, args.max_memory or default_budget(), 64
     results = {}
     for name, specs in sweeps.items():
@@ -260,7 +262,8 @@ def main():
         ref = effects_of(table)
         executor = patch_executor(gm, specs, R, max_memory=M)
         chunks = [c for s in range(0, len(batch), P) for c in executor.plan(gm.encode(batch.select(list(range(s, min(s + P, len(batch))))).corrupted), batch.lengths[s : s + P])]
-        forwards_a = 2 * -(-len(batch) // P) + len(chunks) + (1 if any(c.resume_layer for c in chunks) else 0)
+        # Per pair batch: the source run and the base run (the prefix pass when rows resume: it gives the baseline too).
+        forwards_a = 2 * -(-len(batch) // P) + len(chunks)
         rows.append(("(a) genir_mech batched sweep, prefix resume", forwards_a, t_a, m_a, 0.0, ""))
         rows.append(("(a0) genir_mech batched sweep, every layer", forwards_d, t_a0, m_a0, compare(ref, effects_of(table0)), ""))
         if args.exact_only:
@@ -294,7 +297,7 @@ def main():
         + f", source activations cached per {P} pairs. Written by `bench/bench_patching.py`; all timings from one run: "
         f"median of {args.repeats} run(s) " + ("after a warm-up " if args.warm_up else "after a one-patch warm-up sweep (single runs of (b2) and AtP) ")
         + "for (a), (a0), (d), (b2) and AtP, (a), (a0) and (d) timed in alternation, a single run for the loops (b) and (c).",
-        machine_line(torch.get_num_threads()) + (". Times are CPU seconds of this process (time.process_time), not wall time." if args.clock == "cpu" else "."),
+        machine_line(torch.get_num_threads()) + clock_sentence(),
         "",
     ]
     for name, res in results.items():

@@ -137,6 +137,16 @@ def timed(fn, repeats: int = 1):
 CLOCK = time.perf_counter  # bench --clock cpu sets time.process_time: CPU seconds of this process, robust to a loaded machine
 
 
+def clock_now() -> float:
+    """The current reading of the clock `set_clock` chose (for loops timed by hand)."""
+    return CLOCK()
+
+
+def clock_sentence() -> str:
+    """The sentence a result file ends its machine line with: which clock its seconds are."""
+    return ". Times are CPU seconds of this process (time.process_time), not wall time." if CLOCK is time.process_time else "."
+
+
 def set_clock(name: str) -> None:
     """'wall' (default) or 'cpu' (process CPU time, all threads) for every timing below."""
     global CLOCK
