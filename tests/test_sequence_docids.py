@@ -246,3 +246,20 @@ def test_new_docid_tokens_get_distinct_rows_at_the_vocabulary_scale():
     assert output.shape[0] == weight.shape[0]
     if output.data_ptr() == weight.data_ptr():  # tied: the output rows are the same draw
         assert torch.equal(output[digits].detach(), rows)
+
+
+def test_correct_queries_from_the_depth_one_walk_equal_the_full_ranking(naive_gm):
+    from genir_mech.data.corpus import Query, RetrievalDataset
+    from genir_mech.retrieval import correct_query_targets, evaluate
+
+    texts = toy_queries(naive_gm, 8, seed=4)
+    docs = {str(i): "x" for i in range(60)}
+    queries = [Query(f"q{i}", t, "validation") for i, t in enumerate(texts)]
+    full_top = evaluate(naive_gm, RetrievalDataset(docs, queries, {q.query_id: {"0"} for q in queries}), "validation", full=True)[1]["top_doc"]
+    # half the queries judge the model's own top document relevant (correct), half another one (not)
+    qrels = {q.query_id: {top if i % 2 == 0 else str((int(top) + 1) % 60)} for i, (q, top) in enumerate(zip(queries, full_top))}
+    data = RetrievalDataset(docs, queries, qrels)
+    _, per_query = evaluate(naive_gm, data, "validation", full=True)
+    expected = dict(zip(per_query[per_query.correct]["query_id"], per_query[per_query.correct]["relevant_doc"]))
+    assert correct_query_targets(naive_gm, data, "validation") == expected
+    assert sorted(expected) == [f"q{i}" for i in range(0, 8, 2)]

@@ -203,7 +203,9 @@ def correct_query_targets(gm, dataset: RetrievalDataset, split: str | None = "va
     chosen = dataset.resolve_split(split)
     if split is None and chosen != "validation":
         warnings.warn(f"no validation queries; using split {chosen!r} (splits: {', '.join(dataset.splits)}; CLI: --split)", stacklevel=2)
-    _, per_query = evaluate(gm, dataset, chosen, batch_size, measures=("Success@1",))
+    # Depth 1: correctness needs the exact top document and the relevant ones, not the top 100 (for multi-token docids
+    # the pruned trie walk then skips every prefix below the best document found: the bulk of the walk).
+    _, per_query = evaluate(gm, dataset, chosen, batch_size, measures=("Success@1",), depth=1)
     correct = per_query[per_query.correct]
     return dict(zip(correct["query_id"], correct["relevant_doc"]))
 
