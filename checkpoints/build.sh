@@ -47,6 +47,9 @@ run train "${T5NIAH[@]}" --base runs/t5-niah2-stage1 --out checkpoints/t5-niah -
     --lr 1e-3 --warmup-steps 10 --max-minutes 6
 rm -rf checkpoints/t5-niah/resume
 # Multi-token docids (issue 10): the dsi-synth recipe from the same base with naive (digit) and semantic (hierarchical
-# k-means over MiniLM-L6 embeddings; optional extra minilm) docids, written to <out>/docids.json; one at a time, 30-minute cap.
-run train "${DSI[@]}" --out checkpoints/dsi-synth-naive --seed 0 --max-minutes 30 --scheme naive
-run train "${DSI[@]}" --out checkpoints/dsi-synth-semantic --seed 0 --max-minutes 30 --scheme semantic
+# k-means over MiniLM-L6 embeddings; optional extra minilm) docids, written to <out>/docids.json; the two in parallel, one
+# thread each, 55-minute cap (the new docid tokens start from random rows: with HF's mean rows they stayed at chance).
+run train "${DSI[@]}" --out checkpoints/dsi-synth-naive --seed 0 --max-minutes 55 --scheme naive &
+run train "${DSI[@]}" --out checkpoints/dsi-synth-semantic --seed 0 --max-minutes 55 --scheme semantic &
+wait
+rm -rf checkpoints/dsi-synth-naive/resume checkpoints/dsi-synth-semantic/resume
