@@ -17,12 +17,14 @@ from genir_mech.cli import main
 from genir_mech.data.corpus import RetrievalDataset
 from genir_mech.errors import GenIRError
 from genir_mech.patching.engine import component_sweep
-from genir_mech.patching.pairs import step_pairs, tokenize_pairs
+from genir_mech.patching.pairs import QueryPair, keep_correct, step_pairs, tokenize_pairs
 from genir_mech.pipelines.attribute import AttributeConfig, run_attribute
 from genir_mech.pipelines.patch import PatchConfig, run_patch
 from genir_mech.pipelines.rendering import redraw
 from genir_mech.pipelines.stages import StagesConfig, run_stages
 from genir_mech.retrieval import rank_texts
+from genir_mech.retrieval.ranks import rank_of
+from genir_mech.retrieval.scoring import scorer_for
 from genir_mech.retrieval.steps import resolve_steps, step_view
 from genir_mech.stage_definition import StageDefinition
 from genir_mech.testing import planted_cross_attention, planted_step_model, tiny_genir, toy_queries, toy_tokenizer
@@ -165,6 +167,18 @@ def test_planted_step_patching_finds_the_deciding_layer(planted):
         assert effect.idxmax() == STEP_LAYERS[step], (step, effect)
         assert effect[STEP_LAYERS[step]] == pytest.approx(1.0, abs=1e-4)  # the only way the query reaches this step
         assert effect.drop(STEP_LAYERS[step]).abs().max() < 1e-6
+
+
+def test_kept_pairs_ranks_from_the_pruned_walk_equal_the_full_ranking(planted):
+    """keep_correct ranks each query's own document by a depth-1 walk that must score it: its rank must be the full ranking's."""
+    gm, texts, _, docs = planted
+    pairs = [QueryPair(f"p{i}", texts[i], texts[i + 1], docs[i], docs[i + 3]) for i in range(0, 12, 2)]
+    _, table = keep_correct(gm, pairs)
+    full = rank_texts(gm, [t for p in pairs for t in (p.clean, p.corrupted)])
+    columns = scorer_for(gm).columns([d for p in pairs for d in (p.clean_doc, p.corrupted_doc)])
+    expected = rank_of(full.doc_scores, columns).view(-1, 2)
+    assert table[["clean_rank", "corrupted_rank"]].values.tolist() == expected.tolist()
+    assert (expected > 1).any()  # the pruned walk is tested on documents below the top too
 
 
 def test_the_cli_reads_the_library_step_keyword():

@@ -155,7 +155,7 @@ def with_model_docs(gm, pairs: list[QueryPair], batch_size: int = 256) -> list[Q
     if not missing:
         return pairs
     texts = [t for p in missing for t in (p.clean, p.corrupted)]
-    ranking = rank_texts(gm, texts, batch_size=batch_size)
+    ranking = rank_texts(gm, texts, batch_size=batch_size, depth=1)  # the first document only: for multi-token docids a pruned walk
     top = ranking.doc_scores.argmax(1).tolist()
     filled = {p.pair_id: (ranking.doc_ids[top[2 * i]], ranking.doc_ids[top[2 * i + 1]]) for i, p in enumerate(missing)}
     return [p if p.clean_doc is not None else QueryPair(p.pair_id, p.clean, p.corrupted, *filled[p.pair_id], p.decides) for p in pairs]
@@ -170,7 +170,10 @@ def keep_correct(gm, pairs: list[QueryPair], batch_size: int = 256) -> tuple[lis
     """
     pairs = with_model_docs(gm, pairs, batch_size)
     texts = [t for p in pairs for t in (p.clean, p.corrupted)]
-    ranking = rank_texts(gm, texts, batch_size=batch_size)
+    # Depth 1 plus each query's own document: that document's rank is exact (every document above it is scored), and for
+    # multi-token docids the trie walk skips every prefix below it (most of a full ranking's work).
+    docs = [[d] for p in pairs for d in (p.clean_doc, p.corrupted_doc)]
+    ranking = rank_texts(gm, texts, batch_size=batch_size, depth=1, must_score=docs)
     ranks = rank_of(ranking.doc_scores, scorer_for(gm).columns([d for p in pairs for d in (p.clean_doc, p.corrupted_doc)])).view(-1, 2)
     rows, kept = [], []
     for p, (rc, rx) in zip(pairs, ranks.tolist()):

@@ -178,7 +178,8 @@ class Inputs:
             # matched pairs rarely share a docid prefix: add pairs of correct validation queries that this step decides
             targets = _correct_query_targets(model, dataset, None, 256)
             queries = [q for q in dataset.split(dataset.resolve_split(None)) if q.query_id in targets]
-            pairs += step_pairs(model, queries, [targets[q.query_id] for q in queries], step, seed=config.seed)
+            # Both queries of a built pair are correct, so each is kept: n_pairs of them are enough.
+            pairs += step_pairs(model, queries, [targets[q.query_id] for q in queries], step, n=config.n_pairs, seed=config.seed)
             n_candidates = len(pairs)
             if not pairs:
                 raise GenIRError(f"{model.path}: no two correct validation queries of the same template and length have docids that share "
