@@ -74,9 +74,10 @@ def main(argv=None):
     if bad:
         raise SystemExit(f"scores differ from the exact trie walk: {bad}")
     top100 = results["trie walk, exact top 100"]
-    same_top = bool((top100.topk(100).indices.sort().values == exact.topk(100).indices.sort().values).all())
+    # Scores, not document ids: tied documents at the 100th place may be cut either way.
+    same_top = torch.allclose(top100.topk(100).values, exact.topk(100).values, atol=1e-4)
     if not same_top:
-        raise SystemExit("the exact top 100 differs from the full walk's top 100")
+        raise SystemExit("the exact top 100's scores differ from the full walk's top 100")
     beam = results["HF beam search, beam 10"]
     misses = float((beam.argmax(1) != exact.argmax(1)).float().mean())
     base = seconds["HF beam search, beam 10"]

@@ -15,7 +15,7 @@
   instrumentation at all: what a sweep that runs every layer cannot beat.
 
 Component means are computed once beforehand and shared by all (not timed).
-The batch-1 loop's ranks must equal genir_mech's, or the benchmark fails.
+The batch-1 loop's ranks must equal genir_mech's (up to near ties of float32 rounding), or the benchmark fails.
 The batched variants are timed in alternation; peak memory is the resident-set
 growth while a variant runs, against the row budget the executor derived
 from the memory knob.
@@ -59,10 +59,17 @@ def replacement_hook(index, value):
     return hook
 
 
+# Two float32 runs that batch differently round differently: at random T5-large-shape weights, 10k docid logits lie so
+# close that a document within this band of the relevant one may rank on either side of it in either run.
+TIE_BAND = 1e-5
+
+
 @torch.no_grad()
-def batch1_loop(gm, texts, doc_cols, ablations, means) -> torch.Tensor:
-    """One query, one ablation, one full forward pass at a time, with plain PyTorch hooks."""
+def batch1_loop(gm, texts, doc_cols, ablations, means) -> tuple[torch.Tensor, torch.Tensor]:
+    """One query, one ablation, one full forward pass at a time, with plain PyTorch hooks. Returns the lowest and highest
+    rank of each relevant document that its near ties (within TIE_BAND x (1 + |its logit|)) allow; equal without ties."""
     ranks = torch.zeros(len(ablations), len(texts), dtype=torch.long)
+    highest = torch.zeros_like(ranks)
     model = gm.hf_model
     for c, ablation in enumerate(ablations):
         handles = []
@@ -75,11 +82,14 @@ def batch1_loop(gm, texts, doc_cols, ablations, means) -> torch.Tensor:
             for q, text in enumerate(texts):
                 enc = gm.tokenizer([text], return_tensors="pt")
                 logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], decoder_input_ids=gm.start_ids(1), use_cache=False).logits[:, -1]
-                ranks[c, q] = rank_of(gm.docids.scores(logits), doc_cols[q : q + 1])[0]
+                scores = gm.docids.scores(logits)[0]
+                chosen = scores[doc_cols[q]]
+                band = TIE_BAND * (1 + chosen.abs())
+                ranks[c, q], highest[c, q] = (scores > chosen + band).sum() + 1, (scores >= chosen - band).sum()
         finally:
             for h in handles:
                 h.remove()
-    return ranks
+    return ranks, highest
 
 
 @torch.no_grad()
@@ -135,11 +145,13 @@ def main():
         warm_up=args.warm_up)
     with PeakRSS() as mem:
         t0 = clock_now()
-        loop_ranks = batch1_loop(gm, texts, doc_cols, ablations, means)
+        loop_ranks, loop_highest = batch1_loop(gm, texts, doc_cols, ablations, means)
         t_loop = clock_now() - t0
     for name, ranks in (("genir_mech", result), ("genir_mech without prefix resume", plain)):
-        if not torch.equal(loop_ranks, ranks.doc_rank):
-            raise SystemExit(f"{name} and the batch-1 hook loop disagree on {int((loop_ranks != ranks.doc_rank).sum())} of {loop_ranks.numel()} ranks")
+        outside = (ranks.doc_rank < loop_ranks) | (ranks.doc_rank > loop_highest)
+        if outside.any():
+            raise SystemExit(f"{name} and the batch-1 hook loop disagree on {int(outside.sum())} of {loop_ranks.numel()} ranks (beyond near ties)")
+    tied = int((loop_highest > loop_ranks).sum())
 
     first = gm.batch(texts[: args.batch_size])
     rows = args.rows_per_forward or max(1, min(4096, budget // row_bytes(gm, first, True)))
@@ -162,13 +174,14 @@ def main():
         f"Median of {args.repeats} run(s) for the batched methods, timed in alternation after " + ("a warm-up each" if args.warm_up else "a one-query warm-up") + "; 1 run for the loop; means precomputed for all. "
         "Peak RSS growth: above the level before the variant, sampled every 2 ms, glibc returning large blocks at once (MALLOC_MMAP_THRESHOLD_).",
         "",
-        "| method | wall time (s) | forward passes | time / genir_mech | time / floor | peak RSS growth (MiB) |",
+        "| method | time (s) | forward passes | time / genir_mech | time / floor | peak RSS growth (MiB) |",
         "|:--|--:|--:|--:|--:|--:|",
         *[f"| {name} | {t:.3f} | {'-' if n is None else n} | {t / t_genir:.2f} | {t / t_floor:.2f} | {m:,.0f} |" for name, t, n, m in table],
         "",
         f"**Speed-up over the batch-1 loop: {t_loop / t_genir:.1f}x** (aim >= 20x). **genir_mech / floor: {t_genir / t_floor:.2f}x** "
         f"(prefix resume; without it {t_plain / t_floor:.2f}x). The loop's ranks equal genir_mech's (with and without prefix resume) "
-        f"for all {loop_ranks.numel()} (ablation, query) pairs.",
+        f"for all {loop_ranks.numel()} (ablation, query) pairs" + (f", up to near ties (logits within {TIE_BAND:g} x (1 + |logit|) of the relevant "
+        f"document's: {tied} of the ranks have one)." if tied else "."),
         "",
         f"Command: `python bench/bench_table3.py --model {args.model} --threads {args.threads} --clock {args.clock}"
         + (f" --max-queries {args.max_queries}" if args.max_queries else "") + (f" --repeats {args.repeats}" if args.repeats != 3 else "") + ("" if args.warm_up else " --no-warm-up")

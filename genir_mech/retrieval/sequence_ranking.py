@@ -120,13 +120,15 @@ def top_k_log_probs(gm, batch, docids: SequenceDocids, k: int, must_score: list[
     document of the exact top k.
     """
     found = trie_log_probs(gm, batch, docids, rows_per_forward, beam=k)
-    kth = found.topk(min(k, found.shape[1]), dim=1).values[:, -1]
-    floor = kth.clone()
+    # Margin below each bound: the pruning walk's sums round differently from the beam's and the teacher-forced
+    # passes', and a document exactly at the bound would otherwise be pruned by rounding (seen: the 100th of a top 100).
+    margin = 1e-4
+    floor = found.topk(min(k, found.shape[1]), dim=1).values[:, -1] - margin
     if must_score is not None:
         for i, docs in enumerate(must_score):
             if docs:
                 row = teacher_forced_log_probs(gm, type(batch)(batch.input_ids[i : i + 1], batch.attention_mask[i : i + 1]), docids, docs)
-                floor[i] = torch.minimum(floor[i], row.min() - 1e-4)  # margin: the walk's sums may round differently
+                floor[i] = torch.minimum(floor[i], row.min() - margin)
     return trie_log_probs(gm, batch, docids, rows_per_forward, floor=floor)
 
 
