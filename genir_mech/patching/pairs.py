@@ -172,9 +172,9 @@ def keep_correct(gm, pairs: list[QueryPair], batch_size: int = 256) -> tuple[lis
     texts = [t for p in pairs for t in (p.clean, p.corrupted)]
     # Depth 1 plus each query's own document: that document's rank is exact (every document above it is scored), and for
     # multi-token docids the trie walk skips every prefix below it (most of a full ranking's work).
-    docs = [[d] for p in pairs for d in (p.clean_doc, p.corrupted_doc)]
-    ranking = rank_texts(gm, texts, batch_size=batch_size, depth=1, must_score=docs)
-    ranks = rank_of(ranking.doc_scores, scorer_for(gm).columns([d for p in pairs for d in (p.clean_doc, p.corrupted_doc)])).view(-1, 2)
+    docs = [d for p in pairs for d in (p.clean_doc, p.corrupted_doc)]
+    ranking = rank_texts(gm, texts, batch_size=batch_size, depth=1, must_score=[[d] for d in docs])
+    ranks = rank_of(ranking.doc_scores, scorer_for(gm).columns(docs)).view(-1, 2)
     rows, kept = [], []
     for p, (rc, rx) in zip(pairs, ranks.tolist()):
         reason = "same document" if p.clean_doc == p.corrupted_doc else ("" if rc == 1 and rx == 1 else "not both ranked first")
