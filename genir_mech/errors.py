@@ -8,3 +8,9 @@ traceback; library callers can catch it.
 
 class GenIRError(Exception):
     """Bad input or an unsupported model, explained in the message."""
+
+
+class NotApplicable(GenIRError):
+    """An analysis that cannot apply to this model as it is (e.g. the paper's three-stage circuit on a model
+    with fewer located stages). A sweep records the unit as skipped with this message as its reason and
+    runs the others; called directly, it is an error like any other."""

@@ -115,8 +115,13 @@ def _lock_holder(lock: Path) -> dict | None:
 
 
 def acquire_lock(out: Path) -> Path:
-    """Create `<out>.lock` exclusively; take over the lock of a dead process on this host (with a warning); else refuse."""
+    """Create `<out>.lock` exclusively (and `out`'s parent folders first); take over the lock of a dead process on this host
+    (with a warning); else refuse."""
     lock = out.with_name(out.name + ".lock")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GenIRError(f"{out}: cannot create its parent folder ({exc.strerror})") from None
     record = json.dumps({"pid": os.getpid(), "host": HOST, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     for _ in range(5):
         try:
@@ -325,10 +330,6 @@ def begin(out: str | Path, what: str) -> Transaction:
         inner = outer.staging / (resolved.relative_to(base) if resolved == base or base in resolved.parents else resolved.relative_to(outer.staging.resolve()))
         inner.mkdir(parents=True, exist_ok=True)
         return Transaction(out, inner, what, nested=True)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise GenIRError(f"{out}: cannot create its parent folder ({exc.strerror})") from None
     lock = acquire_lock(out)
     try:
         _clean_leftovers(out)

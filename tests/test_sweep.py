@@ -339,11 +339,12 @@ def test_the_demo_is_the_paper_example_with_its_options(tmp_path):
 
     from genir_mech.sweep import load_config
     from genir_mech.sweep.units import plan
+    from genir_mech.embedded import example_config
     from genir_mech.verbs.demo import EXAMPLE, paper_example
     rd1 = str(ROOT / "checkpoints" / "dsi-synth-rd1")
     args = Namespace(model=str(CHECKPOINT), base=str(ROOT / "checkpoints" / "t5-synth-base"), variants=[rd1], max_queries=16, n_pairs=5,
                      device="cpu", dtype="bfloat16")
-    config = load_config(EXAMPLE, out=tmp_path / "demo", edit=paper_example(args))
+    config = load_config(example_config(EXAMPLE), out=tmp_path / "demo", edit=paper_example(args))
     units = {u.id: u for u in plan(config)}
     runs = [u.experiment.run for u in units.values()]
     assert runs == ["eval", "stages", "contributions", "lens", "ablate", "circuit", "read", "swap", "patch", "patch", "attribute"]

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..errors import GenIRError
+from ..errors import GenIRError, NotApplicable
 from ..interventions import Intervention, InterventionSpec, validate_interventions
 from ..interventions.files import SUFFIXES, interventions_from_data, read_data
 from ..models.components import Site
@@ -41,11 +41,12 @@ def paper_circuit(gm, stages: StageDefinition) -> Intervention:
 
     It is defined for the paper's three stages (priming, bridging, interaction), and needs at least three:
     with fewer, the first two stages cover the whole decoder and the "circuit" would remove every MLP (and, with
-    one stage, every component), so a GenIRError says so instead of reporting that as a result.
+    one stage, every component), so a NotApplicable error says so instead of reporting that as a result (a sweep
+    records the unit as skipped with that reason).
     """
     stages.check(gm.n_layers("decoder"))
     if len(stages.stages) < 3:
-        raise GenIRError(f"the paper's circuit needs at least 3 stages (it keeps the cross-attention after the first and the MLPs after the "
+        raise NotApplicable(f"the paper's circuit needs at least 3 stages (it keeps the cross-attention after the first and the MLPs after the "
                          f"first two); the stage definition has {len(stages.stages)} ({', '.join(stages.names())}). "
                          "Give a circuit of your own (CLI: --circuit, e.g. zero=self_attn@all)")
     first = list(stages.stages[0].layers)

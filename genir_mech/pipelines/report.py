@@ -192,11 +192,21 @@ def _table_md(figures: dict, key: str) -> list[str]:
     return [Path(figures[key]).read_text().strip(), ""]
 
 
-def write_report(out: Path, gm, metrics: dict, found: dict, swap: dict, patching: dict, figures: dict, timings: dict, tables: Path | None = None) -> Path:
+def _not_run_lines(not_run: dict[str, str]) -> list[str]:
+    """The steps without results and why, so a reader never mistakes a missing section for a finding."""
+    if not not_run:
+        return []
+    return ["Steps without results (their sections below are empty):", "", *[f"- `{k}`: {v}" for k, v in not_run.items()], ""]
+
+
+def write_report(out: Path, gm, metrics: dict, found: dict, swap: dict, patching: dict, figures: dict, timings: dict, tables: Path | None = None,
+                 not_run: dict[str, str] | None = None) -> Path:
     """`<out>/REPORT.md` (findings in sentences, then each figure and table under its caption) and `<out>/numbers.tex`.
 
     `tables`: the folder holding the model's result tables (default `out`; a sweep passes `<out>/<model>`).
+    `not_run`: step -> why it has no results ("skipped: ..." or "failed: ..."), listed near the top and in the time table.
     """
+    not_run = not_run or {}
     out = Path(out)
     f = {**model_facts(gm), **demo_facts(tables or out, metrics, found, patching)}
     g = lambda name, default="?": f.get(name, default)  # noqa: E731
@@ -206,6 +216,7 @@ def write_report(out: Path, gm, metrics: dict, found: dict, swap: dict, patching
         f"Model `{gm.path}`: {gm.n_layers('encoder')} encoder and {gm.n_layers('decoder')} decoder layers, {gm.adapter.n_heads} heads, "
         f"{len(gm.docids)} docids. Every number below is computed from the tables in this folder (also written as LaTeX macros to `numbers.tex`).",
         "",
+        *_not_run_lines(not_run),
         "## Retrieval (test split, held-out templates)",
         "",
         f"On {g('RetrievalQueries')} test queries the model ranks the relevant document first for a share of {g('RetrievalHitsOne')} "
@@ -271,7 +282,8 @@ def write_report(out: Path, gm, metrics: dict, found: dict, swap: dict, patching
                             ("encoder_positions", "AtP* estimate per encoder output position (labelled with the most common token there)."),
                             ("encoder_layer_positions", "AtP* estimate per encoder layer and position."), ("resid", "AtP* estimate per decoder residual stream.")):
         lines += _captioned_figure(figures, f"attribution_attribution_{family}", out, caption)
-    lines += ["## Time per step", "", "| step | seconds |", "| --- | ---: |"] + [f"| {k} | {v} |" for k, v in timings.items()]
+    lines += ["## Time per step", "", "| step | seconds | result |", "| --- | ---: | --- |"]
+    lines += [f"| {k} | {v} | {not_run[k].split(':', 1)[0] if k in not_run else 'done'} |" for k, v in timings.items()]
     path = out / "REPORT.md"
     with written_atomically(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")

@@ -30,10 +30,10 @@ from pathlib import Path
 import ir_measures
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from ..data.corpus import RetrievalDataset
 from ..errors import GenIRError
+from ..progress import bar
 from ..provenance import written_atomically
 from .measures import DEFAULT_MEASURES, aliases_of, parse_measures
 from .ranks import rank_of
@@ -101,7 +101,7 @@ def rank_texts(gm, texts: list[str], query_ids: list[str] | None = None, batch_s
     # checked per batch: a NaN logit ranks like any score and gives plausible-looking metrics
     scorer = scorer_for(gm)
     scores, logits = [], []
-    for i in tqdm(range(0, len(texts), batch_size), desc="ranking", unit="batch", leave=False, disable=len(texts) <= batch_size):
+    for i in bar(range(0, len(texts), batch_size), desc="ranking", unit="batch", leave=False, disable=len(texts) <= batch_size):
         must = must_score[i : i + batch_size] if must_score is not None else None
         s, lg = scorer.score_and_logits(gm, gm.batch(texts[i : i + batch_size]), ranker, beams, depth, must)
         logits.append(gm.check_finite(lg.float().cpu(), "ranking logits"))

@@ -7,14 +7,38 @@ from __future__ import annotations
 
 import json
 import time
+import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
+from ..errors import GenIRError, NotApplicable
+
+from ..progress import no_bars
 from ..provenance import run_context
 from .caches import InputCache, ModelPool
 from .config import SweepConfig, pipeline_configs
 from .units import Unit
 
 STATE = ".sweep"  # the sweep's own files under <out>: unit records, the input cache
+DONE, SKIPPED, FAILED = "done", "skipped", "failed"  # how a unit ended
+
+
+@dataclass
+class Outcome:
+    """How one unit ended: done (its folder is complete), skipped (its analysis does not apply to this model:
+    `reason` says why; a rerun with the same config skips it again) or failed (`reason` is the one-line error,
+    `detail` the traceback of an unexpected one; a rerun tries it again)."""
+    status: str
+    seconds: float
+    summary: dict = field(default_factory=dict)
+    reason: str = ""
+    detail: str = ""
+
+
+def blocked(unit: Unit, failed: set[str]) -> Outcome | None:
+    """A failed outcome for `unit` when a unit it reads from failed (it cannot run), else None."""
+    missing = [a for a in unit.after if a in failed]
+    return Outcome(FAILED, 0.0, reason=f"needs {', '.join(missing)}, which did not finish") if missing else None
 
 
 def _pipelines() -> dict[str, Callable]:
@@ -66,8 +90,22 @@ class UnitRunner:
             from ..patching.pairs import read_pairs
             data = read_pairs(pairs_file, data)
         context = {"sweep": {"config": self.config.source, "unit": unit.id, "key": unit.key, "settings": self.config.raw}}
-        with shared_inputs(self.cache), run_context(**context):
+        with shared_inputs(self.cache), run_context(**context), no_bars():  # the sweep's bar names the unit
             summary = _pipelines()[run](gm, data, unit.folder(self.config.out), settings, **kwargs)
         return json.loads(json.dumps(summary, default=str)), round(time.time() - started, 3)
+
+    def attempt(self, unit: Unit) -> Outcome:
+        """Run `unit` and say how it ended; an error ends this unit only (Ctrl-C still stops the sweep)."""
+        started = time.time()
+        try:
+            summary, seconds = self.run(unit)
+        except NotApplicable as exc:
+            return Outcome(SKIPPED, round(time.time() - started, 3), reason=" ".join(str(exc).split()))
+        except GenIRError as exc:
+            return Outcome(FAILED, round(time.time() - started, 3), reason=" ".join(str(exc).split()))
+        except Exception as exc:  # a bug in a pipeline: this unit fails, the others' results stay; the traceback is kept
+            return Outcome(FAILED, round(time.time() - started, 3), reason=f"{type(exc).__name__}: {' '.join(str(exc).split())}",
+                           detail=traceback.format_exc())
+        return Outcome(DONE, seconds, summary)
 
 

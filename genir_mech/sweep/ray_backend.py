@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..errors import GenIRError
 from .config import SweepConfig
+from .execute import FAILED, Outcome, blocked
 from .units import Unit
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
@@ -40,10 +41,7 @@ class _Worker:
         self.runner = UnitRunner(config)
 
     def run(self, unit: Unit):
-        try:
-            return self.runner.run(unit)
-        except GenIRError as exc:
-            return GenIRError(f"{unit.id}: {exc}")
+        return self.runner.attempt(unit)
 
     def models(self) -> list[str]:
         return self.runner.pool.loaded
@@ -55,8 +53,9 @@ def wants_gpu(config: SweepConfig) -> bool:
     return config.device != "cpu" and torch.cuda.is_available()
 
 
-def run_on_ray(config: SweepConfig, todo: list[Unit], finished: Callable[[Unit, dict, float], None], *, workers: int = 2, done: set[str] = frozenset()) -> None:
-    """Run `todo` on `workers` Ray actors (a local Ray started here unless RAY_ADDRESS or ray.init named one); calls `finished` per unit."""
+def run_on_ray(config: SweepConfig, todo: list[Unit], finished: Callable[[Unit, Outcome], None], *, workers: int = 2, done: set[str] = frozenset()) -> None:
+    """Run `todo` on `workers` Ray actors (a local Ray started here unless RAY_ADDRESS or ray.init named one); calls `finished`
+    with each unit's outcome (a unit that reads from a failed one fails without running)."""
     try:
         import ray
     except ImportError:
@@ -70,9 +69,13 @@ def run_on_ray(config: SweepConfig, todo: list[Unit], finished: Callable[[Unit, 
         actor = ray.remote(num_cpus=1, num_gpus=1 if wants_gpu(config) else 0)(_Worker)
         actors = [actor.remote(config, os.getcwd()) for _ in range(workers)]
         holds: dict[int, set[str]] = {i: set() for i in range(workers)}
-        waiting, finished_ids, running = list(todo), set(done), {}
+        waiting, finished_ids, failed_ids, running = list(todo), set(done), set(), {}
         idle = list(range(workers))
         while waiting or running:
+            for unit in [u for u in waiting if blocked(u, failed_ids)]:
+                waiting.remove(unit)
+                failed_ids.add(unit.id)
+                finished(unit, blocked(unit, failed_ids))
             for unit in [u for u in waiting if all(a in finished_ids for a in u.after)]:
                 if not idle:
                     break
@@ -81,15 +84,15 @@ def run_on_ray(config: SweepConfig, todo: list[Unit], finished: Callable[[Unit, 
                 waiting.remove(unit)
                 holds[worker].update(unit.models)
                 running[actors[worker].run.remote(unit)] = (unit, worker)
+            if not running and not waiting:
+                break
             if not running:
                 raise GenIRError(f"units {[u.id for u in waiting]} wait for units that never finish")
             ready, _ = ray.wait(list(running), num_returns=1)
             unit, worker = running.pop(ready[0])
-            result = ray.get(ready[0])
-            if isinstance(result, GenIRError):
-                raise result
-            finished(unit, *result)
-            finished_ids.add(unit.id)
+            outcome = ray.get(ready[0])
+            finished(unit, outcome)
+            (failed_ids if outcome.status == FAILED else finished_ids).add(unit.id)
             idle.append(worker)
     finally:
         for a in locals().get("actors", []):

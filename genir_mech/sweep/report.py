@@ -30,8 +30,10 @@ def paper_report(config: SweepConfig, manifest: dict, model: str | None = None) 
     metrics = {k: v for k, v in by_run["eval"][0][1].items() if k not in ("figures", "correct_queries")}
     found = by_run["stages"][0][1]
     swap = by_run["swap"][0][1] if "swap" in by_run else {}
-    patching = {name.rsplit("/", 1)[-1]: s for name, s in by_run.get("patch", [])}
-    patching.update({"attribution": s for _, s in by_run.get("attribute", [])})
+    patching = {name.rsplit("/", 1)[-1]: s for name, s in by_run.get("patch", []) if s}
+    patching.update({"attribution": s for _, s in by_run.get("attribute", []) if s})
     figures = {f"{name.replace('/', '_')}_{k}": v for name, unit in units.items() for k, v in unit["summary"].get("figures", {}).items()}
     timings = {name: unit["seconds"] for name, unit in units.items()}
-    return write_report(config.out, ModelPool(config).model(model), metrics, found, swap, patching, figures, timings, tables=config.out / model)
+    not_run = {name: f"{unit['status']}: {unit['reason']}" for name, unit in units.items() if unit["status"] != "done"}
+    return write_report(config.out, ModelPool(config).model(model), metrics, found, swap, patching, figures, timings,
+                        tables=config.out / model, not_run=not_run)

@@ -13,6 +13,13 @@ result. `<out>.lock` refuses a second sweep into the same folder. After a kill -
 same command resumes: a unit counts as done only when its record's key matches the config and
 every file it lists is on disk with its sha256; any other unit folder is removed and recomputed,
 so no row is lost or duplicated and the tables equal those of an uninterrupted run.
+
+One unit's failure ends that unit only: the others run and keep their results, units that read
+from it are marked failed too, and SWEEP.json lists every unit with its status (done, skipped,
+failed) and reason; a rerun retries the failed ones. A unit whose analysis does not apply to its
+model (errors.NotApplicable, e.g. the paper's circuit on fewer than three stages) is recorded as
+skipped with the reason, and a rerun with the same config does not retry it. The traceback of an
+unexpected error is kept in `.sweep/errors/<unit>.txt`.
 """
 from __future__ import annotations
 
@@ -30,7 +37,7 @@ from ..provenance import written_atomically
 from ..results_directory import RECORD, acquire_lock, hash_file, read_record, release_lock
 from .caches import ModelPool
 from .config import SweepConfig, shape_of
-from .execute import STATE, UnitRunner
+from .execute import DONE, FAILED, SKIPPED, STATE, Outcome, UnitRunner, blocked
 from .units import Unit, estimate_costs, plan
 
 MANIFEST = "SWEEP.json"
@@ -56,9 +63,13 @@ class UnitStore:
             record = json.loads(self.path(unit).read_text())
         except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
             return None
+        if record.get("key") != unit.key:
+            return None
+        if record.get("status") == SKIPPED:
+            return record
         folder = unit.folder(self.out)
         complete = read_record(folder)
-        if record.get("key") != unit.key or complete is None:
+        if complete is None:
             return None
         for rel, entry in record.get("files", {}).items():
             path, listed = folder / rel, complete.get("files", {}).get(rel, {})
@@ -77,8 +88,14 @@ class UnitStore:
         if complete is None:
             raise GenIRError(f"{unit.id}: its pipeline returned but {unit.folder(self.out)} has no {RECORD}")
         files = {rel: {"bytes": e["bytes"], "sha256": e["sha256"]} for rel, e in complete["files"].items()}
-        record = {"unit": unit.id, "key": unit.key, "run": unit.experiment.run, "model": unit.model, "params": unit.params,
-                  "seconds": seconds, "files": files, "summary": summary}
+        return self._write(unit, {"status": DONE, "seconds": seconds, "files": files, "summary": summary})
+
+    def skip(self, unit: Unit, reason: str, seconds: float) -> dict:
+        """Record that `unit` does not apply to its model (no folder): done for this config, with the reason."""
+        return self._write(unit, {"status": SKIPPED, "reason": reason, "seconds": seconds, "files": {}, "summary": {}})
+
+    def _write(self, unit: Unit, outcome: dict) -> dict:
+        record = {"unit": unit.id, "key": unit.key, "run": unit.experiment.run, "model": unit.model, "params": unit.params, **outcome}
         with written_atomically(self.path(unit)) as tmp:
             tmp.write_text(json.dumps(record, indent=1, default=str))
         return record
@@ -121,12 +138,15 @@ def dry_run(config: SweepConfig) -> str:
 
 
 def run_sweep(config: SweepConfig, *, backend: str = "local", workers: int = 2, progress: bool = True, log: str | Path | None = None) -> dict:
-    """Run every unit not yet done (in this process, or on Ray), then write `<out>/SWEEP.json`; returns its content."""
+    """Run every unit not yet done (in this process, or on Ray), then write `<out>/SWEEP.json`; returns its content.
+
+    A failed unit does not stop the others (module docstring); `manifest["failed"]` lists the failed units."""
     if backend not in BACKENDS:
         raise GenIRError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     started = time.time()
     out = config.out
     lock = acquire_lock(out)
+    failures: dict[str, Outcome] = {}
     try:
         units = plan(config)
         store = UnitStore(out)
@@ -134,19 +154,27 @@ def run_sweep(config: SweepConfig, *, backend: str = "local", workers: int = 2, 
         logger = _Log(log)
         logger(f"sweep {config.source} into {out}: {len(units)} units, {len(todo)} to run ({backend})")
         if todo:
-            (out / MANIFEST).unlink(missing_ok=True)  # the assembled result describes a finished sweep only
+            (out / MANIFEST).unlink(missing_ok=True)  # the assembled result describes the latest run only
             for unit in todo:
                 store.clear(unit)
             shapes = {m: shape_of(config.models[m].path, m) for m in {u.model for u in todo}}
             pool = ModelPool(config)
             estimate_costs(config, todo, shapes, {m: pool.data(m) for m in shapes})
-            bar = tqdm(total=sum(u.cost for u in todo), unit="row", unit_scale=True, desc="sweep", disable=not progress, file=sys.stderr)
+            bar = tqdm(total=sum(u.cost for u in todo), unit="row", unit_scale=True, desc="sweep", disable=not progress, file=sys.stderr,
+                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} rows [{elapsed}<{remaining}]{postfix}")
 
-            def finished(unit: Unit, summary: dict, seconds: float) -> None:
-                store.record(unit, summary, seconds)
+            def finished(unit: Unit, outcome: Outcome) -> None:
+                if outcome.status == DONE:
+                    store.record(unit, outcome.summary, outcome.seconds)
+                elif outcome.status == SKIPPED:
+                    store.skip(unit, outcome.reason, outcome.seconds)
+                else:
+                    failures[unit.id] = outcome
+                    _keep_traceback(out, unit, outcome)
+                    if progress:
+                        tqdm.write(f"{unit.id}: failed: {outcome.reason}", file=sys.stderr)
                 bar.update(unit.cost)
-                bar.set_postfix_str(unit.id)
-                logger(f"done {unit.id} in {seconds:.1f} s")
+                logger(f"{outcome.status} {unit.id} in {outcome.seconds:.1f} s" + (f": {outcome.reason}" if outcome.reason else ""))
 
             try:
                 if backend == "ray":
@@ -155,27 +183,41 @@ def run_sweep(config: SweepConfig, *, backend: str = "local", workers: int = 2, 
                 else:
                     runner = UnitRunner(config)
                     for unit in todo:
+                        bar.set_postfix_str(f"unit {unit.id}")  # the bar names the unit being computed
                         logger(f"start {unit.id}")
-                        finished(unit, *runner.run(unit))
+                        finished(unit, blocked(unit, set(failures)) or runner.attempt(unit))
             finally:
                 bar.close()
-        manifest = assemble(config, units, store, round(time.time() - started, 3))
-        logger(f"complete: {out / MANIFEST} ({manifest['wall_seconds']} s)")
+        manifest = assemble(config, units, store, failures, round(time.time() - started, 3))
+        logger(f"{'complete' if not manifest['failed'] else str(len(manifest['failed'])) + ' units failed'}: {out / MANIFEST} ({manifest['wall_seconds']} s)")
         return manifest
     finally:
         release_lock(lock)
 
 
-def assemble(config: SweepConfig, units: list[Unit], store: UnitStore, seconds: float) -> dict:
-    """SWEEP.json: the config and, per unit, its folder, files (sha256), summary and wall time; written atomically."""
+def _keep_traceback(out: Path, unit: Unit, outcome: Outcome) -> None:
+    """The traceback of an unexpected error, kept beside the unit records (the terminal shows one line)."""
+    if outcome.detail:
+        path = out / STATE / "errors" / (unit.id.replace("/", "__") + ".txt")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with written_atomically(path) as tmp:
+            tmp.write_text(outcome.detail)
+
+
+def assemble(config: SweepConfig, units: list[Unit], store: UnitStore, failures: dict[str, Outcome], seconds: float) -> dict:
+    """SWEEP.json: the config and, per unit, its status, folder, files (sha256), summary and wall time; written atomically."""
     records = {}
     for u in units:
         record = store.done(u)
         if record is None:
-            raise GenIRError(f"{u.id}: not complete after the sweep ran; rerun the sweep")
-        records[u.id] = {"folder": str(u.folder(config.out)), "run": u.experiment.run, "model": u.model, "key": u.key,
-                         "seconds": record["seconds"], "files": record["files"], "summary": record["summary"]}
-    manifest = {"format": 1, "config": config.source, "settings": config.raw, "units": records, "wall_seconds": seconds}
+            failed = failures.get(u.id) or Outcome(FAILED, 0.0, reason="not complete after the sweep ran; rerun the sweep")
+            record = {"status": FAILED, "reason": failed.reason, "seconds": failed.seconds, "files": {}, "summary": {}}
+        records[u.id] = {"status": record.get("status", DONE), "reason": record.get("reason", ""), "folder": str(u.folder(config.out)),
+                         "run": u.experiment.run, "model": u.model, "key": u.key, "seconds": record["seconds"], "files": record["files"],
+                         "summary": record["summary"]}
+    manifest = {"format": 2, "config": config.source, "settings": config.raw, "units": records, "wall_seconds": seconds,
+                "failed": [uid for uid, r in records.items() if r["status"] == FAILED],
+                "skipped": [uid for uid, r in records.items() if r["status"] == SKIPPED]}
     with written_atomically(config.out / MANIFEST) as tmp:
         tmp.write_text(json.dumps(manifest, indent=1, default=str))
     return manifest

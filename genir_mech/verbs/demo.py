@@ -13,14 +13,14 @@ from ..errors import GenIRError
 from . import Verb
 from .options import checkpoint, device_arguments, output_directory, positive_int
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "paper.yaml"
+EXAMPLE = "paper.yaml"  # genir_mech.embedded.example_config finds it in the installed package or the source checkout
 SIZES = {"max_queries": "max_queries", "n_pairs": "n_pairs"}  # demo option -> the experiment parameter it sets wherever the example sets it
 
 
 def add_arguments(p):
-    p.add_argument("--model", type=checkpoint, default="checkpoints/dsi-synth", help="the DSI checkpoint to analyse (default checkpoints/dsi-synth)")
-    p.add_argument("--base", type=checkpoint, default="checkpoints/t5-synth-base", help="pretrained base: cross-model ablation and vanilla-encoder swap")
-    p.add_argument("--variants", nargs="*", type=checkpoint, default=["checkpoints/dsi-synth-rd1", "checkpoints/dsi-synth-rd2"], help="removed-docs variants for the encoder swap")
+    p.add_argument("--model", type=checkpoint, default="dsi-synth", help="the DSI checkpoint to analyse: a folder, an embedded checkpoint or a hub id (default dsi-synth)")
+    p.add_argument("--base", type=checkpoint, default="t5-synth-base", help="pretrained base: cross-model ablation and vanilla-encoder swap")
+    p.add_argument("--variants", nargs="*", type=checkpoint, default=["dsi-synth-rd1", "dsi-synth-rd2"], help="removed-docs variants for the encoder swap")
     p.add_argument("--max-queries", type=positive_int, default=256, help="correct validation queries analysed (seeded sample; default 256)")
     p.add_argument("--n-pairs", type=positive_int, default=32, help="clean/corrupted pairs for the patching sweep (default 32)")
     p.add_argument("--out", type=output_directory, default="runs/demo", help="output directory (default runs/demo)")
@@ -50,20 +50,24 @@ def paper_example(args):
 def handler(args):
     import time
 
+    from ..embedded import example_config
     from ..sweep import load_config, run_sweep  # pydantic, torch and nnsight: only once the arguments are valid
     from ..sweep.report import paper_report
+    from .sweep import fail_if_any_failed, unit_lines
 
-    if not EXAMPLE.is_file():
-        raise GenIRError(f"{EXAMPLE}: the paper example is missing (the demo needs a source checkout of genir_mech)")
+    example = example_config(EXAMPLE)
+    if example is None:
+        raise GenIRError(f"examples/{EXAMPLE}: the paper example is not part of this installation; reinstall genir_mech (pip install .) or run from a clone")
     started = time.time()
-    config = load_config(EXAMPLE, out=args.out, edit=paper_example(args))
+    config = load_config(example, out=args.out, edit=paper_example(args))
     manifest = run_sweep(config, backend=args.backend, progress=not args.json)
     report = paper_report(config, manifest)
     summary = {"report": str(report), "sweep": str(Path(args.out) / "SWEEP.json"), "seconds": round(time.time() - started, 1),
-               "timings": {uid: u["seconds"] for uid, u in manifest["units"].items()}}
+               "timings": {uid: u["seconds"] for uid, u in manifest["units"].items()}, "skipped": manifest["skipped"]}
     if not args.json:
+        print(unit_lines(manifest))
         print(f"report: {report} ({summary['seconds']} s)")
+    fail_if_any_failed(manifest, Path(args.out) / "SWEEP.json")
     return summary
-
 
 VERB = Verb("run the paper example (examples/paper.yaml) on the embedded checkpoints as a resumable sweep and write figures, tables and a Markdown report", add_arguments, handler)

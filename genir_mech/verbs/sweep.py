@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import GenIRError
 from . import Verb
 from .options import DTYPE_NAMES, device_name, existing_file, output_directory, positive_int
 
@@ -38,10 +39,27 @@ def handler(args):
         return None
     manifest = run_sweep(config, backend=args.backend, workers=args.workers, progress=not (args.quiet or args.json), log=args.log)
     if not args.json:
-        print(f"{len(manifest['units'])} units complete in {manifest['wall_seconds']} s: {Path(config.out) / 'SWEEP.json'}")
-        for uid, unit in manifest["units"].items():
-            print(f"  {uid:<32} {unit['seconds']:>8.1f} s  {unit['folder']}")
-    return {"out": str(config.out), "wall_seconds": manifest["wall_seconds"], "units": {u: v["folder"] for u, v in manifest["units"].items()}}
+        print(f"{len(manifest['units'])} units in {manifest['wall_seconds']} s: {Path(config.out) / 'SWEEP.json'}")
+        print(unit_lines(manifest))
+    fail_if_any_failed(manifest, Path(config.out) / "SWEEP.json")
+    return {"out": str(config.out), "wall_seconds": manifest["wall_seconds"], "units": {u: v["folder"] for u, v in manifest["units"].items()},
+            "skipped": manifest["skipped"]}
 
+
+def unit_lines(manifest: dict) -> str:
+    """One line per unit: its status, wall time, and its folder or the reason it did not finish."""
+    lines = []
+    for uid, unit in manifest["units"].items():
+        where = unit["folder"] if unit["status"] == "done" else f"{unit['status']}: {unit['reason']}"
+        lines.append(f"  {uid:<32} {unit['seconds']:>8.1f} s  {where}")
+    return "\n".join(lines)
+
+
+def fail_if_any_failed(manifest: dict, where: Path) -> None:
+    """A one-line error (non-zero exit) once every other unit has run and been recorded, when some unit failed."""
+    if manifest["failed"]:
+        reasons = "; ".join(f"{uid}: {manifest['units'][uid]['reason']}" for uid in manifest["failed"])
+        raise GenIRError(f"{len(manifest['failed'])} of {len(manifest['units'])} units failed ({reasons}); the others' results are in {where.parent}; "
+                         "fix the cause and rerun the same command to run only what is missing")
 
 VERB = Verb("Run a sweep of experiments from a YAML config: validated first, resumable after kill -9, shared caches, optional Ray backend", add_arguments, handler)
