@@ -92,3 +92,18 @@ def test_the_demo_verb_runs_from_a_folder_without_runs(tmp_path, capsys, monkeyp
             assert unit["reason"] in report
     for image in [line.split("](", 1)[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]:
         assert (tmp_path / "runs" / "demo" / image).is_file(), image
+
+
+@pytest.mark.parametrize("experiment, expected", [
+    ({"run": "swap", "model": "dsi", "encoders": ["lm"]}, "encoders on model 'dsi'"),
+    ({"run": "patch", "model": "lm", "target": "encoder-position", "n_pairs": 2}, "target on model 'lm'"),
+], ids=["swap with a decoder-only encoder", "encoder patching of a decoder-only model"])
+def test_what_a_model_cannot_do_is_refused_before_anything_runs(experiment, expected, tmp_path, capsys):
+    out = tmp_path / "out"
+    config = write_config(tmp_path / "sweep.yaml", out, models={"dsi": str(CHECKPOINT), "lm": str(CHECKPOINT.parent / "lm-niah")},
+                          experiments=[{"run": "stages", "model": "dsi", "max_queries": 8, "bootstrap": 3}, experiment])
+    capsys.readouterr()
+    assert main(["sweep", str(config), "--quiet"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and expected in err[0] and "needs encoder" in err[0] and "fix:" in err[0], err
+    assert not out.exists()  # not even the first, valid experiment ran

@@ -353,7 +353,30 @@ def check_shapes(config: SweepConfig) -> None:
                     validate_specs(gm, load_specs(p["specs"]))
                 if p.get("circuit") and not (isinstance(stages, str) and stages.startswith("@")):
                     parse_circuit(gm, p["circuit"], StageDefinition.resolve(stages, gm.n_layers("decoder"), fallback=False) if stages else None)
+                _check_capabilities(config, exp, gm, shapes)
             except GenIRError as exc:
-                key = next((k for k in ("stages", "kinds", "specs", "circuit") if p.get(k) and k in str(exc).lower()), None)
-                key = key or next(k for k in ("circuit", "specs", "kinds", "stages") if p.get(k))
+                key = next((k for k in ("stages", "kinds", "specs", "circuit", "encoders", "target") if p.get(k) and k in str(exc).lower()), None)
+                key = key or next((k for k in ("circuit", "specs", "kinds", "stages", "encoders", "target") if p.get(k)), "run")
+                if key in ("encoders", "target"):
+                    fix = "fix: run this experiment on encoder-decoder models of one width only"
                 raise GenIRError(f"{config.source}: {exp.where}.{key} on model {m!r}: {exc}; {fix}") from None
+
+
+def _check_capabilities(config: SweepConfig, exp: Experiment, gm, shapes: dict) -> None:
+    """What an experiment needs of its models, known from their configs before any weight loads: the encoder swap
+    needs encoder-decoder models of one width; encoder-position patching needs an encoder."""
+    p = exp.params
+    if exp.run == "swap":
+        for name in p.get("encoders") or []:
+            if name not in shapes:
+                shapes[name] = shape_of(config.models[name].path, name)
+            other = shapes[name]
+            for model in (gm, other):
+                model.adapter.require("encoder", "cross_attn", analysis="the encoder swap")
+            if other.adapter.d_model != gm.adapter.d_model:
+                raise GenIRError(f"encoders: {name} has d_model {other.adapter.d_model} but the decoder's model has {gm.adapter.d_model}; "
+                                 "encoder outputs only fit a decoder of the same width")
+    targets = p.get("target") if exp.run == "patch" else None
+    for target in [targets] if isinstance(targets, str) else targets or []:
+        if target.startswith("encoder"):
+            gm.adapter.require("encoder", analysis=f"target {target}")
