@@ -91,9 +91,12 @@ def read_record(out: str | Path) -> dict | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise GenIRError(f"{path}: unreadable completion record ({exc}); the folder is not a trustworthy result: rerun the experiment") from None
+    if not isinstance(record, dict) or not isinstance(record.get("files", {}), dict):
+        raise GenIRError(f"{path}: not a completion record (expected an object with its files); the folder is not a trustworthy result: rerun the experiment")
+    return record
 
 
 # -- the lock -------------------------------------------------------------------------------------------
@@ -114,6 +117,21 @@ def _lock_holder(lock: Path) -> dict | None:
     return None
 
 
+def _held_message(out: Path, lock: Path, holder: dict) -> str:
+    """Who holds the lock, for how long, and how to recover if that process is gone."""
+    age = ""
+    try:
+        age = f", {(time.time() - lock.stat().st_mtime) / 3600:.1f} h ago"
+    except OSError:
+        pass
+    who = f"process {holder['pid']} on {holder.get('host')} (since {holder.get('started')}{age})"
+    if holder.get("host") != HOST:
+        return (f"{out} is being written by {who}; this machine cannot tell whether that process still runs: wait for it, "
+                f"or if it has stopped, delete {lock} and rerun")
+    return (f"{out} is being written by {who}; wait for it to finish or choose another output folder "
+            f"(if that pid now belongs to another program, delete {lock} and rerun)")
+
+
 def acquire_lock(out: Path) -> Path:
     """Create `<out>.lock` exclusively (and `out`'s parent folders first); take over the lock of a dead process on this host
     (with a warning); else refuse."""
@@ -131,8 +149,7 @@ def acquire_lock(out: Path) -> Path:
             if holder == {}:  # released meanwhile
                 continue
             if holder is not None and (holder.get("host") != HOST or _alive(int(holder["pid"]))):
-                raise GenIRError(f"{out} is being written by process {holder['pid']} on {holder.get('host')} since {holder.get('started')} "
-                                 f"(lock {lock}); wait for it to finish or choose another output folder") from None
+                raise GenIRError(_held_message(out, lock, holder)) from None
             warnings.warn(f"{lock}: taking over the lock of a process that no longer runs "
                           f"({'pid ' + str(holder['pid']) if holder else 'unreadable lock'}); its run was interrupted", ResultsWarning, stacklevel=3)
             try:  # rename first, so two processes taking over the same stale lock cannot both succeed
@@ -175,6 +192,9 @@ def check_out(out: str | Path) -> Path:
 
 def _clean_leftovers(out: Path) -> None:
     """Under the lock: restore a result an interrupted swap moved aside, delete dead runs' partial folders (with a warning)."""
+    for leftover in _siblings(out, "replaced") + _siblings(out, "partial"):
+        if leftover.is_symlink():  # never ours (we make real folders): remove the link, never what it points to
+            leftover.unlink()
     for old in _siblings(out, "replaced"):
         if not out.exists():
             os.rename(old, out)
@@ -368,6 +388,30 @@ def atomic(run):
 
     wrapper.writes_atomically = True
     return wrapper
+
+
+def inside(out: str | Path, path: str | Path) -> Path:
+    """`path` resolved, when it lies inside `out`; a GenIRError otherwise (nothing is written or deleted outside a run's folder)."""
+    base, resolved = Path(out).resolve(), Path(path).resolve()
+    if resolved != base and base not in resolved.parents:
+        raise GenIRError(f"{path}: lies outside {out}; refusing to write or delete there")
+    return resolved
+
+
+def staged(path: str | Path) -> Path:
+    """Where a running pipeline writes `path`: the same place in its staging folder when `path` lies inside the
+    run's `out` (so the file is published with the run and listed in its record), else `path` itself."""
+    target = Path(path).resolve()
+    for tx in reversed(_ACTIVE.get()):
+        if tx.nested:
+            continue
+        base = tx.out.resolve()
+        if target == base:
+            raise GenIRError(f"{path}: is the run's output folder itself; name a file inside it")
+        if base in target.parents:
+            return tx.staging / target.relative_to(base)
+        break
+    return Path(path)
 
 
 def published(value):

@@ -17,6 +17,7 @@ the split it has; the summary's `split` says which.
 """
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -24,9 +25,10 @@ from pathlib import Path
 
 from ..data.corpus import RetrievalDataset
 from ..data.trec import read_trec_qrels
+from ..errors import GenIRError
 from ..provenance import provenance, write_table
 from ..retrieval import DEFAULT_MEASURES, evaluate, rank_texts
-from ..results_directory import atomic
+from ..results_directory import atomic, staged
 from .inputs import config_record
 from .rendering import draw
 
@@ -38,11 +40,31 @@ class EvalConfig:
     batch_size: int = 256
     measures: tuple[str, ...] = DEFAULT_MEASURES  # ir_measures names (or the aliases hits@1, hits@5, hits@10, mrr)
     qrels: str | None = None  # a TREC qrels file replacing the data's judgements
-    trec_run: str | None = None  # where to write the TREC run (not inside `out`: it is the user's file)
+    trec_run: str | None = None  # where to write the TREC run: inside `out` (published with the run) or anywhere else
+    overwrite_trec_run: bool = False  # replace an existing trec_run file outside `out` (otherwise it is kept and the run refused)
     run_depth: int = 100  # documents per query in the run measured and written
     beams: int = 10  # prefix-constrained beam search, reported next to the exact ranking (0: exact only)
     full_ranking: bool = False  # multi-token docids: score every document, not only the exact top run_depth and the relevant ones
     max_queries: int | None = None  # evaluate only the first N queries of the split (None: all)
+
+
+def trec_run_target(path: str | Path, overwrite: bool) -> Path:
+    """Where the TREC run goes: inside the run's `out`, its place in the staging folder (published with the tables);
+    elsewhere, `path` itself, which must be writable and, unless `overwrite`, must not exist yet."""
+    target = staged(path)
+    if target != Path(path):
+        return target
+    path = Path(path)
+    if path.is_dir():
+        raise GenIRError(f"{path}: is a folder; --trec-run names a file")
+    if path.exists() and not overwrite:
+        raise GenIRError(f"{path}: exists and is kept; name another file, or replace it with --overwrite-trec-run (sweep: overwrite_trec_run: true)")
+    folder = path.resolve().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise GenIRError(f"{path}: cannot be written here ({folder} is not writable)")
+    return path
 
 
 def beam_summary(exact, beam, beam_metrics: dict, beams: int) -> dict:
@@ -62,6 +84,7 @@ def run_eval(model, data, out, config: EvalConfig | None = None) -> dict:
     """
     config = config or EvalConfig()
     started, out = time.time(), Path(out)
+    trec_run = trec_run_target(config.trec_run, config.overwrite_trec_run) if config.trec_run else None  # refused before any ranking
     if config.qrels:
         data = data.with_qrels(read_trec_qrels(config.qrels), str(config.qrels))
     split = data.resolve_split(config.split, ("test", "validation", "train"))
@@ -84,6 +107,6 @@ def run_eval(model, data, out, config: EvalConfig | None = None) -> dict:
     for name, table in tables.items():
         write_table(table, out / name, record)
     correct = write_table(per_query[per_query.correct], out / "correct_queries", record)
-    run = {"trec_run": str(ranking.write_trec_run(config.trec_run, config.run_depth, model.name))} if config.trec_run else {}
+    run = {"trec_run": str(ranking.write_trec_run(trec_run, config.run_depth, model.name))} if trec_run else {}
     figures = draw({"per_query": per_query}, out, None, model.name)
     return {**metrics, "correct_queries": str(correct), **run, "figures": figures}

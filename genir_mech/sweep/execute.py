@@ -76,6 +76,8 @@ class UnitRunner:
         started = time.time()
         run, params = unit.experiment.run, dict(unit.params)
         other, encoders, pairs_file = params.pop("other", None), params.pop("encoders", None), params.pop("pairs", None)
+        if params.get("trec_run"):  # a file name of the config: written into the unit's folder, never elsewhere
+            params["trec_run"] = str(unit.folder(self.config.out) / params["trec_run"])
         stages = params.get("stages")
         if isinstance(stages, str) and stages.startswith("@"):
             params["stages"] = str(self.config.out / unit.model / stages[1:] / "stages.json")

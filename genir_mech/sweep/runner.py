@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from ..errors import GenIRError
 from ..provenance import written_atomically
-from ..results_directory import RECORD, acquire_lock, hash_file, read_record, release_lock
+from ..results_directory import RECORD, acquire_lock, hash_file, inside, read_record, release_lock
 from .caches import ModelPool
 from .config import SweepConfig, shape_of
 from .execute import DONE, FAILED, SKIPPED, STATE, Outcome, UnitRunner, blocked
@@ -105,7 +105,10 @@ class UnitStore:
         killed before its record was written): moved aside in one rename, then deleted."""
         self.path(unit).unlink(missing_ok=True)
         folder = unit.folder(self.out)
-        if folder.exists():
+        if folder.is_symlink():  # never made by a sweep: remove the link, not what it points to
+            folder.unlink()
+        elif folder.exists():
+            inside(self.out, folder)  # unit ids are checked names; this holds even when a folder on the way is a link
             aside = self.out / STATE / f"trash-{os.getpid()}-{unit.id.replace('/', '__')}"
             shutil.rmtree(aside, ignore_errors=True)
             aside.parent.mkdir(parents=True, exist_ok=True)

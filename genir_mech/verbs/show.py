@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..errors import GenIRError
 from . import Verb
 from .options import positive_int
 
@@ -48,6 +49,14 @@ def _folder(path: Path) -> None:
 
 
 def handler(args):
+    try:
+        return _show(args)
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:  # JSON, text, table or record that is not what it claims
+        what = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        raise GenIRError(f"{args.result}: not a readable genir_mech result ({what}); it may be damaged or not written by genir_mech") from None
+
+
+def _show(args):
     path = Path(args.result)
     if path.is_dir():
         _folder(path)
@@ -56,7 +65,7 @@ def handler(args):
         print(json.dumps(json.loads(path.read_text()), indent=1))
         return None
     if path.suffix in TEXT:
-        print(path.read_text())
+        print(path.read_text(encoding="utf-8"))
         return None
     import pandas as pd
 
