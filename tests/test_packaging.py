@@ -64,6 +64,18 @@ def test_environment_variable_comes_first(tmp_path, monkeypatch):
     assert embedded.embedded_checkpoint("dsi-synth") is None
 
 
+def test_citation_and_licence_match_the_package():
+    import yaml
+
+    import genir_mech
+
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert citation["cff-version"] == "1.2.0" and citation["title"] == "genir_mech"
+    assert citation["version"] == genir_mech.__version__, "CITATION.cff's version lags genir_mech.__version__"
+    assert citation["license"] == "MIT" and (ROOT / "LICENSE").read_text().startswith("MIT License")
+    assert f"version = {{{genir_mech.__version__}}}" in (ROOT / "README.md").read_text(), "the README's BibTeX version lags"
+
+
 def _setuptools_can_build() -> str | None:
     """Why this venv cannot build the wheel without build isolation, or None."""
     try:
