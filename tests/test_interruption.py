@@ -370,7 +370,8 @@ def test_train_never_destroys_or_mixes_a_checkpoint(checkpoint, tmp_path, capsys
     state = out / "resume" / "state.pt"
     state.write_bytes(state.read_bytes()[:1000])
     assert main(["train", "--out", str(out), *TINY, "--epochs", "2"]) == 2
-    assert "resume state unreadable" in _one_error_line(capsys)
+    line = _one_error_line(capsys)
+    assert "resume state refused as invalid or unsafe: not a complete torch file" in line and str(state) in line
     # a checkpoint this run has no record of (here: one not trained by genir-mech train) is only replaced with --overwrite
     foreign = shutil.copytree(checkpoint, tmp_path / "foreign")
     capsys.readouterr()

@@ -121,14 +121,15 @@ class StudyConfig:
 
 def snapshot_card(out: str | Path) -> dict:
     """A card for a training still in progress: its history, time and loop from the resume state; its best weights are in `out`."""
-    import torch  # only for snapshots: the resume state is a torch file
+    from ..training.resume_state import load_resume_state  # only for snapshots: it loads torch
 
     state_file = Path(out) / "resume" / "state.pt"
     if not state_file.exists() or not (Path(out) / "config.json").exists():
         raise GenIRError(f"{out}: no resume state and best weights to take a snapshot of (CLI: --snapshot); train it first")
-    state = torch.load(state_file, weights_only=False, map_location="cpu")
-    return {"objective": "dsi", "history": state["history"], "train_seconds": round(state["elapsed"], 1), "loop": state["config"],
-            "best_validation": state["best"], "snapshot": True, "trained_at": f"snapshot after epoch {state['epoch'] + 1}"}
+    state = load_resume_state(state_file, f"wait until the training of {out}, run with this genir_mech, "
+                                          "saves its next epoch, or drop it from --snapshot")
+    return {"objective": "dsi", "history": state.history, "train_seconds": round(state.elapsed, 1), "loop": state.config,
+            "best_validation": state.best, "snapshot": True, "trained_at": f"snapshot after epoch {state.epoch + 1}"}
 
 
 def ensure_trained(model: StudyModel, train: bool = True, snapshot: bool = False) -> list[dict]:

@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import GenIRError
-from ..provenance import written_atomically
+from .resume_state import ResumeState, load_resume_state, save_resume_state
 
 Example = tuple[list[int], list[int]]  # (input ids, labels); an encoder-decoder example may add its decoder input ids
 
@@ -128,18 +128,18 @@ class TrainLoop:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self._schedule(steps_per_epoch * cfg.epochs))
         start_epoch, best, bad_epochs, elapsed = 0, float("-inf"), 0, 0.0
         if self.resume_path.exists():
+            remedy = f"delete {self.resume_path.parent} to restart this run from scratch, or pass --overwrite"
+            state = load_resume_state(self.resume_path, remedy)
             try:
-                state = torch.load(self.resume_path, weights_only=False)
-                self.model.load_state_dict(state["model"])
-                opt.load_state_dict(state["optimizer"])
-                sched.load_state_dict(state["scheduler"])
-                start_epoch, best, bad_epochs = state["epoch"] + 1, state["best"], state["bad_epochs"]
-                elapsed, self.history = state["elapsed"], state["history"]
-                torch.set_rng_state(state["torch_rng"])
-            except Exception as exc:  # truncated zip, bad pickle, missing key, other shapes: all mean this state cannot be resumed
+                self.model.load_state_dict(state.model)
+                opt.load_state_dict(state.optimizer)
+                sched.load_state_dict(state.scheduler)
+                torch.set_rng_state(state.torch_rng)
+            except Exception as exc:  # other parameter names or shapes, another optimizer layout: not this run's state
                 reason = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
-                raise GenIRError(f"{self.resume_path}: resume state unreadable ({reason}); delete {self.resume_path.parent} to restart "
-                                 "this run from scratch, or pass --overwrite") from None
+                raise GenIRError(f"{self.resume_path}: resume state does not fit this run ({reason}); {remedy}") from None
+            start_epoch, best, bad_epochs = state.epoch + 1, state.best, state.bad_epochs
+            elapsed, self.history = state.elapsed, state.history
             tqdm.write(f"resuming {self.out_dir} at epoch {start_epoch} (best so far {best:.4f})")
         started = time.time() - elapsed
         if bad_epochs >= cfg.patience or (cfg.max_minutes and elapsed > cfg.max_minutes * 60):
@@ -171,17 +171,12 @@ class TrainLoop:
                 save_best()
             else:
                 bad_epochs += 1
-            self.resume_path.parent.mkdir(parents=True, exist_ok=True)
             # a kill while saving leaves the previous epoch's state whole, never a truncated one
-            with written_atomically(self.resume_path) as tmp:
-                torch.save(
-                    {
-                        "model": self.model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                        "epoch": epoch, "best": best, "bad_epochs": bad_epochs, "elapsed": time.time() - started,
-                        "history": self.history, "torch_rng": torch.get_rng_state(), "config": asdict(cfg),
-                    },
-                    tmp,
-                )
+            save_resume_state(self.resume_path, ResumeState(
+                model=self.model.state_dict(), optimizer=opt.state_dict(), torch_rng=torch.get_rng_state(),
+                epoch=epoch, best=best, bad_epochs=bad_epochs, elapsed=time.time() - started, history=self.history,
+                scheduler=sched.state_dict(), config=asdict(cfg),
+            ))
             if bad_epochs >= cfg.patience:
                 tqdm.write(f"early stop: no improvement for {cfg.patience} epochs")
                 break
