@@ -3,9 +3,10 @@
     write_table(df, out_dir / "contributions", provenance(model=..., data=ds, config=cfg, seed=0, started=t0))
 
 Every table genir_mech writes is tidy, with a `<name>.provenance.json` beside
-it: model path, hash and hub revision, data hash, config, seed, package
-versions, the git commit of the code, the command line and sweep config that
-ran it (`run_context`), and wall time. Tables of at most PARQUET_ROWS rows are
+it: model path, hash and hub revision (the commit loaded, and the branch, tag
+or commit asked for), data hash, config, seed, package versions, the git
+commit of the code, the command line and sweep config that ran it
+(`run_context`), and wall time. Tables of at most PARQUET_ROWS rows are
 CSV, to be read by eye (summaries); longer ones are Parquet (a 256-query logit
 lens is 22 MB of CSV). `read_table` and `table_file` find whichever exists, so
 readers never care. This is the one result writer; analyses do not write files themselves.
@@ -65,14 +66,33 @@ def code_commit() -> str | None:
         return None
 
 
-@functools.lru_cache(maxsize=32)
+# hub id -> (revision asked for, commit loaded) of the hub models loaded by this process (models.loading records them)
+_HUB_LOADS: dict[str, tuple[str | None, str | None]] = {}
+
+
+def record_hub_revision(model: str, revision: str | None, commit: str | None) -> None:
+    """Remember that hub model `model` was loaded at `revision` (None: its default branch), from `commit` when known."""
+    _HUB_LOADS[str(model)] = (revision, commit)
+
+
+def requested_revision(model: str) -> str | None:
+    """The revision (branch, tag or commit) a hub model was asked for when this process loaded it; None for the default branch."""
+    return _HUB_LOADS.get(str(model), (None, None))[0]
+
+
 def hub_revision(model: str) -> str | None:
-    """The commit of a hub model's files in the local hub cache (None for a local checkpoint or an uncached id)."""
+    """The commit of a hub model's files: the one this process loaded, else the one in the local hub cache (None for a local checkpoint or an uncached id)."""
+    revision, commit = _HUB_LOADS.get(str(model), (None, None))
+    return commit or _cached_revision(str(model), revision)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_revision(model: str, revision: str | None) -> str | None:
     if Path(model).exists():
         return None
     try:
         from huggingface_hub import try_to_load_from_cache
-        found = try_to_load_from_cache(model, "config.json")
+        found = try_to_load_from_cache(model, "config.json", revision=revision)
     except Exception:  # an id the hub library refuses: no revision to record
         return None
     parts = Path(found).parts if isinstance(found, str) else ()
@@ -106,6 +126,7 @@ def provenance(*, model: str | None = None, data=None, config: dict | None = Non
         "model": str(model) if model else None,
         "model_hash": model_hash(model) if model else None,
         "model_revision": hub_revision(str(model)) if model else None,
+        "model_revision_requested": requested_revision(str(model)) if model else None,
         "data_hash": data.data_hash() if data is not None else None,
         "data": getattr(data, "meta", None),
         "config": config or {},

@@ -1,8 +1,14 @@
-"""Load a GenIR checkpoint (local directory or hub id) and check it before any analysis.
+"""Load a GenIR checkpoint (local directory, embedded checkpoint or hub id) and check it before any analysis.
 
-    gm = load_genir("checkpoints/dsi-synth")
-    gm = load_genir("AnReu/DSI-large-NQ10k")       # hub id: needs network access to the hub
-    lm = load_lm("checkpoints/lm-niah")             # decoder-only language model, no docids needed
+    gm = load_genir("dsi-synth")                    # an embedded checkpoint, by its short name, from any working folder
+    gm = load_genir("AnReu/DSI-large-NQ10k")       # hub id: the hub, or the local Hugging Face cache when it cannot be reached
+    gm = load_genir("owner/name", revision="v1")    # a hub id at a branch, tag or commit
+    lm = load_lm("lm-niah")                         # decoder-only language model, no docids needed
+
+Names are resolved by models.names (`locate_model`: a local folder wins, then
+an embedded checkpoint, then a hub id; a path that does not exist fails at
+once), and a hub model is checked with one quick request before it loads
+(`hub_files`), so an unreachable hub costs seconds, not a retry loop.
 
 The adapter family comes from the config, so T5 (encoder-decoder) and
 Llama/Qwen2 (decoder-only) checkpoints load through one function. On load,
@@ -28,11 +34,13 @@ from ..data.corpus import RetrievalDataset
 from ..data.loaders import load_dataset
 from ..docids import ATOMIC, AtomicDocids, SequenceDocids
 from ..errors import GenIRError
+from ..provenance import record_hub_revision
 from .adapters import adapter_class
 from .components import Site
 from .execution import run
 from .genir_model import GenIRModel
 from .model_card import ModelCard
+from .names import HubFiles, Located, hub_files, locate_model
 
 SELF_CHECK_QUERIES = ["what is the capital", "who founded it", "a"]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -53,12 +61,14 @@ def check_device(device: str) -> str:
     return device
 
 
-def load_genir(path_or_id: str, docid_pattern: str | None = None, device: str = "cpu", self_check: bool = True, dtype: str = "float32") -> GenIRModel:
+def load_genir(path_or_id: str, docid_pattern: str | None = None, device: str = "cpu", self_check: bool = True, dtype: str = "float32",
+               revision: str | None = None) -> GenIRModel:
     """Load a GenIR checkpoint of any supported family (T5, mT5, BART, BERT2BERT, T5Gemma encoder-decoder; Llama/Qwen2/GPT-2 decoder-only) and check it.
 
     Example:
-        >>> gm = load_genir("checkpoints/dsi-synth")                     # local directory with config.json
-        >>> gm = load_genir("AnReu/DSI-large-NQ10k")                     # hub id (needs network access)
+        >>> gm = load_genir("dsi-synth")                                 # an embedded checkpoint (or a directory with config.json)
+        >>> gm = load_genir("AnReu/DSI-large-NQ10k")                     # hub id (the hub, or its copy in the local cache)
+        >>> gm = load_genir("AnReu/DSI-large-NQ10k", revision="main")    # at a branch, tag or commit (hub ids only)
         >>> gm = load_genir(path, docid_pattern=r"<doc_(\\d+)>")         # docid tokens spelled another way
         >>> gm.adapter.family, gm.adapter.sides                          # ('llama', ('decoder',)) for a Llama checkpoint
         >>> gm = load_genir(path, device="cuda", dtype="bfloat16")         # on a GPU, in half precision
@@ -68,15 +78,15 @@ def load_genir(path_or_id: str, docid_pattern: str | None = None, device: str = 
     `self_check`, the logit lens of the final residual must reproduce the
     model's logits (`check_logit_lens`), or loading fails.
     """
-    return _load(path_or_id, device, self_check, dtype, docid_pattern=docid_pattern, docids_required=True)
+    return _load(path_or_id, device, self_check, dtype, docid_pattern=docid_pattern, docids_required=True, revision=revision)
 
 
-def load_lm(path_or_id: str, device: str = "cpu", self_check: bool = True, dtype: str = "float32") -> GenIRModel:
+def load_lm(path_or_id: str, device: str = "cpu", self_check: bool = True, dtype: str = "float32", revision: str | None = None) -> GenIRModel:
     """Load a decoder-only language model (Llama, Qwen2, GPT-2; no docid tokens needed) by path or hub id, self-checked.
 
     Example:
-        >>> lm = load_lm("checkpoints/lm-niah")                          # a local checkpoint
-        >>> lm = load_lm("Qwen/Qwen2.5-0.5B-Instruct")                    # hub id (needs network access to the hub)
+        >>> lm = load_lm("lm-niah")                                      # an embedded checkpoint
+        >>> lm = load_lm("Qwen/Qwen2.5-0.5B-Instruct", revision="main")   # hub id, at a branch, tag or commit
         >>> lm.adapter.family, lm.docids                                 # ('qwen2', None) unless it has docid tokens
 
     The decoder-only sibling of `load_genir`, for analyses of language models
@@ -86,39 +96,41 @@ def load_lm(path_or_id: str, device: str = "cpu", self_check: bool = True, dtype
     end-of-sequence token; padding is masked, so the choice does not matter.
     An encoder-decoder checkpoint is refused (use `load_genir`).
     """
-    return _load(path_or_id, device, self_check, dtype, docid_pattern=None, docids_required=False)
+    return _load(path_or_id, device, self_check, dtype, docid_pattern=None, docids_required=False, revision=revision)
 
 
-def _load(path_or_id: str, device: str, self_check: bool, dtype: str, docid_pattern: str | None, docids_required: bool) -> GenIRModel:
+def model_files(located: Located) -> HubFiles:
+    """How to load a located model: a local folder as it is; a hub id after one quick check (`names.hub_files`)."""
+    return HubFiles(None) if located.is_local else hub_files(located)
+
+
+def _load(path_or_id: str, device: str, self_check: bool, dtype: str, docid_pattern: str | None, docids_required: bool,
+          revision: str | None = None) -> GenIRModel:
     if dtype not in DTYPES:
         raise GenIRError(f"dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     check_device(device)
-    local = Path(path_or_id)
-    if local.exists() and not (local / "config.json").exists():
-        raise GenIRError(f"{path_or_id}: directory has no config.json; not a HuggingFace checkpoint")
-    # A path with a typo would otherwise be tried as a hub id (~35 s of network retries): say so at once when it
-    # looks like a path: starts with . or /, is not owner/name, or its parent directory exists (checkpoints/typo).
-    if not local.exists() and (path_or_id.startswith((".", "/")) or path_or_id.count("/") != 1 or local.parent.is_dir()):
-        raise GenIRError(f"{path_or_id}: no such checkpoint directory (and not a hub id of the form owner/name)")
-    if local.is_dir():
-        for weights in sorted(local.glob("*.safetensors")):
+    located = locate_model(path_or_id, revision)
+    source = located.source
+    if located.is_local:
+        for weights in sorted(located.path.glob("*.safetensors")):
             check_safetensors(weights)
+    files = model_files(located)
     try:
-        config = AutoConfig.from_pretrained(path_or_id)
+        config = AutoConfig.from_pretrained(source, **files.kwargs)
     except OSError as exc:
         raise GenIRError(f"{path_or_id}: cannot load the config ({str(exc).splitlines()[0]})") from None
-    family = adapter_class(config, str(path_or_id))
+    family = adapter_class(config, source)
     if not docids_required and "encoder" in family.sides:
         raise GenIRError(f"{path_or_id}: a {family.family} model is encoder-decoder; language-model analyses need a decoder-only model (load it with load_genir)")
     try:
         with quiet_weight_loading():
-            model = family.auto_class.from_pretrained(path_or_id).to(device=device, dtype=DTYPES[dtype]).eval()
-            tokenizer = AutoTokenizer.from_pretrained(path_or_id)
+            model = family.auto_class.from_pretrained(source, **files.kwargs).to(device=device, dtype=DTYPES[dtype]).eval()
+            tokenizer = AutoTokenizer.from_pretrained(source, **files.kwargs)
     except (OSError, ValueError) as exc:
         raise GenIRError(f"{path_or_id}: cannot load the model or tokenizer ({str(exc).splitlines()[0]})") from None
-    check_finite_parameters(model, str(path_or_id))
+    check_finite_parameters(model, source)
     if docids_required:
-        docids = load_docids(path_or_id, tokenizer, docid_pattern)
+        docids = load_docids(source, tokenizer, docid_pattern)
     else:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -126,7 +138,9 @@ def _load(path_or_id: str, device: str, self_check: bool, dtype: str, docid_patt
             docids = AtomicDocids.detect(tokenizer)
         except GenIRError:
             docids = None
-    gm = GenIRModel(model, tokenizer, docids, family(model), local.name or path_or_id, str(path_or_id))
+    if not located.is_local:
+        record_hub_revision(source, revision, files.commit)
+    gm = GenIRModel(model, tokenizer, docids, family(model), located.short_name, source)
     if self_check:
         check_logit_lens(gm, SELF_CHECK_ATOL[dtype])
     return gm
@@ -162,14 +176,13 @@ def quiet_weight_loading():
             hf_logging.enable_progress_bar()
 
 
-def load_tokenizer(path_or_id: str):
-    """The tokenizer of a checkpoint directory or hub id alone (e.g. to count a model's tokens without loading it)."""
-    local = Path(path_or_id)
-    if not local.exists() and (path_or_id.startswith((".", "/")) or path_or_id.count("/") != 1 or local.parent.is_dir()):
-        raise GenIRError(f"{path_or_id}: no such tokenizer directory (and not a hub id of the form owner/name)")
+def load_tokenizer(path_or_id: str, revision: str | None = None):
+    """The tokenizer of a directory, an embedded checkpoint or a hub id alone (e.g. to count a model's tokens without loading it)."""
+    located = locate_model(path_or_id, revision, what="tokenizer")
+    files = model_files(located)
     try:
         with quiet_weight_loading():
-            return AutoTokenizer.from_pretrained(path_or_id)
+            return AutoTokenizer.from_pretrained(located.source, **files.kwargs)
     except (OSError, ValueError) as exc:
         raise GenIRError(f"{path_or_id}: cannot load the tokenizer ({str(exc).splitlines()[0]})") from None
 

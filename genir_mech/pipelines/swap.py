@@ -25,6 +25,7 @@ from ..analyses.encoder_swap import removed_docs_experiment, vanilla_encoder_exp
 from ..errors import GenIRError
 from ..figures.tables import removed_docs_table, vanilla_table
 from ..models.model_card import ModelCard
+from ..models.names import local_folder
 from ..provenance import provenance, write_table
 from ..results_directory import atomic
 from .inputs import config_record
@@ -42,7 +43,8 @@ class SwapConfig:
 def default_encoder_paths(model_path: str | Path) -> list[str]:
     """A's base model, and the checkpoints beside A trained on A's data without some documents."""
     card = ModelCard.read(model_path)
-    found = [card.base] if card.base and Path(card.base).exists() else []
+    base = local_folder(card.base)  # a folder, or an embedded checkpoint's short name (as the embedded cards write it)
+    found = [base] if base else []
     here = Path(model_path).resolve()
     for sibling in sorted(here.parent.iterdir()):
         other = ModelCard.read(sibling)

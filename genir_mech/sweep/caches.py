@@ -35,7 +35,7 @@ class ModelPool:
             from ..models.loading import load_genir
             entry = self.config.models[name]
             self._models[name] = load_genir(entry.path, docid_pattern=entry.docid_pattern, self_check=entry.self_check,
-                                            device=self.config.model_device(name), dtype=self.config.model_dtype(name))
+                                            device=self.config.model_device(name), dtype=self.config.model_dtype(name), revision=entry.revision)
         return self._models[name]
 
     def data(self, name: str):

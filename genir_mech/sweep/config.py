@@ -8,8 +8,9 @@
     device: cpu                      # cpu | cuda | cuda:N  (models may override)
     dtype: float32                   # float32 | bfloat16 | float16
     models:
-      dsi: checkpoints/dsi-synth                                  # name: path or hub id
-      base: {path: checkpoints/t5-synth-base, self_check: false}
+      dsi: dsi-synth                                              # name: folder, embedded checkpoint or hub id
+      base: {path: t5-synth-base, self_check: false}
+      hub: {path: owner/name, revision: main}                     # hub ids: a branch, tag or commit
     experiments:
       - {run: eval, model: dsi, split: test}
       - {run: stages, max_queries: 256, bootstrap: 100}
@@ -124,13 +125,21 @@ def experiment_schema(run: str) -> type[BaseModel]:
 
 
 class ModelEntry(BaseModel):
-    """One model of the sweep: a checkpoint path or hub id, and how to load it."""
+    """One model of the sweep: a checkpoint directory, embedded checkpoint or hub id (models.names), and how to load it."""
     model_config = ConfigDict(extra="forbid")
     path: str
+    revision: str | None = None  # hub ids only: a branch, tag or commit
     docid_pattern: str | None = None
     self_check: bool = True
     device: str | None = None
     dtype: str | None = None
+
+    def model_dump(self, **kwargs) -> dict[str, Any]:
+        # no revision key when none is given, so the unit keys of sweeps written before it existed stay the same
+        dumped = super().model_dump(**kwargs)
+        if dumped.get("revision", 0) is None:
+            del dumped["revision"]
+        return dumped
 
 
 class SweepFile(BaseModel):
@@ -211,6 +220,18 @@ def _argument(source: str, where: str, check, value: str) -> None:
         raise GenIRError(f"{source}: {where}: {exc}; fix: correct the path") from None
 
 
+def _model_path(source: str, name: str, entry: ModelEntry) -> None:
+    """The model's folder or hub id must be valid now (models.names); an embedded checkpoint's short name becomes its folder."""
+    from ..models.names import locate_model
+    try:
+        located = locate_model(entry.path, entry.revision)
+    except GenIRError as exc:
+        key, fix = ("revision", "remove it (hub ids only)") if entry.revision and "revision" in str(exc) else ("path", "correct the path")
+        raise GenIRError(f"{source}: models.{name}.{key}: {exc}; fix: {fix}") from None
+    if located.embedded:
+        entry.path = located.source  # found from any working folder by every later step (loading, model card, shape)
+
+
 def load_config(path: str | Path, out: str | Path | None = None, edit=None) -> SweepConfig:
     """Read and validate a sweep config (structure, values, files, model shapes); `out` overrides the file's `out`,
     and `edit(raw) -> raw` may change the file's content before validation (e.g. the demo's command-line options)."""
@@ -241,7 +262,7 @@ def load_config(path: str | Path, out: str | Path | None = None, edit=None) -> S
             raise GenIRError(f"{source}: {key}: {value!r} is not one of {', '.join(DTYPES)}; fix: use one of them")
     models = {n: (m if isinstance(m, ModelEntry) else ModelEntry(path=m)) for n, m in top.models.items()}
     for name, entry in models.items():
-        _argument(source, f"models.{name}.path", options.checkpoint, entry.path)
+        _model_path(source, name, entry)
         if entry.docid_pattern:
             _argument(source, f"models.{name}.docid_pattern", options.docid_regex, entry.docid_pattern)
     if top.data:
@@ -316,17 +337,22 @@ def _check_files(source: str, exp: Experiment) -> None:
 # -- model shapes: layer and head indices against each model's config --------------------------------------
 
 
-def shape_of(path: str, name: str):
+def shape_of(path: str, name: str, revision: str | None = None):
     """A stand-in model with the adapter's shape (layers, heads, kinds) read from the checkpoint config, no weights loaded."""
     from transformers import AutoConfig
 
     from ..models.adapters import adapter_class
+    from ..models.loading import model_files
+    from ..models.names import locate_model
     try:
-        hf_config = AutoConfig.from_pretrained(path)
+        located = locate_model(path, revision)
+        hf_config = AutoConfig.from_pretrained(located.source, **model_files(located).kwargs)
+    except GenIRError as exc:
+        raise GenIRError(f"models.{name}: {exc}") from None
     except OSError as exc:
         raise GenIRError(f"models.{name}: {path}: cannot read the config ({str(exc).splitlines()[0]})") from None
     adapter = adapter_class(hf_config, path)(SimpleNamespace(config=hf_config))
-    return SimpleNamespace(adapter=adapter, n_layers=adapter.n_layers, path=path, name=Path(path).name)
+    return SimpleNamespace(adapter=adapter, n_layers=adapter.n_layers, path=path, name=located.short_name)
 
 
 def check_shapes(config: SweepConfig) -> None:
@@ -338,7 +364,7 @@ def check_shapes(config: SweepConfig) -> None:
     for exp in config.experiments:
         for m in exp.models:
             if m not in shapes:
-                shapes[m] = shape_of(config.models[m].path, m)
+                shapes[m] = shape_of(config.models[m].path, m, config.models[m].revision)
             gm, p = shapes[m], exp.params
             fix = f"fix: use indices within the model ({config.models[m].path}: {gm.n_layers('decoder')} decoder layers, {gm.adapter.n_heads} heads)"
             stages = p.get("stages")

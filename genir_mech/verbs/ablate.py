@@ -1,7 +1,7 @@
 """`genir-mech ablate`: zero / mean / cross-model ablation of component types per stage (paper Table 3), and per layer.
 
-    genir-mech ablate --model checkpoints/dsi-synth --stages runs/stages/dsi-synth/stages.json
-    genir-mech ablate --model checkpoints/dsi-synth --methods zero,mean,cross-model --other checkpoints/t5-synth-base --per-layer
+    genir-mech ablate --model dsi-synth --stages runs/stages/dsi-synth/stages.json
+    genir-mech ablate --model dsi-synth --methods zero,mean,cross-model --other t5-synth-base --per-layer
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """`genir-mech attribute`: attribution patching (AtP and AtP* with the QK fix) for every node, optionally verified by exact patching.
 
-    genir-mech attribute --model checkpoints/dsi-synth
-    genir-mech attribute --model checkpoints/dsi-synth --verify-top-k 20 --n-pairs 64
-    genir-mech attribute --model checkpoints/dsi-synth --direction noise --no-qk-fix
+    genir-mech attribute --model dsi-synth
+    genir-mech attribute --model dsi-synth --verify-top-k 20 --n-pairs 64
+    genir-mech attribute --model dsi-synth --direction noise --no-qk-fix
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """`genir-mech circuit`: Hits@1/5/10 of a minimal circuit (kept / zeroed / mean-ablated components) against the intact model (paper Table 4).
 
-    genir-mech circuit --model checkpoints/dsi-synth --stages runs/stages/dsi-synth/stages.json
-    genir-mech circuit --model checkpoints/dsi-synth --circuit "zero=self_attn@all;mean=mlp@0-3" --eval-split test
+    genir-mech circuit --model dsi-synth --stages runs/stages/dsi-synth/stages.json
+    genir-mech circuit --model dsi-synth --circuit "zero=self_attn@all;mean=mlp@0-3" --eval-split test
 """
 from __future__ import annotations
 

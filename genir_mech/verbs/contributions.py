@@ -1,6 +1,6 @@
 """`genir-mech contributions`: contribution ratio and cosines of every decoder component (paper Fig. 3).
 
-    genir-mech contributions --model checkpoints/dsi-synth --stages runs/stages/dsi-synth/stages.json
+    genir-mech contributions --model dsi-synth --stages runs/stages/dsi-synth/stages.json
 """
 from __future__ import annotations
 

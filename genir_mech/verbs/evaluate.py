@@ -1,6 +1,6 @@
 """`genir-mech eval`: retrieval metrics of a GenIR checkpoint (ir_measures), its list of correct queries and a rank curve.
 
-    genir-mech eval --model checkpoints/dsi-synth --split test
+    genir-mech eval --model dsi-synth --split test
     genir-mech eval --model M --data ir_datasets:msmarco-passage/dev/small --metrics RR@10,nDCG@10 --trec-run run.txt
     genir-mech eval --model M --data beir/scifact --qrels my-qrels.txt          # judgements from a TREC qrels file
 """

@@ -1,10 +1,10 @@
 """`genir-mech heads`: retrieval heads of a decoder-only model (Wu et al. retrieval score, masking, QRHead), and `heads compare`.
 
-    genir-mech heads detect --model checkpoints/lm-niah --json           # retrieval scores, top-k vs random-k masking, QRHead table
-    genir-mech heads qr-retrieve --model checkpoints/lm-niah --json      # QR-retriever vs BM25 vs the model's answer (nDCG@10, R@1, R@5)
+    genir-mech heads detect --model lm-niah --json                       # retrieval scores, top-k vs random-k masking, QRHead table
+    genir-mech heads qr-retrieve --model lm-niah --json                  # QR-retriever vs BM25 vs the model's answer (nDCG@10, R@1, R@5)
     genir-mech heads detect --model Qwen/Qwen2.5-0.5B --data DIR         # DIR/niah.jsonl, DIR/incontext.jsonl (genir-mech data niah|incontext)
     genir-mech heads compare --json                                       # the four default models side by side (pipelines.heads_compare)
-    genir-mech heads compare --models checkpoints/dsi-synth checkpoints/lm-niah --out runs/heads-compare
+    genir-mech heads compare --models dsi-synth lm-niah --out runs/heads-compare
 
 Data is generated from --seed unless --data names a folder with niah.jsonl and incontext.jsonl.
 """
@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from . import Verb
-from .options import checkpoint, non_negative_int, output_arguments, output_dir, positive_int
+from .options import checkpoint, non_negative_int, output_arguments, output_dir, positive_int, model_action, revision_argument
 
 ACTIONS = ("detect", "qr-retrieve", "compare")
 
@@ -50,9 +50,11 @@ def _data_folder(text: str) -> str:
 def add_arguments(p):
     p.add_argument("action", choices=ACTIONS, help="detect: retrieval scores + masking + QRHead table; qr-retrieve: evaluate the QR-retriever; "
                    "compare: the query-reading heads of several GenIR / NIAH models side by side")
-    p.add_argument("--model", type=checkpoint, help="detect, qr-retrieve: decoder-only checkpoint directory or hub id (Llama, Qwen2, GPT-2)")
-    p.add_argument("--models", nargs="+", type=checkpoint, help="compare: checkpoints to compare (default: the four of issue 13, "
-                   "dsi-synth lm-dsi-synth t5-niah lm-niah under checkpoints/)")
+    p.add_argument("--model", type=checkpoint, action=model_action,
+                   help="detect, qr-retrieve: decoder-only checkpoint directory, embedded checkpoint (e.g. lm-niah) or hub id (Llama, Qwen2, GPT-2)")
+    revision_argument(p)
+    p.add_argument("--models", nargs="+", type=checkpoint, help="compare: checkpoints to compare (default: the embedded checkpoints "
+                   "dsi-synth lm-dsi-synth t5-niah lm-niah)")
     p.add_argument("--n-pairs", type=positive_int, default=32, help="compare: clean/corrupted pairs per model (default 32)")
     p.add_argument("--n-queries", type=positive_int, default=64, help="compare: correct queries per GenIR model for the lens, stages and Hits@1 (default 64)")
     p.add_argument("--ks", type=_int_tuple, help="compare: heads removed in the masking curves (default 1,2,4,... up to half the heads, at most 16)")
@@ -80,8 +82,8 @@ def _given(args, **defaults) -> dict:
 def compare_handler(args):
     from ..errors import GenIRError
 
-    if args.model:
-        raise GenIRError("heads compare takes --models (one or more checkpoints), not --model")
+    if args.model or args.revision:
+        raise GenIRError(f"heads compare takes --models (one or more checkpoints), not {'--model' if args.model else '--revision'}")
     from ..pipelines.heads_compare import DEFAULT_MODELS, CompareConfig, check_models, load_models, run_heads_compare  # torch: once valid
 
     paths = check_models(args.models or list(DEFAULT_MODELS), defaults=not args.models)
@@ -106,7 +108,7 @@ def handler(args):
     from ..pipelines.heads import HeadsConfig, run_heads_detect, run_qr_retrieve  # torch: only once the arguments are valid
 
     out = output_dir(args, "heads" if args.action == "detect" else "heads-qr")
-    gm = load_lm(args.model)
+    gm = load_lm(args.model, revision=args.revision)
     grid = _given(args, lengths=(128, 256, 512), depths=(0.0, 0.25, 0.5, 0.75, 1.0), trials_per_cell=2, batch_size=8)
     config = HeadsConfig(seed=args.seed, **grid, top_k=args.top_k,
                          random_draws=args.random_draws, qr_top_k=args.qr_top_k, n_detection=args.n_detection, n_test=args.n_test, n_docs=args.n_docs,

@@ -1,6 +1,6 @@
 """`genir-mech lens`: logit lens of the decoder's residuals, components and cross-attention heads (paper Fig. 4, Tables 5-6).
 
-    genir-mech lens --model checkpoints/dsi-synth --top-k 10 --examples 32
+    genir-mech lens --model dsi-synth --top-k 10 --examples 32
 """
 from __future__ import annotations
 

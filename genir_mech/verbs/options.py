@@ -156,22 +156,18 @@ def docid_regex(text: str) -> str:
     return text
 
 
-def looks_like_path(text: str) -> bool:
-    """A local path rather than a hub id: starts with `.` or `/`, or its parent directory exists (see models.loading)."""
-    return text.startswith((".", "/", "~")) or text.count("/") != 1 or Path(text).parent.is_dir()
-
-
 def checkpoint(text: str) -> str:
-    """A checkpoint directory (which must exist, with config.json) or a hub id owner/name (checked when loading)."""
-    path = Path(text).expanduser()
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: is a file, expected a checkpoint directory")
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise argparse.ArgumentTypeError(f"{text}: directory has no config.json; not a HuggingFace checkpoint")
-    elif looks_like_path(text):
-        raise argparse.ArgumentTypeError(f"{text}: no such checkpoint directory")
-    return text
+    """A model: a checkpoint directory (with config.json), an embedded checkpoint's short name or a hub id (models.names).
+
+    An embedded checkpoint becomes its folder's path, so every later step finds it from any working folder;
+    a directory or hub id stays as typed. A path that does not exist fails here, at once (no hub lookup).
+    """
+    from ..models.names import locate_model  # light: the file system and the embedded checkpoints only
+    try:
+        located = locate_model(text)
+    except GenIRError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return located.source if located.embedded else text
 
 
 def check_checkpoint(text: str, what: str) -> str:
@@ -180,6 +176,45 @@ def check_checkpoint(text: str, what: str) -> str:
         return checkpoint(text)
     except argparse.ArgumentTypeError as exc:
         raise GenIRError(f"{what}: {exc}") from None
+
+
+def revision_name(text: str) -> str:
+    """A hub revision: a branch, tag or commit (whether it exists is checked when the model loads)."""
+    if not text.strip() or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(f"expected a branch, tag or commit of the hub model (e.g. main), got {text!r}")
+    return text
+
+
+def _refuse_local_revision(model: str, revision: str) -> None:
+    """GenIRError when --revision is given with a local or embedded --model (named as typed: an embedded one by its short name)."""
+    from ..embedded import embedded_checkpoint
+    from ..models.names import locate_model
+    short = Path(model).name
+    located_embedded = embedded_checkpoint(short)
+    locate_model(short if located_embedded is not None and located_embedded == Path(model) else model, revision)
+
+
+class _ModelAndRevision(argparse.Action):
+    """Stores --model or --revision; once both are given, a revision for a local or embedded model is refused while parsing."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        model, revision = getattr(namespace, "model", None), getattr(namespace, "revision", None)
+        if model is not None and revision is not None:
+            try:
+                _refuse_local_revision(model, revision)
+            except GenIRError as exc:
+                parser.error(f"argument {option_string}: {exc}")
+
+
+model_action = _ModelAndRevision  # the action of every --model that has a --revision (verbs declaring --model themselves)
+
+
+def revision_argument(p) -> None:
+    """--revision, for the hub model of --model (refused with a local or embedded checkpoint while parsing)."""
+    p.add_argument("--revision", type=revision_name, action=_ModelAndRevision,
+                   help="hub models: the branch, tag or commit of --model to load (default: its default branch); "
+                        "not for a checkpoint directory or an embedded checkpoint")
 
 
 def existing_file(text: str) -> str:
@@ -248,8 +283,12 @@ def device_arguments(p) -> None:
     p.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="weights and activations: float32 (default), bfloat16, float16")
 
 
-def model_arguments(p, what: str = "checkpoint directory or hub id", data: bool = True) -> None:
-    p.add_argument("--model", required=True, type=checkpoint, help=what)
+MODEL_HELP = "checkpoint directory, embedded checkpoint (e.g. dsi-synth) or hub id (e.g. gpt2, owner/name)"
+
+
+def model_arguments(p, what: str = MODEL_HELP, data: bool = True) -> None:
+    p.add_argument("--model", required=True, type=checkpoint, action=_ModelAndRevision, help=what)
+    revision_argument(p)
     if data:
         p.add_argument("--data", type=data_spec,
                        help="data: a BEIR directory, a directory of DSI JSONL, synthetic:n_docs=N,..., or ir_datasets:<id> "
@@ -356,7 +395,8 @@ def default_out(verb: str, model: str) -> Path:
 
 
 def output_dir(args, verb: str) -> Path:
-    """--out, else the default folder; the default is checked here (handlers call this before loading a model)."""
+    """--out, else the default folder; the default is checked here, and --revision against --model (handlers call this before loading a model)."""
+    check_revision(args)
     if args.out:
         return Path(args.out)
     out = default_out(verb, args.model)
@@ -372,13 +412,23 @@ def split_list(text: str | None) -> tuple[str, ...] | None:
     return None if text is None else tuple(t.strip() for t in text.split(",") if t.strip())
 
 
+def check_revision(args) -> None:
+    """Refuse --revision with a local or embedded --model at once, before anything loads (one line)."""
+    if getattr(args, "revision", None) is not None and getattr(args, "model", None):
+        _refuse_local_revision(args.model, args.revision)
+
+
 def load_model(args, path: str | None = None, self_check: bool = True):
+    """The model of --model (at --revision, for a hub model), or `path` (another model the verb loads: --other, --encoder-from)."""
+    revision = getattr(args, "revision", None) if path is None else None
+    if path is None:
+        check_revision(args)
     from ..models.loading import load_genir  # torch, transformers, nnsight: only once the arguments are valid
     if getattr(args, "max_memory", None) is not None:
         from ..interventions.memory import set_budget
         set_budget(args.max_memory)  # the verb's sweeps size their forward passes from it (rows_per_forward None)
     gm = load_genir(path or args.model, docid_pattern=getattr(args, "docid_pattern", None), self_check=self_check,
-                    device=getattr(args, "device", "cpu"), dtype=getattr(args, "dtype", "float32"))
+                    device=getattr(args, "device", "cpu"), dtype=getattr(args, "dtype", "float32"), revision=revision)
     gm.max_query_tokens = getattr(args, "max_query_tokens", None) or gm.max_query_tokens
     return gm
 

@@ -1,9 +1,9 @@
 """`genir-mech patch`: activation patching sweeps over clean/corrupted query pairs, with tables and heatmaps.
 
-    genir-mech patch --model checkpoints/dsi-synth --target component
-    genir-mech patch --model checkpoints/dsi-synth --target head --direction noise --n-pairs 64 --max-memory 2GiB
-    genir-mech patch --model checkpoints/dsi-synth --target encoder-position --pairs my_pairs.jsonl --align left-pad
-    genir-mech patch --model checkpoints/dsi-synth --specs my_sweep.yaml      # a saved sweep (intervention file, JSON or YAML)
+    genir-mech patch --model dsi-synth --target component
+    genir-mech patch --model dsi-synth --target head --direction noise --n-pairs 64 --max-memory 2GiB
+    genir-mech patch --model dsi-synth --target encoder-position --pairs my_pairs.jsonl --align left-pad
+    genir-mech patch --model dsi-synth --specs my_sweep.yaml      # a saved sweep (intervention file, JSON or YAML)
 
 By default only pairs whose clean query ranks its document first and whose
 corrupted query ranks its own document first are kept (`--all-pairs` keeps

@@ -1,6 +1,6 @@
 """`genir-mech read`: which earlier components the decoder's MLP neurons and cross-attention heads read from (paper Fig. 5).
 
-    genir-mech read --model checkpoints/dsi-synth --stages runs/stages/dsi-synth/stages.json
+    genir-mech read --model dsi-synth --stages runs/stages/dsi-synth/stages.json
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """`genir-mech stages`: locate the decoder's stages of a checkpoint and save them as a stage definition.
 
-    genir-mech stages --model checkpoints/dsi-synth --bootstrap 200
-    genir-mech ablate --model checkpoints/dsi-synth --stages runs/stages/dsi-synth/stages.json
-    genir-mech stages --model checkpoints/dsi-synth-semantic --steps all     # the stages of every docid step
+    genir-mech stages --model dsi-synth --bootstrap 200
+    genir-mech ablate --model dsi-synth --stages runs/stages/dsi-synth/stages.json
+    genir-mech stages --model dsi-synth-semantic --steps all     # the stages of every docid step
 """
 from __future__ import annotations
 

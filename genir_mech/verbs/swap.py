@@ -1,7 +1,6 @@
 """`genir-mech swap`: give a model's decoder other models' encoder outputs (paper Table 2), and print both experiments.
 
-    genir-mech swap --model checkpoints/dsi-synth \
-        --encoder-from checkpoints/dsi-synth-rd1 checkpoints/dsi-synth-rd2 checkpoints/t5-synth-base
+    genir-mech swap --model dsi-synth --encoder-from dsi-synth-rd1 dsi-synth-rd2 t5-synth-base
 
 Without --encoder-from: A's base model (from its model card) and every
 checkpoint beside A trained on the same data without some documents.
@@ -26,10 +25,14 @@ def add_arguments(p):
 def handler(args):
     import pandas as pd
 
+    from ..errors import GenIRError
+    from ..models.names import locate_model
     from ..pipelines.swap import SwapConfig, default_encoder_paths, run_swap  # torch and nnsight: only once the arguments are valid
 
     out = output_dir(args, "swap")
     # --encoder-from is checked while parsing; the default paths come from the model card and the folders beside A
+    if not args.encoder_from and not locate_model(args.model).is_local:
+        raise GenIRError(f"{args.model}: a hub model has no model card or variants beside it to take encoders from; give --encoder-from")
     paths = args.encoder_from or [check_checkpoint(p, "default --encoder-from") for p in default_encoder_paths(args.model)]
     gm = load_model(args)
     encoders = [load_model(args, p, self_check=False) for p in paths]
