@@ -10,12 +10,16 @@ pairs of a (model, pair set): every experiment on the same model and split
 reuses them instead of re-ranking the split. Entries are written atomically
 (temporary file, rename), so a kill never leaves a half entry, and the key
 holds everything the value depends on, so a stale entry is never read.
+Entries are data only (JSON, and Parquet for the pair table), read with a
+check of their shape: a cache folder someone else wrote can at worst cost a
+recomputation, never run code.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-import pickle
+import warnings
 from pathlib import Path
 
 from ..provenance import model_hash, written_atomically
@@ -74,30 +78,64 @@ class InputCache:
         param = next(model.hf_model.parameters())
         return {"model": self._hashes[model.path], "dtype": str(param.dtype), "device": str(param.device)}
 
-    def _cached(self, kind: str, key: dict, compute):
+    def _path(self, kind: str, key: dict) -> Path:
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
-        path = self.root / f"{kind}-{digest}.pkl"
-        if path.exists():
-            try:
-                with path.open("rb") as fh:
-                    value = pickle.load(fh)
-                self.hits += 1
-                return value
-            except (OSError, EOFError, pickle.UnpicklingError):
-                pass  # unreadable: computed again and rewritten
-        value = compute()
-        with written_atomically(path) as tmp:
-            with tmp.open("wb") as fh:
-                pickle.dump(value, fh)
-        self.misses += 1
+        return self.root / f"{kind}-{digest}.json"
+
+    def _read(self, path: Path, check) -> object | None:
+        """`check(parsed JSON)` of the entry at `path`, or None (with a warning) when it is missing parts or malformed."""
+        if not path.exists():
+            return None
+        try:
+            value = check(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            warnings.warn(f"{path}: not a valid cache entry ({type(exc).__name__}); computing it again", stacklevel=3)
+            return None
+        self.hits += 1
         return value
 
     def correct_query_targets(self, model, dataset, split: str | None, batch_size: int, compute) -> dict[str, str]:
         """Query id -> target document of each correct query (retrieval.evaluation's definition), computed once."""
         key = {**self._model_key(model), "data": dataset.data_hash(), "split": dataset.resolve_split(split), "batch_size": batch_size}
-        return dict(self._cached("correct", key, lambda: list(compute(model, dataset, split, batch_size).items())))
+        path = self._path("correct", key)
+        found = self._read(path, _query_targets)
+        if found is not None:
+            return found
+        value = dict(compute(model, dataset, split, batch_size))
+        with written_atomically(path) as tmp:
+            tmp.write_text(json.dumps(value))
+        self.misses += 1
+        return value
 
     def kept_pairs(self, model, pairs: list, compute):
-        key = {**self._model_key(model), "pairs": hashlib.sha256(pickle.dumps([vars(p) for p in pairs])).hexdigest()}
-        kept, table = self._cached("pairs", key, lambda: compute(model, pairs))
+        """The pairs `model` gets right and the table of every pair's ranks (patching.pairs.keep_correct), computed once."""
+        import pandas as pd
+
+        from ..patching.pairs import QueryPair
+        key = {**self._model_key(model), "pairs": hashlib.sha256(json.dumps([dataclasses.asdict(p) for p in pairs], sort_keys=True).encode()).hexdigest()}
+        path = self._path("pairs", key)
+        table_path = path.with_suffix(".parquet")
+        kept = self._read(path, lambda raw: [QueryPair(**_pair_fields(p)) for p in raw]) if table_path.exists() else None
+        if kept is not None:
+            return kept, pd.read_parquet(table_path)
+        kept, table = compute(model, pairs)
+        with written_atomically(table_path) as tmp:
+            table.to_parquet(tmp, index=False)
+        with written_atomically(path) as tmp:  # written last: the entry counts only once both files are whole
+            tmp.write_text(json.dumps([dataclasses.asdict(p) for p in kept]))
+        self.misses += 1
         return list(kept), table.copy()
+
+
+def _query_targets(raw) -> dict[str, str]:
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        raise ValueError("expected an object of query id -> document id strings")
+    return raw
+
+
+def _pair_fields(raw) -> dict:
+    from ..patching.pairs import QueryPair
+    names = {f.name for f in dataclasses.fields(QueryPair)}
+    if not isinstance(raw, dict) or set(raw) - names or not all(v is None or isinstance(v, str) for v in raw.values()):
+        raise ValueError("expected a pair's string fields")
+    return raw

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -268,10 +269,22 @@ def load_config(path: str | Path, out: str | Path | None = None, edit=None) -> S
     if top.data:
         _argument(source, "data", options.data_spec, top.data)
     _argument(source, "out", options.output_directory, top.out)
+    for name in models:
+        check_name(source, f"models.{name}", name)
     experiments = _experiments(source, top.experiments, list(models))
     config = SweepConfig(source, Path(top.out), top.data, top.device, top.dtype, top.threads, models, experiments, raw)
     check_shapes(config)
     return config
+
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # model keys and experiment names become folder names under out
+
+
+def check_name(source: str, where: str, name: str) -> None:
+    """A model key or experiment name is one plain folder name: no separators, no `..`, nothing absolute."""
+    if not SAFE_NAME.fullmatch(name) or ".." in name:
+        raise GenIRError(f"{source}: {where}: {name!r} is not a plain name (it names a folder under out); "
+                         "fix: use letters, digits, '_', '-' and '.', starting with a letter or digit")
 
 
 def _experiments(source: str, entries: list[dict], model_names: list[str]) -> list[Experiment]:
@@ -294,6 +307,7 @@ def _experiments(source: str, entries: list[dict], model_names: list[str]) -> li
         given = checked.model if checked.model is not None else model_names[0]
         models = [given] if isinstance(given, str) else list(given)
         exp = Experiment(checked.name or run, run, models, params, i)
+        check_name(source, f"{exp.where}.name", exp.name)
         for m in models + ([params["other"]] if params.get("other") else []) + list(params.get("encoders") or []):
             if m not in model_names:
                 raise GenIRError(f"{source}: {exp.where}: model {m!r} is not in models; fix: use one of {', '.join(model_names)} or add it to models")
@@ -324,6 +338,10 @@ def _check_files(source: str, exp: Experiment) -> None:
             StageDefinition.parse(p["stages"])
         except GenIRError as exc:
             raise GenIRError(f"{source}: {exp.where}.stages: {exc}; fix: a spec like a=0-2,b=3-7 or an existing stages.json") from None
+    trec_run = p.get("trec_run")
+    if trec_run and (Path(trec_run).is_absolute() or ".." in Path(trec_run).parts or str(trec_run).startswith("~")):
+        raise GenIRError(f"{source}: {exp.where}.trec_run: {trec_run!r} would be written outside the sweep's out; "
+                         "fix: a file name such as run.txt (written into the unit's folder)")
     for key in ("pairs", "specs"):
         if p.get(key):
             _argument(source, f"{exp.where}.{key}", options.existing_file, str(p[key]))

@@ -20,7 +20,9 @@ def add_arguments(p):
                         "are aliases; default Success@1,Success@5,Success@10,RR,R@10,nDCG@10)")
     p.add_argument("--qrels", type=existing_file, help="TREC qrels file (query-id iteration doc-id relevance) replacing the data's judgements; "
                                                        "the queries it judges are evaluated")
-    p.add_argument("--trec-run", metavar="FILE", help="also write the ranking as a TREC run file (top --run-depth documents per query)")
+    p.add_argument("--trec-run", metavar="FILE", help="also write the ranking as a TREC run file (top --run-depth documents per query); "
+                                                      "inside --out it is part of the result, elsewhere an existing file is kept unless --overwrite-trec-run")
+    p.add_argument("--overwrite-trec-run", action="store_true", help="replace an existing --trec-run file")
     p.add_argument("--run-depth", type=positive_int, default=100, help="documents per query in the run the metrics read and --trec-run writes (default 100)")
     p.add_argument("--beams", type=non_negative_int, default=10, help="also rank by prefix-constrained beam search with this many beams and report "
                                                                     "its metrics (beam:...) and how often it misses the exact top-1; 0: exact only (default 10)")
@@ -35,7 +37,8 @@ def handler(args):
 
     out = output_dir(args, "eval")
     gm = load_model(args)
-    config = EvalConfig(split=args.split, batch_size=args.batch_size, qrels=args.qrels, trec_run=args.trec_run, run_depth=args.run_depth,
+    config = EvalConfig(split=args.split, batch_size=args.batch_size, qrels=args.qrels, trec_run=args.trec_run,
+                        overwrite_trec_run=args.overwrite_trec_run, run_depth=args.run_depth,
                         beams=args.beams, full_ranking=args.full_ranking, max_queries=args.max_queries,
                         **({"measures": args.metrics} if args.metrics else {}))
     summary = run_eval(gm, load_data(args, gm), out, config)
