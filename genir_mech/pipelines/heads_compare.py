@@ -1,7 +1,7 @@
 """`heads compare`: the query-reading heads of several retrieval models side by side (cross-attention vs decoder-only self-attention).
 
     from genir_mech.pipelines.heads_compare import CompareConfig, run_heads_compare, load_models
-    models = load_models(["checkpoints/dsi-synth", "checkpoints/lm-niah"])      # name -> loaded model
+    models = load_models(["dsi-synth", "lm-niah"])                              # name -> loaded model (embedded names or paths)
     summary = run_heads_compare(models, None, "runs/heads-compare", CompareConfig())
 
 Per model (heads.model_scores): every head's QR score, retrieval score (NIAH
@@ -35,7 +35,7 @@ from ..results_directory import atomic
 from .inputs import config_record
 
 # The four models of issue 13: the same corpus (dsi-synth, lm-dsi-synth) and the same NIAH data (t5-niah, lm-niah) in both architectures.
-DEFAULT_MODELS = ("checkpoints/dsi-synth", "checkpoints/lm-dsi-synth", "checkpoints/t5-niah", "checkpoints/lm-niah")
+DEFAULT_MODELS = ("dsi-synth", "lm-dsi-synth", "t5-niah", "lm-niah")  # embedded checkpoints, found from any working folder
 BRIDGING, INTERACTION = "bridging", "interaction"
 
 
@@ -60,9 +60,14 @@ def check_models(paths: list[str], defaults: bool) -> list[str]:
     if twice:
         raise GenIRError(f"--models names {', '.join(twice)} twice; every model is a column of the comparison")
     if defaults:
-        for path in paths:
-            if not (Path(path) / "config.json").exists():
-                raise GenIRError(f"{path}: default model of heads compare is missing (train it as checkpoints/README.md says, or pass --models)")
+        from ..embedded import embedded_checkpoint
+        found = []
+        for name in paths:
+            path = embedded_checkpoint(name) or Path(name)
+            if not (path / "config.json").exists():
+                raise GenIRError(f"{name}: default model of heads compare is missing (train it as checkpoints/README.md says, or pass --models)")
+            found.append(str(path))
+        return found
     return list(paths)
 
 

@@ -355,6 +355,12 @@ def _check_files(source: str, exp: Experiment) -> None:
 # -- model shapes: layer and head indices against each model's config --------------------------------------
 
 
+def model_shape(config: SweepConfig, name: str):
+    """`shape_of` the sweep's model `name` (its path or hub id at its revision)."""
+    entry = config.models[name]
+    return shape_of(entry.path, name, entry.revision)
+
+
 def shape_of(path: str, name: str, revision: str | None = None):
     """A stand-in model with the adapter's shape (layers, heads, kinds) read from the checkpoint config, no weights loaded."""
     from transformers import AutoConfig
@@ -382,7 +388,7 @@ def check_shapes(config: SweepConfig) -> None:
     for exp in config.experiments:
         for m in exp.models:
             if m not in shapes:
-                shapes[m] = shape_of(config.models[m].path, m, config.models[m].revision)
+                shapes[m] = model_shape(config, m)
             gm, p = shapes[m], exp.params
             fix = f"fix: use indices within the model ({config.models[m].path}: {gm.n_layers('decoder')} decoder layers, {gm.adapter.n_heads} heads)"
             stages = p.get("stages")
@@ -413,7 +419,7 @@ def _check_capabilities(config: SweepConfig, exp: Experiment, gm, shapes: dict) 
     if exp.run == "swap":
         for name in p.get("encoders") or []:
             if name not in shapes:
-                shapes[name] = shape_of(config.models[name].path, name)
+                shapes[name] = model_shape(config, name)
             other = shapes[name]
             for model in (gm, other):
                 model.adapter.require("encoder", "cross_attn", analysis="the encoder swap")

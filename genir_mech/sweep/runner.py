@@ -36,7 +36,7 @@ from ..errors import GenIRError
 from ..provenance import written_atomically
 from ..results_directory import RECORD, acquire_lock, hash_file, inside, read_record, release_lock
 from .caches import ModelPool
-from .config import SweepConfig, shape_of
+from .config import SweepConfig, model_shape
 from .execute import DONE, FAILED, SKIPPED, STATE, Outcome, UnitRunner, blocked
 from .units import Unit, estimate_costs, plan
 
@@ -122,7 +122,7 @@ class UnitStore:
 def dry_run(config: SweepConfig) -> str:
     """The sweep's units in run order with their estimated cost (forward rows) and state; writes nothing."""
     units = plan(config)
-    shapes = {m: shape_of(config.models[m].path, m) for m in {u.model for u in units}}
+    shapes = {m: model_shape(config, m) for m in {u.model for u in units}}
     pool = ModelPool(config)
     datasets = {m: pool.data(m) for m in shapes}
     estimate_costs(config, units, shapes, datasets)
@@ -160,7 +160,7 @@ def run_sweep(config: SweepConfig, *, backend: str = "local", workers: int = 2, 
             (out / MANIFEST).unlink(missing_ok=True)  # the assembled result describes the latest run only
             for unit in todo:
                 store.clear(unit)
-            shapes = {m: shape_of(config.models[m].path, m) for m in {u.model for u in todo}}
+            shapes = {m: model_shape(config, m) for m in {u.model for u in todo}}
             pool = ModelPool(config)
             estimate_costs(config, todo, shapes, {m: pool.data(m) for m in shapes})
             bar = tqdm(total=sum(u.cost for u in todo), unit="row", unit_scale=True, desc="sweep", disable=not progress, file=sys.stderr,
@@ -224,6 +224,23 @@ def assemble(config: SweepConfig, units: list[Unit], store: UnitStore, failures:
     with written_atomically(config.out / MANIFEST) as tmp:
         tmp.write_text(json.dumps(manifest, indent=1, default=str))
     return manifest
+
+
+def unit_lines(manifest: dict) -> str:
+    """One line per unit: its status, wall time, and its folder or the reason it did not finish."""
+    lines = []
+    for uid, unit in manifest["units"].items():
+        where = unit["folder"] if unit["status"] == "done" else f"{unit['status']}: {unit['reason']}"
+        lines.append(f"  {uid:<32} {unit['seconds']:>8.1f} s  {where}")
+    return "\n".join(lines)
+
+
+def fail_if_any_failed(manifest: dict, where: Path) -> None:
+    """A one-line error (non-zero exit) once every other unit has run and been recorded, when some unit failed."""
+    if manifest["failed"]:
+        reasons = "; ".join(f"{uid}: {manifest['units'][uid]['reason']}" for uid in manifest["failed"])
+        raise GenIRError(f"{len(manifest['failed'])} of {len(manifest['units'])} units failed ({reasons}); the others' results are in {where.parent}; "
+                         "fix the cause and rerun the same command to run only what is missing")
 
 
 class _Log:

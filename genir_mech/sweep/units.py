@@ -71,7 +71,7 @@ def plan(config: SweepConfig) -> list[Unit]:
 
 
 def estimate_costs(config: SweepConfig, units: list[Unit], shapes: dict, datasets: dict) -> None:
-    """Fill `unit.cost`: forward rows from the model shape (`shapes[model]`, config.shape_of) and the data (`datasets[model]`)."""
+    """Fill `unit.cost`: forward rows from the model shape (`shapes[model]`, config.model_shape) and the data (`datasets[model]`)."""
     from ..patching.specs import TARGETS
 
     for unit in units:

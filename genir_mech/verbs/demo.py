@@ -11,14 +11,15 @@ from pathlib import Path
 
 from ..errors import GenIRError
 from . import Verb
-from .options import checkpoint, device_arguments, output_directory, positive_int
+from .options import checkpoint, device_arguments, model_action, output_directory, positive_int, revision_argument
 
 EXAMPLE = "paper.yaml"  # genir_mech.embedded.example_config finds it in the installed package or the source checkout
 SIZES = {"max_queries": "max_queries", "n_pairs": "n_pairs"}  # demo option -> the experiment parameter it sets wherever the example sets it
 
 
 def add_arguments(p):
-    p.add_argument("--model", type=checkpoint, default="dsi-synth", help="the DSI checkpoint to analyse: a folder, an embedded checkpoint or a hub id (default dsi-synth)")
+    p.add_argument("--model", type=checkpoint, action=model_action, default="dsi-synth", help="the DSI checkpoint to analyse: a folder, an embedded checkpoint or a hub id (default dsi-synth)")
+    revision_argument(p)
     p.add_argument("--base", type=checkpoint, default="t5-synth-base", help="pretrained base: cross-model ablation and vanilla-encoder swap")
     p.add_argument("--variants", nargs="*", type=checkpoint, default=["dsi-synth-rd1", "dsi-synth-rd2"], help="removed-docs variants for the encoder swap")
     p.add_argument("--max-queries", type=positive_int, default=256, help="correct validation queries analysed (seeded sample; default 256)")
@@ -34,7 +35,8 @@ def paper_example(args):
     def edit(raw: dict) -> dict:
         raw = dict(raw)
         variants = {f"variant{i + 1}": {"path": v} for i, v in enumerate(args.variants)}
-        raw["models"] = {"dsi": {"path": args.model}, "base": {"path": args.base, "self_check": False}, **variants}
+        model = {"path": args.model, **({"revision": args.revision} if getattr(args, "revision", None) else {})}
+        raw["models"] = {"dsi": model, "base": {"path": args.base, "self_check": False}, **variants}
         raw["device"], raw["dtype"] = args.device, args.dtype
         experiments = []
         for exp in raw["experiments"]:
@@ -53,7 +55,7 @@ def handler(args):
     from ..embedded import example_config
     from ..sweep import load_config, run_sweep  # pydantic, torch and nnsight: only once the arguments are valid
     from ..sweep.report import paper_report
-    from .sweep import fail_if_any_failed, unit_lines
+    from ..sweep.runner import fail_if_any_failed, unit_lines
 
     example = example_config(EXAMPLE)
     if example is None:

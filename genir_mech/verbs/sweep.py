@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import GenIRError
 from . import Verb
 from .options import DTYPE_NAMES, device_name, existing_file, output_directory, positive_int
 
@@ -28,6 +27,7 @@ def add_arguments(p):
 
 def handler(args):
     from ..sweep import dry_run, load_config, run_sweep  # pydantic, then the pipelines: only once the arguments are valid
+    from ..sweep.runner import fail_if_any_failed, unit_lines
 
     config = load_config(args.config, out=args.out)
     if args.device:
@@ -45,21 +45,5 @@ def handler(args):
     return {"out": str(config.out), "wall_seconds": manifest["wall_seconds"], "units": {u: v["folder"] for u, v in manifest["units"].items()},
             "skipped": manifest["skipped"]}
 
-
-def unit_lines(manifest: dict) -> str:
-    """One line per unit: its status, wall time, and its folder or the reason it did not finish."""
-    lines = []
-    for uid, unit in manifest["units"].items():
-        where = unit["folder"] if unit["status"] == "done" else f"{unit['status']}: {unit['reason']}"
-        lines.append(f"  {uid:<32} {unit['seconds']:>8.1f} s  {where}")
-    return "\n".join(lines)
-
-
-def fail_if_any_failed(manifest: dict, where: Path) -> None:
-    """A one-line error (non-zero exit) once every other unit has run and been recorded, when some unit failed."""
-    if manifest["failed"]:
-        reasons = "; ".join(f"{uid}: {manifest['units'][uid]['reason']}" for uid in manifest["failed"])
-        raise GenIRError(f"{len(manifest['failed'])} of {len(manifest['units'])} units failed ({reasons}); the others' results are in {where.parent}; "
-                         "fix the cause and rerun the same command to run only what is missing")
 
 VERB = Verb("Run a sweep of experiments from a YAML config: validated first, resumable after kill -9, shared caches, optional Ray backend", add_arguments, handler)
