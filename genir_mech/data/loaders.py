@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 from ..errors import GenIRError
@@ -70,11 +71,40 @@ def _text(path: Path, lineno: int, row: dict, key: str = "text", what: str = "qu
     return value
 
 
+def integer_grade(value, where: str, hint: str = "") -> int:
+    """A relevance grade: an integer (`2`, `"2"`, or a whole number such as `2.0`); anything else raises a GenIRError at `where`.
+
+    A fractional grade is refused rather than truncated (0.7 would become 0, judged not relevant, and drop
+    the query); so are inf, NaN, booleans and non-numbers.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise GenIRError(f"{where} {value!r} is not an integer; relevance grades are integers (0: not relevant, 1, 2, ...: relevant){hint}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    try:
+        number = float(value)
+    except ValueError:
+        raise GenIRError(f"{where} {value!r} is not a number; relevance grades are integers (0: not relevant, 1, 2, ...: relevant){hint}") from None
+    if not math.isfinite(number) or not number.is_integer():
+        why = "fractional grades are not rounded" if math.isfinite(number) else "not a finite number"
+        raise GenIRError(f"{where} {value!r} is not an integer; relevance grades are integers (0: not relevant, 1, 2, ...: relevant; {why})")
+    return int(number)
+
+
 def load_beir(root: str | Path, splits: tuple[str, ...] = ("train", "dev", "validation", "test")) -> RetrievalDataset:
     """Load a BEIR-format directory. The BEIR split `dev` becomes `validation`.
 
     Every judgement is kept with its grade (score); a query is loaded when at
-    least one document is relevant to it (score > 0).
+    least one document is relevant to it (score > 0). Each qrels/<split>.tsv line
+    has exactly three tab-separated columns, query-id, corpus-id and an integer
+    score, after an optional header row `query-id corpus-id score`; a line with
+    more or fewer columns, or a fractional, infinite or non-numeric score, is
+    refused naming the file and line.
     """
     root = Path(root)
     corpus_path, queries_path = root / "corpus.jsonl", root / "queries.jsonl"
@@ -102,15 +132,14 @@ def load_beir(root: str | Path, splits: tuple[str, ...] = ("train", "dev", "vali
         name = "validation" if split == "dev" else split
         for lineno, line in iter_lines(path):
             row = next(csv.reader([line.rstrip("\r\n")], delimiter="\t"), [])
-            if lineno == 1 and row and row[0] == "query-id":
+            if len(row) != 3:
+                # a fourth column would be ignored silently (a grade in the wrong column, a TREC line with its iteration)
+                raise GenIRError(f"{path}, line {lineno}: expected 3 tab-separated columns (query-id, corpus-id, score), got {len(row)}")
+            if lineno == 1 and row[0] == "query-id":
                 continue
-            if len(row) < 3:
-                raise GenIRError(f"{path}, line {lineno}: expected query-id, corpus-id, score")
-            qid, did, score = row[0], row[1], row[2]
-            try:
-                grade = int(float(score))
-            except ValueError:
-                raise GenIRError(f"{path}, line {lineno}: score {score!r} is not a number") from None
+            qid, did, score = row
+            grade = integer_grade(score, f"{path}, line {lineno}: score",
+                                  " (a header row must read query-id, corpus-id, score)" if lineno == 1 else "")
             if grade <= 0:
                 judged_not_relevant.append((qid, did, grade))
                 continue
@@ -184,10 +213,7 @@ def _judgements(path: Path, lineno: int, row: dict, documents: dict[str, str]) -
         rel = row["relevance"]
         if not isinstance(rel, dict) or not rel:
             raise GenIRError(f"{path}, line {lineno}: relevance must be a non-empty object {{doc_id: grade}}")
-        try:
-            judged = {str(d): int(g) for d, g in rel.items()}
-        except (TypeError, ValueError):
-            raise GenIRError(f"{path}, line {lineno}: relevance grades must be integers") from None
+        judged = {str(d): integer_grade(g, f"{path}, line {lineno}: relevance grade of document {d!r}:") for d, g in rel.items()}
         if not any(g > 0 for g in judged.values()):
             raise GenIRError(f"{path}, line {lineno}: relevance names no relevant document (grade > 0)")
     else:

@@ -1,0 +1,132 @@
+"""Hostile or careless inputs that once gave a traceback or ran on with a wrong value: each is now one line, exit 2.
+
+In the style of tests/test_bad_input.py (in-process `genir_mech.cli.main`, one `genir-mech VERB: error: ...`
+line, no traceback), by class:
+
+1. BEIR qrels: fractional, infinite, NaN or non-numeric grades and lines with more than three columns;
+2. `--data ir_datasets:<id>` whose files cannot be downloaded and are not cached;
+3. sweep configs: a negative `threads`, booleans and floats for integer fields, and resample counts and synthetic
+   corpus sizes beyond the bounds that keep them within a machine (one constant each, shared with the CLI);
+4. user text files that are not UTF-8 (intervention files, stage definitions, pair CSVs, sweep configs);
+5. model cards with wrongly typed fields;
+6. checkpoints whose weights are pickle files only;
+7. a full disk (or an unwritable place) while results or a dataset are written;
+8. a --max-query-tokens beyond the model's positions, or a batch too large for the memory available;
+9. queries that tokenize to nothing but unknown or special tokens.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from genir_mech.cli import main
+from genir_mech.errors import GenIRError
+
+ROOT = Path(__file__).resolve().parents[1]
+EVAL = ["eval", "--model", "dsi-synth", "--max-queries", "8", "--beams", "0", "--split", "validation"]
+
+
+def error_line(code: int, capsys, verb: str) -> str:
+    """The one error line of a refused command (exit 2, no traceback), as tests/test_bad_input.py checks it."""
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"genir-mech {verb}: error: "), err
+    return lines[0]
+
+
+def process_error_line(proc: subprocess.CompletedProcess, verb: str) -> str:
+    """The same for a command run in its own process."""
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"genir-mech {verb}: error: "), proc.stderr
+    return lines[0]
+
+
+def beir(root: Path, qrels: str) -> Path:
+    """A two-document, two-query BEIR folder whose qrels/test.tsv is `qrels`."""
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text('{"_id": "d1", "text": "one"}\n{"_id": "d2", "text": "two"}\n')
+    (root / "queries.jsonl").write_text('{"_id": "q1", "text": "first"}\n{"_id": "q2", "text": "second"}\n')
+    (root / "qrels" / "test.tsv").write_text(qrels)
+    return root
+
+
+# -- 1. BEIR qrels grades and columns -------------------------------------------------------------------------
+
+HEADER = "query-id\tcorpus-id\tscore\n"
+QRELS = [
+    ("inf", HEADER + "q1\td1\t1\nq2\td2\tinf\n", "test.tsv, line 3: score 'inf' is not an integer"),
+    ("nan", HEADER + "q1\td1\t1\nq2\td2\tnan\n", "test.tsv, line 3: score 'nan' is not an integer"),
+    ("fraction above 1", HEADER + "q1\td1\t1\nq2\td2\t2.9\n", "test.tsv, line 3: score '2.9' is not an integer"),
+    ("fraction below 1", HEADER + "q1\td1\t1\nq2\td2\t0.7\n", "fractional grades are not rounded"),
+    ("not a number", HEADER + "q1\td1\tvery\n", "test.tsv, line 2: score 'very' is not a number; relevance grades are integers"),
+    ("extra column", HEADER + "q1\td1\t1\nq2\td2\t1\tgood\n", "test.tsv, line 3: expected 3 tab-separated columns (query-id, corpus-id, score), got 4"),
+    ("TREC line", "q1\t0\td1\t1\n", "test.tsv, line 1: expected 3 tab-separated columns"),
+    ("extra header column", "query-id\tcorpus-id\tscore\tnote\nq1\td1\t1\n", "test.tsv, line 1: expected 3 tab-separated columns"),
+    ("another header", "qid\tdocid\tgrade\nq1\td1\t1\n", "line 1: score 'grade' is not a number; relevance grades are integers (0: not relevant, 1, 2, ...: relevant) (a header row"),
+]
+
+
+@pytest.mark.parametrize("qrels,expected", [q[1:] for q in QRELS], ids=[q[0] for q in QRELS])
+def test_beir_qrels_take_integer_grades_in_three_columns(qrels, expected, tmp_path, capsys):
+    data = beir(tmp_path / "beir", qrels)
+    line = error_line(main(["data", "--data", str(data), "--out", str(tmp_path / "out")]), capsys, "data")
+    assert expected in line and str(data / "qrels" / "test.tsv") in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_whole_number_grades_load_and_dsi_relevance_grades_follow_the_same_rule(tmp_path):
+    from genir_mech.data.loaders import load_beir, load_dsi_jsonl
+    ds = load_beir(beir(tmp_path / "beir", HEADER + "q1\td1\t2.0\nq2\td2\t-1\nq2\td1\t1\n"))
+    assert ds.grades == {"q1": {"d1": 2}, "q2": {"d1": 1, "d2": -1}}
+    (tmp_path / "documents.jsonl").write_text('{"doc_id": "a", "text": "x"}\n{"doc_id": "b", "text": "y"}\n')
+    for grade, expected in [("0.5", "relevance grade of document 'a': 0.5 is not an integer"), ("true", "True is not an integer"),
+                            ('"many"', "'many' is not a number"), ("1e400", "inf is not an integer")]:
+        (tmp_path / "queries.jsonl").write_text('{"text": "q", "relevance": {"a": %s, "b": 1}}\n' % grade)
+        with pytest.raises(GenIRError, match="queries.jsonl, line 1: ") as info:
+            load_dsi_jsonl(tmp_path / "documents.jsonl", tmp_path / "queries.jsonl")
+        assert expected in str(info.value)
+
+
+# -- 2. ir_datasets without network ---------------------------------------------------------------------------
+
+
+def test_ir_datasets_without_network_is_one_line_naming_the_id(tmp_path):
+    # A proxy on the discard port refuses every connection at once: ir_datasets' own download code fails as it does
+    # offline, in well under a second, and never downloads anything even where the network is reachable.
+    env = {k: v for k, v in os.environ.items() if k.lower() not in ("no_proxy", "https_proxy", "http_proxy", "all_proxy")}
+    env.update(HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", IR_DATASETS_HOME=str(tmp_path / "irds"),
+               PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-m", "genir_mech.cli", "data", "--data", "ir_datasets:antique/test", "--out", str(tmp_path / "out")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    line = process_error_line(proc, "data")
+    assert "ir_datasets:antique/test: the dataset's files could not be downloaded from ciir.cs.umass.edu" in line
+    assert f"are not in the ir_datasets cache ({tmp_path / 'irds'})" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_file_to_obtain_by_hand_is_named(tmp_path):
+    """A registered dataset whose local file is missing: ir_datasets cannot download it; the line says where it belongs."""
+    import ir_datasets
+    from ir_datasets.datasets.base import Dataset
+    from ir_datasets.formats import TrecQrels, TsvDocs, TsvQueries
+    from ir_datasets.util import LocalDownload
+
+    from genir_mech.data.loaders import load_dataset
+    dataset_id = f"genir-mech-missing-{os.getpid()}/test"
+    missing = tmp_path / "docs.tsv"
+    ir_datasets.registry.register(dataset_id, Dataset(
+        TsvDocs(LocalDownload(missing)), TsvQueries(LocalDownload(tmp_path / "q.tsv")), TrecQrels(LocalDownload(tmp_path / "qrels"), {1: "relevant"})))
+    with pytest.raises(GenIRError, match=f"ir_datasets:{dataset_id}: the dataset's files are not in the ir_datasets cache") as info:
+        load_dataset(f"ir_datasets:{dataset_id}")
+    assert str(missing) in str(info.value)
