@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import warnings
 
-from .errors import GenIRError
+from .errors import GenIRError, Terminated
 from .verbs import ablate, attribute, circuit, contributions, data, demo, evaluate, figures, heads, lens, patch, read, show, stages, study, swap, sweep, train
 
 VERBS = {
@@ -75,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse (validating every argument), run the verb's handler, print user errors as one line (exit 2) without a traceback."""
     try:
@@ -90,15 +96,21 @@ def main(argv: list[str] | None = None) -> int:
 
     with warnings.catch_warnings(), run_context(command=["genir-mech", *(sys.argv[1:] if argv is None else argv)]):
         warnings.showwarning = one_line
+        in_main_thread = threading.current_thread() is threading.main_thread()  # only the main thread may set a handler
+        previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
         try:
             result = args.handler(args)
         except GenIRError as exc:
             # a message may quote a multi-line file excerpt; the contract is one line
             print(f"genir-mech {args.verb}: error: {' '.join(str(exc).split())}", file=sys.stderr)
             return 2
-        except KeyboardInterrupt:
-            print(f"genir-mech {args.verb}: interrupted; rerun the same command to resume where supported", file=sys.stderr)
-            return 130
+        except KeyboardInterrupt as exc:
+            how, code = ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
+            print(f"genir-mech {args.verb}: {how}; nothing partial was kept: rerun the same command to resume where supported", file=sys.stderr)
+            return code
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
     if result is not None and getattr(args, "json", False):
         print(json.dumps(result, indent=None, default=str))
     return 0
