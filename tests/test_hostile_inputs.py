@@ -130,3 +130,70 @@ def test_a_file_to_obtain_by_hand_is_named(tmp_path):
     with pytest.raises(GenIRError, match=f"ir_datasets:{dataset_id}: the dataset's files are not in the ir_datasets cache") as info:
         load_dataset(f"ir_datasets:{dataset_id}")
     assert str(missing) in str(info.value)
+
+
+# -- 3. sweep configs: strict types and bounds --------------------------------------------------------------------
+
+SWEEP_MISTAKES = [
+    ("negative threads", "threads: -4", "threads: must be a positive integer (torch threads per process)"),
+    ("boolean threads", "threads: true", "threads: Input should be a valid integer (got True)"),
+    ("boolean count", "experiments: [{run: eval, max_queries: true}]", "experiments[0] (eval).max_queries: Input should be a valid integer (got True)"),
+    ("float count", "experiments: [{run: eval, max_queries: 8.0}]", "experiments[0] (eval).max_queries: Input should be a valid integer (got 8.0)"),
+    ("string count", "experiments: [{run: eval, max_queries: '8'}]", "experiments[0] (eval).max_queries: Input should be a valid integer (got '8')"),
+    ("boolean step", "experiments: [{run: contributions, steps: [0, true]}]", "experiments[0] (contributions).steps"),
+    ("boolean float", "experiments: [{run: stages, penalty: true}]", "experiments[0] (stages).penalty: Input should be a valid number (got True)"),
+    ("number for a boolean", "models: {dsi: {path: dsi-synth, self_check: 0}}", "models.dsi.self_check: Input should be a valid boolean (got 0)"),
+    ("n_boot beyond the bound", "experiments: [{run: patch, target: head, n_boot: 1000000000000}]", "experiments[0] (patch).n_boot: must be at most 100000"),
+    ("n_boot as a float", "experiments: [{run: patch, target: head, n_boot: 1.0e+12}]", "experiments[0] (patch).n_boot: Input should be a valid integer"),
+    ("n_boot as YAML 1.1 text", "experiments: [{run: patch, target: head, n_boot: 1e12}]", "experiments[0] (patch).n_boot: Input should be a valid integer (got '1e12')"),
+    ("bootstrap beyond the bound", "experiments: [{run: stages, bootstrap: 1000000000}]", "experiments[0] (stages).bootstrap: must be at most 100000"),
+    ("synthetic corpus beyond the bound", "data: synthetic:n_docs=1000000000", "data: data spec 'synthetic:n_docs=1000000000': n_docs must be at most 100,000"),
+]
+
+
+@pytest.mark.parametrize("change,expected", [m[1:] for m in SWEEP_MISTAKES], ids=[m[0] for m in SWEEP_MISTAKES])
+def test_sweep_config_types_are_strict_and_sizes_bounded(change, expected, tmp_path, capsys):
+    text = f"out: {tmp_path / 'out'}\nmodels: {{dsi: dsi-synth}}\n{change}\n"
+    if "experiments:" not in change:
+        text += "experiments: [{run: eval, max_queries: 8}]\n"
+    (tmp_path / "sweep.yaml").write_text(text)
+    line = error_line(main(["sweep", str(tmp_path / "sweep.yaml"), "--dry-run"]), capsys, "sweep")
+    assert expected in line and "fix:" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]
+
+
+def test_integers_stay_valid_floats_and_the_bounds_are_accepted(tmp_path, capsys):
+    from genir_mech.sweep import load_config
+    (tmp_path / "sweep.yaml").write_text(f"out: {tmp_path / 'out'}\nthreads: 2\nmodels: {{dsi: dsi-synth}}\nexperiments:\n"
+                                         "  - {run: stages, penalty: 2, bootstrap: 100000}\n  - {run: patch, target: head, n_boot: 100000}\n")
+    config = load_config(tmp_path / "sweep.yaml")
+    assert config.threads == 2 and config.experiments[0].params["penalty"] == 2 and config.experiments[1].params["n_boot"] == 100000
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["patch", "--model", "dsi-synth", "--target", "head", "--n-boot", "100001"], "argument --n-boot: must be at most 100000, got 100001"),
+    (["stages", "--model", "dsi-synth", "--bootstrap", "1000000"], "argument --bootstrap: must be at most 100000, got 1000000"),
+    (["study", "--bootstrap", "1000000"], "argument --bootstrap: must be at most 100000"),
+    (["data", "--data", "synthetic:n_docs=100001"], "n_docs must be at most 100,000, got 100,001"),
+    (["data", "--data", "synthetic:n_pairs=-1"], "n_pairs must be between 0 and 100,000, got -1"),
+    (["data", "--data", "synthetic:attribute_values=1000000000"], "attribute_values must be at most 10,000"),
+], ids=["n-boot", "stages bootstrap", "study bootstrap", "n_docs", "n_pairs", "attribute_values"])
+def test_command_line_sizes_share_the_bounds(argv, expected, tmp_path, capsys):
+    assert expected in error_line(main([*argv, "--out", str(tmp_path / "out")]), capsys, argv[0])
+
+
+def test_each_bound_is_one_constant_read_by_the_cli_and_the_sweep():
+    from genir_mech.analyses.stage_localisation import MAX_BOOTSTRAP
+    from genir_mech.patching.aggregation import MAX_N_BOOT
+    from genir_mech.sweep.config import maxima
+    from genir_mech.verbs.options import library_constant
+    assert library_constant("patching.aggregation", "MAX_N_BOOT") == MAX_N_BOOT == maxima()["n_boot"]
+    assert library_constant("analyses.stage_localisation", "MAX_BOOTSTRAP") == MAX_BOOTSTRAP == maxima()["bootstrap"]
+    from genir_mech.analyses.stage_localisation import localise_stages
+    from genir_mech.patching.aggregation import bootstrap_means
+    import numpy as np
+    with pytest.raises(GenIRError, match="n_boot must be at most 100000"):
+        bootstrap_means(np.zeros((2, 3)), n_boot=MAX_N_BOOT + 1)
+    with pytest.raises(GenIRError, match="bootstrap must be at most 100000"):
+        localise_stages(None, bootstrap=MAX_BOOTSTRAP + 1)
+

@@ -51,6 +51,9 @@ from .change_point import DEFAULT_PENALTY, DEFAULT_RESOLUTION, Segmentation, seg
 
 PAPER_STAGES = ("priming", "bridging", "interaction")
 ABLATION_METRIC = "rank>1"  # % of queries whose relevant document leaves rank 1 (analyses.ablation)
+# At most this many bootstrap resamples (CLI --bootstrap, sweep bootstrap): each one segments the decoder again, so the
+# time grows with the count, and boundary frequencies are exact to the third decimal long before.
+MAX_BOOTSTRAP = 100_000
 
 
 @dataclass(frozen=True)
@@ -254,6 +257,8 @@ def localise_stages(
     of queries leaving rank 1 when that span's MLPs are mean-ablated together;
     the stages pipeline passes one that runs analyses.ablation.ablate.
     """
+    if bootstrap > MAX_BOOTSTRAP:
+        raise GenIRError(f"bootstrap must be at most {MAX_BOOTSTRAP} resamples, got {bootstrap}")
     qp = QueryProfile.from_table(contrib)
     n_layers = len(qp.layers)
     min_size = min_stage_size or default_min_stage_size(n_layers)

@@ -253,12 +253,20 @@ def parse_synthetic_spec(spec: str) -> SyntheticConfig:
             kwargs[key] = int(value)
         except ValueError:
             raise GenIRError(f"data spec {spec!r}: {key} must be an integer, got {value!r}") from None
-    return SyntheticConfig(**kwargs)
+    config = SyntheticConfig(**kwargs)
+    try:
+        config.validate()  # bounds too: a spec in a model card or a sweep config is checked before anything is generated
+    except GenIRError as exc:
+        raise GenIRError(f"data spec {spec!r}: {exc}") from None
+    return config
 
 
 def load_dataset(spec: str | dict) -> RetrievalDataset:
     """Resolve a data spec: `synthetic:...`, `ir_datasets:<id>`, a synthetic config dict, a BEIR dir, or a dir with DSI JSONL."""
     if isinstance(spec, dict):
+        unknown = sorted(set(spec) - set(SyntheticConfig.__dataclass_fields__))
+        if unknown:
+            raise GenIRError(f"synthetic data config {spec!r}: unknown option {unknown[0]!r}")
         return generate_corpus(SyntheticConfig(**spec))
     if spec.startswith("synthetic"):
         return generate_corpus(parse_synthetic_spec(spec))

@@ -76,6 +76,14 @@ DOC_TEMPLATES = [
 ]
 
 
+# Upper bounds of a config (data specs on the command line, in sweep configs and in model cards): the generator holds
+# the whole corpus in memory, and every document brings 17 queries, so 100,000 documents already take about 2 GB and
+# 20 s to generate; a mistyped size fails at once instead of exhausting the machine.
+MAX_N_DOCS = 100_000
+MAX_N_PAIRS = 100_000
+MAX_ATTRIBUTE_VALUES = 10_000
+
+
 @dataclass(frozen=True)
 class SyntheticConfig:
     """Parameters of the synthetic corpus; equal configs give byte-identical datasets.
@@ -91,8 +99,15 @@ class SyntheticConfig:
         """Raise GenIRError for a config that cannot produce a corpus."""
         if self.n_docs < 2:
             raise GenIRError(f"n_docs must be at least 2, got {self.n_docs}")
+        if self.n_docs > MAX_N_DOCS:
+            raise GenIRError(f"n_docs must be at most {MAX_N_DOCS:,}, got {self.n_docs:,} (the generator holds every document and its 17 queries "
+                             "in memory: 100,000 documents take about 2 GB)")
         if self.attribute_values < 2:
             raise GenIRError(f"attribute_values must be at least 2, got {self.attribute_values}")
+        if self.attribute_values > MAX_ATTRIBUTE_VALUES:
+            raise GenIRError(f"attribute_values must be at most {MAX_ATTRIBUTE_VALUES:,}, got {self.attribute_values:,}")
+        if not 0 <= self.n_pairs <= MAX_N_PAIRS:
+            raise GenIRError(f"n_pairs must be between 0 and {MAX_N_PAIRS:,}, got {self.n_pairs:,}")
 
 
 def _unique_words(rng: random.Random, n: int, syllables: tuple[int, int], taken: set[str]) -> list[str]:

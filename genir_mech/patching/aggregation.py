@@ -17,10 +17,15 @@ import pandas as pd
 from ..errors import GenIRError
 
 AXES = ["direction", "site", "side", "layer", "component", "head", "position"]
+# At most this many resamples (CLI --n-boot, sweep n_boot): one resample is a column of pair counts held in memory with
+# every other, and 100,000 resamples already put the intervals' Monte Carlo error far below anything a figure shows.
+MAX_N_BOOT = 100_000
 
 
 def bootstrap_means(matrix: np.ndarray, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Row means of a (groups, pairs) matrix (NaN = missing) and their percentile bootstrap interval over pairs."""
+    if n_boot > MAX_N_BOOT:
+        raise GenIRError(f"n_boot must be at most {MAX_N_BOOT} resamples, got {n_boot}")
     n_pairs = matrix.shape[1]
     observed = ~np.isnan(matrix)
     filled = np.where(observed, matrix, 0.0)

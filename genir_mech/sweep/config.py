@@ -25,7 +25,9 @@ default: the first model) and the fields of that pipeline's config dataclass
 stages experiment NAME of the same model. The schema is generated from the
 dataclasses with pydantic, so a new config field is a new key here with no
 edit. Checks, in order: structure and values (unknown keys, types, ranges,
-choices), files (checkpoints, data, pairs, specs, stage files), then the
+choices; types are strict: `true` is no count, `8.0` no integer, `"8"` no
+number, while an integer is a valid float; `threads` is positive, `n_boot`
+and `bootstrap` at most the bounds their modules define), files (checkpoints, data, pairs, specs, stage files), then the
 models' shapes (layer and head indices beyond a model), read from each
 checkpoint's config without loading weights. Every failure is one
 GenIRError line: `CONFIG: experiments[2] (ablate).methods: ...; fix: ...`.
@@ -35,6 +37,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +45,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, ValidationError, create_model, field_validator
 
 from ..errors import GenIRError
 from ..verbs import options  # the argument types: one definition of a valid checkpoint, data spec, file
@@ -87,11 +90,21 @@ def choices() -> dict[str, tuple[str, ...]]:
     return {"methods": METHODS, "kinds": KINDS, "target": TARGETS, "direction": DIRECTIONS, "align": ALIGNMENTS, "verify_method": ATTRIBUTION_METHODS}
 
 
+def maxima() -> dict[str, int]:
+    """Field name -> the largest value allowed (each bound read from the module that owns the value, as the CLI reads it)."""
+    from ..analyses.stage_localisation import MAX_BOOTSTRAP
+    from ..patching.aggregation import MAX_N_BOOT
+    return {"n_boot": MAX_N_BOOT, "bootstrap": MAX_BOOTSTRAP}
+
+
 def _check_value(name: str, value):
     if value is None:
         return value
     if name in POSITIVE and isinstance(value, (int, float)) and value <= 0:
         raise ValueError(f"must be a positive number, got {value}")
+    largest = maxima().get(name)
+    if largest is not None and isinstance(value, (int, float)) and value > largest:
+        raise ValueError(f"must be at most {largest}")
     if name in NON_NEGATIVE and isinstance(value, (int, float)) and value < 0:
         raise ValueError(f"must be >= 0, got {value}")
     allowed = choices().get(name)
@@ -103,6 +116,24 @@ def _check_value(name: str, value):
 
 
 _SCHEMAS: dict[str, type[BaseModel]] = {}
+STRICT = {int: StrictInt, float: StrictFloat, bool: StrictBool}
+
+
+def strict(hint):
+    """`hint` with int, float and bool made strict wherever they occur (in unions and lists too): YAML's `true` is no
+    count, `8.0` no integer and `"8"` no number; an integer is still a valid float."""
+    if isinstance(hint, type) and hint in STRICT:
+        return STRICT[hint]
+    args = typing.get_args(hint)
+    if not args:
+        return hint
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return typing.Union[tuple(strict(a) for a in args)]
+    try:
+        return origin[tuple(a if a is Ellipsis else strict(a) for a in args)]
+    except TypeError:  # a generic that cannot be subscripted again: left as it is
+        return hint
 
 
 def experiment_schema(run: str) -> type[BaseModel]:
@@ -116,7 +147,7 @@ def experiment_schema(run: str) -> type[BaseModel]:
             if f.name == EXPANDED.get(run):
                 hint = hint | list[str]
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            fields[f.name] = (hint, default)
+            fields[f.name] = (strict(hint), default)
         fields.update(EXTRA_KEYS.get(run, {}))
         fields.update(run=(str, ...), name=(str | None, None), model=(str | list[str] | None, None))
         validators = {"values": field_validator(*[n for n in fields if n not in RESERVED], mode="after")(lambda v, info: _check_value(info.field_name, v))}
@@ -131,7 +162,7 @@ class ModelEntry(BaseModel):
     path: str
     revision: str | None = None  # hub ids only: a branch, tag or commit
     docid_pattern: str | None = None
-    self_check: bool = True
+    self_check: StrictBool = True
     device: str | None = None
     dtype: str | None = None
 
@@ -150,9 +181,16 @@ class SweepFile(BaseModel):
     data: str | None = None
     device: str = "cpu"
     dtype: str = "float32"
-    threads: int | None = None  # torch threads per process (default: torch's own)
+    threads: StrictInt | None = None  # torch threads per process (default: torch's own)
     models: dict[str, str | ModelEntry]
     experiments: list[dict[str, Any]]
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, value):
+        if value is not None and value < 1:
+            raise ValueError("must be a positive integer (torch threads per process)")
+        return value
 
 
 # -- the validated config ----------------------------------------------------------------------------------
@@ -200,9 +238,10 @@ def _loc(loc: tuple) -> str:
 
 
 def _pydantic_error(source: str, prefix: str, exc: ValidationError, known: list[str]) -> GenIRError:
-    err = exc.errors()[0]
+    # the deepest error: of a union (a model given as a name or as a mapping), the alternative that got furthest
+    err = max(exc.errors(), key=lambda e: len(e["loc"]))
     # a union's alternatives each add a loc part naming the type (e.g. 'str', 'list[str]'); drop them
-    loc = tuple(p for p in err["loc"] if isinstance(p, int) or not any(c in str(p) for c in "[]()") and p not in ("str", "int", "float", "bool", "list", "dict"))
+    loc = tuple(p for p in err["loc"] if isinstance(p, int) or not any(c in str(p) for c in "[]()") and p not in ("str", "int", "float", "bool", "list", "dict", ModelEntry.__name__))
     where = ".".join(filter(None, [prefix, _loc(loc)]))
     kind = err["type"]
     if kind == "extra_forbidden":
@@ -214,11 +253,11 @@ def _pydantic_error(source: str, prefix: str, exc: ValidationError, known: list[
     return GenIRError(f"{source}: {where}: {message} (got {err.get('input')!r}); fix: give a valid value")
 
 
-def _argument(source: str, where: str, check, value: str) -> None:
+def _argument(source: str, where: str, check, value: str, fix: str = "correct the path") -> None:
     try:
         check(value)
     except argparse.ArgumentTypeError as exc:
-        raise GenIRError(f"{source}: {where}: {exc}; fix: correct the path") from None
+        raise GenIRError(f"{source}: {where}: {exc}; fix: {fix}") from None
 
 
 def _model_path(source: str, name: str, entry: ModelEntry) -> None:
@@ -267,7 +306,7 @@ def load_config(path: str | Path, out: str | Path | None = None, edit=None) -> S
         if entry.docid_pattern:
             _argument(source, f"models.{name}.docid_pattern", options.docid_regex, entry.docid_pattern)
     if top.data:
-        _argument(source, "data", options.data_spec, top.data)
+        _argument(source, "data", options.data_spec, top.data, "correct the data spec or path")
     _argument(source, "out", options.output_directory, top.out)
     for name in models:
         check_name(source, f"models.{name}", name)

@@ -74,6 +74,24 @@ def positive_int(text: str) -> int:
     return value
 
 
+def _at_most(text: str, module: str, name: str, why: str) -> int:
+    value = positive_int(text)
+    maximum = library_constant(module, name)  # one definition of the bound, in the module that owns the value
+    if value > maximum:
+        raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value} ({why})")
+    return value
+
+
+def n_boot_count(text: str) -> int:
+    """Bootstrap resamples of the patching pairs: 1 to patching.aggregation.MAX_N_BOOT (each resample is held in memory)."""
+    return _at_most(text, "patching.aggregation", "MAX_N_BOOT", "every resample is held in memory")
+
+
+def bootstrap_count(text: str) -> int:
+    """Stage-boundary bootstrap resamples: 1 to analyses.stage_localisation.MAX_BOOTSTRAP (each one segments the decoder again)."""
+    return _at_most(text, "analyses.stage_localisation", "MAX_BOOTSTRAP", "every resample segments the decoder again")
+
+
 def non_negative_int(text: str) -> int:
     """A count where 0 means off (e.g. --verify-top-k) or a seed; negative values are errors."""
     value = _number(int, text, "an integer >= 0")
@@ -380,7 +398,7 @@ def pair_arguments(p) -> None:
     p.add_argument("--direction", choices=library_constant("patching.engine", "DIRECTIONS"), default="denoise",
                    help="denoise: clean into corrupted (default); noise: corrupted into clean")
     p.add_argument("--pairs-per-batch", type=positive_int, default=64, help="pairs whose source activations are cached together (default 64)")
-    p.add_argument("--n-boot", type=positive_int, default=1000, help="bootstrap resamples of the pairs for confidence intervals (default 1000)")
+    p.add_argument("--n-boot", type=n_boot_count, default=1000, help="bootstrap resamples of the pairs for confidence intervals (default 1000)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="bootstrap seed (default 0)")
 
 

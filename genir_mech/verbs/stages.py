@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from . import Verb
-from .options import fraction, library_constant, positive_float, positive_int, load_data, load_model, model_arguments, output_arguments, output_dir, query_arguments, query_fields, step_arguments, steps_field
+from .options import bootstrap_count, fraction, library_constant, positive_float, positive_int, load_data, load_model, model_arguments, output_arguments, output_dir, query_arguments, query_fields, step_arguments, steps_field
 
 
 DEFAULT_PENALTY = library_constant("analyses.change_point", "DEFAULT_PENALTY")
@@ -18,7 +18,7 @@ CHEAP_ABLATION = library_constant("analyses.stage_localisation", "NamingRules.ch
 def add_arguments(p):
     model_arguments(p)
     query_arguments(p)
-    p.add_argument("--bootstrap", type=positive_int, default=200, help="bootstrap resamples of the queries for boundary stability (default 200)")
+    p.add_argument("--bootstrap", type=bootstrap_count, default=200, help="bootstrap resamples of the queries for boundary stability (default 200)")
     p.add_argument("--min-stage-size", type=positive_int, help="fewest layers in a stage (default max(1, n_layers // 8))")
     p.add_argument("--max-stages", type=positive_int, help="most stages considered (default n_layers // min-stage-size)")
     p.add_argument("--penalty", type=positive_float, default=DEFAULT_PENALTY, help=f"multiplier of the BIC penalty; larger gives fewer stages (default {DEFAULT_PENALTY})")

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from . import Verb
-from .options import library_constant, name_list, output_directory, positive_int, split_list
+from .options import bootstrap_count, library_constant, name_list, output_directory, positive_int, split_list
 
 STUDIES = ("pretraining",)
 MODELS = library_constant("pipelines.study_pretraining", "MODELS")
@@ -36,7 +36,7 @@ def add_arguments(p):
                    "the best checkpoint saved so far (history from its resume state) instead of training them")
     p.add_argument("--no-train", action="store_true", help="analyse only models already trained; a missing one is an error")
     p.add_argument("--max-queries", type=positive_int, default=256, help="correct validation queries per analysis (default 256)")
-    p.add_argument("--bootstrap", type=positive_int, default=100, help="stage-boundary bootstrap resamples (default 100)")
+    p.add_argument("--bootstrap", type=bootstrap_count, default=100, help="stage-boundary bootstrap resamples (default 100)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
