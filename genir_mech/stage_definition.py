@@ -93,8 +93,9 @@ class StageDefinition:
         path = Path(path)
         if not path.exists():
             raise GenIRError(f"{path}: stage definition file not found")
+        from .data.loaders import read_utf8  # light: json and csv; not UTF-8 is one line naming the file and line
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(read_utf8(path))
         except json.JSONDecodeError as exc:
             raise GenIRError(f"{path}, line {exc.lineno}: not valid JSON ({exc.msg})") from None
         return cls.from_json(data, str(path))

@@ -197,3 +197,101 @@ def test_each_bound_is_one_constant_read_by_the_cli_and_the_sweep():
     with pytest.raises(GenIRError, match="bootstrap must be at most 100000"):
         localise_stages(None, bootstrap=MAX_BOOTSTRAP + 1)
 
+
+
+# -- 4. user text files that are not UTF-8 ----------------------------------------------------------------------
+
+LATIN1 = [
+    ("intervention file", "specs.yaml", b'interventions:\n  - labels: {note: "caf\xe9"}\n    specs: [{site: decoder.layers.0.mlp, value: zero}]\n',
+     ["patch", "--model", "dsi-synth", "--specs", "{file}"], "specs.yaml, line 2: not valid UTF-8 (byte 0xe9 at column 24)"),
+    ("stage definition", "stages.json", b'{"stages": [{"name": "caf\xe9", "layers": [0]}]}',
+     ["ablate", "--model", "dsi-synth", "--stages", "{file}"], "stages.json, line 1: not valid UTF-8"),
+    ("pairs CSV", "pairs.csv", b"clean,corrupted\ncaf\xe9 x,caf\xe9 y\n",
+     ["patch", "--model", "dsi-synth", "--target", "head", "--pairs", "{file}"], "pairs.csv, line 2: not valid UTF-8 (byte 0xe9 at column 4)"),
+    ("sweep config", "sweep.yaml", b"out: out\n# caf\xe9\nmodels: {dsi: dsi-synth}\nexperiments: [{run: eval}]\n",
+     ["sweep", "{file}", "--dry-run"], "sweep.yaml, line 2: not valid UTF-8"),
+]
+
+
+@pytest.mark.parametrize("name,content,argv,expected", [c[1:] for c in LATIN1], ids=[c[0] for c in LATIN1])
+def test_text_files_in_another_encoding_are_one_line_saying_utf8(name, content, argv, expected, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / name).write_bytes(content)
+    argv = [a.format(file=tmp_path / name) for a in argv]
+    line = error_line(main([*argv, *(["--out", str(tmp_path / "out")] if argv[0] != "sweep" else [])]), capsys, argv[0])
+    assert expected in line and "text files must be UTF-8" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_library_readers_of_text_files_name_file_and_line(tmp_path):
+    from genir_mech.data.loaders import read_utf8
+    from genir_mech.interventions import load_interventions
+    from genir_mech.stage_definition import StageDefinition
+    (tmp_path / "a.json").write_bytes(b'{"interventions": []}\n\n{"x": "\xff"}')
+    with pytest.raises(GenIRError, match=r"a.json, line 3: not valid UTF-8 \(byte 0xff at column 8\)"):
+        load_interventions(tmp_path / "a.json")
+    (tmp_path / "s.json").write_bytes(b'{"stages": [{"name": "\xe9", "layers": [0]}]}')
+    with pytest.raises(GenIRError, match="s.json, line 1: not valid UTF-8"):
+        StageDefinition.load(tmp_path / "s.json")
+    (tmp_path / "ok.txt").write_text("caf\u00e9\n")
+    assert read_utf8(tmp_path / "ok.txt") == "caf\u00e9\n"
+
+
+# -- 5. model cards with wrongly typed fields ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def embedded_copy(tmp_path_factory) -> Path:
+    """A copy of the embedded dsi-synth checkpoint, whose model card each test rewrites in its own copy."""
+    from genir_mech.embedded import embedded_checkpoint
+    source = embedded_checkpoint("dsi-synth")
+    if source is None:
+        pytest.skip("the embedded checkpoints are not installed")
+    root = tmp_path_factory.mktemp("embedded") / "dsi-synth"
+    root.mkdir()
+    for item in Path(source).iterdir():
+        if item.is_file():
+            (root / item.name).write_bytes(item.read_bytes())
+    return root
+
+
+def with_card(source: Path, folder: Path, **changes) -> Path:
+    folder.mkdir()
+    for item in source.iterdir():
+        os.symlink(item, folder / item.name) if item.name != "model_card.json" else None
+    card = json.loads((source / "model_card.json").read_text())
+    (folder / "model_card.json").write_text(json.dumps({**card, **changes}))
+    return folder
+
+
+CARDS = [
+    ("data a number", {"data": 123}, "eval", "field 'data' must be a data spec string (synthetic:..., ir_datasets:<id> or a data folder), got int 123"),
+    ("data an object", {"data": {"a": 1}}, "eval", "field 'data' must be a data spec string"),
+    ("removed documents a string", {"removed_documents": "0123"}, "swap", "field 'removed_documents' must be a list of document ids, got str \"0123\""),
+    ("removed documents of objects", {"removed_documents": [1, {"id": 2}]}, "swap", "field 'removed_documents' must list document ids"),
+    ("metrics a list", {"metrics": [1, 2]}, "eval", "field 'metrics' must be a JSON object, got list"),
+    ("base a number", {"base": 7}, "eval", "field 'base' must be a model name"),
+    ("a huge synthetic corpus", {"data": "synthetic:n_docs=50000000"}, "eval", "field 'data': data spec 'synthetic:n_docs=50000000': n_docs must be at most 100,000"),
+]
+
+
+@pytest.mark.parametrize("changes,verb,expected", [c[1:] for c in CARDS], ids=[c[0] for c in CARDS])
+def test_a_model_card_with_wrongly_typed_fields_is_one_line_naming_card_and_field(changes, verb, expected, embedded_copy, tmp_path, capsys):
+    model = with_card(embedded_copy, tmp_path / "model", **changes)
+    argv = EVAL if verb == "eval" else ["swap", "--encoder-from", "dsi-synth"]
+    argv = [str(model) if a == "dsi-synth" and argv is EVAL else a for a in argv]
+    if verb == "swap":
+        argv = [*argv, "--model", str(model)]
+    line = error_line(main([*argv, "--out", str(tmp_path / "out")]), capsys, verb)
+    assert f"{model / 'model_card.json'}" in line and expected in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_card_with_nulls_reads_as_defaults_and_ids_as_strings(tmp_path):
+    from genir_mech.models.model_card import ModelCard
+    (tmp_path / "model_card.json").write_text(json.dumps({"data": None, "removed_documents": [3, "7"], "metrics": None, "future_key": [1]}))
+    card = ModelCard.read(tmp_path)
+    assert card.data is None and card.removed_documents == ["3", "7"] and card.metrics == {} and card.extra == {"future_key": [1]}
+    (tmp_path / "model_card.json").write_bytes(b'{"data": "synthetic:n_docs=20", "note": "caf\xe9"}')
+    with pytest.raises(GenIRError, match="model_card.json, line 1: not valid UTF-8"):
+        ModelCard.read(tmp_path)

@@ -23,6 +23,11 @@ from .ir_datasets_source import PREFIX as IR_DATASETS_PREFIX, load_ir_dataset
 from .synthetic import SyntheticConfig, generate_corpus
 
 
+def _not_utf8(path: Path, lineno: int, raw: bytes, start: int) -> GenIRError:
+    return GenIRError(f"{path}, line {lineno}: not valid UTF-8 (byte 0x{raw[start]:02x} at column {start + 1}); "
+                      "text files must be UTF-8: save it with that encoding")
+
+
 def iter_lines(path: Path):
     """(line number, decoded text) of each line; bytes that are not UTF-8 raise a GenIRError naming file and line."""
     if not path.exists():
@@ -33,7 +38,23 @@ def iter_lines(path: Path):
             try:
                 yield lineno, raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise GenIRError(f"{path}, line {lineno}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})") from None
+                raise _not_utf8(path, lineno, raw, exc.start) from None
+
+
+def read_utf8(path: str | Path) -> str:
+    """The whole text of a user file (configs, intervention and stage files, pairs, model cards), decoded as UTF-8.
+
+    Text in another encoding (latin-1, cp1252) raises a GenIRError naming the file and line and saying the file
+    must be UTF-8, where `Path.read_text` would raise a UnicodeDecodeError naming neither (or, under a non-UTF-8
+    locale, decode it silently as something else).
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        raise _not_utf8(path, data.count(b"\n", 0, exc.start) + 1, data[line_start:], exc.start - line_start) from None
 
 
 def iter_jsonl(path: Path):

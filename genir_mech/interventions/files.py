@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from ..data.loaders import read_utf8
 from ..errors import GenIRError
 from .spec import Intervention, InterventionSpec
 
@@ -54,7 +55,7 @@ def read_data(path: str | Path):
     path = Path(path)
     fmt = _format(path)
     try:
-        text = path.read_text()
+        text = read_utf8(path)  # not UTF-8: one line naming the file and line
     except OSError as exc:
         raise GenIRError(f"{path}: cannot read the intervention file ({exc.strerror})") from None
     if fmt == "json":

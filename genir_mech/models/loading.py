@@ -39,7 +39,7 @@ from .adapters import adapter_class
 from .components import Site
 from .execution import run
 from .genir_model import GenIRModel
-from .model_card import ModelCard
+from .model_card import FILE_NAME as CARD_FILE, ModelCard
 from .names import HubFiles, Located, hub_files, locate_model
 
 SELF_CHECK_QUERIES = ["what is the capital", "who founded it", "a"]
@@ -267,4 +267,7 @@ def resolve_dataset(gm: GenIRModel, spec: str | None) -> RetrievalDataset:
     card = ModelCard.read(gm.path)
     if not card.data:
         raise GenIRError(f"{gm.path}: no model_card.json naming its data; give the data explicitly (CLI: --data)")
-    return load_dataset(card.data)
+    try:
+        return load_dataset(card.data)
+    except GenIRError as exc:  # name the card, whose spec it is (a bad or oversized spec, a data folder moved away)
+        raise GenIRError(f"{Path(gm.path) / CARD_FILE}, field 'data': {exc}") from None

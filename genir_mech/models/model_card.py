@@ -13,10 +13,41 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from ..data.loaders import read_utf8
 from ..docids import ATOMIC, DOCID_SCHEMES
 from ..errors import GenIRError
 
 FILE_NAME = "model_card.json"
+
+
+# The JSON type of each field a card may hold (null is always allowed: the field is then absent), and what it holds.
+FIELD_TYPES = {
+    "objective": (str, "a string such as \"dsi\" or \"span\""),
+    "base": (str, "a model name (a folder, embedded checkpoint or hub id)"),
+    "tokenizer": (str, "a model name (a folder, embedded checkpoint or hub id)"),
+    "data": (str, "a data spec string (synthetic:..., ir_datasets:<id> or a data folder)"),
+    "data_meta": (dict, "a JSON object"),
+    "data_hash": (str, "a string"),
+    "removed_documents": (list, "a list of document ids"),
+    "docid_scheme": (str, "a string naming a docid scheme"),
+    "metrics": (dict, "a JSON object"),
+}
+
+
+def _check_field(path: Path, key: str, value) -> None:
+    """A GenIRError naming the card and the field unless `value` has the field's JSON type (a string of ids is no list of them)."""
+    if key not in FIELD_TYPES or value is None:
+        return
+    kind, what = FIELD_TYPES[key]
+    shown = json.dumps(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    if not isinstance(value, kind):
+        raise GenIRError(f"{path}: field {key!r} must be {what}, got {type(value).__name__} {shown}; correct the model card")
+    if key == "removed_documents":
+        bad = [d for d in value if isinstance(d, bool) or not isinstance(d, (str, int))]
+        if bad:
+            raise GenIRError(f"{path}: field 'removed_documents' must list document ids (strings or integers), got {json.dumps(bad[0])}; "
+                             "correct the model card")
 
 
 @dataclass
@@ -41,14 +72,17 @@ class ModelCard:
         if not path.exists():
             return cls()
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(read_utf8(path))
         except json.JSONDecodeError as exc:
             raise GenIRError(f"{path}, line {exc.lineno}: not valid JSON ({exc.msg})") from None
         if not isinstance(data, dict):
             raise GenIRError(f"{path}: expected a JSON object")
+        for key, value in data.items():
+            _check_field(path, key, value)
         known = {f.name for f in fields(cls)} - {"extra"}
-        card = cls(**{k: v for k, v in data.items() if k in known}, extra={k: v for k, v in data.items() if k not in known})
-        card.removed_documents = [str(d) for d in card.removed_documents or []]
+        values = {k: v for k, v in data.items() if k in known and v is not None}  # null: the field's default
+        card = cls(**values, extra={k: v for k, v in data.items() if k not in known})
+        card.removed_documents = [str(d) for d in card.removed_documents]
         if card.docid_scheme is not None and card.docid_scheme not in DOCID_SCHEMES:
             raise GenIRError(f"{path}: docid_scheme {card.docid_scheme!r} is not one of {', '.join(DOCID_SCHEMES)}")
         return card

@@ -26,6 +26,7 @@ position of the query is a decoder position (`PairBatch.decoder_length`).
 from __future__ import annotations
 
 import csv
+import io
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..data.loaders import iter_jsonl
+from ..data.loaders import iter_jsonl, read_utf8
 from ..errors import GenIRError
 from ..models.execution import QueryBatch
 from ..retrieval import rank_of, rank_texts, scorer_for
@@ -133,9 +134,9 @@ def read_pairs(path: str | Path, dataset=None) -> list[QueryPair]:
         raise GenIRError(f"{path}: no such pairs file")
     pairs: list[QueryPair] = []
     if path.suffix.lower() == ".csv":
-        with path.open(newline="") as fh:
-            for line_no, record in enumerate(csv.DictReader(fh), start=2):  # line 1 is the header
-                pairs.append(_pair_from_record(record, f"{path}, line {line_no}", len(pairs), dataset))
+        rows = csv.DictReader(io.StringIO(read_utf8(path), newline=""))  # not UTF-8: one line naming the file and line
+        for line_no, record in enumerate(rows, start=2):  # line 1 is the header
+            pairs.append(_pair_from_record(record, f"{path}, line {line_no}", len(pairs), dataset))
     else:
         for line_no, record in iter_jsonl(path):
             pairs.append(_pair_from_record(record, f"{path}, line {line_no}", len(pairs), dataset))

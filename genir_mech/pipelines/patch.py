@@ -80,6 +80,8 @@ def run_patch(model, data, out, config: PatchConfig | None = None, *, progress: 
         raise GenIRError("give exactly one of target or specs (CLI: --target or --specs)")
     if config.target and config.target not in TARGETS:
         raise GenIRError(f"unknown target {config.target!r}; targets are {', '.join(TARGETS)}")
+    if config.specs:
+        load_specs(config.specs)  # a bad specs file (syntax, encoding, keys): one line before the pairs are ranked
     if config.steps is not None:
         return _run_steps(model, data, out, config, steps, progress)
     inputs = Inputs.for_pairs(model, data, out, config)

@@ -45,17 +45,22 @@ class ModelPool:
     def data(self, name: str):
         """The sweep's data spec, else the data in model `name`'s card (loaded once per spec)."""
         from ..data.loaders import load_dataset
-        from ..models.model_card import ModelCard
+        from ..models.model_card import FILE_NAME as CARD_FILE, ModelCard
         from ..errors import GenIRError
-        spec = self.config.data
+        spec, card_file = self.config.data, None
         if spec is None:
             card = ModelCard.read(self.config.models[name].path)
             if not card.data:
                 raise GenIRError(f"models.{name}: {self.config.models[name].path} has no model_card.json naming its data; set data: in the config")
-            spec = card.data
+            spec, card_file = card.data, Path(self.config.models[name].path) / CARD_FILE
         key = json.dumps(spec, sort_keys=True)
         if key not in self._data:
-            self._data[key] = load_dataset(spec)
+            try:
+                self._data[key] = load_dataset(spec)
+            except GenIRError as exc:
+                if card_file is None:
+                    raise
+                raise GenIRError(f"models.{name}: {card_file}, field 'data': {exc}") from None  # the card's spec: name the card
         return self._data[key]
 
     @property

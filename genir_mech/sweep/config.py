@@ -279,9 +279,11 @@ def load_config(path: str | Path, out: str | Path | None = None, edit=None) -> S
     path = Path(path)
     if not path.is_file():
         raise GenIRError(f"{source}: no such config file")
+    from ..data.loaders import read_utf8
+    text = read_utf8(path)  # not UTF-8: one line naming the file and line
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
         raise GenIRError(f"{source}: not valid YAML ({' '.join(str(exc).split())})") from None
     if not isinstance(raw, dict):
         raise GenIRError(f"{source}: expected a mapping with out, models and experiments at the top level")
