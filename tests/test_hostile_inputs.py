@@ -295,3 +295,61 @@ def test_a_card_with_nulls_reads_as_defaults_and_ids_as_strings(tmp_path):
     (tmp_path / "model_card.json").write_bytes(b'{"data": "synthetic:n_docs=20", "note": "caf\xe9"}')
     with pytest.raises(GenIRError, match="model_card.json, line 1: not valid UTF-8"):
         ModelCard.read(tmp_path)
+
+
+# -- 6. pickle-only checkpoints -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pickle_checkpoint(tmp_path_factory) -> Path:
+    """A tiny checkpoint whose weights are pytorch_model.bin only (a pickle), as older transformers wrote them."""
+    import torch
+    from genir_mech.models.loading import quiet_weight_loading
+    from genir_mech.testing import tiny_genir
+    root = tmp_path_factory.mktemp("pickle") / "tiny"
+    gm = tiny_genir(decoder_layers=2)
+    with quiet_weight_loading():
+        gm.hf_model.save_pretrained(root)
+        gm.tokenizer.save_pretrained(root)
+    (root / "model_card.json").write_text(json.dumps({"data": "synthetic:n_docs=20,seed=0,n_pairs=16"}))
+    torch.save(gm.hf_model.state_dict(), root / "pytorch_model.bin")
+    (root / "model.safetensors").unlink()
+    return root
+
+
+CONVERT = ("genir-mech loads safetensors weights only, because pickle weights (pytorch_model.bin and the like) can run code when loaded. "
+           "To convert a model you trust: in a trusted environment, load it with from_pretrained and save it with "
+           "save_pretrained(folder, safe_serialization=True)")
+
+
+def test_a_pickle_only_checkpoint_is_refused_with_the_way_to_convert_it(pickle_checkpoint, tmp_path, capsys, monkeypatch):
+    from genir_mech.models import loading
+    unpickled = []
+    monkeypatch.setattr("torch.load", lambda *a, **k: unpickled.append(a) or pytest.fail("a pickle file was loaded"))
+    line = error_line(main(["eval", "--model", str(pickle_checkpoint), "--out", str(tmp_path / "out")]), capsys, "eval")
+    assert f"{pickle_checkpoint}: no safetensors weights (found pytorch_model.bin); {CONVERT}" in line
+    assert not unpickled and not (tmp_path / "out").exists()
+    with pytest.raises(GenIRError, match="no safetensors weights"):
+        loading.load_lm(str(pickle_checkpoint))
+
+
+def test_a_cached_hub_model_with_pickle_weights_only_is_refused(pickle_checkpoint, tmp_path):
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    cached = tmp_path / "hf" / "hub" / "models--owner--tiny"
+    (cached / "snapshots" / commit).mkdir(parents=True)
+    (cached / "refs").mkdir()
+    (cached / "refs" / "main").write_text(commit)
+    for item in pickle_checkpoint.iterdir():
+        (cached / "snapshots" / commit / item.name).write_bytes(item.read_bytes())
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_TOKEN")}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-m", "genir_mech.cli", "eval", "--model", "owner/tiny", "--out", str(tmp_path / "out")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert f"owner/tiny: no safetensors weights; {CONVERT}" in process_error_line(proc, "eval")
+
+
+def test_training_from_a_pickle_only_base_is_refused_before_anything_is_written(pickle_checkpoint, tmp_path, capsys):
+    code = main(["train", "--base", str(pickle_checkpoint), "--data", "synthetic:n_docs=20,seed=0", "--epochs", "1", "--out", str(tmp_path / "out")])
+    line = error_line(code, capsys, "train")
+    assert f"base {pickle_checkpoint} (CLI: --base): no safetensors weights (found pytorch_model.bin); {CONVERT}" in line
+    assert not (tmp_path / "out").exists()

@@ -17,7 +17,10 @@ model's own logits; a model whose adapter maps the wrong modules fails here,
 loudly, instead of producing wrong analyses later. A model with a NaN or
 infinite weight, or whose forward pass produces one, is refused the same
 way (it would otherwise rank with plausible-looking metrics), and a truncated
-safetensors file is named before transformers tries to read it.
+safetensors file is named before transformers tries to read it. Weights are
+read from safetensors files only (`use_safetensors=True`): a checkpoint whose
+weights are pickle files (pytorch_model.bin) is refused with the way to
+convert it, since unpickling a file can run code.
 """
 from __future__ import annotations
 
@@ -112,7 +115,10 @@ def _load(path_or_id: str, device: str, self_check: bool, dtype: str, docid_patt
     located = locate_model(path_or_id, revision)
     source = located.source
     if located.is_local:
-        for weights in sorted(located.path.glob("*.safetensors")):
+        found = sorted(located.path.glob("*.safetensors"))
+        if not found:
+            raise GenIRError(no_safetensors_message(path_or_id, sorted(p.name for p in located.path.iterdir() if p.suffix in PICKLE_SUFFIXES)))
+        for weights in found:
             check_safetensors(weights)
     files = model_files(located)
     try:
@@ -124,9 +130,12 @@ def _load(path_or_id: str, device: str, self_check: bool, dtype: str, docid_patt
         raise GenIRError(f"{path_or_id}: a {family.family} model is encoder-decoder; language-model analyses need a decoder-only model (load it with load_genir)")
     try:
         with quiet_weight_loading():
-            model = family.auto_class.from_pretrained(source, **files.kwargs).to(device=device, dtype=DTYPES[dtype]).eval()
+            # use_safetensors: a hub model with pickle weights only fails here instead of being unpickled
+            model = family.auto_class.from_pretrained(source, use_safetensors=True, **files.kwargs).to(device=device, dtype=DTYPES[dtype]).eval()
             tokenizer = AutoTokenizer.from_pretrained(source, **files.kwargs)
     except (OSError, ValueError) as exc:
+        if not located.is_local and "safetensors" in str(exc).lower():
+            raise GenIRError(no_safetensors_message(path_or_id, [])) from None
         raise GenIRError(f"{path_or_id}: cannot load the model or tokenizer ({str(exc).splitlines()[0]})") from None
     check_finite_parameters(model, source)
     if docids_required:
@@ -185,6 +194,17 @@ def load_tokenizer(path_or_id: str, revision: str | None = None):
             return AutoTokenizer.from_pretrained(located.source, **files.kwargs)
     except (OSError, ValueError) as exc:
         raise GenIRError(f"{path_or_id}: cannot load the tokenizer ({str(exc).splitlines()[0]})") from None
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def no_safetensors_message(name: str, pickles: list[str]) -> str:
+    """Why a model without safetensors weights is refused, and how to convert it."""
+    found = f" (found {', '.join(pickles[:3])}{', ...' if len(pickles) > 3 else ''})" if pickles else ""
+    return (f"{name}: no safetensors weights{found}; genir-mech loads safetensors weights only, because pickle weights "
+            "(pytorch_model.bin and the like) can run code when loaded. To convert a model you trust: in a trusted "
+            "environment, load it with from_pretrained and save it with save_pretrained(folder, safe_serialization=True)")
 
 
 def check_safetensors(path: Path) -> None:

@@ -80,7 +80,7 @@ def train_lm_dsi(req, dataset: RetrievalDataset, train_data: RetrievalDataset, o
     if req.base:
         with quiet_weight_loading():
             tokenizer = AutoTokenizer.from_pretrained(req.base)
-            model = AutoModelForCausalLM.from_pretrained(req.base)
+            model = AutoModelForCausalLM.from_pretrained(req.base, use_safetensors=True)
     else:
         tokenizer = lm_dsi_tokenizer(dataset)
         model = req.shape.build(tokenizer)
@@ -93,5 +93,5 @@ def train_lm_dsi(req, dataset: RetrievalDataset, train_data: RetrievalDataset, o
         best_saver(model, tokenizer, out),
     )
     with quiet_weight_loading():
-        best = as_genir(AutoModelForCausalLM.from_pretrained(out).eval(), tokenizer, scheme, out)
+        best = as_genir(AutoModelForCausalLM.from_pretrained(out, use_safetensors=True).eval(), tokenizer, scheme, out)
     return best, result, {"architecture": "decoder-only", "prompt_format": prompt_format(tokenizer)}

@@ -132,7 +132,7 @@ def train_lm(req, dataset: RetrievalDataset, out: Path) -> dict:
     auto_class = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
     if req.base:  # a later stage of a curriculum: the base's weights and tokenizer (its shape is recorded in its card)
         tokenizer = AutoTokenizer.from_pretrained(req.base)
-        model = auto_class.from_pretrained(req.base)
+        model = auto_class.from_pretrained(req.base, use_safetensors=True)
     else:
         tokenizer = lm_tokenizer(corpus, encoder_decoder=seq2seq)
         model = req.shape.build(tokenizer)
@@ -148,7 +148,7 @@ def train_lm(req, dataset: RetrievalDataset, out: Path) -> dict:
     loop = TrainLoop(model if seq2seq else AnswerLoss(model), req.loop, out, pad_id=tokenizer.pad_token_id, length_buckets=LENGTH_BUCKETS)
     result = loop.fit(lambda e: lm_examples(task, tokenizer, corpus, e, req.loop.seed, max_positions, encode), validate,
                       best_saver(model, tokenizer, out))
-    best = auto_class.from_pretrained(out).eval()
+    best = auto_class.from_pretrained(out, use_safetensors=True).eval()
     niah_config = niah_data.NiahConfig(lengths=task.niah_lengths, depths=EVAL_DEPTHS, trials_per_cell=EVAL_TRIALS_PER_CELL, seed=EVAL_SEED,
                                        split="test", corpus_docs=corpus.n_docs, corpus_seed=corpus.seed)
     incontext_config = incontext_data.InContextConfig(n_docs=max(task.incontext_docs), corpus_docs=corpus.n_docs, corpus_seed=corpus.seed)

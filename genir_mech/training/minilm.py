@@ -107,7 +107,7 @@ def build_minilm_bert2bert(dataset: RetrievalDataset) -> tuple[EncoderDecoderMod
     hf_logging.set_verbosity_error()  # the new cross-attention weights are expected to be "newly initialized"
     try:
         # The encoder keeps its pooler (unused): EncoderDecoderModel rebuilds one on every load and would warn it is missing.
-        model = EncoderDecoderModel.from_encoder_decoder_pretrained(str(path), str(path))
+        model = EncoderDecoderModel.from_encoder_decoder_pretrained(str(path), str(path), encoder_use_safetensors=True, decoder_use_safetensors=True)
     finally:
         hf_logging.set_verbosity(verbosity)
     prune(model, keep, len(tokenizer) - len(keep))

@@ -39,7 +39,7 @@ from ..docids import ATOMIC, DOCID_SCHEMES, MAPPING_FILE, AtomicDocids, DocidMap
 from ..errors import GenIRError
 from ..provenance import written_atomically
 from ..models.genir_model import GenIRModel
-from ..models.loading import quiet_weight_loading
+from ..models.loading import PICKLE_SUFFIXES, no_safetensors_message, quiet_weight_loading
 from ..models.model_card import ModelCard
 from ..retrieval import evaluate
 from .architecture import ARCHS, DEFAULT_ARCH, LLAMA_OBJECTIVES, LlamaShape, T5Shape, architecture, shape_class
@@ -155,6 +155,9 @@ def check_request(req: TrainRequest) -> None:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise GenIRError(f"{config}: not valid JSON ({exc})") from None
         base = base if isinstance(base, dict) else {}
+        if not any(Path(req.base).glob("*.safetensors")):  # pickle weights are never loaded (they can run code)
+            pickles = sorted(p.name for p in Path(req.base).iterdir() if p.suffix in PICKLE_SUFFIXES)
+            raise GenIRError(no_safetensors_message(f"base {req.base} (CLI: --base)", pickles))
         kind = base.get("model_type")
         if arch == "llama":
             if kind != "llama":
@@ -337,7 +340,7 @@ def initial_model(req: TrainRequest, dataset: RetrievalDataset):
             return build_minilm_bert2bert(dataset)
     if req.base:
         with quiet_weight_loading():
-            return T5ForConditionalGeneration.from_pretrained(req.base), AutoTokenizer.from_pretrained(req.base)
+            return T5ForConditionalGeneration.from_pretrained(req.base, use_safetensors=True), AutoTokenizer.from_pretrained(req.base)
     if req.tokenizer:
         tokenizer = AutoTokenizer.from_pretrained(req.tokenizer)
         missing = [docid_token(d) for d in dataset.documents if docid_token(d) not in tokenizer.get_vocab()]
@@ -399,7 +402,7 @@ def train_model(req: TrainRequest) -> dict:
             save_best,
         )
     with quiet_weight_loading():
-        best = as_genir(AutoModelForSeq2SeqLM.from_pretrained(out).eval(), tokenizer, scheme, out)
+        best = as_genir(AutoModelForSeq2SeqLM.from_pretrained(out, use_safetensors=True).eval(), tokenizer, scheme, out)
     docids = {"docids": wanted["docids"], "validation_ranker": ranking} if mapping else None
     return write_card(req, dataset, removed, train_data, best, result, out, docids, mapping)
 
