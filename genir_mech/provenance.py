@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .results_directory import check_complete, hash_file, published
+from .results_directory import check_complete, hash_file, published, write_error
 
 PACKAGES = ("genir_mech", "torch", "transformers", "nnsight", "numpy", "pandas", "ir_measures", "ir_datasets")
 PARQUET_ROWS = 10_000  # longer tables are written as Parquet, shorter ones as CSV (readable by eye)
@@ -147,14 +147,27 @@ def provenance(*, model: str | None = None, data=None, config: dict | None = Non
 def written_atomically(path: str | Path) -> Iterator[Path]:
     """A temporary path beside `path` to write to; renamed to `path` when the block ends without an error, removed otherwise."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # created exclusively under an unpredictable name: a link planted beside `path` is never followed
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # created exclusively under an unpredictable name: a link planted beside `path` is never followed
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+    except OSError as exc:
+        error = write_error(exc, published(str(path)), (path, path.parent))
+        if error is None:
+            raise
+        raise error from None
     tmp = Path(name)
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        # a full disk (or an unwritable place) while writing: one line naming the file (its final place when a run
+        # stages it); the temporary file is removed, so nothing half-written is left
+        error = write_error(exc, published(str(path)), (path, tmp, path.parent))
+        if error is None:
+            raise
+        raise error from None
     finally:
         tmp.unlink(missing_ok=True)
 

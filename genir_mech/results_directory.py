@@ -21,6 +21,7 @@ one lock, one move for the outermost `<out>`.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import glob
 import hashlib
@@ -40,6 +41,39 @@ from .errors import GenIRError
 RECORD = "COMPLETE.json"
 PARTIAL = re.compile(r"\.partial-\d+$")
 HOST = socket.gethostname()
+
+
+# A write that fails for want of space (a full disk, a quota, a file-size limit), or in a place that cannot be written.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def write_error(exc: BaseException, path: str | Path, written: tuple = ()) -> GenIRError | None:
+    """The one-line error of an OSError met while writing `path`, or None when `exc` is no such error.
+
+    A full disk (or quota) is always a write failure; permission and read-only errors count only when they name
+    `path` or one of the `written` paths (or name no file), so a file that cannot be *read* keeps its own error.
+    """
+    if not isinstance(exc, OSError) or exc.errno is None:
+        return None
+    reason = os.strerror(exc.errno).lower()
+    if exc.errno in DISK_FULL:
+        return GenIRError(f"{reason} while writing {path}; free space and rerun")
+    named = {str(Path(p)) for p in (path, *written)}
+    if exc.errno in NOT_WRITABLE and (exc.filename is None or str(Path(exc.filename)) in named):
+        return GenIRError(f"cannot write {path} ({reason}); choose a writable place and rerun")
+    return None
+
+
+def _disk_full_cause(exc: BaseException | None) -> OSError | None:
+    """The full-disk OSError among the causes and contexts of `exc`, if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return None
 
 
 class ResultsWarning(UserWarning):
@@ -160,8 +194,15 @@ def acquire_lock(out: Path) -> Path:
             continue
         except OSError as exc:
             raise GenIRError(f"{out}: cannot write here ({exc.strerror})") from None
-        with os.fdopen(fd, "w") as fh:
-            fh.write(record)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(record)
+        except OSError as exc:
+            lock.unlink(missing_ok=True)  # an empty lock would hold the folder until it is seen to be stale
+            error = write_error(exc, lock)
+            if error is None:
+                raise
+            raise error from None
         return lock
     raise GenIRError(f"{out}: could not take the lock {lock}; another process keeps taking it")
 
@@ -309,6 +350,20 @@ class Transaction:
     def abort(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
 
+    def write_error(self, exc: BaseException) -> GenIRError | None:
+        """The one-line error of a write into this run that failed (a full disk, an unwritable place), naming the final path."""
+        if isinstance(exc, GenIRError):
+            return None  # already one line (written_atomically names the file)
+        if not isinstance(exc, OSError):
+            exc = _disk_full_cause(exc)  # a library that fails while cleaning up after a full disk (matplotlib's PDF writer)
+            if exc is None:
+                return None
+        name = exc.filename if isinstance(exc.filename, (str, Path)) else None
+        inside_run = name is not None and inside_folder(Path(name), self.staging)
+        if exc.errno not in DISK_FULL and not inside_run:
+            return None  # e.g. an input file that cannot be read: its own error
+        return write_error(exc, self.final(str(name)) if inside_run else self.out, (name,) if inside_run else ())
+
 
 def _provenance_summary(staging: Path, files: list[str]) -> dict:
     """Models, data and seeds named by the run's table provenance records."""
@@ -356,16 +411,20 @@ def begin(out: str | Path, what: str) -> Transaction:
         check_out(out)
         staging = out.with_name(f"{out.name}.partial-{os.getpid()}")
         staging.mkdir()
-    except BaseException:
+    except BaseException as exc:
         release_lock(lock)
-        raise
+        error = write_error(exc, out)
+        if error is None:
+            raise
+        raise error from None
     return Transaction(out, staging, what, lock=lock)
 
 
 def atomic(run):
     """Wrap `run(model, data, out, ...)` so that it writes into a staging folder published whole as `out` when it returns.
 
-    On an exception (or Ctrl-C) the staging folder is removed and `out` is left as it was.
+    On an exception (or Ctrl-C) the staging folder is removed and `out` is left as it was; a write that failed
+    for want of space, or in a place that cannot be written, becomes one GenIRError line naming the file.
     """
 
     @functools.wraps(run)
@@ -376,9 +435,12 @@ def atomic(run):
             result = run(model, data, tx.staging, *args, **kwargs)
             if not tx.nested:
                 tx.commit()
-        except BaseException:
+        except BaseException as exc:
             if not tx.nested:
                 tx.abort()
+                error = tx.write_error(exc)  # a full disk or an unwritable place: one line; `out` is left as it was
+                if error is not None:
+                    raise error from None
             raise
         finally:
             _ACTIVE.reset(token)
@@ -388,6 +450,12 @@ def atomic(run):
 
     wrapper.writes_atomically = True
     return wrapper
+
+
+def inside_folder(path: Path, folder: Path) -> bool:
+    """Whether `path` is `folder` or lies below it (both resolved)."""
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
 
 
 def inside(out: str | Path, path: str | Path) -> Path:

@@ -16,6 +16,7 @@ line, no traceback), by class:
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -265,13 +266,16 @@ def with_card(source: Path, folder: Path, **changes) -> Path:
 
 
 CARDS = [
-    ("data a number", {"data": 123}, "eval", "field 'data' must be a data spec string (synthetic:..., ir_datasets:<id> or a data folder), got int 123"),
-    ("data an object", {"data": {"a": 1}}, "eval", "field 'data' must be a data spec string"),
+    ("data a number", {"data": 123}, "eval", "field 'data' must be a data spec (a string: synthetic:..., ir_datasets:<id> or a data folder; or an object of synthetic corpus options), got int 123"),
+    ("data an object of unknown options", {"data": {"a": 1}}, "eval", "field 'data': unknown synthetic corpus option 'a' (options: n_docs, seed, attribute_values, n_pairs)"),
+    ("data an object of wrong values", {"data": {"n_docs": "20"}}, "eval", "field 'data': synthetic corpus option 'n_docs' must be an integer, got \"20\""),
+    ("data a list", {"data": ["synthetic:n_docs=20"]}, "eval", "field 'data' must be a data spec (a string: synthetic:..., ir_datasets:<id> or a data folder; or an object"),
     ("removed documents a string", {"removed_documents": "0123"}, "swap", "field 'removed_documents' must be a list of document ids, got str \"0123\""),
     ("removed documents of objects", {"removed_documents": [1, {"id": 2}]}, "swap", "field 'removed_documents' must list document ids"),
     ("metrics a list", {"metrics": [1, 2]}, "eval", "field 'metrics' must be a JSON object, got list"),
     ("base a number", {"base": 7}, "eval", "field 'base' must be a model name"),
     ("a huge synthetic corpus", {"data": "synthetic:n_docs=50000000"}, "eval", "field 'data': data spec 'synthetic:n_docs=50000000': n_docs must be at most 100,000"),
+    ("a huge synthetic corpus as an object", {"data": {"n_docs": 50000000}}, "eval", "field 'data': n_docs must be at most 100,000"),
 ]
 
 
@@ -353,3 +357,133 @@ def test_training_from_a_pickle_only_base_is_refused_before_anything_is_written(
     line = error_line(code, capsys, "train")
     assert f"base {pickle_checkpoint} (CLI: --base): no safetensors weights (found pytorch_model.bin); {CONVERT}" in line
     assert not (tmp_path / "out").exists()
+
+
+# -- 7. a full disk or an unwritable place while writing -------------------------------------------------------------
+
+
+def folder_state(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def full_disk(*args):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.fixture
+def previous_eval(tmp_path, capsys) -> Path:
+    out = tmp_path / "eval"
+    assert main([*EVAL, "--out", str(out)]) == 0
+    capsys.readouterr()
+    return out
+
+
+@pytest.mark.parametrize("code,expected", [
+    (errno.ENOSPC, "no space left on device while writing {out}/per_query.csv; free space and rerun"),
+    (errno.EDQUOT, "disk quota exceeded while writing {out}/per_query.csv; free space and rerun"),
+    (errno.EROFS, "cannot write {out}/per_query.csv (read-only file system); choose a writable place and rerun"),
+], ids=["no space", "quota", "read-only"])
+def test_a_failed_rename_while_writing_results_is_one_line_and_the_previous_result_stays(code, expected, previous_eval, tmp_path, capsys, monkeypatch):
+    before = folder_state(tmp_path)
+
+    def failing_replace(src, dst):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    line = error_line(main([*EVAL, "--out", str(previous_eval)]), capsys, "eval")
+    monkeypatch.undo()
+    assert expected.format(out=previous_eval) in line
+    assert folder_state(tmp_path) == before  # the previous result, byte for byte; no staging folder, no temporary file, no lock
+
+
+def test_a_full_disk_in_the_table_writer_or_a_library_cleaning_up_after_it(previous_eval, tmp_path, capsys, monkeypatch):
+    import matplotlib.figure
+    import pandas as pd
+    before = folder_state(tmp_path)
+    monkeypatch.setattr(pd.DataFrame, "to_csv", lambda self, path, **kw: (Path(path).write_text("query_id,ran"), full_disk()))
+    line = error_line(main([*EVAL, "--out", str(previous_eval)]), capsys, "eval")
+    assert f"no space left on device while writing {previous_eval}/per_query.csv; free space and rerun" in line
+    assert folder_state(tmp_path) == before
+    monkeypatch.undo()
+
+    def broken_savefig(self, *args, **kwargs):
+        try:
+            full_disk()
+        except OSError:
+            raise AttributeError("'Stream' object has no attribute 'pos'")  # matplotlib's PDF writer after a full disk
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", broken_savefig)
+    line = error_line(main([*EVAL, "--out", str(previous_eval)]), capsys, "eval")
+    assert f"no space left on device while writing {previous_eval}; free space and rerun" in line
+    assert folder_state(tmp_path) == before
+
+
+def test_a_full_disk_while_taking_the_lock_leaves_no_lock(tmp_path, capsys, monkeypatch):
+    from genir_mech import results_directory
+
+    class Full:
+        def __init__(self, fd, mode):
+            os.close(fd)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        write = staticmethod(full_disk)
+
+    monkeypatch.setattr(results_directory.os, "fdopen", Full)
+    line = error_line(main([*EVAL, "--out", str(tmp_path / "eval")]), capsys, "eval")
+    assert f"no space left on device while writing {tmp_path / 'eval.lock'}; free space and rerun" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+class FillingFile:
+    """A file that takes `room` bytes, then fails as a full disk does (after a partial write)."""
+
+    def __init__(self, fh, room: int):
+        self.fh, self.room = fh, room
+
+    def write(self, text: str) -> int:
+        if len(text) > self.room:
+            self.fh.write(text[: self.room])
+            self.fh.flush()
+            full_disk()
+        self.room -= len(text)
+        return self.fh.write(text)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.fh.close()
+        return False
+
+
+@pytest.mark.parametrize("fresh", [True, False], ids=["fresh folder", "over an earlier dataset"])
+def test_a_full_disk_while_writing_a_dataset_leaves_no_truncated_file(fresh, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "data"
+    if not fresh:
+        assert main(["data", "--data", "synthetic:n_docs=30,seed=1,n_pairs=0", "--out", str(out)]) == 0
+        capsys.readouterr()
+    before = folder_state(tmp_path)
+    real_open = Path.open
+
+    def filling_open(self, mode="r", *args, **kwargs):
+        fh = real_open(self, mode, *args, **kwargs)
+        return FillingFile(fh, 500) if "w" in mode and self.name.startswith(".queries.jsonl.") else fh
+
+    monkeypatch.setattr(Path, "open", filling_open)
+    line = error_line(main(["data", "--data", "synthetic:n_docs=40,seed=0", "--out", str(out)]), capsys, "data")
+    assert f"no space left on device while writing {out / 'queries.jsonl'}; free space and rerun" in line
+    assert folder_state(tmp_path) == before and (out.exists() != fresh)
+
+
+def test_a_dataset_written_without_pairs_removes_the_pairs_of_an_earlier_one(tmp_path, capsys):
+    from genir_mech.data.loaders import load_dataset
+    out = tmp_path / "data"
+    assert main(["data", "--data", "synthetic:n_docs=30,seed=1,n_pairs=8", "--out", str(out)]) == 0
+    assert main(["data", "--data", "synthetic:n_docs=30,seed=2,n_pairs=0", "--out", str(out)]) == 0
+    assert not (out / "pairs.jsonl").exists() and load_dataset(str(out)).pairs == []
+    assert sorted(p.name for p in out.iterdir()) == ["documents.jsonl", "queries.jsonl"]

@@ -302,18 +302,50 @@ def load_dataset(spec: str | dict) -> RetrievalDataset:
 
 
 def save_dsi_jsonl(ds: RetrievalDataset, root: str | Path) -> None:
-    """Write `ds` as documents.jsonl + queries.jsonl (+ pairs.jsonl), readable by `load_dsi_jsonl`."""
+    """Write `ds` as documents.jsonl + queries.jsonl (+ pairs.jsonl), readable by `load_dsi_jsonl`.
+
+    Every file is written to a temporary file and moved into place only once all of them are complete, so a
+    full disk or a kill leaves no truncated file (the folder keeps what it held before; a full disk is one
+    GenIRError line naming the file). A pairs.jsonl left by an earlier dataset without pairs is removed.
+    """
+    from contextlib import ExitStack
+
+    from ..provenance import written_atomically
+    from ..results_directory import write_error
+
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    with (root / "documents.jsonl").open("w") as fh:
-        for did, text in ds.documents.items():
-            fh.write(json.dumps({"doc_id": did, "text": text}) + "\n")
-    with (root / "queries.jsonl").open("w") as fh:
+    created = not root.exists()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        error = write_error(exc, root)
+        if error is None:
+            raise
+        raise error from None
+    def queries():
         for q in ds.queries:
             judged = ds.grades[q.query_id]
             target = {"doc_id": next(iter(judged))} if list(judged.values()) == [1] else {"relevance": judged}
-            fh.write(json.dumps({"query_id": q.query_id, "text": q.text, **target, "split": q.split}) + "\n")
-    if ds.pairs:
-        with (root / "pairs.jsonl").open("w") as fh:
-            for p in ds.pairs:
-                fh.write(json.dumps(p) + "\n")
+            yield {"query_id": q.query_id, "text": q.text, **target, "split": q.split}
+
+    files = {"documents.jsonl": ({"doc_id": did, "text": text} for did, text in ds.documents.items()), "queries.jsonl": queries(),
+             **({"pairs.jsonl": iter(ds.pairs)} if ds.pairs else {})}
+    try:
+        with ExitStack() as stack:  # the files are renamed into place when every one is written (in reverse order)
+            tmp = {name: stack.enter_context(written_atomically(root / name)) for name in files}
+            for name, rows in files.items():
+                try:
+                    with tmp[name].open("w", encoding="utf-8") as fh:
+                        for row in rows:
+                            fh.write(json.dumps(row) + "\n")
+                except OSError as exc:  # a full disk: one line naming the file being written
+                    error = write_error(exc, root / name, (tmp[name],))
+                    if error is None:
+                        raise
+                    raise error from None
+    except BaseException:
+        if created and not any(root.iterdir()):
+            root.rmdir()  # the folder this call made, left empty: as if nothing had happened
+        raise
+    if not ds.pairs:
+        (root / "pairs.jsonl").unlink(missing_ok=True)  # load_dsi_jsonl would read another dataset's pairs beside these queries

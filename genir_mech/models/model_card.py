@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..data.loaders import read_utf8
+from ..data.synthetic import SyntheticConfig
 from ..docids import ATOMIC, DOCID_SCHEMES
 from ..errors import GenIRError
 
@@ -25,7 +26,7 @@ FIELD_TYPES = {
     "objective": (str, "a string such as \"dsi\" or \"span\""),
     "base": (str, "a model name (a folder, embedded checkpoint or hub id)"),
     "tokenizer": (str, "a model name (a folder, embedded checkpoint or hub id)"),
-    "data": (str, "a data spec string (synthetic:..., ir_datasets:<id> or a data folder)"),
+    "data": ((str, dict), "a data spec (a string: synthetic:..., ir_datasets:<id> or a data folder; or an object of synthetic corpus options)"),
     "data_meta": (dict, "a JSON object"),
     "data_hash": (str, "a string"),
     "removed_documents": (list, "a list of document ids"),
@@ -43,6 +44,14 @@ def _check_field(path: Path, key: str, value) -> None:
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
     if not isinstance(value, kind):
         raise GenIRError(f"{path}: field {key!r} must be {what}, got {type(value).__name__} {shown}; correct the model card")
+    if key == "data" and isinstance(value, dict):
+        options = SyntheticConfig.__dataclass_fields__
+        for option, number in value.items():
+            if option not in options:
+                raise GenIRError(f"{path}: field 'data': unknown synthetic corpus option {option!r} (options: {', '.join(options)}); correct the model card")
+            if isinstance(number, bool) or not isinstance(number, int):
+                raise GenIRError(f"{path}: field 'data': synthetic corpus option {option!r} must be an integer, got {json.dumps(number)}; "
+                                 "correct the model card")
     if key == "removed_documents":
         bad = [d for d in value if isinstance(d, bool) or not isinstance(d, (str, int))]
         if bad:
@@ -57,7 +66,7 @@ class ModelCard:
     objective: str | None = None  # "span" (pretraining) or "dsi"
     base: str | None = None  # checkpoint this one was initialised from
     tokenizer: str | None = None
-    data: str | None = None  # the data spec it was trained on (genir_mech.data.loaders.load_dataset)
+    data: str | dict | None = None  # the data spec it was trained on (genir_mech.data.loaders.load_dataset: a spec string or synthetic options)
     data_meta: dict = field(default_factory=dict)
     data_hash: str | None = None
     removed_documents: list[str] = field(default_factory=list)  # documents left out of training
