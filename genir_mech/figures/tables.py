@@ -1,14 +1,16 @@
-"""The paper's tables (2-6) built from the tidy result tables, and written as Markdown and LaTeX.
+"""The paper's tables (2-6) built from the tidy result tables and written as Markdown and LaTeX; the numbers a paper quotes as LaTeX macros.
 
     t3 = ablation_table(ablation_df)                         # Table 3: stage x component rows, method x rank-threshold columns
     write_display(t3, "runs/paper/tables/table3", "Stage ablations ...")   # table3.md + table3.tex
     removed_docs_table(swap_summary), vanilla_table(swap_summary)    # the encoder-swap experiments, one row per model x condition
+    write_macros({"RetrievalHitsOne": "0.890"}, "numbers.tex")   # \\newcommand{\\gmRetrievalHitsOne}{0.890}: numbers a paper quotes
 
 Each builder takes the DataFrame an analysis wrote and returns a display
 table; nothing here recomputes an analysis.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -39,6 +41,19 @@ def latex_table(table: pd.DataFrame, caption: str, label: str, index: bool = Tru
             f"\\caption{{{latex_escape(caption)}}}\\label{{{label}}}\n"
             "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"
             f"{body.rstrip()}\n}}\n\\end{{table}}\n")
+
+
+def write_macros(facts: dict[str, str], path: str | Path, prefix: str = "gm") -> Path:
+    """`\\newcommand{\\gmRetrievalHitsOne}{0.890}` for every fact (names: letters only, as LaTeX needs), written atomically."""
+    lines = ["% Written by genir_mech from result tables; do not edit: rerun `make paper`."]
+    for name, value in facts.items():
+        if not re.fullmatch(r"[A-Za-z]+", name):
+            raise ValueError(f"macro name {name!r} must be letters only")
+        lines.append(f"\\newcommand{{\\{prefix}{name}}}{{{latex_escape(value)}}}")
+    path = Path(path)
+    with written_atomically(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def write_display(table: pd.DataFrame, path, caption: str, index: bool = True) -> list[Path]:

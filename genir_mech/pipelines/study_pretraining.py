@@ -27,9 +27,10 @@ import pandas as pd
 
 from ..analyses import paper_reference as paper
 from ..data.loaders import load_dataset
+from ..embedded import checkpoints_folder
 from ..errors import GenIRError
 from ..figures.study import plot_study_profiles
-from ..figures.tables import write_display
+from ..figures.tables import write_display, write_macros
 from ..models.loading import load_genir, load_tokenizer, quiet_weight_loading
 from ..models.model_card import ModelCard
 from ..provenance import package_versions, written_atomically
@@ -38,10 +39,8 @@ from ..training.loop import LoopConfig, seed_everything
 from ..training.train import TrainRequest, initial_model, train_model
 from .ablate import AblateConfig, run_ablate
 from .contributions import ContributionsConfig, run_contributions
-from .demo import EMBEDDED
 from .evaluate import EvalConfig, run_eval
 from .lens import LensConfig, run_lens
-from .report import write_macros
 from .stages import StagesConfig, run_stages
 from .swap import SwapConfig, run_swap
 
@@ -49,6 +48,23 @@ STUDY_DATA = "synthetic:n_docs=1000,seed=0"  # the corpus every embedded checkpo
 MODELS = ("t5-scratch", "t5-span", "bert2bert-minilm", "t5-span-subword")
 ABLATION_METHODS = ("zero", "mean", "cross-model")
 SUMMARY_VERSION = 1  # bump when a model's summary gains or changes fields: older cached ones are recomputed
+
+
+def embedded_span_pair() -> tuple[str, str]:
+    """The study's `t5-span` model: the embedded span-corruption base and the dsi-synth trained from it, as (base, model).
+
+    Both are folders of the checkpoints folder genir_mech.embedded finds (a clone's `checkpoints/`), which training
+    writes into when they are missing; they are named relative to the working folder when they lie below it (run from
+    the clone's root: `checkpoints/dsi-synth`), as the study's records name them.
+    """
+    folder = checkpoints_folder() or Path("checkpoints")
+    cwd = Path.cwd().resolve()
+
+    def named(path: Path) -> str:
+        resolved = path.resolve()
+        return str(resolved.relative_to(cwd)) if resolved.is_relative_to(cwd) else str(path)
+
+    return named(folder / "t5-synth-base"), named(folder / "dsi-synth")
 
 
 @dataclass(frozen=True)
@@ -77,7 +93,7 @@ class StudyModel:
 
 
 def study_models(models_dir: str | Path, data: str = STUDY_DATA) -> dict[str, StudyModel]:
-    """The four models and their train requests; `t5-span` is the embedded checkpoint pair (checkpoints/, paths relative to the repo root)."""
+    """The four models and their train requests; `t5-span` is the embedded checkpoint pair (embedded_span_pair)."""
     d = Path(models_dir)
 
     def loop(epochs, patience, max_minutes=0.0):
@@ -86,10 +102,11 @@ def study_models(models_dir: str | Path, data: str = STUDY_DATA) -> dict[str, St
     def dsi(out, max_minutes, **kw):  # the dsi-synth recipe (checkpoints/README.md)
         return TrainRequest(data, str(out), "dsi", loop=loop(40, 5, max_minutes), **kw)
 
+    span_base, span_model = embedded_span_pair()
     subword_base = TrainRequest(data, str(d / "t5-span-subword-base"), "span", loop=loop(6, 6, 12.0), tokenizer_kind="bpe", vocab_size=1000)
     models = [
         StudyModel("t5-scratch", (dsi(d / "t5-scratch", 45.0),), "T5 trained from a random initialisation"),
-        StudyModel("t5-span", (TrainRequest(data, EMBEDDED["base"], "span", loop=loop(6, 6)), dsi(EMBEDDED["model"], 40.0, base=EMBEDDED["base"])),
+        StudyModel("t5-span", (TrainRequest(data, span_base, "span", loop=loop(6, 6)), dsi(span_model, 40.0, base=span_base)),
                    "T5 fine-tuned from a span-corruption base, word-level tokenizer (the embedded dsi-synth)"),
         StudyModel("bert2bert-minilm", (dsi(d / "bert2bert-minilm", 80.0, init="minilm"),),
                    "BERT2BERT from the pretrained all-MiniLM-L6-v2, WordPiece tokenizer"),
