@@ -14,7 +14,8 @@ data, docids, stage_definition -> models (adapters per family, the standard
 component tree, `run`) -> retrieval (one scorer, rank metrics), training ->
 interventions (one spec, one row-batched executor) -> analyses, patching ->
 figures (from tables only) -> pipelines (one `run_<experiment>` each) ->
-verbs and the `genir-mech` CLI.
+sweeps (experiments from a config file), reporting (REPORT.md and the paper's
+numbers from a finished sweep), verbs and the `genir-mech` CLI.
 
 The names below are the curated public API; they load on first use, so
 `import genir_mech` stays cheap and the package has no import cycles.
@@ -56,12 +57,12 @@ _API = {
     # pipelines
     **{f"run_{name}": f"pipelines.{module}" for name, module in [
         ("eval", "evaluate"), ("contributions", "contributions"), ("lens", "lens"), ("ablate", "ablate"), ("circuit", "circuit"),
-        ("read", "read"), ("stages", "stages"), ("swap", "swap"), ("patch", "patch"), ("attribute", "attribute"),
-        ("decoder_analyses", "decoder_analyses"), ("demo", "demo")]},
+        ("read", "read"), ("stages", "stages"), ("swap", "swap"), ("patch", "patch"), ("attribute", "attribute")]},
     **{f"{name}Config": f"pipelines.{module}" for name, module in [
         ("Eval", "evaluate"), ("Contributions", "contributions"), ("Lens", "lens"), ("Ablate", "ablate"), ("Circuit", "circuit"),
-        ("Read", "read"), ("Stages", "stages"), ("Swap", "swap"), ("Patch", "patch"), ("Attribute", "attribute"),
-        ("DecoderAnalyses", "decoder_analyses"), ("Demo", "demo")]},
+        ("Read", "read"), ("Stages", "stages"), ("Swap", "swap"), ("Patch", "patch"), ("Attribute", "attribute")]},
+    # sweeps: experiments from a config file (the demo is the sweep of examples/paper.yaml)
+    "load_config": "sweep", "run_sweep": "sweep",
 }
 
 __all__ = sorted(_API)

@@ -15,9 +15,9 @@ the record says which run wrote each file), which is how several verbs share one
 results folder. The next run into the same `<out>` reports and deletes a dead
 run's `.partial-*` (never a result) and takes over its stale lock; an `<out>`
 with files but no `COMPLETE.json` (an older genir-mech, or not a results folder)
-is refused, never merged into or deleted. Pipelines called inside another
-pipeline (the demo) write into the outer run's staging folder: one transaction,
-one lock, one move for the outermost `<out>`.
+is refused, never merged into or deleted. A pipeline called inside another
+pipeline writes into the outer run's staging folder: one transaction, one
+lock, one move for the outermost `<out>`.
 """
 from __future__ import annotations
 

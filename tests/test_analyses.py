@@ -16,7 +16,11 @@ from genir_mech.cli import main
 from genir_mech.errors import GenIRError
 from genir_mech.models.components import Site
 from genir_mech.models.execution import run
-from genir_mech.pipelines.decoder_analyses import DecoderAnalysesConfig, run_decoder_analyses
+from genir_mech.pipelines.ablate import AblateConfig, run_ablate
+from genir_mech.pipelines.circuit import CircuitConfig, run_circuit
+from genir_mech.pipelines.contributions import ContributionsConfig, run_contributions
+from genir_mech.pipelines.lens import LensConfig, run_lens
+from genir_mech.pipelines.read import ReadConfig, run_read
 from genir_mech.pipelines.rendering import redraw
 from genir_mech.testing import planted_cross_attention, tiny_genir, toy_queries, toy_tokenizer
 from genir_mech.provenance import write_table
@@ -249,12 +253,19 @@ def test_paper_circuit_and_spec_agree_and_count_components(planted):
 # -- pipeline, figures, verbs -----------------------------------------------------------------------
 
 
-def test_paper_pipeline_writes_tables_figures_and_report(planted, tmp_path):
+def test_the_decoder_analyses_share_one_results_folder(planted, tmp_path):
+    """The paper's decoder analyses (contributions, logit lens, ablations, circuit, reading) run one after the other into
+    one folder, as the verbs do: each adds its tables and figures to the complete result."""
     gm, _, _ = planted
     _, dataset = toy_tokenizer(len(gm.docids), 0)
-    summary = run_decoder_analyses(gm, dataset, tmp_path, DecoderAnalysesConfig(stages="early=0-1,planted=2-3,late=4-5"), progress=False)
+    stages = "early=0-1,planted=2-3,late=4-5"
+    made = {}
+    for run_experiment, config in ((run_contributions, ContributionsConfig(stages=stages)), (run_lens, LensConfig(stages=stages)),
+                                   (run_ablate, AblateConfig(stages=stages, per_layer=True)), (run_circuit, CircuitConfig(stages=stages)),
+                                   (run_read, ReadConfig(stages=stages))):
+        made.update(run_experiment(gm, dataset, tmp_path, config, progress=False)["figures"])
     for key in ("fig3", "fig4", "fig5", "table3", "table4", "table5", "table6"):
-        assert key in summary, key
+        assert key in made, key
     for name in ("contributions", "lens", "lens_heads", "ablation", "layer_ablation", "circuit", "reading", "reading_by_stage"):
         assert (tmp_path / f"{name}.csv").exists() and (tmp_path / f"{name}.provenance.json").exists()
     table3 = (tmp_path / "tables" / "table3_ablation.md").read_text()

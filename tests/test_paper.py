@@ -1,11 +1,15 @@
-"""The paper and every generated LaTeX table compile with a LaTeX engine; its numbers are macros the pipelines write.
+"""The paper and every generated LaTeX table compile with a LaTeX engine; its numbers are macros the report writes.
 
-A demo run on a tiny planted model writes every display table, numbers.tex and the figures;
-each table is compiled alone with the paper's preamble, then paper/main.tex against those results.
+The paper example (examples/paper.yaml, edited as `genir-mech demo` edits it) runs as a sweep on a tiny model with
+planted cross-attention and sizes cut down, then its report: every display table, numbers.tex and the figures, in
+the folders `make paper` reads (`<results>/demo/dsi/<experiment>/`, `<results>/demo/numbers.tex`, `<results>/bench/`).
+Each table is compiled alone with the paper's preamble, then paper/main.tex against those results.
 Skips, saying so, only when no LaTeX engine is installed (`make tex` or paper/install_tex.sh installs one).
 """
 from __future__ import annotations
 
+import argparse
+import json
 import re
 import shutil
 import subprocess
@@ -14,17 +18,23 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from genir_mech.figures.tables import latex_table, latex_escape
-from genir_mech.pipelines.benchmarks import benchmark_facts, markdown_tables, write_benchmark_inputs
-from genir_mech.pipelines.demo import DemoConfig, run_demo
-from genir_mech.pipelines.report import write_macros
-from genir_mech.testing import planted_cross_attention, tiny_genir, toy_tokenizer
 from genir_mech.data.corpus import RetrievalDataset
+from genir_mech.data.loaders import save_dsi_jsonl
+from genir_mech.embedded import example_config
+from genir_mech.figures.tables import latex_escape, latex_table, write_macros
+from genir_mech.reporting.benchmarks import benchmark_facts, markdown_tables, write_benchmark_inputs
+from genir_mech.reporting.report import paper_report
+from genir_mech.reporting.results import SweepResults
+from genir_mech.sweep import load_config, run_sweep
+from genir_mech.testing import planted_cross_attention, tiny_genir, toy_tokenizer
+from genir_mech.verbs.demo import paper_example
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "paper"
 ENGINE = shutil.which("pdflatex")
 needs_tex = pytest.mark.skipif(ENGINE is None, reason="no LaTeX engine: pdflatex is not installed (run `make tex`, i.e. paper/install_tex.sh)")
+# the example's sizes cut down for a tiny model, wherever the example sets them
+SMALL = {"max_queries": 6, "n_pairs": 3, "bootstrap": 2, "n_boot": 10, "verify_top_k": 2, "examples": 2}
 
 
 def _compile(tex: Path, results: Path | None = None) -> subprocess.CompletedProcess:
@@ -34,18 +44,53 @@ def _compile(tex: Path, results: Path | None = None) -> subprocess.CompletedProc
                           cwd=tex.parent, capture_output=True, text=True, timeout=300)
 
 
-@pytest.fixture(scope="module")
-def results(tmp_path_factory) -> Path:
-    """A demo run on a tiny model with planted cross-attention, plus the benchmark tables: every generated input of the paper."""
-    out = tmp_path_factory.mktemp("paper") / "results"
+def tiny_paper_sweep(root: Path, out: Path, patch_targets: tuple[str, ...] = ("component", "head")):
+    """The paper example as `genir-mech demo` runs it, on a tiny model with planted cross-attention saved under `root`
+    (data: the toy corpus with each query's relevant document set to the model's own first choice, so every query is
+    correct), with SMALL sizes; the model is its own base and has no removed-documents variant. Returns (config, manifest)."""
     gm = planted_cross_attention(tiny_genir(decoder_layers=6), [2, 3])
     ds = toy_tokenizer(len(gm.docids), 0)[1]
     top = gm.docids.scores(gm.logits(gm.batch([q.text for q in ds.queries]))).argmax(1).tolist()
-    dataset = RetrievalDataset(ds.documents, ds.queries, {q.query_id: {gm.docids.doc_ids[j]} for q, j in zip(ds.queries, top)}, ds.pairs, ds.meta)
-    config = DemoConfig(max_queries=6, n_pairs=3, bootstrap=2, n_boot=10, verify_top_k=2, all_pairs=True)
-    run_demo(gm, dataset, out, config, base=planted_cross_attention(tiny_genir(decoder_layers=6), [2, 3]), progress=False)
-    write_benchmark_inputs(ROOT / "bench" / "results", out / "bench")
-    return out
+    save_dsi_jsonl(RetrievalDataset(ds.documents, ds.queries, {q.query_id: {gm.docids.doc_ids[j]} for q, j in zip(ds.queries, top)}, ds.pairs, ds.meta),
+                   root / "data")
+    model = root / "tiny-planted"
+    gm.hf_model.save_pretrained(model)
+    gm.tokenizer.save_pretrained(model)
+    (model / "model_card.json").write_text(json.dumps({"data": str(root / "data")}))
+    options = argparse.Namespace(model=str(model), revision=None, base=str(model), variants=[], device="cpu", dtype="float32",
+                                 max_queries=SMALL["max_queries"], n_pairs=SMALL["n_pairs"])
+    demo = paper_example(options)
+
+    def small(raw: dict) -> dict:
+        raw = {**demo(raw), "threads": 1}
+        experiments = []
+        for exp in raw["experiments"]:
+            exp = {**exp, **{k: v for k, v in SMALL.items() if k in exp}}
+            if exp["run"] in ("patch", "attribute"):
+                exp["all_pairs"] = True  # the tiny model need not get a pair right
+            if exp["run"] == "patch":
+                exp["target"] = list(patch_targets)
+            experiments.append(exp)
+        return {**raw, "experiments": experiments}
+
+    config = load_config(example_config("paper.yaml"), out=out, edit=small)
+    return config, run_sweep(config, progress=False)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """The tiny paper sweep with its report, plus the benchmark tables: every generated input of the paper under `results`."""
+    root = tmp_path_factory.mktemp("paper")
+    results = root / "results"
+    config, manifest = tiny_paper_sweep(root, results / "demo")
+    paper_report(config, manifest)
+    write_benchmark_inputs(ROOT / "bench" / "results", results / "bench")
+    return config, manifest, results
+
+
+@pytest.fixture(scope="module")
+def results(sweep) -> Path:
+    return sweep[2]
 
 
 def test_captions_and_cells_are_escaped():
@@ -73,7 +118,7 @@ def test_benchmark_numbers_are_read_from_the_benchmark_tables():
 
 
 def test_the_demo_writes_a_report_in_sentences_and_the_paper_numbers(results):
-    report = (results / "REPORT.md").read_text()
+    report = (results / "demo" / "REPORT.md").read_text()
     assert "{" not in report.split("```")[0] + report.split("```")[-1], "a raw JSON dict in REPORT.md"
     assert "Hits@1" in report and "Spearman" in report
     for line in report.splitlines():
@@ -81,7 +126,13 @@ def test_the_demo_writes_a_report_in_sentences_and_the_paper_numbers(results):
             # every figure has a caption sentence two lines above it
             previous = report.splitlines()[report.splitlines().index(line) - 2]
             assert previous.endswith(".") and not previous.startswith(("!", "|", "#")), line
-    numbers = (results / "numbers.tex").read_text()
+    # every experiment's figures, linked into its folder of the sweep
+    images = {line[2:].split("]", 1)[0]: line.split("](", 1)[1].rstrip(")") for line in report.splitlines() if line.startswith("![")}
+    assert {"retrieval_ranks", "stages", "fig3_contributions", "fig4_logit_lens", "ablation", "layer_ablation", "circuit", "fig5_reading",
+            "swap", "component", "head", "attribution_heads"} <= set(images), sorted(images)
+    assert all((results / "demo" / image).is_file() for image in images.values()), images
+    assert images["head"] == "dsi/patch/head/figures/head.png"
+    numbers = (results / "demo" / "numbers.tex").read_text()
     used = set(re.findall(r"\\gm\{(\w+)\}", (PAPER / "main.tex").read_text()))
     defined = set(re.findall(r"\\newcommand\{\\gm(\w+)\}", numbers))
     assert used and {"RetrievalHitsOne", "StagesFound", "CrossRatioFirst", "AtPSpearman"} <= defined
@@ -128,20 +179,50 @@ def test_the_paper_compiles_with_generated_numbers_figures_and_tables(results, t
     # the tiny demo has no removed-documents variant, and its lens need not reach rank 1: only those numbers may be missing
     missing = set(re.findall(r"no number gm(\w+)", log))
     assert missing <= {"SwapRemovedHits", "SwapRemovedMRR", "SwapRemovedDocs", "LensFirstRankOneLayer"}, missing
-    assert {m.rstrip(".") for m in re.findall(r"missing result (\S+)", log)} <= {"swap/tables/table2_swap_removed_docs.tex"}
+    assert {m.rstrip(".") for m in re.findall(r"missing result (\S+)", log)} <= {REMOVED_DOCS_TABLE}
 
 
-def test_report_tables_are_found_in_both_layouts_and_formats(tmp_path):
-    """run_demo keeps the decoder tables in decoder/; a sweep gives each experiment its folder under the model's folder
-    and writes long tables as Parquet: the report reads its numbers from either, never from a staging folder."""
-    from genir_mech.pipelines.report import _table
-    table = pd.DataFrame({"layer": [0, 1], "value": [0.5, 0.25]})
-    (tmp_path / "demo" / "decoder").mkdir(parents=True)
-    table.to_csv(tmp_path / "demo" / "decoder" / "contributions.csv", index=False)
-    (tmp_path / "sweep" / "dsi" / "lens").mkdir(parents=True)
-    table.to_parquet(tmp_path / "sweep" / "dsi" / "lens" / "lens.parquet")
-    (tmp_path / "sweep" / "dsi" / "ablate.partial-7").mkdir(parents=True)
-    table.to_csv(tmp_path / "sweep" / "dsi" / "ablate.partial-7" / "ablation.csv", index=False)
-    assert _table(tmp_path / "demo", "contributions").equals(table)
-    assert _table(tmp_path / "sweep" / "dsi", "lens").equals(table)
-    assert _table(tmp_path / "sweep" / "dsi", "ablation") is None
+REMOVED_DOCS_TABLE = "demo/dsi/swap/tables/table2_swap_removed_docs.tex"  # needs a removed-documents variant, which the tiny sweep has not
+
+
+def test_every_result_the_paper_includes_is_in_the_demo_sweeps_folders(results):
+    """main.tex includes its figures and tables from the folders the demo's sweep writes (`demo/<model>/<experiment>/`)
+    and the benchmark tables; the pretraining study's from its committed folder."""
+    tex = (PAPER / "main.tex").read_text()
+    included = re.findall(r"\\result(?:figure(?:\[[^]]*\])?|input)\{([^}]+)\}", tex)
+    numbers = re.findall(r"\\numbersfile\{([^}]+)\}", tex)
+    assert included and numbers == ["demo/numbers.tex", "bench/numbers.tex"]
+    missing = [p for p in included + numbers if not (results / p).is_file() and not (PAPER / "pretraining-study" / p).is_file()]
+    assert missing == [REMOVED_DOCS_TABLE], missing
+    assert all(p.startswith(("demo/dsi/", "bench/")) for p in included if not (PAPER / "pretraining-study" / p).is_file()), included
+
+
+def test_the_report_reads_each_table_from_its_experiments_folder(sweep):
+    """The stage localiser also writes a contributions table: the report's contribution numbers come from the
+    contributions experiment's folder only, and are left out when that experiment did not finish."""
+    config, manifest, _ = sweep
+    from genir_mech.reporting.facts import demo_facts
+    results = SweepResults.of(manifest, "dsi")
+    assert results.folder("contributions") == config.out / "dsi" / "contributions"
+    assert (config.out / "dsi" / "stages" / "contributions.csv").is_file() or (config.out / "dsi" / "stages" / "contributions.parquet").is_file()
+    assert "CrossRatioFirst" in demo_facts(results)
+    failed = {**manifest["units"], "dsi/contributions": {**manifest["units"]["dsi/contributions"], "status": "failed", "reason": "boom"}}
+    broken = SweepResults.of({**manifest, "units": failed}, "dsi")
+    assert broken.table("contributions", "contributions") is None and "CrossRatioFirst" not in demo_facts(broken)
+    assert broken.not_run() == {"contributions": "failed: boom"}
+    assert set(results.patching()) == {"component", "head"} and results.figure("patch", "head").endswith("patch/head/figures/head.png")
+
+
+def test_the_report_loads_no_model_weights(sweep, monkeypatch):
+    """The report takes the model's shape from its config and its docids from its tokenizer: no weights are loaded."""
+    import genir_mech.models.loading as loading
+    config, manifest, results = sweep
+    before = (results / "demo" / "numbers.tex").read_bytes()
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("the report loaded a model")
+
+    monkeypatch.setattr(loading, "load_genir", no_weights)
+    monkeypatch.setattr(loading, "_load", no_weights)
+    assert paper_report(config, manifest) == results / "demo" / "REPORT.md"
+    assert (results / "demo" / "numbers.tex").read_bytes() == before

@@ -1,4 +1,5 @@
-"""Pipelines: each writes its tables with provenance and draws its figures; redraw finds them again; the demo runs without the CLI."""
+"""Pipelines: each writes its tables with provenance and draws its figures; redraw finds them again; the demo (the paper
+example as a sweep) runs without the CLI."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +13,6 @@ from genir_mech.pipelines.ablate import AblateConfig, run_ablate
 from genir_mech.pipelines.attribute import AttributeConfig, run_attribute
 from genir_mech.pipelines.circuit import CircuitConfig, run_circuit
 from genir_mech.pipelines.contributions import ContributionsConfig, run_contributions
-from genir_mech.pipelines.demo import DemoConfig, run_demo
 from genir_mech.pipelines.evaluate import EvalConfig, run_eval
 from genir_mech.pipelines.lens import LensConfig, run_lens
 from genir_mech.pipelines.patch import PatchConfig, run_patch
@@ -20,6 +20,7 @@ from genir_mech.pipelines.read import ReadConfig, run_read
 from genir_mech.pipelines.rendering import redraw
 from genir_mech.pipelines.stages import StagesConfig, run_stages
 from genir_mech.pipelines.swap import SwapConfig, run_swap
+from genir_mech.provenance import table_file
 from genir_mech.stage_definition import StageWarning
 from genir_mech.testing import planted_cross_attention, tiny_genir, toy_tokenizer
 
@@ -112,15 +113,23 @@ def test_missing_stages_fall_back_to_even_thirds_with_one_warning(gm, dataset, t
     assert summary["main_source"]
 
 
-def test_demo_runs_pipelines_without_a_command_line(gm, dataset, tmp_path, monkeypatch):
+def test_the_demo_runs_as_a_sweep_without_a_command_line(tmp_path, monkeypatch):
+    """The demo is the sweep of the paper example (what `genir-mech demo` runs) and its report, through the Python API."""
+    from genir_mech.reporting.report import paper_report
+    from test_paper import tiny_paper_sweep  # noqa: E402  (tests/ is on sys.path: one tiny paper sweep)
+
     def no_parser(*args, **kwargs):
         raise AssertionError("the demo built a command-line parser")
 
     monkeypatch.setattr(argparse.ArgumentParser, "__init__", no_parser)
-    config = DemoConfig(max_queries=6, n_pairs=3, bootstrap=2, n_boot=10, verify_top_k=2, patch_targets=("component",), all_pairs=True)
-    summary = run_demo(gm, dataset, tmp_path, config, base=_model(), progress=False)
-    report = (tmp_path / "REPORT.md").read_text()
-    assert summary["report"] == str(tmp_path / "REPORT.md") and "## Encoder swap" in report and "Spearman" in report
-    for path in ("retrieval/per_query.csv", "stages/stages.json", "decoder/decoder_analyses.md", "decoder/figures/fig3_contributions.png",
-                 "swap/figures/swap.png", "patching/figures/component.png", "patching/figures/attribution_heads.png"):
-        assert (tmp_path / path).stat().st_size > 0, path
+    config, manifest = tiny_paper_sweep(tmp_path, tmp_path / "demo", patch_targets=("component",))
+    assert manifest["failed"] == [] and manifest["skipped"] == []
+    report = paper_report(config, manifest)
+    text = report.read_text()
+    assert report == tmp_path / "demo" / "REPORT.md" and "## Encoder swap" in text and "Spearman" in text
+    model = tmp_path / "demo" / "dsi"  # the sweep's layout: <out>/<model>/<experiment>[/<target>]/
+    for path in ("stages/stages.json", "contributions/figures/fig3_contributions.png", "ablate/tables/table3_ablation.tex",
+                 "swap/figures/swap.png", "patch/component/figures/component.png", "attribute/figures/attribution_heads.png",
+                 "contributions/figures/fig3_contributions.pdf"):
+        assert (model / path).stat().st_size > 0, path
+    assert table_file(model / "eval" / "per_query") is not None and (model / "eval" / "COMPLETE.json").is_file()

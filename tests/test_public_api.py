@@ -10,7 +10,7 @@ import pytest
 import genir_mech
 
 CORE = ["load_genir", "GenIRModel", "Site", "run", "QueryBatch", "RunResult", "InterventionSpec", "Intervention",
-        "InterventionExecutor", "evaluate", "run_ablate", "run_patch", "run_demo"]
+        "InterventionExecutor", "evaluate", "run_ablate", "run_patch", "run_sweep"]
 
 
 @pytest.mark.parametrize("name", genir_mech.__all__)

@@ -26,8 +26,4 @@ the outer run's folder).
     swap              run_swap              encoder swap, Table 2
     patch             run_patch             activation patching heatmaps
     attribute         run_attribute         attribution patching (AtP, AtP*) heatmaps, exact verification
-    decoder_analyses  run_decoder_analyses  contributions + lens + ablate + circuit + read on one query set, report
-    demo              run_demo              all of the above on the embedded checkpoints
-    report            write_report          the demo's REPORT.md (findings in sentences) and numbers.tex (the paper's macros)
-    benchmarks        write_benchmark_inputs  bench/results/*.md as LaTeX tables and macros for paper/main.tex
 """

@@ -11,7 +11,6 @@
     caches      models loaded once per process; correct-query lists and kept pairs cached on disk by content hash
     runner      the lock, the record of finished units, running them here, SWEEP.json
     ray_backend the same units as Ray actor tasks (optional extra `ray`)
-    report      REPORT.md of the paper example (what `genir-mech demo` writes)
 """
 from .config import SweepConfig, load_config
 from .runner import dry_run, run_sweep

@@ -143,6 +143,9 @@ def dry_run(config: SweepConfig) -> str:
 def run_sweep(config: SweepConfig, *, backend: str = "local", workers: int = 2, progress: bool = True, log: str | Path | None = None) -> dict:
     """Run every unit not yet done (in this process, or on Ray), then write `<out>/SWEEP.json`; returns its content.
 
+        manifest = run_sweep(load_config("examples/paper.yaml"))       # rerun to resume: finished units are skipped
+        manifest["units"]["dsi/ablate"]["summary"], manifest["failed"]
+
     A failed unit does not stop the others (module docstring); `manifest["failed"]` lists the failed units."""
     if backend not in BACKENDS:
         raise GenIRError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")

@@ -53,8 +53,8 @@ def handler(args):
     import time
 
     from ..embedded import example_config
-    from ..sweep import load_config, run_sweep  # pydantic, torch and nnsight: only once the arguments are valid
-    from ..sweep.report import paper_report
+    from ..reporting.report import paper_report  # pydantic, torch and nnsight: only once the arguments are valid
+    from ..sweep import load_config, run_sweep
     from ..sweep.runner import fail_if_any_failed, unit_lines
 
     example = example_config(EXAMPLE)

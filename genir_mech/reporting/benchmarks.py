@@ -1,6 +1,6 @@
 """The benchmark results (bench/results/*.md, written by `make bench`) as LaTeX tables and macros for the paper.
 
-    python -m genir_mech.pipelines.benchmarks bench/results paper/results/bench
+    python -m genir_mech.reporting.benchmarks bench/results paper/results/bench
     tables = markdown_tables(Path("bench/results/table3.md"))      # [(section heading, DataFrame), ...]
 
 Each Markdown pipe table of a benchmark file becomes `<file>_<n>.tex` (a
@@ -17,8 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import GenIRError
-from ..figures.tables import latex_table
-from .report import write_macros
+from ..figures.tables import latex_table, write_macros
 
 
 def markdown_tables(path: Path) -> list[tuple[str, pd.DataFrame]]:
@@ -99,6 +98,6 @@ def write_benchmark_inputs(results: str | Path, out: str | Path) -> list[Path]:
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
-        sys.exit("usage: python -m genir_mech.pipelines.benchmarks BENCH_RESULTS_DIR OUT_DIR")
+        sys.exit("usage: python -m genir_mech.reporting.benchmarks BENCH_RESULTS_DIR OUT_DIR")
     for written_path in write_benchmark_inputs(sys.argv[1], sys.argv[2]):
         print(written_path)
