@@ -574,3 +574,48 @@ def _docid_alphabets(gm: GenIRModel, n_docs: int) -> tuple[list[int], list[int]]
         raise GenIRError(f"{n_docs} two-token docids need {n_first + side} docid tokens; the toy tokenizer has {len(tokens)}")
     return tokens[:n_first], tokens[n_first : n_first + side]
 
+
+
+# -- a planted needle-copying head (retrieval heads) ------------------------------------------------
+
+COPY_HEAD = (1, 2)  # (layer, head) of `planted_copy_model`'s copying head
+
+
+def copy_vocabulary(gm: GenIRModel) -> list[str]:
+    """200 plain words of the toy tokenizer, sorted: the first is the needle's answer of `planted_copy_model`, the rest haystack."""
+    return sorted(w for w in gm.tokenizer.get_vocab() if w.isalpha() and len(w) > 3)[:200]
+
+
+@torch.no_grad()
+def planted_copy_model(family: str = "llama") -> tuple[GenIRModel, list[str]]:
+    """A tiny two-layer decoder-only model (`family` llama or gpt2) whose head COPY_HEAD attends from every position to the
+    marked answer word and writes it to the logits: a perfect copying (retrieval) head; returns (model, `copy_vocabulary`).
+
+    Example:
+        >>> gm, vocab = planted_copy_model("gpt2")
+        >>> retrieval_scores(gm, copy_needle_trials(vocab)).scores    # COPY_HEAD scores 1, every other head 0
+    """
+    factories = {"llama": lambda: tiny_llama_genir(layers=2, num_kv_heads=4), "gpt2": lambda: tiny_gpt2_genir(layers=2)}
+    if family not in factories:
+        raise GenIRError(f"planted_copy_model builds {', '.join(factories)} models, not {family!r}")
+    gm = factories[family]()
+    vocab = copy_vocabulary(gm)
+    mark_tokens(gm, [gm.tokenizer.convert_tokens_to_ids(vocab[0])], dim=0, amount=6.0)
+    gm.hf_model.get_input_embeddings().weight[:, 1] = 3.0  # every token carries dimension 1: a constant query
+    plant_attention_head(gm, *COPY_HEAD, query_dim=1, key_dim=0, copy=True, blind_dims=(0, 1))
+    return gm, vocab
+
+
+def copy_needle_trials(vocab: list[str], n: int = 12, seed: int = 0, context: int = 100):
+    """`n` NIAH trials for `planted_copy_model`: `context` haystack words with the needle "<word> <answer> <word>" at a random depth;
+    the answer is vocab[0], the one word the planted head copies."""
+    from .data.niah import NiahTrial
+
+    rng, marked, trials = random.Random(seed), vocab[0], []
+    for i in range(n):
+        hay = [rng.choice(vocab[1:]) for _ in range(context)]
+        needle = " ".join([rng.choice(vocab[1:]), marked, rng.choice(vocab[1:])])
+        at = rng.randrange(5, context - 5)
+        prompt = " ".join(hay[:at] + [needle] + hay[at:])
+        trials.append(NiahTrial(f"t{i}", context, at / context, prompt, marked, needle, "q"))
+    return trials

@@ -3,20 +3,29 @@
     trials = niah_trials(NiahConfig(lengths=(256, 512)))       # genir_mech.data.niah, or load_niah(path)
     result = retrieval_scores(lm, trials, batch_size=16)
     result.scores          # tidy: layer, head, retrieval_score, n_successful, is_retrieval_head
-    result.trials          # tidy: trial_id, context_length, depth, generated, rouge1_recall, success
+    result.trials          # tidy: trial_id, context_length, depth, answer_tokens, generated, rouge1_recall, success
 
-During greedy decoding of the answer, a head scores a step when its
-most-attended position lies inside the needle and holds the token being
-generated; a trial's score is the count divided by the needle's length in
-tokens; a head's retrieval score is the mean over successful trials (answer
-ROUGE-1 recall > 0.5), and it is a retrieval head at >= 0.1.
+The score as the reference code (retrieval_head_detection.py) defines it:
+the answer is decoded greedily, one token per step, after a prefill of the
+prompt without its last token; at each step a head scores a hit when its
+most-attended position (top-1 of the step's attention row) lies inside the
+answer's span in the needle and holds the token being generated. A trial's
+score is hits / the answer's length in tokens (the reference's
+`real_needle`: here the code words "w1 w2 w3", not the whole needle "the
+access code of X is w1 w2 w3 ."), so a head that copies the whole answer
+scores 1 (a model that copies from the answer again after it counts again,
+as in the reference, and can score above 1). A head's retrieval score is its mean over the successful trials
+(answer ROUGE-1 recall > 0.5); it is a retrieval head at >= 0.1.
 
 Unlike the reference code: trials run in batches (left-padded, one KV-cached
-decoding loop), layer and head counts come from the config, the needle span
-is located by character offsets and checked (data.niah.needle_token_span) (a needle that tokenizes
-differently inside the haystack is refused, not silently mis-scored), and
-when no trial succeeds the scores are NaN with a warning rather than an
-empty table or zeros.
+decoding loop), layer and head counts come from the config, the answer's
+span is located by character offsets inside the needle (the reference takes
+the first window whose token set overlaps the answer's by > 90%) and checked:
+a needle or answer that tokenizes differently inside the haystack is refused,
+not silently mis-scored. Decoding stops at the end-of-sequence token or after
+the answer's length plus two tokens (the reference: 50 tokens or a newline).
+When no trial succeeds the scores are NaN with a warning rather than an empty
+table or zeros.
 """
 from __future__ import annotations
 
@@ -31,7 +40,7 @@ from tqdm.auto import tqdm
 from ..errors import GenIRError
 from .decoding import decode_answers
 from ..data.niah import NiahTrial, needle_token_span
-from .prompts import pad_offsets, prompt_batch
+from .prompts import pad_offsets, prompt_batch, token_span
 
 RETRIEVAL_THRESHOLD = 0.1  # Wu et al.: a retrieval head scores at least 0.1
 SUCCESS_RECALL = 0.5  # a trial counts when the answer's ROUGE-1 recall exceeds this
@@ -46,7 +55,7 @@ class RetrievalScores:
     """Per-head retrieval scores and per-trial outcomes of one sweep."""
 
     scores: pd.DataFrame  # layer, head, retrieval_score, n_successful, is_retrieval_head
-    trials: pd.DataFrame  # trial_id, context_length, depth, answer, generated, rouge1_recall, success, exact_match
+    trials: pd.DataFrame  # trial_id, context_length, depth, answer, answer_tokens, generated, rouge1_recall, success, exact_match
     per_trial: torch.Tensor  # (trials, L, H) each trial's score (successful or not)
 
     @property
@@ -91,11 +100,29 @@ def answer_budget(tokenizer, trials: list[NiahTrial], extra: int = 2) -> int:
     return max(len(tokenizer(t.answer, add_special_tokens=False)["input_ids"]) for t in trials) + extra
 
 
+def answer_token_span(tokenizer, trial: NiahTrial) -> tuple[int, int]:
+    """[start, end) of the answer inside the needle, over the prompt's tokens (no special tokens): what a retrieval head copies.
+
+    GenIRError naming the trial when the answer is not part of the needle, or when the needle or the answer
+    tokenizes differently inside the prompt than on its own.
+    """
+    needle_start, needle_end = needle_token_span(tokenizer, trial, add_special_tokens=False)
+    at = trial.needle.find(trial.answer) if trial.answer else -1
+    if at < 0:
+        raise GenIRError(f"trial {trial.trial_id}: the answer {trial.answer!r} is not part of the needle {trial.needle!r}; "
+                         "the retrieval score counts copies of the answer from the needle")
+    start, end = token_span(tokenizer, trial.prompt, trial.answer, what=f"answer of trial {trial.trial_id}",
+                            start_char=trial.prompt.index(trial.needle) + at)
+    if start < needle_start or end > needle_end:
+        raise GenIRError(f"trial {trial.trial_id}: the answer's tokens {start}-{end} lie outside the needle's {needle_start}-{needle_end}")
+    return start, end
+
+
 def step_hits(top_positions: torch.Tensor, live: torch.Tensor, tokens: torch.Tensor, sequence: torch.Tensor, spans: torch.Tensor) -> torch.Tensor:
-    """(B, L, H) count of steps where a head's most-attended column is inside the needle and holds the generated token.
+    """(B, L, H) count of steps where a head's most-attended column is inside the answer's span and holds the generated token.
 
     top_positions (B, S, L, H) columns of the padded sequence; live (B, S); tokens (B, S) generated at each step;
-    sequence (B, T) the prompt ids (padded); spans (B, 2) the needle's [start, end) columns.
+    sequence (B, T) the prompt ids (padded); spans (B, 2) the answer's [start, end) columns.
     """
     b, s, n_layers, n_heads = top_positions.shape
     flat = top_positions.reshape(b, -1).clamp(max=sequence.shape[1] - 1)
@@ -118,18 +145,18 @@ def retrieval_scores(gm, trials: list[NiahTrial], batch_size: int = 16, attentio
     bar = tqdm(total=len(trials), desc="retrieval score", unit="trial", disable=not progress, leave=False)
     for start in range(0, len(order), batch_size):
         chunk = [trials[i] for i in order[start:start + batch_size]]
-        spans = torch.tensor([needle_token_span(gm.tokenizer, t, add_special_tokens=False) for t in chunk])
+        spans = torch.tensor([answer_token_span(gm.tokenizer, t) for t in chunk])
         batch = prompt_batch(gm, [t.prompt for t in chunk], reserve=budget, names=[t.trial_id for t in chunk])
         spans = (spans + pad_offsets(batch).cpu()[:, None]).to(gm.device)
         out = decode_answers(gm, batch, budget, attention=attention)
         hits = step_hits(out.top_positions, out.live, out.tokens, batch.input_ids, spans)
         length = (spans[:, 1] - spans[:, 0]).clamp_min(1)
         scores = (hits.float() / length[:, None, None]).cpu()
-        for trial, index, text, score in zip(chunk, order[start:start + batch_size], out.texts(gm.tokenizer), scores):
+        for trial, index, text, score, n in zip(chunk, order[start:start + batch_size], out.texts(gm.tokenizer), scores, length.tolist()):
             per_trial[index] = score
             recall = rouge1_recall(trial.answer, text)
             rows.append({"trial_id": trial.trial_id, "context_length": trial.context_length, "depth": trial.depth, "answer": trial.answer,
-                         "generated": text, "rouge1_recall": recall, "success": recall > SUCCESS_RECALL,
+                         "answer_tokens": int(n), "generated": text, "rouge1_recall": recall, "success": recall > SUCCESS_RECALL,
                          "exact_match": words(text) == words(trial.answer), "_index": index})
         bar.update(len(chunk))
     bar.close()
