@@ -487,3 +487,64 @@ def test_a_dataset_written_without_pairs_removes_the_pairs_of_an_earlier_one(tmp
     assert main(["data", "--data", "synthetic:n_docs=30,seed=2,n_pairs=0", "--out", str(out)]) == 0
     assert not (out / "pairs.jsonl").exists() and load_dataset(str(out)).pairs == []
     assert sorted(p.name for p in out.iterdir()) == ["documents.jsonl", "queries.jsonl"]
+
+
+# -- 8. --max-query-tokens beyond the model or the memory ------------------------------------------------------------
+
+
+def long_query_data(root: Path, words: int) -> Path:
+    root.mkdir()
+    (root / "documents.jsonl").write_text("".join(json.dumps({"doc_id": i, "text": f"document {i}"}) + "\n" for i in range(3)))
+    (root / "queries.jsonl").write_text(json.dumps({"query_id": "long", "text": "who founded zorblax " * (words // 3), "doc_id": 0}) + "\n"
+                                        + json.dumps({"query_id": "short", "text": "who founded zorblax", "doc_id": 1}) + "\n")
+    return root
+
+
+def test_a_huge_max_query_tokens_on_a_model_without_a_position_limit_is_refused_by_its_memory(tmp_path, capsys, monkeypatch):
+    from genir_mech.models import capacity, genir_model
+    monkeypatch.setattr(genir_model, "available_memory", lambda device=None: 320 * 2**20)  # the same answer on every machine
+    data = long_query_data(tmp_path / "long", 24000)
+    argv = ["eval", "--model", "dsi-synth", "--data", str(data), "--beams", "0", "--max-query-tokens", "100000000", "--out", str(tmp_path / "out")]
+    line = error_line(main(argv), capsys, "eval")
+    from genir_mech.models.loading import load_genir
+    gm = load_genir("dsi-synth")
+    fits = capacity.max_fitting_length(gm, 2, capacity.SHARE * 320 * 2**20)
+    assert capacity.batch_bytes(gm, 2, fits) <= capacity.SHARE * 320 * 2**20 < capacity.batch_bytes(gm, 2, fits + 1)
+    assert (f"2 queries of 24001 tokens need about {capacity.batch_bytes(gm, 2, 24001) / 2**30:.1f} GiB for one forward pass, more than the 0.2 GiB "
+            f"it may take of the 0.3 GiB available; lower max_query_tokens (CLI: --max-query-tokens, now 100000000) to at most {fits}") in line
+    assert not (tmp_path / "out").exists()
+    # what it suggests runs (the long query cut, with the usual warning)
+    argv[argv.index("100000000")] = str(fits)
+    assert main(argv) == 0
+    assert f"1 of 2 queries are longer than {fits} tokens" in capsys.readouterr().err
+
+
+def test_max_query_tokens_is_bounded_by_the_model_positions(tmp_path, capsys):
+    from genir_mech.models.loading import quiet_weight_loading
+    from genir_mech.testing import tiny_llama_genir
+    gm = tiny_llama_genir()
+    assert gm.max_input_tokens == 128
+    with quiet_weight_loading():
+        gm.hf_model.save_pretrained(tmp_path / "llama")
+        gm.tokenizer.save_pretrained(tmp_path / "llama")
+    (tmp_path / "llama" / "model_card.json").write_text(json.dumps({"data": "synthetic:n_docs=20,seed=0,n_pairs=16"}))
+    capsys.readouterr()
+    line = error_line(main(["eval", "--model", str(tmp_path / "llama"), "--max-query-tokens", "1000", "--out", str(tmp_path / "out")]), capsys, "eval")
+    assert "max_query_tokens 1000 is more than the 128 tokens the model reads (its config's position limit); give at most 128 (CLI: --max-query-tokens)" in line
+    gm.max_query_tokens = 129
+    with pytest.raises(GenIRError, match="give at most 128"):
+        gm.batch(["who founded zorblax"])
+    gm.max_query_tokens = 128
+    assert gm.batch(["who founded zorblax " * 100]).input_ids.shape[1] == 128
+
+
+def test_the_memory_estimate_follows_the_attention_kernel():
+    from genir_mech.models import capacity
+    from genir_mech.testing import tiny_genir
+    gm = tiny_genir(decoder_layers=2)
+    heads, element = gm.adapter.n_heads, gm.hf_model.dtype.itemsize
+    hidden = 8 * 1000 * (gm.hf_model.config.d_ff + 8 * gm.adapter.d_model) * element
+    gm.hf_model.config._attn_implementation = "sdpa"
+    assert capacity.batch_bytes(gm, 8, 1000) == element * heads * 1000**2 * 3 + hidden
+    gm.hf_model.config._attn_implementation = "eager"
+    assert capacity.batch_bytes(gm, 8, 1000) == element * heads * 1000**2 * 17 + hidden

@@ -12,9 +12,8 @@ decoder layer (projected once per query, see the executor) grow with depth.
 """
 from __future__ import annotations
 
-import os
-
 from ..models.adapters.base import Adapter
+from ..models.capacity import available_memory
 
 # Past a few thousand rows a pass runs no faster per row; the cap keeps chunks (and progress updates) frequent.
 MAX_ROWS = 4096
@@ -22,18 +21,6 @@ MAX_ROWS = 4096
 DEFAULT_SHARE = 0.25
 # Temporaries (where() results, attention probabilities, allocator slack) on top of the tensors counted.
 SAFETY = 2.0
-
-
-def available_memory() -> int:
-    """Bytes of memory available to new allocations now (MemAvailable; physical memory when /proc is absent)."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 _budget: int | None = None

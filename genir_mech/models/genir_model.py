@@ -18,6 +18,7 @@ import torch
 from ..docids import DocidScheme
 from ..errors import GenIRError
 from .adapters import Adapter
+from .capacity import CHECKED_FROM, SHARE, available_memory, batch_bytes, max_fitting_length, max_input_tokens
 from .components import Site
 from .execution import QueryBatch
 from .wrapper import GenIRNNsight
@@ -72,10 +73,40 @@ class GenIRModel:
         """Device of the model's weights; batches are built there."""
         return self.hf_model.device
 
+    @property
+    def max_input_tokens(self) -> int | None:
+        """The longest input the model reads (its config's max_position_embeddings or n_positions); None when unlimited (T5)."""
+        return max_input_tokens(self.hf_model.config)
+
+    def check_query_limit(self) -> None:
+        """Refuse a `max_query_tokens` beyond the positions the model has (CLI: --max-query-tokens, checked when the model loads)."""
+        limit = self.max_input_tokens
+        if limit is not None and self.max_query_tokens > limit:
+            raise GenIRError(f"{self.path}: max_query_tokens {self.max_query_tokens} is more than the {limit} tokens the model reads "
+                             f"(its config's position limit); give at most {limit} (CLI: --max-query-tokens)")
+
+    def check_batch_memory(self, rows: int, length: int) -> None:
+        """Refuse a forward pass over `rows` queries of `length` tokens that would take more memory than there is (capacity.batch_bytes)."""
+        need = batch_bytes(self, rows, length)
+        if need < CHECKED_FROM:
+            return
+        have = available_memory(self.device)
+        if need > SHARE * have:
+            fits = max_fitting_length(self, rows, SHARE * have)
+            raise GenIRError(f"{self.path}: {rows} queries of {length} tokens need about {need / 2**30:.1f} GiB for one forward pass, more than "
+                             f"the {SHARE * have / 2**30:.1f} GiB it may take of the {have / 2**30:.1f} GiB available; lower max_query_tokens "
+                             f"(CLI: --max-query-tokens, now {self.max_query_tokens}) to at most {fits}" + (" or the batch size" if fits < 1 else ""))
+
     def batch(self, texts: list[str]) -> QueryBatch:
-        """Tokenize, pad (on the adapter's side) and mask `texts` into one batch on the model's device."""
+        """Tokenize, pad (on the adapter's side) and mask `texts` into one batch on the model's device.
+
+        Queries are cut to `max_query_tokens`, which may not exceed the model's position limit; a batch whose forward
+        pass would need more memory than is available (long queries on a model without a limit, such as T5) is
+        refused before it runs, naming the length and what to lower.
+        """
         if not texts:
             raise GenIRError("empty query set: nothing to rank")
+        self.check_query_limit()
         for i, text in enumerate(texts):
             # an empty query is still scored (on the padding/start token alone) and looks like a real result
             if not isinstance(text, str):
@@ -84,6 +115,7 @@ class GenIRModel:
                 raise GenIRError(f"texts[{i}] is an empty query: nothing to rank")
         enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_query_tokens, return_tensors="pt",
                              padding_side=self.adapter.padding_side)
+        self.check_batch_memory(*enc["input_ids"].shape)
         return QueryBatch(enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device))
 
     def n_truncated(self, texts: list[str]) -> int:

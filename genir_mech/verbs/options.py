@@ -448,6 +448,7 @@ def load_model(args, path: str | None = None, self_check: bool = True):
     gm = load_genir(path or args.model, docid_pattern=getattr(args, "docid_pattern", None), self_check=self_check,
                     device=getattr(args, "device", "cpu"), dtype=getattr(args, "dtype", "float32"), revision=revision)
     gm.max_query_tokens = getattr(args, "max_query_tokens", None) or gm.max_query_tokens
+    gm.check_query_limit()  # beyond the model's positions: one line now, before any data is loaded
     return gm
 
 
