@@ -548,3 +548,53 @@ def test_the_memory_estimate_follows_the_attention_kernel():
     assert capacity.batch_bytes(gm, 8, 1000) == element * heads * 1000**2 * 3 + hidden
     gm.hf_model.config._attn_implementation = "eager"
     assert capacity.batch_bytes(gm, 8, 1000) == element * heads * 1000**2 * 17 + hidden
+
+
+# -- 9. queries that tokenize to nothing ------------------------------------------------------------------------------
+
+UNREADABLE = {"emoji": "\U0001F600\U0001F600 \U0001F389", "control": "\x01\x02", "unknown words": "Z\u00fcrich gr\u00fc\u00dfe"}
+
+
+def unreadable_data(root: Path, readable: bool = True) -> Path:
+    root.mkdir()
+    (root / "documents.jsonl").write_text("".join(json.dumps({"doc_id": i, "text": f"document {i}"}) + "\n" for i in range(4)))
+    rows = [{"query_id": name.replace(" ", "-"), "text": text, "doc_id": i} for i, (name, text) in enumerate(UNREADABLE.items())]
+    if readable:
+        rows += [{"query_id": "fine", "text": "who founded zorblax", "doc_id": 3}, {"query_id": "fine2", "text": "what region is it in", "doc_id": 1}]
+    (root / "queries.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def test_queries_that_tokenize_to_nothing_are_left_out_with_one_warning(tmp_path, capsys):
+    import pandas as pd
+    out = tmp_path / "out"
+    assert main(["eval", "--model", "dsi-synth", "--data", str(unreadable_data(tmp_path / "data")), "--beams", "2", "--out", str(out), "--json"]) == 0
+    captured = capsys.readouterr()
+    warned = [line for line in captured.err.splitlines() if "warning" in line]
+    assert warned == ["genir-mech eval: warning: 3 of 5 queries of split 'test' tokenize to nothing dsi-synth can read (only unknown, padding or "
+                      "boundary tokens, e.g. query 'emoji': '\U0001F600\U0001F600 \U0001F389'); they are left out of the ranking and the metrics"]
+    assert json.loads(captured.out)["n_queries"] == 2
+    assert sorted(pd.read_csv(out / "per_query.csv").query_id) == ["fine", "fine2"]
+
+
+def test_a_split_of_queries_the_model_cannot_read_is_refused(tmp_path, capsys):
+    line = error_line(main(["eval", "--model", "dsi-synth", "--data", str(unreadable_data(tmp_path / "data", readable=False)),
+                            "--out", str(tmp_path / "out")]), capsys, "eval")
+    assert "all 3 queries of split 'test' tokenize to nothing dsi-synth can read" in line and "nothing to rank" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_library_leaves_them_out_of_evaluation_and_refuses_to_rank_them(tmp_path):
+    from genir_mech.data.loaders import load_dataset
+    from genir_mech.models.loading import load_genir
+    from genir_mech.retrieval import correct_queries, evaluate, rank_texts
+    gm = load_genir("dsi-synth")
+    assert gm.unreadable([*UNREADABLE.values(), "who founded zorblax", "  \U0001F600 zorblax kelbor founded"]) == [0, 1, 2]
+    dataset = load_dataset(str(unreadable_data(tmp_path / "data")))
+    with pytest.warns(UserWarning, match="3 of 5 queries of split 'test' tokenize to nothing"):
+        metrics, per_query = evaluate(gm, dataset, "test")
+    assert metrics["n_queries"] == 2 and list(per_query.query_id) == ["fine", "fine2"]
+    with pytest.warns(UserWarning, match="left out of the ranking"):
+        assert {q.query_id for q in correct_queries(gm, dataset, "test")} <= {"fine", "fine2"}
+    with pytest.raises(GenIRError, match=r"texts\[1\] '\\x01\\x02' tokenizes to nothing dsi-synth can read"):
+        rank_texts(gm, ["who founded zorblax", "\x01\x02"])

@@ -31,6 +31,7 @@ from ..errors import GenIRError
 from ..models.execution import QueryBatch
 from ..models.model_card import ModelCard
 from ..retrieval import correct_query_targets, rank_of, rank_summary, rank_texts, scorer_for
+from ..retrieval.evaluation import readable_queries
 from .query_batches import query_batches
 
 A_ALONE, B_ALONE, SWAPPED = "A alone", "B alone", "A decoder + B encoder"
@@ -114,6 +115,7 @@ def _frames(label: dict, conditions: dict[str, Condition]) -> tuple[pd.DataFrame
 
 def _ranked_first_by(a, queries: list, dataset, batch_size: int, among: set[str] | None = None) -> tuple[list, list[str], list[str]]:
     """The queries A gets right (its first document is relevant, and one of `among` when given), with that document and their texts."""
+    queries = readable_queries(a, queries, ", ".join(sorted({q.split for q in queries})))  # unreadable ones: left out, with a warning
     texts = [q.text for q in queries]
     ranking = rank_texts(a, texts, [q.query_id for q in queries], batch_size)
     top = [ranking.doc_ids[j] for j in ranking.doc_scores.argmax(dim=1).tolist()]

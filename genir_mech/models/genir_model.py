@@ -118,6 +118,15 @@ class GenIRModel:
         self.check_batch_memory(*enc["input_ids"].shape)
         return QueryBatch(enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device))
 
+    def unreadable(self, texts: list[str]) -> list[int]:
+        """Indices of `texts` that tokenize to nothing the model can read: once cut to `max_query_tokens`, only unknown,
+        padding or boundary tokens, or pieces that decode to whitespace (emoji or control characters under a word-level
+        vocabulary). Such a query would be ranked on <unk> alone; `retrieval.evaluate` leaves it out, `rank_texts` refuses it."""
+        tok = self.tokenizer
+        empty = {getattr(tok, f"{name}_token_id", None) for name in ("unk", "pad", "eos", "bos", "cls", "sep", "mask")} - {None}
+        rows = tok(list(texts), truncation=True, max_length=self.max_query_tokens, add_special_tokens=False)["input_ids"]
+        return [i for i, ids in enumerate(rows) if not tok.decode([t for t in ids if t not in empty]).strip()]
+
     def n_truncated(self, texts: list[str]) -> int:
         """How many of `texts` are longer than the `max_query_tokens` that `batch` keeps (their ends are cut)."""
         lengths = self.tokenizer(list(texts), truncation=False)["input_ids"]

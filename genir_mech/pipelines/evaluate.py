@@ -28,6 +28,7 @@ from ..data.trec import read_trec_qrels
 from ..errors import GenIRError
 from ..provenance import provenance, write_table
 from ..retrieval import DEFAULT_MEASURES, evaluate, rank_texts
+from ..retrieval.evaluation import readable_queries
 from ..results_directory import atomic, staged
 from .inputs import config_record
 from .rendering import draw
@@ -90,8 +91,11 @@ def run_eval(model, data, out, config: EvalConfig | None = None) -> dict:
     split = data.resolve_split(config.split, ("test", "validation", "train"))
     if config.split is None and split != "test":
         warnings.warn(f"no test queries; evaluating split {split!r} (splits: {', '.join(data.splits)}; CLI: --split)", stacklevel=2)
-    if config.max_queries is not None and config.max_queries < len(data.split(split)):
-        kept = {q.query_id for q in data.split(split)[: config.max_queries]}
+    readable = readable_queries(model, data.split(split), split)  # a query the model cannot read: left out, with a warning
+    if config.max_queries is not None and config.max_queries < len(readable):
+        readable = readable[: config.max_queries]
+    if len(readable) < len(data.split(split)):
+        kept = {q.query_id for q in readable}
         data = RetrievalDataset(data.documents, [q for q in data.queries if q.split != split or q.query_id in kept], data.grades, meta=data.meta)
     queries = data.split(split)
     texts, ids = [q.text for q in queries], [q.query_id for q in queries]

@@ -93,6 +93,11 @@ def rank_texts(gm, texts: list[str], query_ids: list[str] | None = None, batch_s
         raise GenIRError("empty query set: nothing to rank")
     if batch_size < 1:
         raise GenIRError(f"batch_size must be positive, got {batch_size}")
+    unreadable = gm.unreadable(texts)
+    if unreadable:
+        i = unreadable[0]
+        raise GenIRError(f"texts[{i}] {texts[i][:40]!r} tokenizes to nothing {gm.name} can read (only unknown, padding or boundary tokens; "
+                         f"{len(unreadable)} of {len(texts)} texts); it would be ranked on <unk> alone: leave it out (evaluate does)")
     truncated = gm.n_truncated(texts)
     if truncated:
         limit = gm.max_query_tokens
@@ -130,6 +135,28 @@ def best_relevant_ranks(scores: torch.Tensor, columns: list[torch.Tensor]) -> tu
     return best_rank - tied + 1, flat[first]
 
 
+def readable_queries(gm, queries: list, split: str) -> list:
+    """`queries` without those that tokenize to nothing `gm` can read (`GenIRModel.unreadable`: only unknown, padding
+    or boundary tokens), with one warning counting them; a GenIRError when none is left.
+
+    Such a query (only emoji or control characters under a word-level vocabulary) would be ranked on <unk> alone and
+    count as a real result, so it is left out of the ranking and of every metric (n_queries counts the rest).
+    """
+    unreadable = gm.unreadable([q.text for q in queries]) if queries else []
+    if not unreadable:
+        return queries
+    first = queries[unreadable[0]]
+    what = (f"tokenize to nothing {gm.name} can read (only unknown, padding or boundary tokens, e.g. query {first.query_id!r}: "
+            f"{first.text[:40]!r})")
+    if len(unreadable) == len(queries):
+        raise GenIRError(f"all {len(queries)} queries of split {split!r} {what}: nothing to rank; check the data's language and "
+                         "encoding against the model's vocabulary")
+    warnings.warn(f"{len(unreadable)} of {len(queries)} queries of split {split!r} {what}; they are left out of the ranking and the metrics",
+                  stacklevel=3)
+    left_out = set(unreadable)
+    return [q for i, q in enumerate(queries) if i not in left_out]
+
+
 def judgements(dataset: RetrievalDataset, query_ids: list[str]) -> list[ir_measures.Qrel]:
     """Every judgement of `query_ids` with its grade, as ir_measures qrels."""
     return [ir_measures.Qrel(q, d, g) for q in dict.fromkeys(query_ids) for d, g in sorted(dataset.grades.get(q, {}).items())]
@@ -148,12 +175,13 @@ def evaluate(gm, dataset: RetrievalDataset, split: str | None = "test", batch_si
     `ranker`: "exact" or "beam" (`beams` beams; documents outside the beam are not retrieved). The exact ranking of
     multi-token docids scores the exact top `depth` and every document up to each query's relevant ones (all the
     metrics and ranks need), or every document with `full`.
+    Queries that tokenize to nothing the model can read (`readable_queries`) are left out with a warning counting them.
     Per-query columns: query_id, query, relevant_doc (the best-ranked relevant document: the target analyses follow),
     n_relevant, top_doc (the model's first document), rank (of relevant_doc among documents), vocab_rank (of its docid
     token in the vocabulary), correct (top_doc is relevant, i.e. rank == 1), and one column per measure.
     """
     split = dataset.resolve_split(split, ("test", "validation", "train"))
-    queries = dataset.split(split)
+    queries = readable_queries(gm, dataset.split(split), split)  # a query the model cannot read is left out, with a warning
     ids = [q.query_id for q in queries]
     if ranking is None:
         must = None if full else [sorted(dataset.relevant_docs(i)) for i in ids]
