@@ -5,6 +5,7 @@ import random
 import tempfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -13,43 +14,31 @@ from genir_mech.data.niah import NiahTrial
 from genir_mech.docids import docid_token
 from genir_mech.errors import GenIRError
 from genir_mech.heads.decoding import greedy_decode, resolve_attention_path
-from genir_mech.heads.masking import head_mask, masked_greedy_decode
+from genir_mech.heads.masking import masked_greedy_decode, masked_logits, random_control
 from genir_mech.heads.prompts import prompt_batch
 from genir_mech.heads.qr import detect_qr_heads, evaluate_rankings, qr_rankings, qr_token_scores
 from genir_mech.heads.retrieval_score import NoSuccessfulTrialWarning, retrieval_scores
 from genir_mech.models.adapters import module_at
 from genir_mech.models.components import Site
 from genir_mech.models.loading import check_logit_lens, load_genir, load_lm
-from genir_mech.testing import mark_tokens, plant_attention_head, tiny_gpt2_genir, tiny_llama_genir, toy_queries
+from genir_mech.testing import (COPY_HEAD, copy_needle_trials, copy_vocabulary, mark_tokens, plant_attention_head, planted_copy_model, tiny_gpt2_genir,
+                                tiny_llama_genir, toy_queries)
 
 FACTORIES = {"llama": lambda: tiny_llama_genir(layers=2, num_kv_heads=4), "gpt2": lambda: tiny_gpt2_genir(layers=2)}
-PLANTED = (1, 2)  # (layer, head) of the planted head
+PLANTED = COPY_HEAD  # (layer, head) of the planted head
 
 
 def _vocab(gm):
-    return sorted(w for w in gm.tokenizer.get_vocab() if w.isalpha() and len(w) > 3)[:200]
+    return copy_vocabulary(gm)
 
 
 def _copy_model(name):
     """A planted copying head: PLANTED attends from every position to the marked needle token and writes it to the logits."""
-    gm = FACTORIES[name]()
-    vocab = _vocab(gm)
-    mark_tokens(gm, [gm.tokenizer.convert_tokens_to_ids(vocab[0])], dim=0, amount=6.0)
-    with torch.no_grad():
-        gm.hf_model.get_input_embeddings().weight[:, 1] = 3.0  # every token carries dimension 1: a constant query
-    plant_attention_head(gm, *PLANTED, query_dim=1, key_dim=0, copy=True, blind_dims=(0, 1))
-    return gm, vocab
+    return planted_copy_model(name)
 
 
 def _needle_trials(vocab, n=12, seed=0):
-    rng, marked, trials = random.Random(seed), vocab[0], []
-    for i in range(n):
-        hay = [rng.choice(vocab[1:]) for _ in range(100)]
-        needle = " ".join([rng.choice(vocab[1:]), marked, rng.choice(vocab[1:])])
-        at = rng.randrange(5, 95)
-        prompt = " ".join(hay[:at] + [needle] + hay[at:])
-        trials.append(NiahTrial(f"t{i}", 100, at / 100, prompt, marked, needle, "q"))
-    return trials
+    return copy_needle_trials(vocab, n, seed)
 
 
 @pytest.mark.parametrize("name", FACTORIES)
@@ -116,13 +105,27 @@ def test_qr_detection_finds_exactly_the_planted_query_focused_head(name):
         detect_qr_heads([], [], top_k=1)
 
 
+def _query_zeroed(gm, layer, head):
+    """A hand-written hook that zeroes one head's query states (Wu et al.'s masking): q_proj output, or the query third of GPT-2's c_attn."""
+    d = gm.adapter.d_head
+    attn = module_at(gm.hf_model, gm.adapter.hook(Site("decoder", layer, "self_attn")).path)
+    projection = attn.q_proj if hasattr(attn, "q_proj") else attn.c_attn  # GPT-2: [q | k | v] columns, q first
+
+    def zero(module, args, out):
+        out = out.clone()
+        out[..., head * d:(head + 1) * d] = 0
+        return out
+
+    return projection.register_forward_hook(zero)
+
+
 @pytest.mark.parametrize("name", FACTORIES)
-def test_masking_a_head_removes_exactly_its_output(name):
+def test_masking_a_head_removes_its_output_or_flattens_its_attention_exactly(name):
     gm = FACTORIES[name]()
-    batch = prompt_batch(gm, toy_queries(gm, 4))
+    batch = prompt_batch(gm, toy_queries(gm, 4))  # left-padded: padding must stay invisible to a uniform head
     plain = greedy_decode(gm, batch, 4)
-    tokens = masked_greedy_decode(gm, batch, 4, head_mask([])).tokens
-    assert torch.equal(tokens, plain.tokens)  # the engine with nothing masked is the model
+    for mask in ("uniform", "remove"):
+        assert torch.equal(masked_greedy_decode(gm, batch, 4, [], mask).tokens, plain.tokens)  # nothing masked is the model
     layer, head, d = 1, 1, gm.adapter.d_head
     module = module_at(gm.hf_model, gm.adapter.hook(Site("decoder", layer, "self_attn", "heads")).path)
 
@@ -131,25 +134,44 @@ def test_masking_a_head_removes_exactly_its_output(name):
         x[..., head * d:(head + 1) * d] = 0
         return (x,)
 
-    handle = module.register_forward_pre_hook(remove)
-    try:
-        by_hand = greedy_decode(gm, batch, 4)
-    finally:
-        handle.remove()
-    masked = masked_greedy_decode(gm, batch, 4, head_mask([(layer, head)])).tokens
-    assert torch.equal(masked, by_hand.tokens)
-    assert not torch.equal(masked, plain.tokens)
+    for mask, handle in (("remove", lambda: module.register_forward_pre_hook(remove)), ("uniform", lambda: _query_zeroed(gm, layer, head))):
+        hook = handle()
+        try:
+            by_hand, by_hand_logits = greedy_decode(gm, batch, 4), gm.logits(batch)
+        finally:
+            hook.remove()
+        masked = masked_greedy_decode(gm, batch, 4, [(layer, head)], mask).tokens
+        assert torch.equal(masked, by_hand.tokens), mask
+        torch.testing.assert_close(masked_logits(gm, batch, [(layer, head)], mask), by_hand_logits, atol=1e-5, rtol=1e-5)
+        assert not torch.equal(masked, plain.tokens), mask
+    assert not torch.allclose(masked_logits(gm, batch, [(0, 2)], "uniform"), masked_logits(gm, batch, [(0, 2)], "remove"))  # two different maskings
 
 
 @pytest.mark.parametrize("name", FACTORIES)
-def test_masking_the_planted_copying_head_breaks_niah(name):
+def test_masking_the_planted_copying_head_breaks_niah_either_way(name):
     gm, vocab = _copy_model(name)
     trials = _needle_trials(vocab, n=4)
     batch = prompt_batch(gm, [t.prompt for t in trials])
     marked = gm.tokenizer.convert_tokens_to_ids(vocab[0])
-    intact = masked_greedy_decode(gm, batch, 2, head_mask([])).tokens
-    top = masked_greedy_decode(gm, batch, 2, head_mask([PLANTED])).tokens
-    assert (intact[:, 0] == marked).all() and (top[:, 0] != marked).all()
+    for mask in ("uniform", "remove"):
+        intact = masked_greedy_decode(gm, batch, 2, [], mask).tokens
+        top = masked_greedy_decode(gm, batch, 2, [PLANTED], mask).tokens
+        assert (intact[:, 0] == marked).all() and (top[:, 0] != marked).all(), mask
+
+
+def test_random_controls_are_independent_draws_and_say_when_sets_repeat():
+    heads = [(l, h) for l in range(2) for h in range(4)]
+    many = random_control(heads, [], k=1, draws=10, seed=0)  # 7 candidates: 7 possible sets for 10 draws
+    assert many.top == [(0, 0)] and (0, 0) not in {h for d in many.draws for h in d} and len(many.draws) == 10
+    assert many.possible == 7 and many.distinct <= 7 and "7 possible sets" in many.note()
+    assert many.draws == random_control(heads, [], k=1, draws=10, seed=0).draws != random_control(heads, [], k=1, draws=10, seed=1).draws
+    half = random_control(heads, [], k=4, draws=10, seed=0)  # the other half of 8 heads: one set, drawn every time
+    assert half.distinct == 1 and "not a random control" in half.note() and half.record()["random_draws_distinct"] == 1
+    wide = random_control([(l, h) for l in range(4) for h in range(8)], [], k=2, draws=10, seed=0)
+    assert wide.distinct == 10 and wide.note() is None and "random_k_note" not in wide.record()
+    excluded = random_control(heads, [(0, 1), (0, 2)], k=1, draws=5, seed=0)  # other retrieval heads are no candidates
+    assert len(excluded.candidates) == 5 and not {(0, 1), (0, 2)} & {h for d in excluded.draws for h in d}
+    assert random_control(heads, heads[1:], k=1, draws=5).note().startswith("only 0 candidate heads")
 
 
 @pytest.mark.parametrize("factory", [tiny_llama_genir, tiny_gpt2_genir])
@@ -255,10 +277,17 @@ def test_the_detect_pipeline_writes_tables_figures_and_a_summary_on_the_planted_
     save_niah(_needle_trials(vocab, n=6), data / "niah.jsonl")
     save_incontext(_qr_examples(vocab, n=4), data / "incontext.jsonl")
     out = tmp_path / "out"
-    summary = run_heads_detect(gm, str(data), out, HeadsConfig(batch_size=3, random_draws=2), progress=False)
+    summary = run_heads_detect(gm, str(data), out, HeadsConfig(batch_size=3), progress=False)
     assert summary["niah_accuracy"] == 1.0 and summary["n_heads"] == 8 and summary["n_retrieval_heads"] == 1 and summary["top_k"] == 1
-    assert summary["masked_heads"] == ["L1H2"] and summary["masked_top_k_accuracy"] == 0.0 and summary["unmasked_accuracy"] == 1.0
-    assert 0.0 <= summary["masked_random_k_accuracy"] <= 1.0 and len(summary["masked_random_k_accuracy_per_draw"]) == 2
+    assert summary["masked_heads"] == ["L1H2"] and summary["mask"] == "uniform" and set(summary["masking"]) == {"uniform", "remove"}
+    assert summary["random_candidates"] == 7 and summary["random_draws"] == 10 and summary["random_draws_distinct"] <= 7 and "random_k_note" in summary
+    for mask, result in summary["masking"].items():
+        assert result["mask"] == mask and result["masked_top_k_accuracy"] == 0.0 and result["unmasked_accuracy"] == 1.0
+        low, high = result["masked_random_k_accuracy_ci95"]
+        assert low <= result["masked_random_k_accuracy"] <= high and len(result["masked_random_k_accuracy_per_draw"]) == 10
+    assert summary["masked_top_k_accuracy"] == summary["masking"]["uniform"]["masked_top_k_accuracy"]
+    masking = pd.read_csv(out / "masking.csv")
+    assert set(masking["mask"]) == {"uniform", "remove"} and masking.groupby("mask").draw.max().tolist() == [9, 9]
     for name in ("retrieval_scores.csv", "niah_trials.csv", "masking.csv", "qr_heads.csv", "COMPLETE.json", "figures/masking_heatmaps.png",
                  "figures/retrieval_scores.png", "figures/qr_scores.png"):
         assert (out / name).is_file(), name

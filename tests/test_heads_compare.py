@@ -13,7 +13,8 @@ import torch
 from genir_mech.errors import GenIRError
 from genir_mech.heads.comparison import effect_shares, spearman_ci, sparsity
 from genir_mech.heads.head_scores import causal_head_scores, deciding_mask, deciding_positions, head_lens, qr_head_scores
-from genir_mech.heads.model_scores import HeadScores, masking_conditions, masking_ks
+from genir_mech.heads.masking import head_label
+from genir_mech.heads.model_scores import HeadScores, effect_sets, masking_conditions, masking_ks
 from genir_mech.heads.query_reading import model_task, predicting_attention, query_kind
 from genir_mech.patching.pairs import QueryPair, tokenize_pairs
 from genir_mech.pipelines.heads_compare import compare_model, comparison_table, genir_question, CompareConfig
@@ -62,11 +63,15 @@ def test_every_score_singles_out_the_planted_query_reading_head(arch):
         assert rows.position.tolist() == [word_column[i]]
     qr = qr_head_scores(gm, batch, deciding_mask(batch, deciding))
     assert divmod(int(qr.argmax()), qr.shape[1]) == PLANTED and float(qr.max()) > 0.5
-    causal = causal_head_scores(gm, batch)
+    causal = causal_head_scores(gm, batch, mask="remove")
     assert _best(causal, "patch_effect") == PLANTED and causal.patch_effect.max() > 0.9
     assert _best(causal, "ablation_effect") == PLANTED and causal.ablation_effect.max() > 0.9
     others = causal[(causal["layer"] != PLANTED[0]) | (causal["head"] != PLANTED[1])]
     assert others.patch_effect.abs().max() < 0.1 and others.ablation_effect.abs().max() < 0.1  # the rest of the model moves the docids a little
+    # Uniform attention keeps the mean of the head's values (the query word among a few tokens): a smaller loss, still the planted head's alone.
+    uniform = causal_head_scores(gm, batch, mask="uniform")
+    assert _best(uniform, "ablation_effect") == PLANTED and uniform.ablation_effect.max() > 0.2
+    assert uniform.set_index(["layer", "head"]).drop(PLANTED).ablation_effect.abs().max() < 0.05
     lens = head_lens(gm, batch.clean, batch.targets.clean_token)
     assert _best(lens.assign(neg=-lens.target_rank), "neg") == PLANTED
     assert lens.set_index(["layer", "head"]).loc[PLANTED, "target_rank"] == 1
@@ -88,14 +93,20 @@ def _head_scores(name: str, seed: int) -> HeadScores:
              "detector": "qr"} for l in range(4) for h in range(4)]
     scores = pd.DataFrame(rows)
     scores["attention_score"] = scores["qr_score"]
-    conditions = masking_conditions(scores, masking_ks(16, None), 2, seed)
-    masking = pd.DataFrame([{"method": m, "k": k, "draw": d, "heads": "", "metric": "hits@1", "value": 1.0 - 0.05 * k} for m, k, d, _ in conditions])
+    scores["mask"] = "uniform"
+    conditions = masking_conditions(scores, masking_ks(16, None), 10, seed)
+    masking = pd.DataFrame([{"mask": "uniform", "method": m, "k": k, "draw": d, "heads": head_label(h), "metric": "hits@1",
+                             "value": 1.0 - 0.05 * k - (0.01 * d if m == "random" else 0.0)} for m, k, d, h in conditions])
+    sets = effect_sets(scores, 2, 20, seed)
+    effect = dict(zip(zip(scores["layer"], scores["head"]), scores["patch_effect"]))
+    set_effects = pd.DataFrame([{"mask": "uniform", "set": kind, "k": len(h), "draw": d, "heads": head_label(h), "effect": max(effect[x] for x in h)}
+                                for kind, d, h in sets])
     stages = StageDefinition((Stage("bridging", (0, 1)), Stage("interaction", (2, 3))))
-    return HeadScores(name, "genir", "self_attn", scores, masking, stages, pd.DataFrame(), {"data_hash": "x"})
+    return HeadScores(name, "genir", "self_attn", scores, masking, stages, pd.DataFrame(), {"data_hash": "x"}, set_effects)
 
 
 def test_a_model_compared_with_itself_gives_identical_columns():
-    config = CompareConfig(share_draws=200, bootstrap=200)
+    config = CompareConfig(bootstrap=200)
     one, two = _head_scores("a", 0), _head_scores("b", 0)
     table = comparison_table({"a": compare_model(one, config), "b": compare_model(two, config)})
     assert table.loc["a"].equals(table.loc["b"])
@@ -103,20 +114,40 @@ def test_a_model_compared_with_itself_gives_identical_columns():
     assert not other.loc["a"].equals(other.loc["c"])  # the comparison can tell two models apart
 
 
-def test_effect_share_sparsity_and_spearman_on_known_tables():
+def test_effect_shares_come_from_joint_masking_with_an_interval_over_draws():
+    result = _head_scores("a", 0)
+    shares = effect_shares(result.set_effects)
+    effects = result.set_effects.set_index("set")
+    random = result.set_effects[result.set_effects["set"] == "random-k"]
+    assert shares["mask"] == "uniform" and shares["k"] == 2 and shares["draws"] == 20 and shares["random_draws_distinct"] == random.heads.nunique()
+    assert shares["topk_effect_share"] == effects.loc["top-k", "effect"] and shares["all_heads_effect_share"] == effects.loc["all heads", "effect"]
+    low, high = shares["random_k_effect_share_ci"]
+    assert shares["random_k_effect_share"] == pytest.approx(random.effect.mean()) and low < shares["random_k_effect_share"] < high
+    assert not set(shares["topk_heads"]) & {h for heads in random.heads for h in heads.split()}  # random sets come from outside the top-k
+    same = result.set_effects.assign(effect=0.5)
+    assert effect_shares(same)["random_k_effect_share_ci"] == [0.5, 0.5]
+
+
+def test_sparsity_and_spearman_on_known_tables():
     scores = _head_scores("a", 0).scores
     scores["patch_effect"] = 0.0
-    scores.loc[0, "patch_effect"] = 1.0  # all of the effect on one head, which also has the top attention score
-    scores.loc[0, "attention_score"] = scores["attention_score"].max() + 1
-    shares = effect_shares(scores, 1, draws=100)
-    assert shares["topk_effect_share"] == 1.0 and shares["random_k_effect_share"] == 0.0 and shares["random_k_effect_share_ci"] == [0.0, 0.0]
+    scores.loc[0, "patch_effect"] = 1.0
     assert sparsity(scores)["causal"] == 1 / len(scores)
     rho = spearman_ci(scores["qr_score"], scores["qr_score"] * 2 + 1, resamples=100)
     assert rho["rho"] == pytest.approx(1.0) and rho["ci"][0] == pytest.approx(1.0)
 
 
+def test_masking_curves_stop_at_a_third_of_the_heads_and_draw_independent_sets():
+    assert masking_ks(8, None) == [1, 2] and masking_ks(32, None) == [1, 2, 4, 8] and masking_ks(8, (1, 2, 4)) == [1, 2]
+    scores = _head_scores("a", 0).scores
+    conditions = masking_conditions(scores, [2], 10, 0)
+    top = [h for m, _, _, h in conditions if m == "top"][0]
+    draws = [h for m, _, _, h in conditions if m == "random"]
+    assert len(draws) == 10 and len({tuple(d) for d in draws}) > 1 and not {h for d in draws for h in d} & set(top)
+
+
 def test_the_two_genir_models_question_is_answered_from_the_numbers():
-    config = CompareConfig(share_draws=50, bootstrap=50)
+    config = CompareConfig(bootstrap=50)
     a, b = _head_scores("enc-dec", 0), _head_scores("dec-only", 0)
     a.kind = "cross_attn"
     q = genir_question({"enc-dec": compare_model(a, config), "dec-only": compare_model(b, config)})
@@ -150,7 +181,7 @@ def test_a_missing_default_checkpoint_is_named_in_one_line(tmp_path, monkeypatch
 
 def test_encoder_decoder_answers_record_cross_attention_and_unmasked_decoding_is_the_same():
     from genir_mech.heads.decoding import seq2seq_greedy_decode
-    from genir_mech.heads.masking import head_mask, masked_greedy_decode
+    from genir_mech.heads.masking import masked_greedy_decode, masked_logits
     from genir_mech.heads.prompts import prompt_batch
     from genir_mech.testing import toy_queries
 
@@ -162,8 +193,53 @@ def test_encoder_decoder_answers_record_cross_attention_and_unmasked_decoding_is
     ref = gm.hf_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, decoder_input_ids=dec, output_attentions=True)
     eager = torch.stack([layer.argmax(-1) for layer in ref.cross_attentions], 2).permute(0, 3, 2, 1)  # (B, steps, L, H)
     assert torch.equal(out.top_positions, eager[:, :out.top_positions.shape[1]])
-    assert torch.equal(masked_greedy_decode(gm, batch, 3, head_mask([], "cross_attn")).tokens, out.tokens)
-    assert not torch.equal(masked_greedy_decode(gm, batch, 3, head_mask([(l, h) for l in range(2) for h in range(4)], "cross_attn")).tokens, out.tokens)
+    every = [(l, h) for l in range(2) for h in range(4)]
+    for mask in ("uniform", "remove"):
+        assert torch.equal(masked_greedy_decode(gm, batch, 3, [], mask, "cross_attn").tokens, out.tokens)
+        assert not torch.allclose(masked_logits(gm, batch, every, mask, "cross_attn"), gm.logits(batch))
+    assert not torch.equal(masked_greedy_decode(gm, batch, 3, every, "remove", "cross_attn").tokens, out.tokens)
+
+
+def test_uniform_masking_of_a_cross_attention_head_is_its_query_zeroed():
+    from genir_mech.heads.masking import masked_logits
+    from genir_mech.models.adapters import module_at
+    from genir_mech.models.components import Site
+    from genir_mech.testing import toy_queries
+
+    gm = tiny_genir(decoder_layers=2)
+    batch = gm.batch(toy_queries(gm, 4))  # right-padded encoder: padding must stay invisible to the uniform head
+    layer, head, d = 1, 2, gm.adapter.d_head
+    query = module_at(gm.hf_model, gm.adapter.hook(Site("decoder", layer, "cross_attn")).path).q
+
+    def zero(module, args, out):
+        out = out.clone()
+        out[..., head * d:(head + 1) * d] = 0
+        return out
+
+    handle = query.register_forward_hook(zero)
+    try:
+        by_hand = gm.logits(batch)
+    finally:
+        handle.remove()
+    torch.testing.assert_close(masked_logits(gm, batch, [(layer, head)], "uniform", "cross_attn"), by_hand, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(gm.logits(batch), by_hand)
+
+
+@pytest.mark.parametrize("mask", ["uniform", "remove"])
+def test_a_sets_effect_is_its_joint_masking_not_the_sum_of_its_heads(mask):
+    from genir_mech.heads.head_scores import masking_effects
+    from genir_mech.heads.masking import masked_logits
+    from genir_mech.patching.metrics import logit_diff
+
+    gm, batch = _planted("self")
+    pair = [PLANTED, (0, 1)]
+    joint, first, second = masking_effects(gm, batch, [pair, [PLANTED], [(0, 1)]], mask)
+    clean, corrupted = (logit_diff(gm.logits(b), batch.targets) for b in (batch.clean, batch.corrupted))
+    by_hand = 1 - ((logit_diff(masked_logits(gm, batch.clean, pair, mask), batch.targets) - corrupted) / (clean - corrupted)).mean()
+    assert joint == pytest.approx(float(by_hand), abs=1e-5)
+    assert abs(joint - (first + second)) > 1e-3  # single-head effects do not add up
+    causal = causal_head_scores(gm, batch, mask=mask).set_index(["layer", "head"]).ablation_effect
+    assert causal[PLANTED] == pytest.approx(first, abs=1e-6) and causal[(0, 1)] == pytest.approx(second, abs=1e-6)
 
 
 def _niah_trials(gm):
@@ -185,7 +261,7 @@ def test_a_niah_seq2seq_model_with_a_decoder_prefix_reads_the_lead_in_in_its_dec
     """A card with prompt_format.decoder_prefix: encoder = prompt up to "answer :" + </s>, decoder = start + lead-in, as trained."""
     from genir_mech.data.niah import split_lead_in
     from genir_mech.heads.decoding import seq2seq_greedy_decode
-    from genir_mech.heads.masking import head_mask, masked_greedy_decode
+    from genir_mech.heads.masking import masked_greedy_decode
     from genir_mech.heads.niah_pairs import niah_pair_batch
     from genir_mech.heads.prompts import prompt_batch
     from genir_mech.models.model_card import ModelCard
@@ -208,7 +284,8 @@ def test_a_niah_seq2seq_model_with_a_decoder_prefix_reads_the_lead_in_in_its_dec
         logits = gm.hf_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, decoder_input_ids=dec).logits[:, -1]
         dec = torch.cat([dec, logits.argmax(-1, keepdim=True)], 1)
     assert torch.equal(out.tokens, dec[:, batch.decoder_input_ids.shape[1]:])
-    assert torch.equal(masked_greedy_decode(gm, batch, 3, head_mask([], "cross_attn")).tokens, out.tokens)
+    for mask in ("uniform", "remove"):
+        assert torch.equal(masked_greedy_decode(gm, batch, 3, [], mask, "cross_attn").tokens, out.tokens)
     pairs = niah_pair_batch(gm, trials)
     assert torch.equal(pairs.clean.decoder_input_ids, pairs.corrupted.decoder_input_ids)
     assert pairs.clean.decoder_input_ids.shape[1] == batch.decoder_input_ids.shape[1]

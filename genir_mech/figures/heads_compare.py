@@ -1,7 +1,7 @@
 """Figures of `heads compare`, drawn from its tables: depth profiles with stages, masking curves, attention vs causal scores.
 
     plot_depth_profiles(head_scores, "out/figures/depth_profile.png")     # one panel per model: scores by relative depth, stages shaded
-    plot_masking_curves(masking, "out/figures/masking_curves.png")        # accuracy as top-k vs random-k heads are removed, every model
+    plot_masking_curves(masking, "out/figures/masking_curves.png")        # accuracy as top-k vs random-k heads are masked, every model
     plot_attention_vs_causal(head_scores, "out/figures/attention_vs_causal.png")
 """
 from __future__ import annotations
@@ -41,18 +41,20 @@ def plot_depth_profiles(scores: pd.DataFrame, path: str | Path | None = None):
 
 
 def plot_masking_curves(masking: pd.DataFrame, path: str | Path | None = None):
-    """Accuracy (NIAH accuracy or Hits@1) against the number of heads removed, top-k (by attention score) vs random-k, every model."""
+    """Accuracy (NIAH accuracy or Hits@1) against the number of heads masked, top-k (by attention score) vs random-k, every model;
+    the band is the 95% interval of the mean over random draws (normal approximation)."""
     rows = masking.copy()
     none = rows[rows["method"] == "none"]
     rows = pd.concat([rows[rows["method"] != "none"], none.assign(method="top"), none.assign(method="random")])
+    masks = " / ".join(dict.fromkeys(rows["mask"])) if "mask" in rows else "remove"
     rows["curve"] = rows["model"] + " (" + rows["metric"] + ")"
     fig, ax = plt.subplots(figsize=(6.0, 3.8))
-    sns.lineplot(rows, x="k", y="value", hue="curve", style="method", markers=True, errorbar=("pi", 100), ax=ax)
-    ax.set_xlabel("heads removed (k)")
+    sns.lineplot(rows, x="k", y="value", hue="curve", style="method", markers=True, errorbar=("se", 1.96), ax=ax)
+    ax.set_xlabel(f"heads masked (k), {masks} mask")
     ax.set_ylabel("accuracy (Hits@1 or NIAH accuracy)")
     ax.set_ylim(-0.02, 1.02)
     sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), fontsize=7)
-    ax.set_title("top-k (attention score) vs random-k heads removed; band: range over random draws", fontsize=8)
+    ax.set_title(f"top-k (attention score) vs random-k heads masked ({masks}); band: 95% interval over random draws", fontsize=8)
     return saved(fig, path)
 
 

@@ -1,7 +1,8 @@
 """Statistics that set the per-head scores of several models side by side (pure tables in, numbers out; no model runs).
 
     sparsity(scores)                           # fraction of heads above the retrieval, QR and causal thresholds
-    effect_shares(scores, k, draws=1000)       # share of the total causal effect carried by the top-k heads vs k random heads (CI)
+    effect_shares(set_effects)                 # logit difference lost when the top-k heads vs k random heads are masked together (CI)
+    mean_ci(draws)                             # mean of independent random draws and its 95% interval
     spearman_ci(x, y, resamples=1000)          # rank correlation with a bootstrap interval over heads
     depth_centre(scores, "patch_effect")       # effect-weighted mean relative depth of the heads
 
@@ -10,18 +11,43 @@
 score for NIAH models, the QR score for GenIR models), qr_score,
 retrieval_score (NIAH only), patch_effect, ablation_effect. The causal effect
 of a head is |patch_effect|: how much of the clean-vs-corrupted logit
-difference its output alone carries.
+difference its output alone carries. Single-head effects are not additive, so
+the effect of a set of heads is never their sum: `set_effects` holds the
+share of the logit difference lost when each set is masked together
+(heads.model_scores).
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from .retrieval_score import RETRIEVAL_THRESHOLD
 
 QR_THRESHOLD = 0.1  # calibrated attention mass on the deciding tokens: 10 points above the content-free query
 CAUSAL_THRESHOLD = 0.1  # a head whose output alone restores 10% of the logit difference
 CI_LEVEL = 0.95
+
+
+def mean_ci(values, level: float = CI_LEVEL, bounds: tuple[float, float] | None = None) -> tuple[float, list[float]]:
+    """Mean of independent draws and the t-interval of that mean at `level` (NaN for fewer than two finite values),
+    clipped to `bounds` (the range of the quantity, e.g. (0, 1) for an accuracy).
+
+    Example:
+        >>> mean_ci([0.7, 0.8, 0.75, 0.8])        # (0.7625, [0.69..., 0.83...])
+    """
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if len(x) == 0:
+        return float("nan"), [float("nan"), float("nan")]
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, [float("nan"), float("nan")]
+    half = float(stats.t.ppf((1 + level) / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return mean, [low, high]
 
 
 def relative_depth(layer, n_layers: int):
@@ -56,22 +82,21 @@ def top_heads(scores: pd.DataFrame, k: int, by: str = "attention_score") -> list
     return [(int(l), int(h)) for l, h in zip(order["layer"][:k], order["head"][:k])]
 
 
-def effect_shares(scores: pd.DataFrame, k: int, draws: int = 1000, seed: int = 0) -> dict:
-    """Share of the total causal effect on the top-k heads by attention score, on the top-k by effect (the most any k can carry),
-    and on k random other heads: mean and CI over `draws` random sets."""
-    effect = causal_effect(scores)
-    total = effect.sum()
-    keys = list(zip(scores["layer"].astype(int), scores["head"].astype(int)))
-    index = {key: i for i, key in enumerate(keys)}
-    top = [index[h] for h in top_heads(scores, k)]
-    others = np.array([i for i in range(len(keys)) if i not in set(top)])
-    rng = np.random.default_rng(seed)
-    share = (lambda rows: float(effect[rows].sum() / total)) if total > 0 else (lambda rows: float("nan"))
-    random = np.array([share(rng.choice(others, size=min(k, len(others)), replace=False)) for _ in range(draws)]) if len(others) else np.array([np.nan])
-    low, high = np.nanquantile(random, [(1 - CI_LEVEL) / 2, (1 + CI_LEVEL) / 2]) if np.isfinite(random).any() else (np.nan, np.nan)
-    return {"k": k, "topk_heads": [f"L{l}H{h}" for l, h in top_heads(scores, k)], "topk_effect_share": share(top),
-            "oracle_topk_effect_share": share(np.argsort(-effect, kind="stable")[:k]),
-            "random_k_effect_share": float(np.nanmean(random)), "random_k_effect_share_ci": [float(low), float(high)], "draws": draws}
+def effect_shares(set_effects: pd.DataFrame) -> dict:
+    """The joint masking effect (share of the clean-vs-corrupted logit difference lost when a set is masked together) of the
+    top-k heads by attention score, of the top-k by single-head effect, of every head, and of k random other heads: the
+    mean over the independent draws with its 95% interval, the number of draws and of distinct sets among them."""
+    frame = set_effects.set_index("set")
+    one = lambda name: float(frame.loc[name, "effect"]) if name in frame.index else float("nan")  # noqa: E731
+    random = set_effects[set_effects["set"] == "random-k"]
+    mean, ci = mean_ci(random["effect"].to_numpy()) if len(random) else (float("nan"), [float("nan"), float("nan")])
+    top = frame.loc["top-k"]
+    return {"mask": str(set_effects["mask"].iloc[0]), "k": int(top["k"]), "topk_heads": str(top["heads"]).split(),
+            "topk_effect_share": one("top-k"), "top_single_k_effect_share": one("top-k by single effect"),
+            "top_single_k_heads": str(frame.loc["top-k by single effect", "heads"]).split() if "top-k by single effect" in frame.index else [],
+            "all_heads_effect_share": one("all heads"),
+            "random_k_effect_share": mean, "random_k_effect_share_ci": ci, "draws": int(len(random)),
+            "random_draws_distinct": int(random["heads"].nunique())}
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:

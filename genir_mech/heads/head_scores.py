@@ -2,7 +2,8 @@
 
     deciding = deciding_positions(gm, pairs)            # tidy: pair_id, position, token, effect, deciding (query-position patching)
     qr = qr_head_scores(gm, pairs, deciding)            # (L, H) calibrated attention mass on the deciding tokens (QRHead recipe)
-    causal = causal_head_scores(gm, pairs)              # layer, head, patch_effect, ablation_effect (the one patching engine)
+    causal = causal_head_scores(gm, pairs, mask="uniform")   # layer, head, patch_effect, ablation_effect (single heads)
+    masking_effects(gm, pairs, [[(1, 2), (3, 0)]], "uniform")  # the share of the logit difference lost when a set is masked together
     lens = head_lens(gm, batch, targets)                # layer, head, docid_share_top10, target_rank (the head's output alone)
 
 (a) The deciding query tokens of a pair are those whose clean value, patched
@@ -16,7 +17,10 @@ content-free token (the calibration of QRHead, whose content-free query is
 (b) patch_effect: mean normalised logit-difference effect of patching the
 head's clean output into the corrupted run (0 = corrupted, 1 = clean);
 ablation_effect: the share of the clean-vs-corrupted logit difference lost
-when the head's output is zeroed in the clean run.
+when the head alone is masked in the clean run (heads.masking: uniform
+attention or removed output). Single-head effects do not add up: the effect
+of a set of heads is measured by masking the set together
+(`masking_effects`).
 (c) The head's output at the predicting position, through the output
 projection, the final norm and the unembedding: the share of docid tokens
 among its top 10 tokens and the vocabulary rank of the target token (the
@@ -35,6 +39,7 @@ from ..models.execution import QueryBatch, run
 from ..patching.engine import sweep
 from ..patching.metrics import logit_diff
 from ..patching.pairs import PairBatch
+from .masking import DEFAULT_MASK, masked_set_values
 from .query_reading import head_site, predicting_attention, query_heads, query_kind
 
 DECIDING_SHARE = 0.5  # a position decides when it restores at least this share of the pair's largest position effect
@@ -136,17 +141,34 @@ def qr_head_scores(gm, batch: PairBatch, deciding: torch.Tensor, batch_size: int
     return total / len(rows)
 
 
-def causal_head_scores(gm, batch: PairBatch, rows_per_forward: int | None = 512, progress: bool = False) -> pd.DataFrame:
-    """layer, head, patch_effect (denoise, normalised), ablation_effect (share of the logit difference lost when zeroed)."""
+def masking_effects(gm, batch: PairBatch, sets: list[list[tuple[int, int]]], mask: str = DEFAULT_MASK, rows_per_forward: int | None = 512) -> np.ndarray:
+    """(len(sets),) share of the clean-vs-corrupted logit difference lost when each head set is masked together in the clean run:
+    1 - mean over pairs of (masked - corrupted) / (clean - corrupted); pairs whose clean and corrupted runs tie are left out.
+
+    Each set is masked at once (heads.masking), so interactions between its heads are measured, never assumed away.
+    """
+    unique = list(dict.fromkeys(tuple(sorted(s)) for s in sets))
+    targets = batch.targets
+    reduce = lambda logits, items: logit_diff(logits, targets.select(items.cpu()))  # noqa: E731
+    values = masked_set_values(gm, batch.clean, [list(u) for u in unique], reduce, mask, query_kind(gm), rows_per_forward)
+    with torch.no_grad():
+        clean = logit_diff(gm.logits(batch.clean).float(), targets).cpu()
+        corrupted = logit_diff(gm.logits(batch.corrupted).float(), targets).cpu()
+    span = clean - corrupted
+    normalised = torch.where(span != 0, (values - corrupted) / span, torch.full_like(values, float("nan")))
+    effect = dict(zip(unique, (1.0 - normalised.nanmean(1)).tolist()))
+    return np.array([effect[tuple(sorted(s))] for s in sets], dtype=float)
+
+
+def causal_head_scores(gm, batch: PairBatch, rows_per_forward: int | None = 512, progress: bool = False, mask: str = DEFAULT_MASK) -> pd.DataFrame:
+    """layer, head, patch_effect (denoise, normalised), ablation_effect (share of the logit difference lost when the head alone is masked)."""
     site = lambda layer: head_site(gm, layer).name  # noqa: E731
     heads = query_heads(gm)
-    metrics = {"logit_diff": logit_diff}
-    patched = sweep(gm, batch, [InterventionSpec(site(l), head=h) for l, h in heads], metrics=metrics, rows_per_forward=rows_per_forward, progress=progress)
-    zeroed = sweep(gm, batch, [InterventionSpec(site(l), head=h, value="zero") for l, h in heads], direction="noise", metrics=metrics,
-                   rows_per_forward=rows_per_forward, progress=progress)
+    patched = sweep(gm, batch, [InterventionSpec(site(l), head=h) for l, h in heads], metrics={"logit_diff": logit_diff},
+                    rows_per_forward=rows_per_forward, progress=progress)
     patch = patched.groupby(["layer", "head"])["normalised"].mean()
-    ablation = 1.0 - zeroed.groupby(["layer", "head"])["normalised"].mean()
-    return pd.DataFrame([{"layer": l, "head": h, "patch_effect": float(patch[(l, h)]), "ablation_effect": float(ablation[(l, h)])} for l, h in heads])
+    ablation = masking_effects(gm, batch, [[h] for h in heads], mask, rows_per_forward)
+    return pd.DataFrame([{"layer": l, "head": h, "patch_effect": float(patch[(l, h)]), "ablation_effect": float(a)} for (l, h), a in zip(heads, ablation)])
 
 
 @torch.no_grad()

@@ -5,12 +5,19 @@
     summary = run_heads_detect(lm, None, "runs/heads/lm-niah", HeadsConfig(seed=0))      # data generated from the seed
     summary = run_qr_retrieve(lm, "data/issue12", "runs/heads-qr/lm-niah")            # or niah.jsonl / incontext.jsonl from a folder
 
-`run_heads_detect` writes retrieval_scores.csv (per head), niah_trials.csv
-(per trial: generated answer, ROUGE-1 recall), masking.csv (per trial and
-condition: no heads, the top-k retrieval heads, k random non-retrieval heads
-per draw), qr_heads.csv (QRHead scores on the detection split) and figures:
-retrieval_scores.png, qr_scores.png, masking_heatmaps.png
-(`genir-mech figures <out>` redraws them from the tables).
+`run_heads_detect` writes retrieval_scores.csv (per head: Wu et al.'s score,
+hits / answer tokens), niah_trials.csv (per trial: generated answer, ROUGE-1
+recall), masking.csv (per trial, mask and condition: no heads, the top-k
+retrieval heads, k random heads per draw, drawn from the heads that are
+neither top-k nor retrieval heads), qr_heads.csv (QRHead scores on the
+detection split) and figures: retrieval_scores.png, qr_scores.png,
+masking_heatmaps.png (`genir-mech figures <out>` redraws them from the
+tables). Masking runs with each of `HeadsConfig.masks` (heads.masking:
+"uniform", Wu et al.'s, and "remove"); the summary's `mask` names the masking
+of its headline numbers (the first of `masks`), `masking` holds every mask's.
+Random-k is the mean over `random_draws` independent seeded draws with a 95%
+interval; `random_draws_distinct` says how many different sets they held
+(few candidate heads repeat sets, and the summary then carries a note).
 `run_qr_retrieve` selects QR heads on the detection split and ranks the
 held-out split's in-context documents with them, next to BM25 and the
 model's own answer: qr_heads.csv, qr_metrics.csv (method, metric, value),
@@ -32,9 +39,10 @@ import pandas as pd
 from ..data.incontext import InContextConfig, incontext_examples, incontext_qrels, load_incontext
 from ..data.niah import NiahConfig, load_niah, niah_trials
 from ..errors import GenIRError
-from ..heads.masking import masked_niah, random_heads
+from ..heads.comparison import mean_ci
+from ..heads.masking import MASKS, check_mask, default_top_k, masked_niah, random_control
 from ..heads.qr import answer_rankings, bm25_rankings, detect_qr_heads, evaluate_rankings, qr_rankings, qr_token_scores
-from ..heads.retrieval_score import retrieval_scores
+from ..heads.retrieval_score import RETRIEVAL_THRESHOLD, retrieval_scores
 from ..provenance import provenance, write_table
 from ..results_directory import atomic
 from .inputs import config_record
@@ -49,8 +57,9 @@ class HeadsConfig:
     lengths: tuple[int, ...] = (128, 256, 512)  # NIAH context lengths (generated data)
     depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # NIAH needle depths (generated data)
     trials_per_cell: int = 2
-    top_k: int | None = None  # heads masked; default: the number of retrieval heads (at least 1, at most the other heads)
-    random_draws: int = 3  # random non-retrieval head sets of the same size
+    top_k: int | None = None  # heads masked; default: the retrieval heads, at least 1, at most half the non-retrieval heads
+    random_draws: int = 10  # independent random sets of k heads that are neither top-k nor retrieval heads
+    masks: tuple[str, ...] = MASKS  # how heads are masked (heads.masking): "uniform" (Wu et al.'s) and/or "remove"; the first heads the summary
     qr_top_k: int | None = None  # QR heads selected; default min(16, max(2, heads // 4)): QRHead's 16 of 1024 would be none of a small model
     n_detection: int = 32  # labelled in-context examples for QR head detection (generated data)
     n_test: int = 64  # held-out in-context examples for the QR-retriever (generated data)
@@ -113,6 +122,16 @@ def qr_top_k(config: HeadsConfig, n_heads: int) -> int:
     return min(n_heads, config.qr_top_k or min(16, max(2, n_heads // 4)))
 
 
+def masking_summary(masked: pd.DataFrame) -> dict:
+    """NIAH accuracy of one mask's masking table: unmasked, top-k, random-k (mean over draws, 95% interval, per draw)."""
+    by = masked.groupby("condition")["success"].mean()
+    per_draw = masked[masked.condition == "random-k"].groupby("draw")["success"].mean()
+    mean, ci = mean_ci(per_draw.to_numpy(), bounds=(0.0, 1.0)) if len(per_draw) else (None, None)
+    return {"mask": str(masked["mask"].iloc[0]), "unmasked_accuracy": float(by["none"]), "masked_top_k_accuracy": float(by["top-k"]),
+            "masked_random_k_accuracy": mean, "masked_random_k_accuracy_ci95": ci,
+            "masked_random_k_accuracy_per_draw": [float(v) for v in per_draw]}
+
+
 @atomic
 def run_heads_detect(model, data, out, config: HeadsConfig | None = None, *, progress: bool = True) -> dict:
     """Retrieval scores, top-k vs random-k masking and QRHead scores of a decoder-only model; returns a JSON-able summary."""
@@ -128,33 +147,34 @@ def run_heads_detect(model, data, out, config: HeadsConfig | None = None, *, pro
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     write(scores.scores, "retrieval_scores")
     write(scores.trials, "niah_trials")
-    retrieval = [h for h, ok in zip(scores.ranked_heads(), scores.scores.set_index(["layer", "head"]).loc[scores.ranked_heads(), "is_retrieval_head"]) if ok]
+    ranked = scores.ranked_heads()
+    flags = scores.scores.set_index(["layer", "head"])["is_retrieval_head"]
+    retrieval = [h for h in ranked if flags[h]]
     n_heads = len(scores.scores)
     summary = {"model": gm.path, "niah_accuracy": scores.accuracy, "niah_exact_match": scores.exact_match,
                "niah_accuracy_by_length": {int(k): float(v) for k, v in scores.trials.groupby("context_length")["success"].mean().items()},
-               "n_trials": len(trials), "n_heads": n_heads,
-               "n_retrieval_heads": len(retrieval), "retrieval_head_fraction": len(retrieval) / n_heads,
+               "n_trials": len(trials), "n_heads": n_heads, "retrieval_score_definition": "hits / answer tokens (Wu et al. 2024)",
+               "retrieval_threshold": RETRIEVAL_THRESHOLD, "n_retrieval_heads": len(retrieval), "retrieval_head_fraction": len(retrieval) / n_heads,
                "top_retrieval_heads": [{"layer": int(l), "head": int(h), "score": float(s)} for l, h, s in
                                        scores.scores.dropna(subset=["retrieval_score"]).sort_values("retrieval_score", ascending=False)
                                        .head(5)[["layer", "head", "retrieval_score"]].itertuples(index=False)]}
     frames = {"retrieval_scores": scores.scores}
+    masks = [check_mask(m) for m in config.masks]
     if scores.accuracy > 0:
-        # default: every retrieval head, but no more than there are other heads to draw the random sets from
-        k = config.top_k or max(1, min(len(retrieval), n_heads - len(retrieval)))
-        ranked = scores.ranked_heads()
-        top = ranked[:k]
-        others = [h for h in ranked if h not in set(retrieval) and h not in set(top)]
-        draws = random_heads(others, k, config.random_draws, seed=config.seed)
-        masked = masked_niah(gm, trials, {"none": [[]], "top-k": [top], "random-k": draws}, batch_size=config.batch_size, progress=progress)
+        control = random_control(ranked, retrieval, config.top_k or default_top_k(n_heads, len(retrieval)), config.random_draws, config.seed)
+        conditions = {"none": [[]], "top-k": [control.top], **({"random-k": control.draws} if control.draws else {})}
+        tables, by_mask = [], {}
+        for mask in masks:
+            masked = masked_niah(gm, trials, conditions, batch_size=config.batch_size, progress=progress, mask=mask)
+            tables.append(masked)
+            by_mask[mask] = masking_summary(masked)
+        masked = pd.concat(tables, ignore_index=True)
         write(masked, "masking")
         frames["masking"] = masked
-        by = masked.groupby("condition")["success"].mean()
-        per_draw = masked[masked.condition == "random-k"].groupby("draw")["success"].mean()
-        summary.update({"top_k": k, "masked_heads": [f"L{l}H{h}" for l, h in top], "unmasked_accuracy": float(by["none"]),
-                        "masked_top_k_accuracy": float(by["top-k"]), "masked_random_k_accuracy": float(by["random-k"]),
-                        "masked_random_k_accuracy_per_draw": [float(v) for v in per_draw]})
+        summary.update({**control.record(), "mask": masks[0], **{k: v for k, v in by_mask[masks[0]].items() if k != "mask"}, "masking": by_mask})
     else:
-        summary.update({"top_k": 0, "masked_top_k_accuracy": None, "masked_random_k_accuracy": None})
+        summary.update({"top_k": 0, "mask": masks[0], "masked_top_k_accuracy": None, "masked_random_k_accuracy": None,
+                        "masked_random_k_accuracy_ci95": None, "masking": {}})
     if detection:
         qr = detect_qr_heads(qr_token_scores(gm, detection, batch_size=config.batch_size, progress=progress), detection, top_k=qr_top_k(config, gm.n_layers() * gm.adapter.n_heads))
         write(qr, "qr_heads")

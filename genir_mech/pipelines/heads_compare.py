@@ -5,14 +5,18 @@
     summary = run_heads_compare(models, None, "runs/heads-compare", CompareConfig())
 
 Per model (heads.model_scores): every head's QR score, retrieval score (NIAH
-models), patching and ablation effect, head lens and located stage, and its
-masking curve. Across models (heads.comparison): sparsity, the share of the
-total causal effect on the top-k vs k random heads (CI over draws), Spearman
-attention-vs-causal with bootstrap CIs, the effect-weighted relative depth,
-and for a pair of GenIR models of the two architectures whether their heads
-sit at the same relative depth and whether the decoder-only one shows the
-bridging / interaction stages. Writes <out>/<model>/{head_scores,
-deciding_positions, masking}.csv and stages.json, <out>/comparison.csv,
+models), patching and single-head masking effect, head lens and located
+stage, its masking curve, and the joint masking effect of head sets. Across
+models (heads.comparison): sparsity, the share of the logit difference lost
+when the top-k heads vs k random heads are masked together (mean and 95%
+interval over independent draws; never a sum of single-head effects),
+Spearman attention-vs-causal with bootstrap CIs, the effect-weighted relative
+depth, and for a pair of GenIR models of the two architectures whether their
+heads sit at the same relative depth and whether the decoder-only one shows
+the bridging / interaction stages. One masking per run (`CompareConfig.mask`:
+"uniform", Wu et al.'s, or "remove"), named in every table and in the
+summary. Writes <out>/<model>/{head_scores, deciding_positions, masking,
+set_effects}.csv and stages.json, <out>/comparison.csv,
 figures (depth_profile, masking_curves, attention_vs_causal; PNG + PDF),
 tables/heads_compare.{md,tex}, SUMMARY.md and summary.json, with provenance.
 """
@@ -28,7 +32,7 @@ import pandas as pd
 from ..errors import GenIRError
 from ..figures.heads_compare import plot_attention_vs_causal, plot_depth_profiles, plot_masking_curves
 from ..figures.tables import write_display
-from ..heads.comparison import depth_centre, default_k, effect_shares, sparsity, spearman_ci
+from ..heads.comparison import depth_centre, effect_shares, mean_ci, sparsity, spearman_ci
 from ..heads.model_scores import CompareInputs, HeadScores, score_heads
 from ..provenance import provenance, write_table, written_atomically
 from ..results_directory import atomic
@@ -37,13 +41,13 @@ from .inputs import config_record
 # The four models of issue 13: the same corpus (dsi-synth, lm-dsi-synth) and the same NIAH data (t5-niah, lm-niah) in both architectures.
 DEFAULT_MODELS = ("dsi-synth", "lm-dsi-synth", "t5-niah", "lm-niah")  # embedded checkpoints, found from any working folder
 BRIDGING, INTERACTION = "bridging", "interaction"
+MASK_WORDS = {"uniform": "the head attends uniformly, Wu et al.'s masking", "remove": "the head's output is zero"}
 
 
 @dataclass
 class CompareConfig(CompareInputs):
     """Parameters of `run_heads_compare` (the per-model inputs, plus the statistics' resampling), recorded in every provenance."""
 
-    share_draws: int = 1000  # random head sets for the top-k vs random-k effect share
     bootstrap: int = 1000  # resamples of the heads for the Spearman intervals
 
 
@@ -90,29 +94,52 @@ def load_models(paths: list[str], device: str = "cpu", dtype: str = "float32") -
     return out
 
 
+def _head(label: str) -> tuple[int, int]:
+    """(layer, head) of a table label such as "L12H3"."""
+    layer, head = label[1:].split("H")
+    return int(layer), int(head)
+
+
+def masking_curve(masking: pd.DataFrame) -> dict:
+    """Per k of a masking curve: the top-k value, and random-k's mean over draws with its 95% interval and distinct sets."""
+    rows = masking[masking["method"] != "none"]
+    out = {}
+    for k, part in rows.groupby("k"):
+        random = part[part["method"] == "random"]
+        mean, ci = mean_ci(random["value"].to_numpy(), bounds=(0.0, 1.0)) if len(random) else (float("nan"), [float("nan"), float("nan")])
+        top = part.loc[part["method"] == "top", "value"]
+        out[int(k)] = {"top": float(top.iloc[0]) if len(top) else float("nan"), "random": mean, "random_ci": ci,
+                       "draws": int(len(random)), "random_draws_distinct": int(random["heads"].nunique())}
+    return out
+
+
 def compare_model(result: HeadScores, config: CompareConfig) -> dict:
     """The per-model numbers of the comparison (JSON-able)."""
     scores = result.scores
-    k = default_k(scores)
-    shares = effect_shares(scores, k, config.share_draws, config.seed)
+    shares = effect_shares(result.set_effects)
     causal = scores["patch_effect"].abs()
     spearman = {"qr_score": spearman_ci(scores["qr_score"], causal, config.bootstrap, config.seed),
                 "ablation_effect_vs_patch": spearman_ci(scores["ablation_effect"], causal, config.bootstrap, config.seed)}
     if scores["retrieval_score"].notna().any():
         spearman["retrieval_score"] = spearman_ci(scores["retrieval_score"], causal, config.bootstrap, config.seed)
     masking = result.masking
-    by = masking.groupby(["method", "k"])["value"].mean()
-    largest = int(masking["k"].max())
+    curve = masking_curve(masking)
+    largest = max(curve)
+    single = scores.set_index(["layer", "head"])["ablation_effect"]
     return {
         "task": result.task, "heads": result.kind, "detector": str(scores["detector"].iloc[0]), "n_heads": int(len(scores)),
         "n_layers": int(scores["layer"].nunique()), **result.counts,
         "sparsity": sparsity(scores), **shares,
+        "topk_single_effects": {label: float(single[_head(label)]) for label in shares["topk_heads"]},
         "spearman_attention_vs_causal": spearman,
         "depth_centre_causal": depth_centre(scores, "patch_effect"), "depth_centre_attention": depth_centre(scores.assign(a=scores["attention_score"].clip(lower=0)), "a"),
         "stages": [{"name": s.name, "layers": list(s.layers)} for s in result.stages.stages],
-        "masking_metric": str(masking["metric"].iloc[0]), "unmasked": float(by[("none", 0)]),
-        "masked_top_k": {int(k_): float(v) for (m, k_), v in by.items() if m == "top"},
-        "masked_random_k": {int(k_): float(v) for (m, k_), v in by.items() if m == "random"},
+        "masking_metric": str(masking["metric"].iloc[0]), "unmasked": float(masking.loc[masking["method"] == "none", "value"].iloc[0]),
+        "masked_top_k": {k: c["top"] for k, c in curve.items()},
+        "masked_random_k": {k: c["random"] for k, c in curve.items()},
+        "masked_random_k_ci": {k: c["random_ci"] for k, c in curve.items()},
+        "masked_random_k_draws_distinct": {k: c["random_draws_distinct"] for k, c in curve.items()},
+        "masked_random_k_draws": {k: c["draws"] for k, c in curve.items()},
         "largest_k": largest,
     }
 
@@ -137,16 +164,19 @@ def comparison_table(summaries: dict[str, dict]) -> pd.DataFrame:
     rows = {}
     for name, s in summaries.items():
         rho = s["spearman_attention_vs_causal"]["retrieval_score" if "retrieval_score" in s["spearman_attention_vs_causal"] else "qr_score"]
+        largest = s["largest_k"]
         rows[name] = {
-            "heads": f"{s['n_heads']} {s['heads']}", "detector": s["detector"],
+            "heads": f"{s['n_heads']} {s['heads']}", "detector": s["detector"], "mask": s["mask"],
             "retrieval heads (>= 0.1)": s["sparsity"].get("retrieval", float("nan")), "QR heads (>= 0.1)": s["sparsity"]["qr"],
             "causal heads (>= 0.1)": s["sparsity"]["causal"], "k": s["k"],
             "top-k effect share": s["topk_effect_share"], "random-k effect share": s["random_k_effect_share"],
             "random-k 95% CI": "[{:.2f}, {:.2f}]".format(*s["random_k_effect_share_ci"]),
+            "random-k sets": f"{s['random_draws_distinct']} of {s['draws']}",
             "Spearman attention vs causal": rho["rho"], "Spearman 95% CI": "[{:.2f}, {:.2f}]".format(*rho["ci"]),
             "causal depth centre": s["depth_centre_causal"], "stages": " / ".join(st["name"] for st in s["stages"]),
-            "masking k": s["largest_k"], "unmasked": s["unmasked"], "masked top-k": s["masked_top_k"][s["largest_k"]],
-            "masked random-k": s["masked_random_k"][s["largest_k"]],
+            "masking k": largest, "unmasked": s["unmasked"], "masked top-k": s["masked_top_k"][largest],
+            "masked random-k": s["masked_random_k"][largest], "masked random-k 95% CI": "[{:.2f}, {:.2f}]".format(*s["masked_random_k_ci"][largest]),
+            "masked random-k sets": f"{s['masked_random_k_draws_distinct'][largest]} of {s['masked_random_k_draws'][largest]}",
         }
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
 
@@ -162,21 +192,29 @@ def _fmt(x) -> str:
 
 def summary_markdown(summaries: dict[str, dict], question: dict | None, seconds: float) -> str:
     """The short Markdown summary; every number comes from `summaries` (this run)."""
+    masks = sorted({s["mask"] for s in summaries.values()})
     lines = ["# heads compare: query-reading heads side by side", "",
-             f"{len(summaries)} models, {seconds:.0f} s. Causal effect = |normalised patch effect| of a head's output (clean into corrupted).", ""]
+             f"{len(summaries)} models, {seconds:.0f} s. Causal effect = |normalised patch effect| of a head's output (clean into corrupted). "
+             f"Heads are masked with the {' / '.join(masks)} mask ({MASK_WORDS.get(masks[0], masks[0]) if len(masks) == 1 else 'see each model'}); "
+             "a set's effect share is the share of the clean-vs-corrupted logit difference lost when the set is masked together.", ""]
     for name, s in summaries.items():
         key = "retrieval_score" if "retrieval_score" in s["spearman_attention_vs_causal"] else "qr_score"
         rho = s["spearman_attention_vs_causal"][key]
+        largest = s["largest_k"]
+        low, high = s["random_k_effect_share_ci"]
         lines.append(
-            f"- **{name}** ({s['task']}, {s['n_heads']} {s['heads']} heads): {_fmt(s['sparsity']['causal'])} of heads carry >= 0.1 of the "
+            f"- **{name}** ({s['task']}, {s['n_heads']} {s['heads']} heads, {s['mask']} mask): {_fmt(s['sparsity']['causal'])} of heads carry >= 0.1 of the "
             f"logit difference alone, {_fmt(s['sparsity']['qr'])} are QR heads"
             + (f", {_fmt(s['sparsity']['retrieval'])} retrieval heads" if "retrieval" in s["sparsity"] else "")
-            + f". The top {s['k']} heads by {s['detector']} score ({', '.join(s['topk_heads'])}) carry {_fmt(s['topk_effect_share'])} of the total causal "
-            f"effect, k random heads {_fmt(s['random_k_effect_share'])} (95% CI {_fmt(s['random_k_effect_share_ci'][0])}-{_fmt(s['random_k_effect_share_ci'][1])}); "
-            f"{_above(s['topk_effect_share'], s['random_k_effect_share_ci'][1])} than the random draws' interval. "
+            + f". Masking the top {s['k']} heads by {s['detector']} score ({', '.join(s['topk_heads'])}) together loses {_fmt(s['topk_effect_share'])} "
+            f"of the logit difference, k random other heads {_fmt(s['random_k_effect_share'])} (95% CI {_fmt(low)} to {_fmt(high)}, "
+            f"{s['draws']} draws, {s['random_draws_distinct']} distinct sets); {_above(s['topk_effect_share'], high)} than that interval; "
+            f"every head together: {_fmt(s['all_heads_effect_share'])}. "
             f"Spearman {key} vs causal: {_fmt(rho['rho'])} (95% CI {_fmt(rho['ci'][0])} to {_fmt(rho['ci'][1])}). "
-            f"Removing the top {s['largest_k']}: {s['masking_metric']} {_fmt(s['unmasked'])} -> {_fmt(s['masked_top_k'][s['largest_k']])}; "
-            f"{s['largest_k']} random: {_fmt(s['masked_random_k'][s['largest_k']])}. Causal effect centred at relative depth "
+            f"Masking the top {largest}: {s['masking_metric']} {_fmt(s['unmasked'])} -> {_fmt(s['masked_top_k'][largest])}; "
+            f"{largest} random: {_fmt(s['masked_random_k'][largest])} (95% CI {_fmt(s['masked_random_k_ci'][largest][0])} to "
+            f"{_fmt(s['masked_random_k_ci'][largest][1])}, {s['masked_random_k_draws_distinct'][largest]} distinct sets in "
+            f"{s['masked_random_k_draws'][largest]} draws). Causal effect centred at relative depth "
             f"{_fmt(s['depth_centre_causal'])}; stages: {', '.join(st['name'] for st in s['stages'])}.")
     lines.append("")
     if question is None:
@@ -211,6 +249,7 @@ def run_heads_compare(models: dict[str, object], data, out, config: CompareConfi
         write_table(result.scores, folder / "head_scores", prov)
         write_table(result.deciding, folder / "deciding_positions", prov)
         write_table(result.masking.assign(model=name), folder / "masking", prov)
+        write_table(result.set_effects.assign(model=name), folder / "set_effects", prov)
         result.stages.save(folder / "stages.json")
         summaries[name] = {**compare_model(result, config), "seconds": round(time.time() - t0, 1), "model_path": gm.path}
         frames["scores"].append(result.scores)
@@ -220,8 +259,9 @@ def run_heads_compare(models: dict[str, object], data, out, config: CompareConfi
     seconds = time.time() - started
     prov = provenance(model=",".join(str(gm.path) for gm in models.values()), config=record, seed=config.seed, started=started,
                       data_hash_records={n: r.counts["data_hash"] for n, r in results.items()})
-    tidy = pd.DataFrame([{"model": n, "metric": m, "value": float(v)} for n, s in summaries.items()
+    tidy = pd.DataFrame([{"model": n, "mask": s["mask"], "metric": m, "value": float(v)} for n, s in summaries.items()
                          for m, v in (("n_heads", s["n_heads"]), ("topk_effect_share", s["topk_effect_share"]), ("random_k_effect_share", s["random_k_effect_share"]),
+                                      ("all_heads_effect_share", s["all_heads_effect_share"]),
                                       *((f"sparsity_{k}", v) for k, v in s["sparsity"].items()),
                                       *((f"spearman_{k}", v["rho"]) for k, v in s["spearman_attention_vs_causal"].items()),
                                       ("depth_centre_causal", s["depth_centre_causal"]))])
@@ -230,7 +270,8 @@ def run_heads_compare(models: dict[str, object], data, out, config: CompareConfi
                "masking_curves": str(plot_masking_curves(masking, out / "figures" / "masking_curves")),
                "attention_vs_causal": str(plot_attention_vs_causal(scores, out / "figures" / "attention_vs_causal"))}
     tables = [str(p) for p in write_display(comparison_table(summaries), out / "tables" / "heads_compare",
-                                            "Query-reading heads side by side: sparsity, top-k vs random-k share of the causal effect, attention vs causal rank correlation, masking")]
+                                            "Query-reading heads side by side: sparsity, logit difference lost when the top-k vs k random heads are masked together, "
+                                            "attention vs causal rank correlation, masking curves (the mask column names the masking)")]
     summary = {**summaries, "_genir_question": question, "_figures": figures, "_tables": tables, "_seconds": round(seconds, 1)}
     with written_atomically(out / "SUMMARY.md") as tmp:
         tmp.write_text(summary_markdown(summaries, question, seconds))
