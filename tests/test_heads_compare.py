@@ -164,6 +164,18 @@ def test_a_model_without_a_retrieval_task_is_refused_in_one_line(tmp_path):
     assert out.returncode == 2 and "neither a GenIR model" in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
 
+def test_compare_masks_one_way_per_run():
+    import argparse
+
+    from genir_mech.verbs.heads import add_arguments, compare_handler
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    with pytest.raises(GenIRError, match="one way per run: --mask uniform"):
+        compare_handler(parser.parse_args(["compare", "--mask", "both"]))
+    assert CompareConfig().mask == "uniform" and CompareConfig().random_draws >= 10
+
+
 def test_a_model_whose_decoder_cannot_read_the_query_is_refused(monkeypatch):
     gm = tiny_genir()
     monkeypatch.setattr(type(gm.adapter), "kinds", lambda self, side: ("self_attn", "mlp"))
