@@ -8,9 +8,20 @@ decoder step that ranks the documents:
 
 - `ratio`: ||c_out|| / ||r_end - r_begin||, the component's output norm over
   the norm of everything its layer added to the residual stream;
-- `cos_residual`: cosine of c_out with the residual stream entering its sublayer;
+- `cos_residual`: cosine of c_out with the residual stream *entering its
+  sublayer* (what the component reads);
+- `cos_resid_post` (only with `paper_cosine=True`): cosine of c_out with the
+  residual stream *after its layer*, the definition of the paper's code
+  (`get_cos` in eval_residual_rank.py: `cosine_similarity(comp, resid_post)`),
+  which the stage localiser uses for the interaction stage's "the MLPs turn
+  against the residual";
 - `cos_priming` (only with `stages`): cosine of c_out with the mean output of the
   MLPs of the first stage on the same query (the paper's Stage-I MLPs).
+
+The two residual cosines differ most where a component writes much: the
+residual after the layer contains the component's own output, which pulls
+`cos_resid_post` toward +1; a negative `cos_resid_post` is therefore the
+stronger statement.
 
 With `view` (a `retrieval.steps.StepView` of the same queries) the decoder
 is teacher-forced to the view's step of a multi-token docid and the metrics
@@ -55,17 +66,20 @@ def _stack(values, sites, n_layers, n_kinds):
     return stacked if len(sites) == n_layers else stacked.unflatten(2, (n_layers, n_kinds))
 
 
-def _side_metrics(gm, values, side: str, mask: torch.Tensor, priming: list[int] | None) -> dict[str, torch.Tensor]:
+def _side_metrics(gm, values, side: str, mask: torch.Tensor, priming: list[int] | None, paper_cosine: bool = False) -> dict[str, torch.Tensor]:
     """(B, L, K) tensors of every metric for one side, averaged over the positions in `mask` (B, T)."""
     outs, pres, begins, ends = _sites(gm, side)
     n_layers, kinds = gm.n_layers(side), gm.adapter.kinds(side)
     out = _stack(values, outs, n_layers, len(kinds))
     pre = _stack(values, pres, n_layers, len(kinds))
-    delta = (_stack(values, ends, n_layers, 1) - _stack(values, begins, n_layers, 1)).unsqueeze(3)
+    post = _stack(values, ends, n_layers, 1)
+    delta = (post - _stack(values, begins, n_layers, 1)).unsqueeze(3)
     per_token = {
         "ratio": out.norm(dim=-1) / delta.norm(dim=-1).clamp_min(1e-12),
         "cos_residual": cosine(out, pre),
     }
+    if paper_cosine:
+        per_token["cos_resid_post"] = cosine(out, post.unsqueeze(3))
     if priming is not None:
         mlp_mean = out[:, :, priming, kinds.index("mlp")].mean(2, keepdim=True).unsqueeze(3)
         per_token["cos_priming"] = cosine(out, mlp_mean)
@@ -83,8 +97,10 @@ def contributions(
     sides: tuple[str, ...] = ("decoder",),
     progress: bool = False,
     view=None,
+    paper_cosine: bool = False,
 ) -> pd.DataFrame:
-    """Contribution ratio and cosines of every component, per query (see the module docstring)."""
+    """Contribution ratio and cosines of every component, per query (see the module docstring);
+    `paper_cosine`: also `cos_resid_post`, the cosine with the residual after the layer (the paper's definition)."""
     if len(texts) != len(query_ids):
         raise GenIRError(f"{len(texts)} query texts but {len(query_ids)} query ids")
     check_view(view, texts)
@@ -110,7 +126,7 @@ def contributions(
                 mask[:, -1] = True  # the decoder step that ranks the documents
             else:
                 mask = batch.attention_mask.bool()
-            metrics = _side_metrics(gm, values, side, mask, priming if side == "decoder" else None)
+            metrics = _side_metrics(gm, values, side, mask, priming if side == "decoder" else None, paper_cosine)
             for name, value in metrics.items():
                 frame = long_frame(value, {"query_id": query_ids[rows], "layer": range(gm.n_layers(side)), "component": gm.adapter.kinds(side)}, metric=name)
                 frame.insert(0, "side", side)
