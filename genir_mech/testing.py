@@ -619,3 +619,127 @@ def copy_needle_trials(vocab: list[str], n: int = 12, seed: int = 0, context: in
         prompt = " ".join(hay[:at] + [needle] + hay[at:])
         trials.append(NiahTrial(f"t{i}", context, at / context, prompt, marked, needle, "q"))
     return trials
+
+
+# -- planted decoder stages (priming, bridging, interaction) ----------------------------------------
+
+
+@torch.no_grad()
+def planted_stages(priming: tuple[int, ...] = (0, 1), bridging: tuple[int, ...] = (2, 3), interaction: tuple[int, ...] = (4, 5),
+                   idle: tuple[int, ...] = (), inert: tuple[int, ...] = (), decoder_layers: int | None = None, n_docs: int = 20,
+                   seed: int = 0, queries: list[str] | None = None) -> GenIRModel:
+    """A tiny T5 whose decoder has the paper's stages in known layers (weights edited), for the stage localiser.
+
+    Example:
+        >>> gm = planted_stages(priming=(0, 1), bridging=(2, 3), interaction=(4, 5))
+        >>> gm = planted_stages(priming=(), bridging=(0, 1, 2), interaction=(3, 4, 5))          # two stages, no priming
+        >>> gm = planted_stages(bridging=(2, 3), idle=(4, 5), interaction=(6, 7))               # a fourth, idle stage
+        >>> gm = planted_stages(priming=(), inert=(0, 1), bridging=(2, 3), interaction=(4, 5))  # dispensable MLPs first
+
+    The residual stream (d_model 32) is cut into a bias dimension, which the decoder start token holds (10), a gate,
+    a sink, an idle dimension, 8 query-code dimensions (word embeddings live there) and 20 docid dimensions (docid
+    embeddings live there). The encoder is silenced, so its output is each token's normed embedding; the
+    end-of-query token embeds on the sink alone.
+    - `priming` MLPs write a constant to the gate (12 in all, an equal share per layer). Each bridging
+      cross-attention head scores the sink by bias - gate: without the whole gate it attends to the sink, whose
+      value is zero, and reads nothing. Zeroing any priming layer breaks retrieval; mean-ablating it changes nothing.
+      With no priming layer the start token holds the gate itself.
+    - `bridging` cross-attention averages the query's words into the code dimensions (every bridging layer alike).
+    - `interaction` MLPs (identical) read the code through thresholds (the bias dimension times a constant, set
+      from `queries`, default 64 toy queries, so that each unit fires for about 30% of them), write docid
+      directions (norm ~1), and take back half the gate between them: their output points against the residual.
+    - `idle` self-attention writes a constant to the idle dimension; nothing reads it.
+    - `inert` MLPs write a constant to the idle dimension: MLP-dominated layers that cost nothing when zeroed or
+      mean-ablated (dispensable, so not priming, though mean-ablating them is cheap).
+    Every other sublayer is zeroed. Each layer must be in one set; `decoder_layers` defaults to the layers named.
+    """
+    sets = {"priming": tuple(priming), "bridging": tuple(bridging), "interaction": tuple(interaction), "idle": tuple(idle), "inert": tuple(inert)}
+    named = [l for layers in sets.values() for l in layers]
+    n_layers = decoder_layers or (max(named) + 1)
+    if sorted(named) != list(range(n_layers)):
+        raise GenIRError(f"planted_stages: every decoder layer 0..{n_layers - 1} must be in exactly one of {', '.join(sets)}; got {sets}")
+    if not bridging or not interaction:
+        raise GenIRError("planted_stages needs bridging and interaction layers (the query must reach the docids)")
+    if max(sets["priming"], default=-1) > min(bridging) or max(bridging) > min(interaction):
+        raise GenIRError("planted_stages: priming layers come before bridging, bridging before interaction")
+    d_model, heads, d_head = 32, 4, 8
+    bias, gate, sink, idle_dim = 0, 1, 2, 3
+    code, docid_dims = list(range(4, 12)), list(range(12, 32))
+    bias_value, gate_total, sharpness, copy_gain = 10.0, 12.0, 4.0, 0.5
+    against = gate_total / (2 * len(interaction))  # the interaction layers take back half the gate between them
+
+    gm = tiny_genir(encoder_layers=2, decoder_layers=n_layers, d_model=d_model, num_heads=heads, n_docs=n_docs, seed=seed)
+    model, tok = gm.hf_model, gm.tokenizer
+    g = torch.Generator().manual_seed(seed)
+    for name, param in model.named_parameters():
+        if "layer_norm" in name:
+            param.fill_(1.0)
+    for block in model.encoder.block:  # silenced: the encoder output is the normed token embeddings
+        block.layer[0].SelfAttention.o.weight.zero_()
+        block.layer[1].DenseReluDense.wo.weight.zero_()
+    emb = model.shared.weight
+    emb.zero_()
+    docids = gm.docids.vocab_ids.tolist()
+    words = [i for i in range(len(tok)) if i not in set(docids) | {tok.eos_token_id, model.config.decoder_start_token_id}]
+    emb[torch.tensor(words)[:, None], torch.tensor(code)[None, :]] = torch.randn(len(words), len(code), generator=g)
+    emb[torch.tensor(docids)[:, None], torch.tensor(docid_dims)[None, :]] = torch.randn(len(docids), len(docid_dims), generator=g)
+    emb[tok.eos_token_id, sink] = 1.0
+    start = model.config.decoder_start_token_id
+    emb[start, bias] = bias_value
+    if not priming:
+        emb[start, gate] = gate_total
+
+    rms = lambda v: float((v.pow(2).mean()) ** 0.5)  # noqa: E731  (T5's RMS norm, weight 1)
+    gate_so_far = 0.0 if priming else gate_total
+    for layer, block in enumerate(model.decoder.block):
+        self_attn, cross, mlp = block.layer[0].SelfAttention, block.layer[1].EncDecAttention, block.layer[2].DenseReluDense
+        for w in (self_attn.o.weight, cross.o.weight, mlp.wi.weight, mlp.wo.weight):
+            w.zero_()
+        if layer in priming:
+            x = torch.zeros(d_model)
+            x[bias], x[gate] = bias_value, gate_so_far
+            mlp.wi.weight[0, bias] = 1.0
+            share = gate_total / len(priming)
+            mlp.wo.weight[gate, 0] = share * rms(x) / bias_value  # the unit's activation is bias / rms(x)
+            gate_so_far += share
+        elif layer in bridging:
+            for w in (cross.q.weight, cross.k.weight, cross.v.weight):
+                w.zero_()
+            for h in range(heads):
+                cross.q.weight[h * d_head, bias] = sharpness
+                cross.q.weight[h * d_head, gate] = -sharpness
+                cross.k.weight[h * d_head, sink] = sharpness
+            for j, dim in enumerate(code):  # head 0 copies the code dimensions of the words it attends to
+                cross.v.weight[j, dim] = 1.0
+                cross.o.weight[dim, j] = copy_gain
+        elif layer in idle:
+            self_attn.v.weight.zero_()
+            self_attn.v.weight[0, bias] = 1.0
+            self_attn.o.weight[idle_dim, 0] = 3.0
+        elif layer in inert:
+            mlp.wi.weight[0, bias] = 1.0
+            mlp.wo.weight[idle_dim, 0] = 3.0
+    # interaction: thresholds and output scale from the code the queries bring to the first interaction layer
+    texts = queries or toy_queries(gm, 64)
+    batch = tok(texts, padding=True, return_tensors="pt")
+    first = min(interaction)
+    x = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, decoder_input_ids=torch.full((len(texts), 1), start),
+              output_hidden_states=True).decoder_hidden_states[first][:, 0]
+    n_units = model.config.d_ff - 1  # unit 0 is the constant one
+    w_in = torch.randn(n_units, len(code), generator=g)
+    pre = x[:, code] @ w_in.T
+    threshold = pre.quantile(0.7, dim=0)
+    scale = x.pow(2).mean(1).sqrt()  # each query's RMS at the interaction input
+    w_out = torch.randn(len(docid_dims), n_units, generator=g)
+    hidden = torch.relu(pre - threshold) / scale[:, None]
+    w_out *= 1.0 / float((hidden @ w_out.T).norm(dim=1).median())  # docid writes of norm ~1, small beside the gate they take back
+    for layer in interaction:
+        mlp = model.decoder.block[layer].layer[2].DenseReluDense
+        mlp.wi.weight[1:, code] = w_in
+        mlp.wi.weight[1:, bias] = -threshold / bias_value  # the threshold rides on the constant bias dimension
+        mlp.wi.weight[0, bias] = 1.0
+        mlp.wo.weight[torch.tensor(docid_dims)[:, None], torch.arange(1, n_units + 1)[None, :]] = w_out
+        mlp.wo.weight[gate, 0] = -against * float(scale.median()) / bias_value  # writes ~ -against on the gate: against the residual
+    gm.name = (f"tiny-t5-stages-p{len(priming)}" + (f"-n{len(inert)}" if inert else "") + f"-b{len(bridging)}" + (f"-u{len(idle)}" if idle else "")
+               + f"-i{len(interaction)}")
+    return gm

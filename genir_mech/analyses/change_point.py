@@ -1,8 +1,16 @@
 """Optimal change-point segmentation of a per-layer feature profile into contiguous stages.
 
+    parts = optimal_partitions(features, max_stages=6)            # {k: (sse, starts)}: the best split into k stages, every k
     seg = segment_profile(features, min_size=1, max_stages=6)     # features: (n_layers, n_features) array
     seg.starts            # first layer of every stage, e.g. (0, 3, 5)
     seg.criterion         # {k: penalised criterion} for every feasible number of stages k
+    path = knob_path(features, RESOLUTION_GRID)                   # the k the criterion picks at every resolution
+
+The stage localiser uses `optimal_partitions` for its candidates (one per k,
+no knob involved) and decides the number of stages by functional tests
+(analyses.stage_localisation); the penalised criterion below decides it only
+when no functional evidence is given, and `knob_path` reports how its answer
+moves with the resolution, the knob that used to decide it.
 
 Model: each stage has a constant mean feature vector and layers scatter around
 it with one isotropic noise variance sigma^2. For every k the partition that
@@ -32,6 +40,9 @@ from ..errors import GenIRError
 DEFAULT_RESOLUTION = 0.1
 MIN_DIFFERENCES = 7  # a robust noise estimate needs the boundaries to be a minority of layer differences
 DEFAULT_PENALTY = 1.0
+# Resolutions at which the knob path is reported: 10^-2.75 (0.0018, a fifth of a percentage point) to 10^-0.25 (0.56, half
+# the range of a share or a cosine), 8 steps a decade, so 0.01, 0.0316, 0.1 (the default) and 0.316 are on it.
+RESOLUTION_GRID = tuple(float(f"{10 ** (e / 8):.4g}") for e in range(-22, -1))
 
 
 @dataclass(frozen=True)
@@ -127,12 +138,27 @@ def segment_profile(
         raise GenIRError(f"segmentation needs a (n_layers, n_features) profile, got shape {x.shape}")
     if not np.isfinite(x).all():
         raise GenIRError("the layer profile contains NaN or infinite values; check the contribution table")
-    n, p = x.shape
+    n = x.shape[0]
     if min_size < 1 or min_size > n:
         raise GenIRError(f"min_stage_size {min_size} (CLI: --min-stage-size): must lie between 1 and the number of decoder layers ({n})")
     max_stages = min(max_stages or n, n // min_size)
-    parts = optimal_partitions(x, max_stages, min_size)
+    return penalised_choice(x, optimal_partitions(x, max_stages, min_size), penalty, resolution)
+
+
+def penalised_choice(x: np.ndarray, parts: dict[int, tuple[float, tuple[int, ...]]], penalty: float = DEFAULT_PENALTY,
+                     resolution: float = DEFAULT_RESOLUTION) -> Segmentation:
+    """The partition among `parts` (from optimal_partitions of `x`) that the penalised criterion picks at this penalty and resolution."""
+    n, p = x.shape
     sigma2 = noise_variance(x, resolution)
     crit = {k: sse / sigma2 + penalty * (k * p + k - 1) * math.log(n * p) for k, (sse, _) in parts.items()}
     k_best = min(crit, key=lambda k: (crit[k], k))  # ties go to fewer stages
     return Segmentation(parts[k_best][1], n, {k: v[0] for k, v in parts.items()}, crit)
+
+
+def knob_path(features: np.ndarray, resolutions=RESOLUTION_GRID, min_size: int = 1, max_stages: int | None = None,
+              penalty: float = DEFAULT_PENALTY) -> list[tuple[float, Segmentation]]:
+    """(resolution, the segmentation the penalised criterion picks there) for every resolution: how the answer moves with the knob."""
+    x = np.asarray(features, dtype=float)
+    n = x.shape[0]
+    parts = optimal_partitions(x, min(max_stages or n, n // min_size), min_size)
+    return [(float(r), penalised_choice(x, parts, penalty, r)) for r in resolutions]

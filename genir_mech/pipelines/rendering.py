@@ -27,7 +27,7 @@ from ..figures.patching import TARGET_FAMILIES, family_title, plot_node_families
 from ..figures.retrieval import plot_rank_cdf
 from ..figures.saving import save_figure
 from ..figures.style import readable
-from ..figures.stages import plot_stages, plot_stages_per_step
+from ..figures.stages import plot_stage_path, plot_stages, plot_stages_per_step
 from ..provenance import TABLE_SUFFIXES, read_table, table_file
 from ..stage_definition import StageDefinition
 
@@ -100,6 +100,7 @@ PRODUCTS = [
                                                                 "Minimal circuit: Hits@1/5/10 (%) of the intact model and of the circuit, the circuit relative to the intact model (%), and components kept.")),
     # boundary_stability is empty for a one-layer decoder (no boundary to place); the profile is still drawn
     Product("stages", ("stage_layer_means",), lambda f, o, s, m: _figure(plot_stages(f["stage_layer_means"], f.get("boundary_stability", pd.DataFrame(columns=["boundary", "selected", "frequency", "frequency_within_1"])), s, title=f"{m}: decoder stages"), o, "stages"), needs_stages=True),
+    Product("stage_path", ("stage_path",), lambda f, o, s, m: _figure(plot_stage_path(f["stage_path"], None, s, title=f"{m}: the stage count along the knob"), o, "stage_path")),
     Product("stages_per_step", ("stage_layer_means", "step_stages"), lambda f, o, s, m: _figure(plot_stages_per_step(f["stage_layer_means"], f["step_stages"], title=f"{m}: decoder stages per docid step"), o, "stages_per_step"), per_step=True),
     Product("swap", ("swap_removed_docs_per_query", "swap_vanilla_per_query"), lambda f, o, s, m: _figure(plot_swap(f.get("swap_removed_docs_per_query"), f.get("swap_vanilla_per_query"), title=f"{m}: encoder swap"), o, "swap"), any_of=True),
     Product("table2_swap_removed_docs", ("swap_removed_docs",), lambda f, o, s, m: _swap_display(f["swap_removed_docs"], "removed", o, m)),
