@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+from .version import __version__
 
 # public name -> module that defines it (one place to look each up)
 _API = {

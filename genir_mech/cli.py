@@ -41,7 +41,8 @@ def version_text() -> str:
     """`genir-mech --version`: the suite's version and those of the libraries its results depend on (read from package metadata, nothing imported)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from .verbs.options import library_constant
+    from .version import __version__
+    from .vocabulary import RESULT_PACKAGES
 
     def installed(name: str) -> str:
         try:
@@ -49,8 +50,8 @@ def version_text() -> str:
         except PackageNotFoundError:
             return "not installed"
 
-    libraries = [p for p in library_constant("provenance", "PACKAGES") if p != "genir_mech"]
-    return f"genir-mech {library_constant('__init__', '__version__')} (python {sys.version.split()[0]}; " + ", ".join(f"{p} {installed(p)}" for p in libraries) + ")"
+    libraries = [p for p in RESULT_PACKAGES if p != "genir_mech"]
+    return f"genir-mech {__version__} (python {sys.version.split()[0]}; " + ", ".join(f"{p} {installed(p)}" for p in libraries) + ")"
 
 
 class VersionAction(argparse.Action):

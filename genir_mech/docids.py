@@ -26,6 +26,7 @@ import torch
 
 from .errors import GenIRError
 from .provenance import written_atomically
+from .vocabulary import DOCID_SCHEMES
 
 DEFAULT_PATTERN = r"@DOC_ID_(.+?)@"
 
@@ -132,7 +133,6 @@ def doc_order_key(s: str):
 # Multi-token docids (issue 10): a document is a sequence of vocabulary tokens, decoded one per step and ended by eos.
 
 # naive: digits of the document number; semantic: hierarchical k-means path; title: GENRE-style unique title
-DOCID_SCHEMES = ("atomic", "naive", "semantic", "title")  # a literal: the CLI reads it without importing torch
 ATOMIC, SEQUENCE_SCHEMES = DOCID_SCHEMES[0], DOCID_SCHEMES[1:]
 MAPPING_FILE = "docids.json"  # the docid -> token strings mapping, next to a model trained on a sequence scheme
 

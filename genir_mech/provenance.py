@@ -34,8 +34,9 @@ from pathlib import Path
 import pandas as pd
 
 from .results_directory import check_complete, hash_file, published, write_error
+from .vocabulary import RESULT_PACKAGES
 
-PACKAGES = ("genir_mech", "torch", "transformers", "nnsight", "numpy", "pandas", "ir_measures", "ir_datasets")
+PACKAGES = RESULT_PACKAGES
 PARQUET_ROWS = 10_000  # longer tables are written as Parquet, shorter ones as CSV (readable by eye)
 TABLE_SUFFIXES = (".parquet", ".csv")
 

@@ -1,7 +1,7 @@
 """The package's layers: no import cycles, and no module imports from a layer above its own.
 
 Layers, bottom up (a module may import its own layer and the ones below):
-errors, embedded, progress, provenance, results_directory, docids, stage_definition, data (0) < models (1) < training, retrieval (2)
+errors, version, vocabulary, embedded, progress, provenance, results_directory, docids, stage_definition, data (0) < models (1) < training, retrieval (2)
 < interventions (3) < analyses, patching, heads (4) < figures (5) < pipelines (6) < reporting, sweep, verbs, cli (7).
 sweep runs pipelines from a config file and shares the verbs' argument checks (verbs/options.py); reporting writes
 REPORT.md and the paper's numbers from a finished sweep's record and tables (it reads the sweep's config), so no
@@ -19,7 +19,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "genir_mech"
 LAYERS = {
-    "errors": 0, "embedded": 0, "progress": 0, "provenance": 0, "results_directory": 0, "docids": 0, "stage_definition": 0, "data": 0,
+    "errors": 0, "version": 0, "vocabulary": 0, "embedded": 0, "progress": 0, "provenance": 0, "results_directory": 0, "docids": 0, "stage_definition": 0, "data": 0,
     "models": 1,
     "training": 2, "retrieval": 2,
     "interventions": 3,

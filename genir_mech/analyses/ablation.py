@@ -39,11 +39,12 @@ from ..interventions import Intervention, InterventionExecutor, Replacements, ch
 from ..models.components import Site
 from ..retrieval import RANK_THRESHOLDS, beyond_rank_percent, rank_of, scorer_for
 from ..stage_definition import StageDefinition
+from ..vocabulary import ABLATION_METHODS
 from .long_frame import long_frame
 from .query_batches import check_view, query_batches
 
 # Method names as the tables and the CLI spell them; "cross-model" is the intervention value "other-model".
-METHODS = ("zero", "mean", "cross-model")
+METHODS = ABLATION_METHODS
 # Kept for callers written before interventions existed: an ablation is an Intervention.
 Ablation = Intervention
 

@@ -18,6 +18,7 @@ import random
 from dataclasses import asdict, dataclass
 
 from ..errors import GenIRError
+from ..vocabulary import MAX_ATTRIBUTE_VALUES, MAX_N_DOCS, MAX_N_PAIRS
 from .corpus import Query, RetrievalDataset
 
 _ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "gr", "kl", "tr", "st", "sk", "pl", "th", "sh"]
@@ -76,12 +77,8 @@ DOC_TEMPLATES = [
 ]
 
 
-# Upper bounds of a config (data specs on the command line, in sweep configs and in model cards): the generator holds
-# the whole corpus in memory, and every document brings 17 queries, so 100,000 documents already take about 2 GB and
-# 20 s to generate; a mistyped size fails at once instead of exhausting the machine.
-MAX_N_DOCS = 100_000
-MAX_N_PAIRS = 100_000
-MAX_ATTRIBUTE_VALUES = 10_000
+# Upper bounds of a config (MAX_N_DOCS, MAX_N_PAIRS, MAX_ATTRIBUTE_VALUES in genir_mech.vocabulary; data specs on the
+# command line, in sweep configs and in model cards): a mistyped size fails at once instead of exhausting the machine.
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,12 @@ import re
 from dataclasses import dataclass
 
 from ..errors import GenIRError
+from ..vocabulary import COMPONENT_KINDS
 
 # "decoder" is the stack that produces the ranking logits in every family, so
 # analyses of the ranking step run unchanged on encoder-decoder and decoder-only models.
 SIDES = ("encoder", "decoder")
-KINDS = ("self_attn", "cross_attn", "mlp")
+KINDS = COMPONENT_KINDS
 ATTENTION_KINDS = tuple(k for k in KINDS if k.endswith("_attn"))
 # What can be read at a sublayer: the residual before it, the per-head
 # pre-projection outputs (attention only), its output, the residual after it.

@@ -17,14 +17,12 @@ import torch
 
 from ..docids import DocidScheme
 from ..errors import GenIRError
+from ..vocabulary import MAX_QUERY_TOKENS
 from .adapters import Adapter
 from .capacity import CHECKED_FROM, SHARE, available_memory, batch_bytes, max_fitting_length, max_input_tokens
 from .components import Site
 from .execution import QueryBatch
 from .wrapper import GenIRNNsight
-
-# Query truncation length of the public DSI code (queries are short; 64 tokens covers them).
-MAX_QUERY_TOKENS = 64
 
 
 @dataclass

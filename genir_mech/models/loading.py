@@ -38,15 +38,17 @@ from ..data.loaders import load_dataset
 from ..docids import ATOMIC, AtomicDocids, SequenceDocids
 from ..errors import GenIRError
 from ..provenance import record_hub_revision
+from ..vocabulary import DTYPE_NAMES
 from .adapters import adapter_class
 from .components import Site
 from .execution import run
 from .genir_model import GenIRModel
-from .model_card import FILE_NAME as CARD_FILE, ModelCard
+from .model_card import FILE_NAME as CARD_FILE
+from .model_card import ModelCard
 from .names import HubFiles, Located, hub_files, locate_model
 
 SELF_CHECK_QUERIES = ["what is the capital", "who founded it", "a"]
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = dict(zip(DTYPE_NAMES, (torch.float32, torch.bfloat16, torch.float16)))  # the names, in vocabulary order
 # the self-check's tolerance (relative to the largest logit): half precision rounds the lens and the logits differently
 SELF_CHECK_ATOL = {"float32": 1e-3, "bfloat16": 5e-2, "float16": 1e-2}
 

@@ -15,11 +15,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import GenIRError
+from ..vocabulary import MAX_N_BOOT
 
 AXES = ["direction", "site", "side", "layer", "component", "head", "position"]
-# At most this many resamples (CLI --n-boot, sweep n_boot): one resample is a column of pair counts held in memory with
-# every other, and 100,000 resamples already put the intervals' Monte Carlo error far below anything a figure shows.
-MAX_N_BOOT = 100_000
 
 
 def bootstrap_means(matrix: np.ndarray, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -39,12 +39,13 @@ from tqdm.auto import tqdm
 
 from ..errors import GenIRError
 from ..models.execution import run
+from ..vocabulary import ATTRIBUTION_METHODS
 from .engine import ENCODER_OUTPUT, source_and_base, sweep
 from .metrics import Metric, logit_diff
 from .pairs import PairBatch, QueryPair, tokenize_pairs
 from .specs import PatchSpec, target_specs, validate_specs
 
-METHODS = ("atp", "atp_qk")
+METHODS = ATTRIBUTION_METHODS
 
 
 def attribution_nodes(gm, encoder_positions: int, decoder_positions: int = 1) -> list[PatchSpec]:

@@ -35,11 +35,12 @@ from tqdm.auto import tqdm
 from ..errors import GenIRError
 from ..interventions import ENCODER_OUTPUT, Intervention, InterventionExecutor, InterventionSpec, Replacements, source_run
 from ..models.execution import QueryBatch
+from ..vocabulary import PATCH_DIRECTIONS
 from .metrics import METRICS, Metric
 from .pairs import PairBatch, QueryPair, tokenize_pairs
 from .specs import target_specs, validate_specs
 
-DIRECTIONS = ("denoise", "noise")
+DIRECTIONS = PATCH_DIRECTIONS
 __all__ = ["DIRECTIONS", "ENCODER_OUTPUT", "source_and_base", "sweep", "sweep_target", "resid_sweep", "component_sweep", "head_sweep",
            "encoder_position_sweep", "encoder_layer_position_sweep"]
 

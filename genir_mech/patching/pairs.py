@@ -39,9 +39,10 @@ from ..errors import GenIRError
 from ..models.execution import QueryBatch
 from ..retrieval import rank_of, rank_texts, scorer_for
 from ..retrieval.steps import check_step, sequences_of, step_view
+from ..vocabulary import PAIR_ALIGNMENTS
 from .metrics import PairTargets
 
-ALIGNMENTS = ("left-pad", "right-pad")
+ALIGNMENTS = PAIR_ALIGNMENTS
 
 
 @dataclass(frozen=True)

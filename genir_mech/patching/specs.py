@@ -19,8 +19,9 @@ from ..errors import GenIRError
 from ..interventions import Intervention, InterventionSpec, check_spec, save_interventions
 from ..interventions.files import interventions_from_data, read_data
 from ..models.components import ATTENTION_KINDS
+from ..vocabulary import PATCH_TARGETS
 
-TARGETS = ("resid", "component", "head", "encoder-position", "encoder-layer-position")
+TARGETS = PATCH_TARGETS
 # A patch spec is an intervention spec; the old name stays for callers and readers of the patching papers.
 PatchSpec = InterventionSpec
 

@@ -37,6 +37,7 @@ from ..provenance import package_versions, written_atomically
 from ..stage_definition import StageDefinition
 from ..training.loop import LoopConfig, seed_everything
 from ..training.train import TrainRequest, initial_model, train_model
+from ..vocabulary import STUDY_MODELS
 from .ablate import AblateConfig, run_ablate
 from .contributions import ContributionsConfig, run_contributions
 from .evaluate import EvalConfig, run_eval
@@ -45,7 +46,7 @@ from .stages import StagesConfig, run_stages
 from .swap import SwapConfig, run_swap
 
 STUDY_DATA = "synthetic:n_docs=1000,seed=0"  # the corpus every embedded checkpoint was trained on
-MODELS = ("t5-scratch", "t5-span", "bert2bert-minilm", "t5-span-subword")
+MODELS = STUDY_MODELS
 ABLATION_METHODS = ("zero", "mean", "cross-model")
 SUMMARY_VERSION = 1  # bump when a model's summary gains or changes fields: older cached ones are recomputed
 

@@ -29,9 +29,8 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import GenIRError
+from ..vocabulary import ALL_STEPS
 from .ranks import rank_of
-
-ALL_STEPS = "all"
 
 
 class _AtomicSequences:

@@ -49,8 +49,9 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, 
 
 from ..errors import GenIRError
 from ..verbs import options  # the argument types: one definition of a valid checkpoint, data spec, file
+from ..vocabulary import DTYPE_NAMES
 
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = DTYPE_NAMES
 RESERVED = ("run", "name", "model")  # experiment keys that are not pipeline parameters
 EXTRA_KEYS = {"ablate": {"other": (str | None, None)}, "swap": {"encoders": (list[str] | None, None)},
               "patch": {"pairs": (str | None, None)}, "attribute": {"pairs": (str | None, None)}}

@@ -6,12 +6,26 @@
 from __future__ import annotations
 
 from ..errors import GenIRError
+from ..vocabulary import ABLATION_METHODS, COMPONENT_KINDS
 from . import Verb
-from .options import (checkpoint, library_constant, load_data, load_model, model_arguments, name_list, output_arguments, output_dir, query_arguments, step_arguments, steps_field,
-                      query_fields, rows_argument, split_list, stage_argument)
+from .options import (
+    checkpoint,
+    load_data,
+    load_model,
+    model_arguments,
+    name_list,
+    output_arguments,
+    output_dir,
+    query_arguments,
+    query_fields,
+    rows_argument,
+    split_list,
+    stage_argument,
+    step_arguments,
+    steps_field,
+)
 
-METHODS = library_constant("analyses.ablation", "METHODS")
-KINDS = library_constant("models.components", "KINDS")
+METHODS, KINDS = ABLATION_METHODS, COMPONENT_KINDS
 
 
 def add_arguments(p):

@@ -6,8 +6,22 @@
 """
 from __future__ import annotations
 
+from ..vocabulary import ATTRIBUTION_METHODS
 from . import Verb
-from .options import library_constant, load_model, non_negative_int, load_pair_data, print_pair_counts, model_arguments, output_arguments, output_dir, pair_arguments, pair_fields, rows_argument, step_arguments, steps_field
+from .options import (
+    load_model,
+    load_pair_data,
+    model_arguments,
+    non_negative_int,
+    output_arguments,
+    output_dir,
+    pair_arguments,
+    pair_fields,
+    print_pair_counts,
+    rows_argument,
+    step_arguments,
+    steps_field,
+)
 
 
 def add_arguments(p):
@@ -16,7 +30,7 @@ def add_arguments(p):
     p.add_argument("--no-qk-fix", action="store_true", help="plain AtP only (skip the AtP* QK fix)")
     p.add_argument("--verify-top-k", type=non_negative_int, default=0,
                    help="exactly patch the K nodes with the largest mean |estimate| and report Spearman's rho (default 0: no verification)")
-    p.add_argument("--verify-method", choices=library_constant("patching.attribution", "METHODS"), help="which estimate to verify (default atp_qk, or atp with --no-qk-fix)")
+    p.add_argument("--verify-method", choices=ATTRIBUTION_METHODS, help="which estimate to verify (default atp_qk, or atp with --no-qk-fix)")
     rows_argument(p, "rows per forward pass of the exact verification")
     step_arguments(p)
     output_arguments(p, "attribute")

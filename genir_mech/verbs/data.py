@@ -7,15 +7,15 @@
 """
 from __future__ import annotations
 
+from ..vocabulary import DOCID_SCHEMES
 from . import Verb
-from .options import data_spec, dataclass_defaults, fraction, library_constant, non_negative_int, number_list, output_directory, positive_int
+from .options import data_spec, dataclass_defaults, fraction, non_negative_int, number_list, output_directory, positive_int
 
 KINDS = ("corpus", "niah", "incontext", "docids")
 # read from the source without importing the generators, so a bad number fails while parsing
 NIAH_DEFAULTS = dataclass_defaults("data.niah", "NiahConfig")
 INCONTEXT_DEFAULTS = dataclass_defaults("data.incontext", "InContextConfig")
 SEMANTIC_DEFAULTS = dataclass_defaults("data.docid_assignment", "SemanticConfig")
-DOCID_SCHEMES = library_constant("docids", "DOCID_SCHEMES")
 
 
 def add_arguments(p):
@@ -99,10 +99,11 @@ def _write_corpus(args) -> dict:
 
 
 def _write_docids(args) -> dict:
+    from pathlib import Path
+
     from ..data.docid_assignment import SemanticConfig, build_docid_mapping
     from ..data.loaders import load_dataset
     from ..docids import MAPPING_FILE
-    from pathlib import Path
 
     semantic = SemanticConfig(branches=args.branches, leaf_size=args.leaf_size, max_depth=args.max_depth, seed=args.seed).check()
     dataset = load_dataset(args.data)

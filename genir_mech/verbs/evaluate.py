@@ -7,8 +7,7 @@
 from __future__ import annotations
 
 from . import Verb
-from .options import (existing_file, load_data, load_model, measure_list, model_arguments, non_negative_int, output_arguments, output_dir,
-                      positive_int, split_argument)
+from .options import existing_file, load_data, load_model, measure_list, model_arguments, non_negative_int, output_arguments, output_dir, positive_int, split_argument
 
 
 def add_arguments(p):

@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 from . import Verb
-from .options import checkpoint, non_negative_int, output_arguments, output_dir, positive_int, model_action, revision_argument
+from .options import checkpoint, model_action, non_negative_int, output_arguments, output_dir, positive_int, revision_argument
 
 ACTIONS = ("detect", "qr-retrieve", "compare")
 MASK_CHOICES = ("uniform", "remove", "both")  # heads.masking.MASKS, or both of them

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from . import Verb
-from .options import positive_int, load_data, load_model, model_arguments, output_arguments, output_dir, query_arguments, query_fields, stage_argument, step_arguments, steps_field
+from .options import load_data, load_model, model_arguments, output_arguments, output_dir, positive_int, query_arguments, query_fields, stage_argument, step_arguments, steps_field
 
 
 def add_arguments(p):

@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 
 from ..errors import GenIRError
+from ..vocabulary import ALL_STEPS, DTYPE_NAMES, MAX_BOOTSTRAP, MAX_N_BOOT, MAX_QUERY_TOKENS, PAIR_ALIGNMENTS, PATCH_DIRECTIONS
 
 PACKAGE = Path(__file__).resolve().parents[1]
 
@@ -74,22 +75,21 @@ def positive_int(text: str) -> int:
     return value
 
 
-def _at_most(text: str, module: str, name: str, why: str) -> int:
+def _at_most(text: str, maximum: int, why: str) -> int:
     value = positive_int(text)
-    maximum = library_constant(module, name)  # one definition of the bound, in the module that owns the value
     if value > maximum:
         raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value} ({why})")
     return value
 
 
 def n_boot_count(text: str) -> int:
-    """Bootstrap resamples of the patching pairs: 1 to patching.aggregation.MAX_N_BOOT (each resample is held in memory)."""
-    return _at_most(text, "patching.aggregation", "MAX_N_BOOT", "every resample is held in memory")
+    """Bootstrap resamples of the patching pairs: 1 to MAX_N_BOOT (each resample is held in memory)."""
+    return _at_most(text, MAX_N_BOOT, "every resample is held in memory")
 
 
 def bootstrap_count(text: str) -> int:
-    """Stage-boundary bootstrap resamples: 1 to analyses.stage_localisation.MAX_BOOTSTRAP (each one segments the decoder again)."""
-    return _at_most(text, "analyses.stage_localisation", "MAX_BOOTSTRAP", "every resample segments the decoder again")
+    """Stage-boundary bootstrap resamples: 1 to MAX_BOOTSTRAP (each one segments the decoder again)."""
+    return _at_most(text, MAX_BOOTSTRAP, "every resample segments the decoder again")
 
 
 def non_negative_int(text: str) -> int:
@@ -275,7 +275,6 @@ def output_directory(text: str) -> str:
     return text
 
 
-DTYPE_NAMES = ("float32", "bfloat16", "float16")  # models.loading.DTYPES maps them to torch dtypes
 
 
 def device_name(text: str) -> str:
@@ -312,7 +311,7 @@ def model_arguments(p, what: str = MODEL_HELP, data: bool = True) -> None:
                        help="data: a BEIR directory, a directory of DSI JSONL, synthetic:n_docs=N,..., or ir_datasets:<id> "
                             "(default: the data named in the checkpoint's model_card.json)")
     p.add_argument("--docid-pattern", type=docid_regex, help="regex with one group matching docid tokens (default @DOC_ID_(.+?)@)")
-    default = library_constant("models.genir_model", "MAX_QUERY_TOKENS")
+    default = MAX_QUERY_TOKENS
     p.add_argument("--max-query-tokens", type=positive_int, default=default,
                    help=f"queries longer than this many tokens are cut, with a warning counting them (default {default})")
     device_arguments(p)
@@ -337,7 +336,6 @@ def stage_argument(p, help: str | None = None) -> None:
                                 "`genir-mech stages` (default: three even thirds of the decoder, with a warning)")
 
 
-ALL_STEPS = library_constant("retrieval.steps", "ALL_STEPS")
 
 
 def step_list(text: str):
@@ -393,9 +391,9 @@ def pair_arguments(p) -> None:
                         "(default: the dataset's matched pairs)")
     p.add_argument("--n-pairs", type=positive_int, help="use the first N (kept) pairs (default all)")
     p.add_argument("--all-pairs", action="store_true", help="keep pairs even when the model does not rank both documents first")
-    p.add_argument("--align", choices=library_constant("patching.pairs", "ALIGNMENTS"),
+    p.add_argument("--align", choices=PAIR_ALIGNMENTS,
                    help="pad the shorter query of a pair at its start or end when tokenizations differ in length (default: refuse such pairs)")
-    p.add_argument("--direction", choices=library_constant("patching.engine", "DIRECTIONS"), default="denoise",
+    p.add_argument("--direction", choices=PATCH_DIRECTIONS, default="denoise",
                    help="denoise: clean into corrupted (default); noise: corrupted into clean")
     p.add_argument("--pairs-per-batch", type=positive_int, default=64, help="pairs whose source activations are cached together (default 64)")
     p.add_argument("--n-boot", type=n_boot_count, default=1000, help="bootstrap resamples of the pairs for confidence intervals (default 1000)")

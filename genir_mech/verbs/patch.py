@@ -12,17 +12,33 @@ every pair); the count is printed and written to pairs.csv.
 from __future__ import annotations
 
 from ..errors import GenIRError
+from ..vocabulary import COMPONENT_KINDS, PATCH_TARGETS
 from . import Verb
-from .options import existing_file, library_constant, name_list, load_model, load_pair_data, print_pair_counts, model_arguments, output_arguments, output_dir, pair_arguments, pair_fields, rows_argument, split_list, step_arguments, steps_field
+from .options import (
+    existing_file,
+    load_model,
+    load_pair_data,
+    model_arguments,
+    name_list,
+    output_arguments,
+    output_dir,
+    pair_arguments,
+    pair_fields,
+    print_pair_counts,
+    rows_argument,
+    split_list,
+    step_arguments,
+    steps_field,
+)
 
 
 def add_arguments(p):
     model_arguments(p)
     pair_arguments(p)
-    p.add_argument("--target", choices=library_constant("patching.specs", "TARGETS"), help="what to patch: decoder resid per layer, decoder components, attention heads, "
+    p.add_argument("--target", choices=PATCH_TARGETS, help="what to patch: decoder resid per layer, decoder components, attention heads, "
                                                      "encoder output positions, encoder layer outputs per position")
     p.add_argument("--specs", type=existing_file, help="a saved sweep instead of --target: an intervention file (.json/.yaml, as written to <out>/<target>_specs.json) or the older JSON list of {site, head, position}")
-    p.add_argument("--kinds", type=name_list(library_constant("models.components", "KINDS"), "component kinds"), help="component kinds for --target component/head, comma-separated (default all; heads: self_attn,cross_attn)")
+    p.add_argument("--kinds", type=name_list(COMPONENT_KINDS, "component kinds"), help="component kinds for --target component/head, comma-separated (default all; heads: self_attn,cross_attn)")
     rows_argument(p, "patched rows (patch x pair) per forward pass")
     step_arguments(p)
     output_arguments(p, "patch")

@@ -7,8 +7,22 @@
 from __future__ import annotations
 
 from . import Verb
-from .options import bootstrap_count, fraction, library_constant, positive_float, positive_int, load_data, load_model, model_arguments, output_arguments, output_dir, query_arguments, query_fields, step_arguments, steps_field
-
+from .options import (
+    bootstrap_count,
+    fraction,
+    library_constant,
+    load_data,
+    load_model,
+    model_arguments,
+    output_arguments,
+    output_dir,
+    positive_float,
+    positive_int,
+    query_arguments,
+    query_fields,
+    step_arguments,
+    steps_field,
+)
 
 DEFAULT_PENALTY = library_constant("analyses.change_point", "DEFAULT_PENALTY")
 DEFAULT_RESOLUTION = library_constant("analyses.change_point", "DEFAULT_RESOLUTION")

@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..vocabulary import STUDY_MODELS
 from . import Verb
-from .options import bootstrap_count, library_constant, name_list, output_directory, positive_int, split_list
+from .options import bootstrap_count, name_list, output_directory, positive_int, split_list
 
 STUDIES = ("pretraining",)
-MODELS = library_constant("pipelines.study_pretraining", "MODELS")
+MODELS = STUDY_MODELS
 DEFAULT_MODELS_DIR = "runs/pretraining-study/models"
 DEFAULT_OUT = "paper/pretraining-study"
 

@@ -8,7 +8,7 @@ checkpoint beside A trained on the same data without some documents.
 from __future__ import annotations
 
 from . import Verb
-from .options import check_checkpoint, checkpoint, positive_int, load_data, load_model, model_arguments, output_arguments, output_dir, split_list
+from .options import check_checkpoint, checkpoint, load_data, load_model, model_arguments, output_arguments, output_dir, positive_int, split_list
 
 TITLES = {"removed_docs": "Experiment 1: removed documents (paper Table 2)", "vanilla": "Experiment 2: vanilla encoder"}
 

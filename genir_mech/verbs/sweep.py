@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..vocabulary import DTYPE_NAMES
 from . import Verb
-from .options import DTYPE_NAMES, device_name, existing_file, output_directory, positive_int
+from .options import device_name, existing_file, output_directory, positive_int
 
 
 def add_arguments(p):

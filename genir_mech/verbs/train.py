@@ -5,11 +5,11 @@ anything else is refused unless --overwrite is given.
 """
 from __future__ import annotations
 
-from . import Verb
 import argparse
 
-from .options import (data_spec, dataclass_defaults, existing_file, fraction, library_constant, non_negative_float, non_negative_int, number_list, positive_float,
-                      positive_int)
+from ..vocabulary import DOCID_SCHEMES
+from . import Verb
+from .options import data_spec, dataclass_defaults, existing_file, fraction, non_negative_float, non_negative_int, number_list, positive_float, positive_int
 
 # Shape and loop defaults are read from training/architecture.py and training/loop.py without importing them
 # (transformers and torch), so a bad number fails while parsing; tests/test_bad_input.py checks they match.
@@ -19,7 +19,6 @@ TASK_DEFAULTS = dataclass_defaults("training.lm_objectives", "LMTask")
 DECODER_ONLY = ("niah",)  # objectives trained on the NIAH/in-context mixture (their task options apply)
 ARCHS = ("t5", "llama")  # training.train.ARCHS, without importing torch (tests/test_lm_dsi.py checks they match)
 LOOP_DEFAULTS = dataclass_defaults("training.loop", "LoopConfig")
-DOCID_SCHEMES = library_constant("docids", "DOCID_SCHEMES")
 # counts are >= 1 and rates > 0 unless named here: 0 means "none" or "off" for these
 NUMBER_TYPES = {"seed": non_negative_int, "warmup_steps": non_negative_int, "dropout": fraction, "weight_decay": non_negative_float,
                 "max_minutes": non_negative_float}
