@@ -9,7 +9,9 @@
   prompt but its last token prefilled with the model's default attention,
   then every decoding step under eager attention with each layer's weights
   captured by plain PyTorch forward hooks, and the head's top-1 position
-  checked in a Python loop over layers and heads at every step;
+  checked in a Python loop over layers and heads at every step (a hit: inside
+  the answer's span in the needle, `answer_token_span`, holding the generated
+  token; hits / the answer's length in tokens, the score's definition);
 - floor: the same batched greedy decoding without any attention capture.
 
 The loop's per-trial scores must equal genir_mech's (at most 1% of (trial, head)
@@ -26,10 +28,10 @@ from pathlib import Path
 
 import torch
 
-from genir_mech.data.niah import NiahConfig, needle_token_span, niah_trials
+from genir_mech.data.niah import NiahConfig, niah_trials
 from genir_mech.heads.decoding import greedy_decode
 from genir_mech.heads.prompts import prompt_batch, prompt_token_ids
-from genir_mech.heads.retrieval_score import answer_budget, retrieval_scores
+from genir_mech.heads.retrieval_score import answer_budget, answer_token_span, retrieval_scores
 from genir_mech.models.adapters import module_at
 from genir_mech.models.components import Site
 from genir_mech.models.loading import load_lm
@@ -50,7 +52,7 @@ def batch1_loop(gm, trials, budget) -> torch.Tensor:
     try:
         for t, trial in enumerate(trials):
             ids = torch.tensor([prompt_token_ids(gm.tokenizer, trial.prompt)])
-            start, end = needle_token_span(gm.tokenizer, trial, add_special_tokens=False)
+            start, end = answer_token_span(gm.tokenizer, trial)  # the answer's span inside the needle, the score's definition
             # As the reference: prefill all but the last prompt token with the fast attention, then decode with eager weights.
             model.set_attn_implementation(before)
             cache = model(input_ids=ids[:, :-1], use_cache=True).cache
