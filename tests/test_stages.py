@@ -360,3 +360,10 @@ def test_planted_bridging_layers_are_recovered(n_layers, d_model, heads, planted
     assert StageDefinition.load(path).check(n_layers).layers("bridging") == planted
     fig = plot_stages(found.layer_means, found.stability, found.definition, tmp_path / "stages.png")
     assert fig.axes and all((tmp_path / f"stages.{fmt}").stat().st_size > 0 for fmt in ("png", "pdf"))
+
+
+def test_a_decoder_only_model_reads_the_query_with_self_attention():
+    contrib = synthetic_contributions({"idle": (0, 5)}, 6)  # self-attention dominates every layer
+    contrib = contrib[contrib.component != "cross_attn"]
+    found = localise_stages(contrib, bootstrap=0)
+    assert found.definition.names() == ["bridging"] and "provisional" in found.summary()

@@ -31,11 +31,14 @@ constant below carries its reason):
                >= BRIDGING_MIN_ALONE_KEPT at rank 1 (redundant layers carry the
                query without being necessary one by one);
   interaction  the MLPs promote the relevant docid: their outputs alone, through
-               the logit lens, rank it within the top INTERACTION_MAX_RANK_SHARE
-               of the docids (median query; chance is one half), and they turn
-               against the residual: their cosine with the residual after the
-               layer (the paper's definition; `cos_resid_post`) is below
-               INTERACTION_MAX_COS on average.
+               the logit lens, place it within the top INTERACTION_MAX_RANK_SHARE
+               of the docids ((rank - 1) / (n - 1), median query; chance is one
+               half), and they turn against the residual: their cosine with
+               the residual after the layer (the paper's definition;
+               `cos_resid_post`) is below INTERACTION_MAX_COS on average. The
+               lens rank gain through the MLP sublayers is reported beside it;
+               it is not the test, because it stops at rank 1 (a second half
+               of an interaction block has nothing left to gain).
 
 Names, in layer order: the first segment passing bridging is `bridging`; a
 later one passing interaction is `interaction` (the paper's Stage III passes
@@ -76,14 +79,12 @@ import pandas as pd
 
 from ..errors import GenIRError
 from ..stage_definition import Stage, StageDefinition
+from ..vocabulary import MAX_BOOTSTRAP
 from .change_point import DEFAULT_PENALTY, DEFAULT_RESOLUTION, RESOLUTION_GRID, Segmentation, optimal_partitions, penalised_choice
 
 PAPER_STAGES = ("priming", "bridging", "interaction")
 UNASSIGNED = "unassigned"
 ABLATION_METRIC = "rank>1"  # % of queries whose relevant document leaves rank 1 (analyses.ablation)
-# At most this many bootstrap resamples (CLI --bootstrap, sweep bootstrap): each one segments the decoder again and
-# re-tests its segments, so the time grows with the count, and the frequencies are exact to the third decimal long before.
-MAX_BOOTSTRAP = 100_000
 
 # What span_tests returns per span: bool arrays over the test queries, True where the relevant document was at rank 1
 # intact (CORRECT) or where it leaves rank 1 under that ablation.
@@ -102,7 +103,7 @@ class NamingRules:
     necessary_ablation: float = 0.5  # priming MLPs are necessary: zeroing them sends at least half off rank 1 (paper Stage I: 92.9%)
     bridging_cost: float = 0.10  # bridging attention carries the query: mean-ablating it sends at least 10% off rank 1 (paper Stage I 4.6%, Stage II 20.5%)
     bridging_alone: float = 0.5  # ... or, every other layer's mean-ablated, it alone keeps at least half at rank 1 (redundant layers)
-    interaction_rank_share: float = 0.10  # interaction MLPs write the relevant docid: their outputs rank it in the top 10% of docids (chance 50%)
+    interaction_rank_share: float = 0.10  # interaction MLPs write the relevant docid: their outputs place it in the top 10% of docids (0 first, chance 0.5)
     negative_cos: float = 0.0  # ... and turn against the residual after the layer (paper Stage III: every component's cosine is negative)
     ablation_method: str = "mean"  # the single-layer ablation used as a feature (and, without span tests, for provisional names)
 
@@ -113,7 +114,7 @@ class NamingRules:
             ("cheap_ablation", self.cheap_ablation, "priming MLPs are query-agnostic: mean-ablating them sends at most this share off rank 1 (paper Stage I: 0.8%)"),
             ("bridging_cost", self.bridging_cost, "bridging attention carries the query: mean-ablating it sends at least this share off rank 1 (paper Stage I 4.6%, II 20.5%)"),
             ("bridging_alone", self.bridging_alone, "or it carries the query redundantly: alone (the others mean-ablated) it keeps at least this share at rank 1"),
-            ("interaction_rank_share", self.interaction_rank_share, "interaction MLPs write the relevant docid: their outputs alone rank it within this top share of docids (chance 0.5)"),
+            ("interaction_rank_share", self.interaction_rank_share, "interaction MLPs write the relevant docid: their outputs alone place it within this top share of the docids (0 first, chance 0.5)"),
             ("negative_cos", self.negative_cos, "interaction MLPs turn against the residual: mean cosine with the residual after the layer below this (paper: negative)"),
         ]
 
@@ -246,8 +247,9 @@ LENS_METRICS = ("mlp_out_rank_share", "rank_in", "rank_out", "mlp_rank_gain", "r
 def stage_lens_table(ranks: pd.DataFrame, kinds: Sequence[str], n_candidates: int | Mapping[str, int], reader: str = "cross_attn") -> pd.DataFrame:
     """Per query and layer, the logit-lens facts the interaction test and the evidence use (query_id, layer, metric, value):
 
-    `mlp_out_rank_share`: rank of the relevant docid among the docids in the projection of the layer's MLP output
-    alone, over the number of docids (1/n: first; 0.5: chance); `rank_in` / `rank_out`: its rank among the docids in
+    `mlp_out_rank_share`: where the relevant docid falls among the docids in the projection of the layer's MLP output
+    alone, (rank - 1) / (n - 1): 0 first, 1 last, 0.5 chance (NaN with a single candidate, nothing to rank; a step of
+    a multi-token docid has few); `rank_in` / `rank_out`: its rank among the docids in
     the residual entering / leaving the layer; `mlp_rank_gain` / `reader_rank_gain`: log2 of its rank before over
     its rank after the MLP / the query-reading attention sublayer (1: the sublayer halves its rank).
     `ranks` is `logit_lens(...).ranks`; `n_candidates` the number of docids (per query at a docid step)."""
@@ -279,7 +281,7 @@ def stage_lens_table(ranks: pd.DataFrame, kinds: Sequence[str], n_candidates: in
     for layer in range(n_layers):
         m, q = kinds.index("mlp"), kinds.index(reader)
         values = {
-            "mlp_out_rank_share": col(layer, "mlp", "out") / np.maximum(counts, 1.0),
+            "mlp_out_rank_share": np.where(counts > 1, (col(layer, "mlp", "out") - 1) / np.maximum(counts - 1, 1.0), np.nan),
             "rank_in": after(layer, -1),
             "rank_out": after(layer, len(kinds) - 1),
             "mlp_rank_gain": np.log2(after(layer, m - 1) / after(layer, m)),
@@ -303,7 +305,7 @@ class SegmentTest:
     mlp_mean_cost: float  # ... mean-ablated
     reader_mean_cost: float  # ... when its query-reading attention is mean-ablated
     reader_alone_kept: float  # share staying at rank 1 when every other layer's query-reading attention is mean-ablated (NaN: the whole decoder)
-    mlp_out_rank_share: float  # median over queries (of the median over the layers) of the relevant docid's rank share in the MLP outputs' lens
+    mlp_out_rank_share: float  # median over queries (of the median over the layers) of the relevant docid's place among the docids in the MLP outputs' lens (0 first, 0.5 chance)
     mlp_cos_resid_post: float  # MLP outputs' mean cosine with the residual after the layer (the paper's)
     mlp_cos_residual: float  # ... with the residual entering the MLP
     rank_in: float  # median rank of the relevant docid among the docids in the lens of the residual entering the segment
@@ -333,14 +335,27 @@ class SegmentTest:
             alone = "" if math.isnan(self.reader_alone_kept) else f", alone keeps {_pct(self.reader_alone_kept)} (or >= {_pct(rules.bridging_alone)})"
             out.append(f"bridging: {reader} mean-ablated {_pct(self.reader_mean_cost)} off rank 1 (needs >= {_pct(rules.bridging_cost)}){alone}")
         if not self.interaction:
-            share = "not measured (no lens)" if math.isnan(self.mlp_out_rank_share) else f"{_pct(self.mlp_out_rank_share)} of docids (needs <= {_pct(rules.interaction_rank_share)})"
+            share = "not measured (no lens)" if math.isnan(self.mlp_out_rank_share) else f"{_pct(self.mlp_out_rank_share)} of the way down the docids (needs <= {_pct(rules.interaction_rank_share)})"
             cos = "not measured" if math.isnan(self.mlp_cos_resid_post) else f"{self.mlp_cos_resid_post:+.2f} (needs < {rules.negative_cos:+.2f})"
             out.append(f"interaction: MLP outputs rank the relevant docid at {share}, MLP cosine with the residual after the layer {cos}")
         return out
 
 
+def _row_nanmedian(a: np.ndarray) -> np.ndarray:
+    """Median of each row over its measured values (NaN where a row has none, without a warning)."""
+    out = np.full(a.shape[0], np.nan)
+    seen = np.isfinite(a).any(1)
+    out[seen] = np.nanmedian(a[seen], axis=1)
+    return out
+
+
 def _pct(x: float) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def _share(x: float) -> str:
+    """A share of resamples: whole percent, one decimal where rounding would hide that it is not 0 or 1."""
+    return f"{100 * x:.1f}%" if 0 < x < 0.01 or 0.99 < x < 1 else f"{x:.0%}"
 
 
 class _SpanData:
@@ -403,7 +418,7 @@ class _SpanData:
 
         numbers = dict(
             mlp_zero_cost=cost(MLP_ZERO), mlp_mean_cost=cost(MLP_MEAN), reader_mean_cost=cost(READER_MEAN), reader_alone_kept=alone,
-            mlp_out_rank_share=lens("mlp_out_rank_share", lambda a: np.median(a, axis=1)),
+            mlp_out_rank_share=lens("mlp_out_rank_share", _row_nanmedian),
             mlp_cos_resid_post=cos(self.cos_post), mlp_cos_residual=cos(self.cos_pre),
             rank_in=lens("rank_in", lambda a: a[:, 0]), rank_out=lens("rank_out", lambda a: a[:, -1]),
             mlp_rank_gain=lens("mlp_rank_gain", lambda a: a.sum(1)), reader_rank_gain=lens("reader_rank_gain", lambda a: a.sum(1)),
@@ -574,9 +589,9 @@ class StageLocalisation:
         stab = self.boundary_stability()
         if stab:
             within = dict(zip(self.stability["boundary"], self.stability["frequency_within_1"]))
-            lines.append("boundaries (first layer of a new stage): " + ", ".join(f"{b} (in {f:.0%} of resamples, {within[b]:.0%} within ±1)" for b, f in stab.items()))
+            lines.append("boundaries (first layer of a new stage): " + ", ".join(f"{b} (in {_share(f)} of resamples, {_share(within[b])} within ±1)" for b, f in stab.items()))
         if self.bootstrap:
-            dist = ", ".join(f"{int(c)}: {f:.0%}" for c, f in zip(self.n_stages_distribution["n_stages"], self.n_stages_distribution["frequency"]))
+            dist = ", ".join(f"{int(c)}: {_share(f)}" for c, f in zip(self.n_stages_distribution["n_stages"], self.n_stages_distribution["frequency"]))
             lines.append(f"number of stages across resamples: {dist}")
         lines.extend(self.notes)
         if self.naming == "functional":
@@ -598,7 +613,7 @@ def _test_lines(r) -> list[str]:
     lines = [
         f"priming {'yes' if r.priming else 'no '}: MLPs zeroed {_pct(r.mlp_zero_cost)} off rank 1, mean-ablated {_pct(r.mlp_mean_cost)}",
         f"bridging {'yes' if r.bridging else 'no '}: {r.reader} mean-ablated {_pct(r.reader_mean_cost)} off rank 1{alone}",
-        f"interaction {'yes' if r.interaction else 'no '}: MLP outputs rank the relevant docid at {share} of docids; MLP cosine with the residual "
+        f"interaction {'yes' if r.interaction else 'no '}: MLP outputs place the relevant docid {share} of the way down the docids; MLP cosine with the residual "
         f"after the layer {r.mlp_cos_resid_post:+.2f} (entering the MLP {r.mlp_cos_residual:+.2f})",
     ]
     return lines + ([lens] if lens else [])
@@ -629,7 +644,7 @@ def localise_stages(
     *,
     lens: pd.DataFrame | None = None,
     test_query_ids: Sequence[str] | None = None,
-    reader: str = "cross_attn",
+    reader: str | None = None,
     extra: Mapping[str, StageDefinition] | None = None,
     min_stage_size: int | None = None,
     max_stages: int | None = None,
@@ -644,13 +659,15 @@ def localise_stages(
 
     `span_tests(spans)` ablates each (first, last) span over the test queries (`test_query_ids`, default every query
     of `contrib`) and returns {span: {CORRECT, MLP_ZERO, MLP_MEAN, READER_MEAN, READER_ALONE: bool per query}}; `lens`
-    is `stage_lens_table(...)` over the same queries; `reader` the attention that reads the query; `extra` named stage
+    is `stage_lens_table(...)` over the same queries; `reader` the attention that reads the query (default: cross-attention
+    when the table has it, else self-attention, as in a decoder-only model); `extra` named stage
     definitions (e.g. the paper's proportional split) tested beside the located ones. Without `span_tests` the count and
     the names come from the contribution profile (module docstring).
     """
     if bootstrap > MAX_BOOTSTRAP:
         raise GenIRError(f"bootstrap must be at most {MAX_BOOTSTRAP} resamples, got {bootstrap}")
     qp = QueryProfile.from_table(contrib)
+    reader = reader or ("cross_attn" if "cross_attn" in qp.kinds else "self_attn")
     n_layers = len(qp.layers)
     min_size = min_stage_size or default_min_stage_size(n_layers)
     if min_size < 1 or min_size > n_layers:
@@ -876,8 +893,8 @@ def _count_facts(main: _Choice, seg: Segmentation, path: pd.DataFrame, resolutio
     facts = {"criterion": criterion, "path": where, "resolution_range": [min(held), max(held)] if held else None, "n_stages": seg.n_stages}
     if bootstrap:
         facts["bootstrap"] = (f"{bootstrap} resamples of the queries, features, candidates, tests and the count redone in each: "
-                              f"{n_stages[seg.n_stages] / bootstrap:.0%} give {seg.n_stages} stage(s), {same_names / bootstrap:.0%} the same names in order, "
-                              f"{same_all / bootstrap:.0%} the same names over the same layers")
+                              f"{_share(n_stages[seg.n_stages] / bootstrap)} give {seg.n_stages} stage(s), {_share(same_names / bootstrap)} the same names in order, "
+                              f"{_share(same_all / bootstrap)} the same names over the same layers")
         facts["bootstrap_same_count"] = n_stages[seg.n_stages] / bootstrap
         facts["bootstrap_same_names"] = same_names / bootstrap
         facts["bootstrap_same_stages"] = same_all / bootstrap
