@@ -744,7 +744,8 @@ def localise_stages(
     if data is not None and data.lens is not None:
         for metric, values in data.lens.items():
             component = "mlp" if metric.startswith("mlp") else reader if metric.startswith("reader") else "residual"
-            layer_means += [{"layer": l, "component": component, "metric": f"lens_{metric}", "value": float(np.nanmedian(values[:, l]))} for l in range(n_layers)]
+            medians = _row_nanmedian(values.T)  # per layer, over the queries measured
+            layer_means += [{"layer": l, "component": component, "metric": f"lens_{metric}", "value": float(medians[l])} for l in range(n_layers)]
     layer_means = pd.DataFrame(layer_means)
 
     count = _count_facts(main, seg, path, resolution, bootstrap, n_stages, same_names, same_all, data is not None, k_max)

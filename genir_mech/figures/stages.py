@@ -33,10 +33,11 @@ from .style import component_colour, legend_outside, new_figure, readable, shade
 
 PANELS = {"ratio": "contribution ratio", "cos_residual": "cosine with\nthe residual stream", "layer_ablation": "% of queries leaving\nrank 1 (one layer\nmean-ablated)",
           "lens_rank_out": "relevant docid's rank\namong docids after\nthe layer (lens, median)",
-          "lens_mlp_out_rank_share": "MLP output alone:\nrelevant docid's rank\n/ docids (lens, median)"}
+          "lens_mlp_out_rank_share": "MLP output alone:\nrelevant docid's place\namong docids (lens,\nmedian; 0 first)"}
 # drawn in the cosine panel with their own line style: the paper's (after the layer) solid, entering the sublayer dotted
 COSINE_STYLES = {"cos_resid_post": "-", "cos_residual": ":"}
-LOG_PANELS = {"lens_rank_out", "lens_mlp_out_rank_share"}
+LOG_PANELS = {"lens_rank_out"}
+OWN_LEGEND = {"cos_residual", "lens_rank_out", "lens_mlp_out_rank_share"}  # panels whose lines are not simply the components
 
 
 def _panels(means: pd.DataFrame) -> list[str]:
@@ -58,6 +59,9 @@ def _draw_panel(ax, means: pd.DataFrame, metric: str, label: bool = True) -> Non
         ax.axhline(0, color="grey", lw=0.5)
     if metric in LOG_PANELS:
         ax.set_yscale("log")
+    if metric == "lens_mlp_out_rank_share":
+        ax.set_ylim(-0.03, 1.03)
+        ax.axhline(0.5, color="grey", lw=0.5, ls=":")  # chance
 
 
 def selected_boundaries(stability: pd.DataFrame) -> dict[int, float]:
@@ -88,7 +92,7 @@ def plot_stages(layer_means: pd.DataFrame, stability: pd.DataFrame, definition: 
             for b in boundaries:
                 ax.axvline(b - 0.5, color="k", ls="--", lw=1.0)
             ax.set_ylabel(PANELS[metric], fontsize=8)
-            if metric == "cos_residual" or metric in LOG_PANELS:  # line styles or components of their own
+            if metric in OWN_LEGEND:
                 legend_outside(ax)
         legend_outside(axes[0, 0], title="component")
         strip = axes[-1, 0]
