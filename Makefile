@@ -12,7 +12,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test setup bench notebooks paper tex
+.PHONY: demo test lint setup bench notebooks paper tex
 
 CONSTRAINTS := constraints/cpu.txt
 
@@ -30,6 +30,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# pyflakes and pycodestyle's statement errors over the package, tests and benchmarks (config: pyproject.toml)
+lint: setup
+	$(BIN)/ruff check genir_mech tests bench
 
 bench: setup
 	PYTHON=$(abspath $(BIN))/python bench/run_all.sh

@@ -62,7 +62,7 @@ def main():
                 lambda: floor(gm, batch, specs, None, budget, 64)], args.repeats, warm_up=False)
             rows.append((layers, name, len(specs) * len(batch), t_a, t_a0, t_d, max(m_a, m_a0, m_d)))
             print(rows[-1], flush=True)
-        del gm
+        gm = None  # the next depth's model replaces this one: free it first
     lines = [
         "# Sweep time against depth (T5-large width)",
         "",

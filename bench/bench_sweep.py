@@ -105,7 +105,7 @@ def main() -> None:
     separate = sum(verb_seconds.values())
     rows = [f"| {u.id} | {manifest['units'][u.id]['seconds']:.1f} | {verb_seconds[u.id]:.1f} |" for u in units]
     text = "\n".join([
-        f"### The paper example as a sweep vs separate verbs (`bench/bench_sweep.py`)",
+        "### The paper example as a sweep vs separate verbs (`bench/bench_sweep.py`)",
         "",
         f"Config `{args.config}` ({len(units)} units) on {platform.machine()} with {os.cpu_count()} cores, torch threads {args.threads} per process; "
         "every timing is a fresh `genir-mech` process (interpreter start and imports included); one run each.",

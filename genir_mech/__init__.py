@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import importlib
 
-from .version import __version__
+from .version import __version__ as __version__  # re-exported: genir_mech.__version__
 
 # public name -> module that defines it (one place to look each up)
 _API = {
