@@ -1,7 +1,6 @@
 """`heads compare`: planted query-reading heads of both architectures are singled out by every score; comparisons are consistent; refusals are one line."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -174,6 +173,24 @@ def test_compare_masks_one_way_per_run():
     with pytest.raises(GenIRError, match="one way per run: --mask uniform"):
         compare_handler(parser.parse_args(["compare", "--mask", "both"]))
     assert CompareConfig().mask == "uniform" and CompareConfig().random_draws >= 10
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_progress_false_silences_the_helpers_bars_too(progress, monkeypatch, tmp_path):
+    """`heads compare --json` (progress=False) prints no bar, not even the ranking of a split deep below score_heads."""
+    import genir_mech.pipelines.heads_compare as pipeline
+    from genir_mech.progress import bar
+
+    seen = []
+
+    def score_heads(*args, **kwargs):
+        seen.append(bar(range(3), desc="ranking").disable)
+        raise GenIRError("stop here")
+
+    monkeypatch.setattr(pipeline, "score_heads", score_heads)
+    with pytest.raises(GenIRError, match="stop here"):
+        pipeline.run_heads_compare({"m": object()}, None, tmp_path / "out", CompareConfig(), progress=progress)
+    assert seen == [not progress]
 
 
 def test_a_model_whose_decoder_cannot_read_the_query_is_refused(monkeypatch):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from ..figures.heads_compare import plot_attention_vs_causal, plot_depth_profile
 from ..figures.tables import write_display
 from ..heads.comparison import depth_centre, effect_shares, mean_ci, sparsity, spearman_ci
 from ..heads.model_scores import CompareInputs, HeadScores, score_heads
+from ..progress import no_bars
 from ..provenance import provenance, write_table, written_atomically
 from ..results_directory import atomic
 from .inputs import config_record
@@ -242,7 +244,8 @@ def run_heads_compare(models: dict[str, object], data, out, config: CompareConfi
     results, summaries, frames = {}, {}, {"scores": [], "masking": []}
     for name, gm in models.items():
         t0 = time.time()
-        result = score_heads(gm, name, config, progress=progress, dataset=data)
+        with nullcontext() if progress else no_bars():  # progress=False silences the helpers' bars too (the ranking of a split)
+            result = score_heads(gm, name, config, progress=progress, dataset=data)
         results[name] = result
         prov = provenance(model=gm.path, config=record, seed=config.seed, started=t0, data_hash_records=result.counts["data_hash"], task=result.task)
         folder = out / name
