@@ -186,10 +186,10 @@ def test_command_line_sizes_share_the_bounds(argv, expected, tmp_path, capsys):
 def test_each_bound_is_one_constant_read_by_the_cli_and_the_sweep():
     from genir_mech.analyses.stage_localisation import MAX_BOOTSTRAP
     from genir_mech.patching.aggregation import MAX_N_BOOT
+    from genir_mech import vocabulary
     from genir_mech.sweep.config import maxima
-    from genir_mech.verbs.options import library_constant
-    assert library_constant("patching.aggregation", "MAX_N_BOOT") == MAX_N_BOOT == maxima()["n_boot"]
-    assert library_constant("analyses.stage_localisation", "MAX_BOOTSTRAP") == MAX_BOOTSTRAP == maxima()["bootstrap"]
+    assert MAX_N_BOOT is vocabulary.MAX_N_BOOT and MAX_N_BOOT == maxima()["n_boot"]
+    assert MAX_BOOTSTRAP is vocabulary.MAX_BOOTSTRAP and MAX_BOOTSTRAP == maxima()["bootstrap"]
     from genir_mech.analyses.stage_localisation import localise_stages
     from genir_mech.patching.aggregation import bootstrap_means
     import numpy as np

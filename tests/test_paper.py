@@ -26,7 +26,7 @@ from genir_mech.reporting.benchmarks import benchmark_facts, markdown_tables, wr
 from genir_mech.reporting.report import paper_report
 from genir_mech.reporting.results import SweepResults
 from genir_mech.sweep import load_config, run_sweep
-from genir_mech.testing import planted_cross_attention, tiny_genir, toy_tokenizer
+from genir_mech.testing import planted_stages, toy_tokenizer
 from genir_mech.verbs.demo import paper_example
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def tiny_paper_sweep(root: Path, out: Path, patch_targets: tuple[str, ...] = ("c
     """The paper example as `genir-mech demo` runs it, on a tiny model with planted cross-attention saved under `root`
     (data: the toy corpus with each query's relevant document set to the model's own first choice, so every query is
     correct), with SMALL sizes; the model is its own base and has no removed-documents variant. Returns (config, manifest)."""
-    gm = planted_cross_attention(tiny_genir(decoder_layers=6), [2, 3])
+    gm = planted_stages()  # the paper's three stages planted, so every experiment of the example applies
     ds = toy_tokenizer(len(gm.docids), 0)[1]
     top = gm.docids.scores(gm.logits(gm.batch([q.text for q in ds.queries]))).argmax(1).tolist()
     save_dsi_jsonl(RetrievalDataset(ds.documents, ds.queries, {q.query_id: {gm.docids.doc_ids[j]} for q, j in zip(ds.queries, top)}, ds.pairs, ds.meta),

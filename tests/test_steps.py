@@ -182,10 +182,11 @@ def test_kept_pairs_ranks_from_the_pruned_walk_equal_the_full_ranking(planted):
 
 
 def test_the_cli_reads_the_library_step_keyword():
+    from genir_mech import vocabulary
     from genir_mech.retrieval import steps
-    from genir_mech.verbs.options import library_constant, step_list
+    from genir_mech.verbs.options import step_list
 
-    assert library_constant("retrieval.steps", "ALL_STEPS") == steps.ALL_STEPS
+    assert steps.ALL_STEPS is vocabulary.ALL_STEPS
     assert step_list("all") == steps.ALL_STEPS and step_list("2,0,2") == [0, 2]
 
 
