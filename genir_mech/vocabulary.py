@@ -11,6 +11,7 @@ from __future__ import annotations
 
 # -- vocabularies ---------------------------------------------------------------------------------------
 
+PAPER_STAGES = ("priming", "bridging", "interaction")  # Reusch & Belinkov's decoder stages, in their order
 COMPONENT_KINDS = ("self_attn", "cross_attn", "mlp")  # the sublayers of a decoder layer, in forward order
 PATCH_TARGETS = ("resid", "component", "head", "encoder-position", "encoder-layer-position")
 ABLATION_METHODS = ("zero", "mean", "cross-model")

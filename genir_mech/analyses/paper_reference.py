@@ -7,7 +7,7 @@ layers) and 3 (stage ablations, Table 3, NQ10k)). Layers are 0-based, inclusive.
 """
 from __future__ import annotations
 
-from .stage_localisation import PAPER_STAGES
+from ..vocabulary import PAPER_STAGES
 
 MODEL = "T5-large (paper, NQ10k)"
 DECODER_LAYERS = 24

@@ -79,10 +79,10 @@ import pandas as pd
 
 from ..errors import GenIRError
 from ..stage_definition import Stage, StageDefinition
-from ..vocabulary import MAX_BOOTSTRAP
+from ..vocabulary import MAX_BOOTSTRAP, PAPER_STAGES
+from . import paper_reference
 from .change_point import DEFAULT_PENALTY, DEFAULT_RESOLUTION, RESOLUTION_GRID, Segmentation, optimal_partitions, penalised_choice
 
-PAPER_STAGES = ("priming", "bridging", "interaction")
 UNASSIGNED = "unassigned"
 ABLATION_METRIC = "rank>1"  # % of queries whose relevant document leaves rank 1 (analyses.ablation)
 
@@ -134,7 +134,6 @@ def default_min_stage_size(n_layers: int) -> int:
 
 def paper_proportional_stages(n_layers: int) -> StageDefinition | None:
     """The paper's T5-large split (layers 0-6 / 7-17 / 18-23 of 24) scaled to `n_layers`; None below three layers."""
-    from . import paper_reference  # imports this module: here, not at the top
 
     if n_layers < len(PAPER_STAGES):
         return None
