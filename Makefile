@@ -12,7 +12,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint setup bench notebooks paper tex
+.PHONY: demo test test-fast lint setup bench notebooks paper tex
 
 CONSTRAINTS := constraints/cpu.txt
 
@@ -30,6 +30,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# the inner loop: everything but the slow, notebook and paper tests (markers: pyproject.toml, tests/conftest.py)
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow and not notebooks and not paper"
 
 # pyflakes and pycodestyle's statement errors over the package, tests and benchmarks (config: pyproject.toml)
 lint: setup
