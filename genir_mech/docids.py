@@ -130,7 +130,7 @@ def doc_order_key(s: str):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Multi-token docids (issue 10): a document is a sequence of vocabulary tokens, decoded one per step and ended by eos.
+# Multi-token docids: a document is a sequence of vocabulary tokens, decoded one per step and ended by eos.
 
 # naive: digits of the document number; semantic: hierarchical k-means path; title: GENRE-style unique title
 ATOMIC, SEQUENCE_SCHEMES = DOCID_SCHEMES[0], DOCID_SCHEMES[1:]

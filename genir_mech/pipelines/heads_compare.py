@@ -40,7 +40,7 @@ from ..provenance import provenance, write_table, written_atomically
 from ..results_directory import atomic
 from .inputs import config_record
 
-# The four models of issue 13: the same corpus (dsi-synth, lm-dsi-synth) and the same NIAH data (t5-niah, lm-niah) in both architectures.
+# The four default models: the same corpus (dsi-synth, lm-dsi-synth) and the same NIAH data (t5-niah, lm-niah) in both architectures.
 DEFAULT_MODELS = ("dsi-synth", "lm-dsi-synth", "t5-niah", "lm-niah")  # embedded checkpoints, found from any working folder
 BRIDGING, INTERACTION = "bridging", "interaction"
 MASK_WORDS = {"uniform": "the head attends uniformly, Wu et al.'s masking", "remove": "the head's output is zero"}

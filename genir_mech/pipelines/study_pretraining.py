@@ -1,4 +1,4 @@
-"""The study "what makes the decoder stages appear: pretraining or tokenization?" (issue 14), end to end.
+"""The study "what makes the decoder stages appear: pretraining or tokenization?", end to end.
 
     from genir_mech.pipelines.study_pretraining import StudyConfig, run_study
     summary = run_study("runs/study-models", "paper/pretraining-study", StudyConfig())

@@ -18,8 +18,8 @@ builds its inputs here; none of them knows how docids are spelled.
 Atomic docids are one-token sequences: step 0 has no prefix (`decoder_inputs`
 is None, exactly the ranking step every analysis used before) and its
 candidates are every docid token, in the scheme's column order, so step 0
-reproduces the atomic results bit for bit. A scheme with sequences (issue 10's
-`SequenceDocids`: `sequence(doc)`, `children(prefix)`, `max_length`) is read
+reproduces the atomic results bit for bit. A scheme with sequences
+(`SequenceDocids`: `sequence(doc)`, `children(prefix)`, `max_length`) is read
 through the same three questions.
 """
 from __future__ import annotations

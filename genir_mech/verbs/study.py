@@ -1,4 +1,4 @@
-"""`genir-mech study pretraining`: what makes the decoder stages appear, pretraining or tokenization? (issue 14)
+"""`genir-mech study pretraining`: what makes the decoder stages appear, pretraining or tokenization?
 
     genir-mech study pretraining                                   # trains what is missing (~2 h on 2 CPU cores), then analyses
     genir-mech study pretraining --models-dir /work/study --no-train --models t5-scratch,t5-span

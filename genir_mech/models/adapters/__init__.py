@@ -22,7 +22,7 @@ from .t5 import T5Adapter
 
 ADAPTERS: list[type[Adapter]] = [T5Adapter, LlamaAdapter, GPT2Adapter]
 
-# Encoder-decoder families of issue 14 (post-LayerNorm BART and BERT2BERT, sandwich-norm T5Gemma).
+# Encoder-decoder families beyond T5 (post-LayerNorm BART and BERT2BERT, sandwich-norm T5Gemma).
 from .bart import BartAdapter  # noqa: E402
 from .bert2bert import Bert2BertAdapter  # noqa: E402
 from .t5gemma import T5GemmaAdapter  # noqa: E402
