@@ -134,7 +134,6 @@ def default_min_stage_size(n_layers: int) -> int:
 
 def paper_proportional_stages(n_layers: int) -> StageDefinition | None:
     """The paper's T5-large split (layers 0-6 / 7-17 / 18-23 of 24) scaled to `n_layers`; None below three layers."""
-
     if n_layers < len(PAPER_STAGES):
         return None
     starts = [round(first * n_layers / paper_reference.DECODER_LAYERS) for first, _, _ in paper_reference.STAGES.values()]
