@@ -48,6 +48,15 @@ def embedded_names() -> list[str]:
     return sorted(p.name for p in folder.iterdir() if (p / "config.json").is_file())
 
 
+def display_name(path: str | Path) -> str:
+    """How to name a model to a reader: an embedded checkpoint by its short name (which resolves anywhere), else as given."""
+    folder = checkpoints_folder()
+    resolved = Path(path).expanduser().resolve()
+    if folder is not None and resolved.parent == folder.resolve() and embedded_checkpoint(resolved.name) is not None:
+        return resolved.name
+    return str(path)
+
+
 def example_config(name: str) -> Path | None:
     """An example config shipped with genir_mech (`paper.yaml`), or None when this installation has none."""
     for folder in (_INSTALLED / "examples", _SOURCE / "examples"):

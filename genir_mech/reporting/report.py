@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+from ..embedded import display_name
 from ..errors import GenIRError
 from ..figures.tables import write_macros
 from ..provenance import written_atomically
@@ -90,7 +91,7 @@ def write_report(out: str | Path, model, results: SweepResults) -> Path:
     lines = [
         f"# genir_mech demo: {model.name}",
         "",
-        f"Model `{model.path}`: {encoder_layers} encoder and {model.n_layers('decoder')} decoder layers, {model.adapter.n_heads} heads, "
+        f"Model `{display_name(model.path)}`: {encoder_layers} encoder and {model.n_layers('decoder')} decoder layers, {model.adapter.n_heads} heads, "
         f"{len(model.docids)} docids. Every number below is computed from the tables in this folder (also written as LaTeX macros to `numbers.tex`).",
         "",
         *_not_run_lines(not_run),
@@ -102,7 +103,8 @@ def write_report(out: str | Path, model, results: SweepResults) -> Path:
         *_captioned_figure(fig("eval", "retrieval_ranks"), out, "Share of queries whose relevant document lies within each rank (log scale)."),
         "## Stages (located automatically)",
         "",
-        f"Change-point segmentation of the per-layer profile over {g('StagesQueries')} correct queries finds {g('StagesFound')} stage(s): "
+        f"Over {g('StagesQueries')} correct queries, the stage localiser (segments of the per-layer profile, kept only where the "
+        f"paper's ablation and logit-lens tests tell them apart, and named by those tests) finds {g('StagesFound')} stage(s): "
         f"{g('StagesList').replace('--', '-')}; {g('StagesBootstrapAgreement')}% of the bootstrap resamples agree on that number of stages.",
         "",
         "```",
