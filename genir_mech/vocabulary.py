@@ -26,6 +26,12 @@ RESULT_PACKAGES = ("genir_mech", "torch", "transformers", "nnsight", "numpy", "p
 
 # -- defaults and bounds ----------------------------------------------------------------------------------
 
+# The stage localiser's profile criterion (analyses.change_point): it draws the knob path; with the paper's tests
+# (the default) it does not decide the stage count.
+STAGE_RESOLUTION = 0.1  # feature differences below this are noise (ten percentage points of a share or a cosine)
+STAGE_PENALTY = 1.0  # multiplier of the BIC penalty
+PRIMING_MAX_MEAN_COST = 0.10  # priming MLPs are query-agnostic: mean-ablating them sends at most 10% off rank 1 (paper Stage I 0.8%)
+
 MAX_QUERY_TOKENS = 64  # default query length in tokens (longer queries are truncated, with a warning)
 # At most this many bootstrap resamples: every patching resample is held in memory, and every stage-boundary
 # resample segments the decoder again; the estimates are exact to the third decimal long before.

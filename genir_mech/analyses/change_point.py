@@ -36,10 +36,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import GenIRError
+from ..vocabulary import STAGE_PENALTY, STAGE_RESOLUTION
 
-DEFAULT_RESOLUTION = 0.1
+DEFAULT_RESOLUTION = STAGE_RESOLUTION
 MIN_DIFFERENCES = 7  # a robust noise estimate needs the boundaries to be a minority of layer differences
-DEFAULT_PENALTY = 1.0
+DEFAULT_PENALTY = STAGE_PENALTY
 # Resolutions at which the knob path is reported: 10^-2.75 (0.0018, a fifth of a percentage point) to 10^-0.25 (0.56, half
 # the range of a share or a cosine), 8 steps a decade, so 0.01, 0.0316, 0.1 (the default) and 0.316 are on it.
 RESOLUTION_GRID = tuple(float(f"{10 ** (e / 8):.4g}") for e in range(-22, -1))

@@ -79,9 +79,16 @@ import pandas as pd
 
 from ..errors import GenIRError
 from ..stage_definition import Stage, StageDefinition
-from ..vocabulary import MAX_BOOTSTRAP, PAPER_STAGES
+from ..vocabulary import MAX_BOOTSTRAP, PAPER_STAGES, PRIMING_MAX_MEAN_COST
 from . import paper_reference
-from .change_point import DEFAULT_PENALTY, DEFAULT_RESOLUTION, RESOLUTION_GRID, Segmentation, optimal_partitions, penalised_choice
+from .change_point import (
+    DEFAULT_PENALTY,
+    DEFAULT_RESOLUTION,
+    RESOLUTION_GRID,
+    Segmentation,
+    optimal_partitions,
+    penalised_choice,
+)
 
 UNASSIGNED = "unassigned"
 ABLATION_METRIC = "rank>1"  # % of queries whose relevant document leaves rank 1 (analyses.ablation)
@@ -98,8 +105,8 @@ SpanTests = Callable[[list[tuple[int, int]]], Mapping[tuple[int, int], Mapping[s
 @dataclass(frozen=True)
 class NamingRules:
     """The paper's definitions as thresholds, fractions of the correct queries (paper numbers: Table 3, NQ10k, T5-large);
-    the module constants below name the defaults. Defaults are literals: the CLI reads them from this source."""
-    cheap_ablation: float = 0.10  # priming MLPs are query-agnostic: mean-ablating them sends at most 10% off rank 1 (paper Stage I 0.8%, Stage III 48.2%)
+    the module constants below name the defaults."""
+    cheap_ablation: float = PRIMING_MAX_MEAN_COST  # priming MLPs are query-agnostic: mean-ablating them is cheap (paper Stage I 0.8%, Stage III 48.2%)
     necessary_ablation: float = 0.5  # priming MLPs are necessary: zeroing them sends at least half off rank 1 (paper Stage I: 92.9%)
     bridging_cost: float = 0.10  # bridging attention carries the query: mean-ablating it sends at least 10% off rank 1 (paper Stage I 4.6%, Stage II 20.5%)
     bridging_alone: float = 0.5  # ... or, every other layer's mean-ablated, it alone keeps at least half at rank 1 (redundant layers)

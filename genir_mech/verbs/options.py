@@ -9,8 +9,8 @@ types is checked by an argument type here (counts, fractions, stage specs,
 name lists, regexes, paths), so a bad argument fails in well under two
 seconds, before any model loads. That is also why this module and the verb
 modules import no torch, transformers or nnsight at module level: the
-handlers import their pipelines, and the names the options offer
-(`library_constant`) are read from the library's source without importing it.
+handlers import their pipelines, and the names and bounds the options offer
+come from genir_mech.vocabulary, which the library imports too.
 """
 from __future__ import annotations
 
@@ -35,25 +35,9 @@ def _module_tree(module: str) -> ast.Module:
     return ast.parse(path.read_text(encoding="utf-8"), str(path))
 
 
-def library_constant(module: str, name: str):
-    """The literal value of `name` (or `Class.attr`) in genir_mech.<module>, read from the source.
-
-    Importing e.g. analyses.ablation for its METHODS would import torch and nnsight (seconds) just to
-    check an option; tests/test_bad_input.py checks that every value read here equals the imported one.
-    """
-    body = _module_tree(module).body
-    *owner, attr = name.split(".")
-    if owner:
-        body = next(n.body for n in body if isinstance(n, ast.ClassDef) and n.name == owner[0])
-    for node in body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) and node.value else []
-        if any(isinstance(t, ast.Name) and t.id == attr for t in targets):
-            return ast.literal_eval(node.value)
-    raise LookupError(f"genir_mech.{module} defines no literal {name}")
-
-
 def dataclass_defaults(module: str, cls: str) -> dict[str, object]:
-    """Field name -> default of a dataclass of literal defaults in genir_mech.<module>, read from the source (see library_constant)."""
+    """Field name -> default of a dataclass of literal defaults in genir_mech.<module>, read from the source: importing the
+    training and data modules that define them would import torch (seconds) just to print --help or check an option."""
     body = next(n.body for n in _module_tree(module).body if isinstance(n, ast.ClassDef) and n.name == cls)
     return {n.target.id: ast.literal_eval(n.value) for n in body if isinstance(n, ast.AnnAssign) and n.value is not None}
 

@@ -6,11 +6,11 @@
 """
 from __future__ import annotations
 
+from ..vocabulary import PRIMING_MAX_MEAN_COST, STAGE_PENALTY, STAGE_RESOLUTION
 from . import Verb
 from .options import (
     bootstrap_count,
     fraction,
-    library_constant,
     load_data,
     load_model,
     model_arguments,
@@ -24,9 +24,7 @@ from .options import (
     steps_field,
 )
 
-DEFAULT_PENALTY = library_constant("analyses.change_point", "DEFAULT_PENALTY")
-DEFAULT_RESOLUTION = library_constant("analyses.change_point", "DEFAULT_RESOLUTION")
-CHEAP_ABLATION = library_constant("analyses.stage_localisation", "NamingRules.cheap_ablation")
+DEFAULT_PENALTY, DEFAULT_RESOLUTION, CHEAP_ABLATION = STAGE_PENALTY, STAGE_RESOLUTION, PRIMING_MAX_MEAN_COST
 
 
 def add_arguments(p):
@@ -35,8 +33,8 @@ def add_arguments(p):
     p.add_argument("--bootstrap", type=bootstrap_count, default=200, help="bootstrap resamples of the queries for boundary stability (default 200)")
     p.add_argument("--min-stage-size", type=positive_int, help="fewest layers in a stage (default max(1, n_layers // 8))")
     p.add_argument("--max-stages", type=positive_int, help="most stages considered (default n_layers // min-stage-size)")
-    p.add_argument("--penalty", type=positive_float, default=DEFAULT_PENALTY, help=f"multiplier of the BIC penalty; larger gives fewer stages (default {DEFAULT_PENALTY})")
-    p.add_argument("--resolution", type=positive_float, default=DEFAULT_RESOLUTION, help=f"feature differences below this are noise (default {DEFAULT_RESOLUTION})")
+    p.add_argument("--penalty", type=positive_float, default=DEFAULT_PENALTY, help=f"multiplier of the BIC penalty of the profile criterion, which draws the knob path (stage_path.csv); the stage count comes from the paper's tests unless --no-ablation (default {DEFAULT_PENALTY})")
+    p.add_argument("--resolution", type=positive_float, default=DEFAULT_RESOLUTION, help=f"the profile criterion's noise level (feature differences below it are noise), marked on the knob path; decides the count only with --no-ablation (default {DEFAULT_RESOLUTION})")
     p.add_argument("--cheap-ablation", type=fraction, default=CHEAP_ABLATION,
                    help=f"priming: at most this fraction of queries may leave rank 1 when the stage's MLPs are mean-ablated (default {CHEAP_ABLATION})")
     p.add_argument("--no-ablation", action="store_true", help="segment on contributions alone (faster; MLP stages then cannot be confirmed as priming)")
