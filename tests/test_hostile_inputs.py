@@ -27,6 +27,7 @@ import pytest
 
 from genir_mech.cli import main
 from genir_mech.errors import GenIRError
+from test_model_names import one_error_line as process_error_line  # noqa: E402  (tests/ is on sys.path: the same check for a command run in its own process)
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL = ["eval", "--model", "dsi-synth", "--max-queries", "8", "--beams", "0", "--split", "validation"]
@@ -40,16 +41,6 @@ def error_line(code: int, capsys, verb: str) -> str:
     assert "Traceback" not in err, err
     assert len(lines) == 1, err
     assert lines[0].startswith(f"genir-mech {verb}: error: "), err
-    return lines[0]
-
-
-def process_error_line(proc: subprocess.CompletedProcess, verb: str) -> str:
-    """The same for a command run in its own process."""
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith(f"genir-mech {verb}: error: "), proc.stderr
     return lines[0]
 
 
