@@ -62,6 +62,7 @@ def test_a_failed_unit_ends_alone_and_a_rerun_retries_only_it(tmp_path, capsys, 
     units = manifest(out)["units"]
     assert {u: units[u]["status"] for u in units} == {"dsi/stages": "done", "dsi/contributions": "skipped", "dsi/lens": "done", "dsi/read": "done"}
     assert (out / "dsi" / "read" / "COMPLETE.json").read_bytes() == read_before and not (out / "dsi" / "contributions").exists()
+    assert not (out / ".sweep" / "errors" / "dsi__lens.txt").exists()  # the fixed unit's old traceback is gone
 
 
 def test_a_unit_that_reads_from_a_failed_one_fails_without_running(tmp_path, capsys, monkeypatch):

@@ -170,6 +170,8 @@ def run_sweep(config: SweepConfig, *, backend: str = "local", workers: int = 2, 
                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} rows [{elapsed}<{remaining}]{postfix}")
 
             def finished(unit: Unit, outcome: Outcome) -> None:
+                if outcome.status in (DONE, SKIPPED):
+                    (out / STATE / "errors" / (unit.id.replace("/", "__") + ".txt")).unlink(missing_ok=True)  # an earlier failure's
                 if outcome.status == DONE:
                     store.record(unit, outcome.summary, outcome.seconds)
                 elif outcome.status == SKIPPED:
