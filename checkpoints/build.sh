@@ -16,11 +16,11 @@ run train "${DSI[@]}" --out checkpoints/dsi-synth --seed 0 --max-minutes 40 &
 run train "${DSI[@]}" --out checkpoints/dsi-synth-rd1 --seed 1 --remove-docs random:10:1 --max-minutes 40 &
 run train "${DSI[@]}" --out checkpoints/dsi-synth-rd2 --seed 2 --remove-docs random:10:2 --max-minutes 40 &
 wait
-# The decoder-only retrieval LM (issue 12): a 2-layer Llama (tied embeddings) trained from scratch on needle-in-a-haystack
+# The decoder-only retrieval LM: a 2-layer Llama (tied embeddings) trained from scratch on needle-in-a-haystack
 # (prompts end with the needle's lead-in, so the answer is an induction copy) and a 10% share of in-context retrieval,
 # loss on the answer tokens only; one thread (on a shared 2-core machine, two threads per process ran 15x slower).
 # Stage 1 (contexts 32-128 tokens, 10 minutes) forms the induction circuit; stage 2 (64-512 tokens, 13 minutes) and
-# stage 3 (128-512, 4.5 minutes, lr 1e-3) continue it with --base. Trained as runs/indC1..3; lm-niah = stage 3 without resume/.
+# stage 3 (128-512, 4.5 minutes, lr 1e-3) continue it with --base. lm-niah is stage 3 without resume/.
 NIAH=(--data "$DATA" --objective niah --incontext-docs 2,3 --incontext-share 0.1 --examples-per-epoch 512 --batch-size 16
       --epochs 200 --patience 200 --seed 0)
 run train "${NIAH[@]}" --out runs/lm-niah-stage1 --layers 2 --d-model 64 --d-ff 128 --num-heads 4 --num-kv-heads 4 \
@@ -30,7 +30,7 @@ run train "${NIAH[@]}" --base runs/lm-niah-stage1 --out runs/lm-niah-stage2 --ni
 run train "${NIAH[@]}" --base runs/lm-niah-stage2 --out checkpoints/lm-niah --niah-lengths 128,256,512 \
     --lr 1e-3 --warmup-steps 10 --max-minutes 4.5
 rm -rf checkpoints/lm-niah/resume
-# Controlled pairs (issue 13): the same tasks on the other architecture. lm-dsi-synth is dsi-synth's recipe (examples,
+# Controlled pairs: the same tasks on the other architecture. lm-dsi-synth is dsi-synth's recipe (examples,
 # AdamW lr 1e-3, 300 warmup steps, batch 128, early stopping on validation Hits@1 with patience 5) on a decoder-only Llama
 # from scratch (no pretrained decoder-only base exists for this corpus); prompt "query : <q> docid :" -> one docid token.
 run train --data "$DATA" --objective dsi --arch llama --out checkpoints/lm-dsi-synth --layers 8 --d-model 128 --d-ff 256 \
@@ -46,7 +46,7 @@ run train "${T5NIAH[@]}" --out runs/t5-niah2-stage1 --encoder-layers 2 --decoder
 run train "${T5NIAH[@]}" --base runs/t5-niah2-stage1 --out checkpoints/t5-niah --niah-lengths 128,256,512 \
     --lr 1e-3 --warmup-steps 10 --max-minutes 6
 rm -rf checkpoints/t5-niah/resume
-# Multi-token docids (issue 10): the dsi-synth recipe from the same base with naive (digit) and semantic (hierarchical
+# Multi-token docids: the dsi-synth recipe from the same base with naive (digit) and semantic (hierarchical
 # k-means over MiniLM-L6 embeddings; optional extra minilm) docids, written to <out>/docids.json; the two in parallel, one
 # thread each, 55-minute cap (the new docid tokens start from random rows: with HF's mean rows they stayed at chance).
 run train "${DSI[@]}" --out checkpoints/dsi-synth-naive --seed 0 --max-minutes 55 --scheme naive &

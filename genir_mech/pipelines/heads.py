@@ -3,7 +3,7 @@
     from genir_mech.pipelines.heads import HeadsConfig, run_heads_detect, run_qr_retrieve
     lm = load_lm("checkpoints/lm-niah")
     summary = run_heads_detect(lm, None, "runs/heads/lm-niah", HeadsConfig(seed=0))      # data generated from the seed
-    summary = run_qr_retrieve(lm, "data/issue12", "runs/heads-qr/lm-niah")            # or niah.jsonl / incontext.jsonl from a folder
+    summary = run_qr_retrieve(lm, "data/incontext", "runs/heads-qr/lm-niah")            # or niah.jsonl / incontext.jsonl from a folder
 
 `run_heads_detect` writes retrieval_scores.csv (per head: Wu et al.'s score,
 hits / answer tokens), niah_trials.csv (per trial: generated answer, ROUGE-1

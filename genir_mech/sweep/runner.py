@@ -171,7 +171,7 @@ def run_sweep(config: SweepConfig, *, backend: str = "local", workers: int = 2, 
 
             def finished(unit: Unit, outcome: Outcome) -> None:
                 if outcome.status in (DONE, SKIPPED):
-                    (out / STATE / "errors" / (unit.id.replace("/", "__") + ".txt")).unlink(missing_ok=True)  # an earlier failure's
+                    _traceback_path(out, unit).unlink(missing_ok=True)  # an earlier failure's
                 if outcome.status == DONE:
                     store.record(unit, outcome.summary, outcome.seconds)
                 elif outcome.status == SKIPPED:
@@ -203,10 +203,14 @@ def run_sweep(config: SweepConfig, *, backend: str = "local", workers: int = 2, 
         release_lock(lock)
 
 
+def _traceback_path(out: Path, unit: Unit) -> Path:
+    return out / STATE / "errors" / (unit.id.replace("/", "__") + ".txt")
+
+
 def _keep_traceback(out: Path, unit: Unit, outcome: Outcome) -> None:
     """The traceback of an unexpected error, kept beside the unit records (the terminal shows one line)."""
     if outcome.detail:
-        path = out / STATE / "errors" / (unit.id.replace("/", "__") + ".txt")
+        path = _traceback_path(out, unit)
         path.parent.mkdir(parents=True, exist_ok=True)
         with written_atomically(path) as tmp:
             tmp.write_text(outcome.detail)
